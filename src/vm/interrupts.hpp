@@ -1,0 +1,31 @@
+// How devices raise interrupts, and how the CPU loop takes them.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+
+namespace potemkin::vm {
+
+// Where devices send interrupts: legacy lines (ISA IRQ 0-15; PCI INTx after swizzling) and
+// message-signalled interrupts (an MSI/MSI-X address/data pair as written to 0xFEExxxxx).
+class InterruptSink {
+public:
+    virtual ~InterruptSink() = default;
+    // Drive a line. Edge-triggered lines fire on a 0->1 transition; level-triggered lines
+    // (ELCR) stay requested while high.
+    virtual void set_irq(unsigned line, bool level) = 0;
+    virtual void send_msi(uint64_t address, uint32_t data) = 0;
+};
+
+// What the CPU loop asks for each vCPU.
+class InterruptSource {
+public:
+    virtual ~InterruptSource() = default;
+    // Whether an interrupt is waiting that the vCPU would take when EFLAGS.IF=1.
+    virtual bool has_interrupt(unsigned vcpu) = 0;
+    // The INTA cycle: the vector to deliver now (moves it to in-service), or nothing when the
+    // request went away in the meantime.
+    virtual std::optional<uint8_t> acknowledge(unsigned vcpu) = 0;
+};
+
+}  // namespace potemkin::vm

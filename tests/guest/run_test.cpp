@@ -1,0 +1,2 @@
+#include <gtest/gtest.h>
+TEST(GuestPlaceholder, Builds) { EXPECT_EQ(1 + 1, 2); }
