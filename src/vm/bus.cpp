@@ -13,7 +13,7 @@ template <typename Addr>
 Result<RangeId> Bus<Addr>::add(Addr base, uint64_t length, std::string owner, BusHandler handler) {
     const uint64_t b = base.value;
     if (length == 0) return failf("{}: empty {} range at {:#x}", owner, space_name(space_), b);
-    if (b + length < b || (space_size_ && (b >= space_size_ || length > space_size_ - b)))
+    if (b + length <= b || (space_size_ && (b >= space_size_ || length > space_size_ - b)))
         return failf("{}: {} range {:#x}+{:#x} does not fit the address space", owner,
                      space_name(space_), b, length);
     if (!handler.read || !handler.write)

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages potemkin builds and tests with. As root it runs apt-get;
+# otherwise it prints exactly what is missing and the command that would install it.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake ninja-build pkg-config git
+  gcc-multilib                 # 32-bit guests (gcc -m32)
+  libunicorn-dev               # the embedded CPU engine
+  libpugixml-dev               # VM configuration (XML)
+  libcli11-dev                 # command line
+  libfmt-dev                   # formatting and logging
+  nlohmann-json3-dev           # JSON (vfio-user capabilities)
+  libgtest-dev libgmock-dev    # tests
+  libbenchmark-dev             # benchmarks
+  clang-format
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "setup: all ${#PACKAGES[@]} packages present"
+  exit 0
+fi
+
+if [ "$(id -u)" -eq 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+  echo "setup: missing Debian packages: ${missing[*]}" >&2
+  echo "setup: run as root, or: sudo apt-get install ${missing[*]}" >&2
+  exit 1
+fi

@@ -1,0 +1,107 @@
+// The engine that runs guest code, behind one small interface so Unicorn (embedded default)
+// and a future KVM engine are interchangeable. One CpuEngine instance is one vCPU.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "common/address.hpp"
+#include "common/result.hpp"
+
+namespace potemkin::cpu {
+
+struct Registers {
+    uint32_t eax = 0, ebx = 0, ecx = 0, edx = 0, esi = 0, edi = 0, ebp = 0, esp = 0;
+    uint32_t eip = 0, eflags = 0x2;
+    uint32_t cr0 = 0, cr2 = 0, cr3 = 0, cr4 = 0;
+    uint16_t cs = 0, ds = 0, es = 0, fs = 0, gs = 0, ss = 0;
+};
+std::string format_registers(const Registers& r);
+
+// Where guest port and MMIO accesses go. Called on the engine's thread.
+class CpuIo {
+public:
+    virtual ~CpuIo() = default;
+    virtual uint32_t port_in(uint16_t port, unsigned size) = 0;
+    virtual void port_out(uint16_t port, unsigned size, uint32_t value) = 0;
+    virtual uint64_t mmio_read(uint64_t address, unsigned size) = 0;
+    virtual void mmio_write(uint64_t address, unsigned size, uint64_t value) = 0;
+};
+
+struct DescriptorTable {
+    uint32_t base = 0;
+    uint16_t limit = 0;
+};
+
+// The state a guest is entered in (docs/guest-abi.md).
+struct BootState {
+    Registers regs;
+    DescriptorTable gdt;
+};
+
+enum class ExitReason {
+    stop_requested,  // the kick flag or the preemption quantum ended the slice
+    halted,          // the vCPU executed HLT
+    fault,           // a guest fault the engine could not deliver; see RunExit::fault
+};
+
+struct FaultReport {
+    int vector = -1;  // -1 when the fault has no vector (e.g. fetch from unassigned memory)
+    std::string what;
+    Registers regs;
+    std::string describe() const;
+};
+
+struct RunExit {
+    ExitReason reason = ExitReason::stop_requested;
+    std::optional<FaultReport> fault;
+};
+
+struct EngineSettings {
+    CpuIo* io = nullptr;
+    // Set by anyone (any thread) who needs the engine to return from run() soon: timers,
+    // interrupts, device threads, exit. The engine only reads it.
+    const std::atomic<bool>* kick = nullptr;
+    unsigned vcpu_index = 0;
+    // Return from run() after this many translation blocks (0 = never): round-robin
+    // scheduling of several vCPUs on one host thread.
+    uint64_t preempt_blocks = 0;
+};
+
+class CpuEngine {
+public:
+    virtual ~CpuEngine() = default;
+    virtual const char* name() const = 0;
+
+    // Map guest RAM at `base` backed by `host` (shared with every other vCPU).
+    virtual Result<void> map_ram(Gpa base, uint64_t size, uint8_t* host) = 0;
+    // Route accesses to [base, base+size) to CpuIo::mmio_*. Any physical address that is
+    // neither RAM nor mapped here is routed there too on first touch, so this is only an
+    // optimisation; the MmioBus decides who answers.
+    virtual Result<void> map_mmio(Gpa base, uint64_t size) = 0;
+
+    virtual Result<void> set_boot_state(const BootState& state) = 0;
+    virtual Registers registers() = 0;
+
+    // Run until the kick flag is seen, the preemption quantum ends, HLT, or a fault.
+    virtual RunExit run() = 0;
+
+    // EFLAGS.IF of the stopped vCPU.
+    virtual bool interrupts_enabled() = 0;
+    // Deliver an external interrupt through the guest IDT now (the vCPU is stopped).
+    // A vCPU stopped in front of HLT resumes after it (the STI shadow is invisible here,
+    // and that is what hardware does for `sti; hlt`).
+    virtual Result<void> inject_interrupt(uint8_t vector) = 0;
+    // While an interrupt is pending with IF=0, also stop as soon as the guest sets IF.
+    virtual void set_interrupt_window(bool on) = 0;
+
+    // Drop translated code for a range written behind the engine's back (DMA, loader).
+    virtual void invalidate_code(Gpa base, uint64_t size) = 0;
+};
+
+Result<std::unique_ptr<CpuEngine>> create_unicorn_engine(const EngineSettings& settings);
+
+}  // namespace potemkin::cpu

@@ -1,0 +1,345 @@
+#include "machine/machine.hpp"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+
+#include "common/log.hpp"
+#include "devices/builtin.hpp"
+#include "devices/platform.hpp"
+#include "machine/elf_loader.hpp"
+#include "machine/trace_writer.hpp"
+
+namespace potemkin::machine {
+
+namespace {
+constexpr uint64_t kMiB = 1024 * 1024;
+constexpr uint32_t kGdtBase = 0x1000;
+constexpr uint32_t kBootInfoBase = 0x2000;
+constexpr uint32_t kCmdlineBase = 0x2100;
+constexpr uint32_t kCmdlineMax = 0xeff;  // up to 0x2fff, NUL included
+constexpr uint32_t kStackTop = 0x90000;
+constexpr uint32_t kStackSize = 0x10000;
+
+// docs/guest-abi.md
+struct BootInfo {
+    uint32_t magic = 0x4e4b5450;
+    uint32_t version = 1;
+    uint32_t cpu_count = 0;
+    uint32_t reserved = 0;
+    uint64_t ram_size = 0;
+    uint32_t cmdline = kCmdlineBase;
+    uint32_t cmdline_len = 0;
+};
+static_assert(sizeof(BootInfo) == 32);
+}  // namespace
+
+int RunResult::process_status() const {
+    switch (outcome) {
+        case RunOutcome::exited:
+            return static_cast<int>(exit_value & 0xff);
+        case RunOutcome::timeout:
+            return 124;
+        case RunOutcome::halted:
+            return 125;
+        case RunOutcome::fault:
+            return 126;
+    }
+    return 126;
+}
+
+Machine::Machine(MachineSettings settings)
+    : settings_(std::move(settings)),
+      timers_([this] { kick(); }) {}
+
+Machine::~Machine() {
+    {
+        std::lock_guard lk(mutex_);
+        quit_ = true;
+    }
+    kicker_cv_.notify_all();
+    if (kicker_.joinable()) kicker_.join();
+    // Devices go before the buses and controllers they registered with.
+    devices_.reset();
+    pit_.reset();
+}
+
+Result<std::unique_ptr<Machine>> Machine::create(MachineSettings settings) {
+    std::unique_ptr<Machine> m(new Machine(std::move(settings)));
+    POTEMKIN_TRY(m->build());
+    return m;
+}
+
+Result<std::string> Machine::resolve_guest_path() const {
+    if (settings_.guest_override) return *settings_.guest_override;
+    const auto& cfg = settings_.config;
+    if (cfg.guest_file.empty())
+        return failf("{}: no guest image: add <guest file=\"...\"/> to <vm> or pass --guest",
+                     cfg.document->display_name());
+    namespace fs = std::filesystem;
+    if (fs::path(cfg.guest_file).is_absolute()) return cfg.guest_file;
+    std::vector<std::string> tried;
+    std::vector<std::string> dirs = {cfg.document->directory()};
+    dirs.insert(dirs.end(), settings_.guest_search_path.begin(), settings_.guest_search_path.end());
+    for (const auto& d : dirs) {
+        if (d.empty()) continue;
+        fs::path p = fs::path(d) / cfg.guest_file;
+        if (fs::exists(p)) return p.string();
+        tried.push_back(p.string());
+    }
+    std::string list;
+    for (const auto& t : tried) list += (list.empty() ? "" : ", ") + t;
+    return failf("{}: guest file '{}' not found (looked in: {})", cfg.document->display_name(),
+                 cfg.guest_file, list);
+}
+
+Result<void> Machine::build() {
+    const auto& cfg = settings_.config;
+    if (!settings_.console) {
+        settings_.console = [](std::string_view s) {
+            std::fwrite(s.data(), 1, s.size(), stdout);
+            std::fflush(stdout);
+        };
+    }
+    auto mem = vm::GuestMemory::create({{Gpa(0), cfg.memory_mib * kMiB}});
+    if (!mem) return fail(mem.error());
+    memory_ = std::move(*mem);
+    memory_->set_write_observer([this](Gpa a, uint64_t n) {
+        for (auto& v : vcpus_) v.engine->invalidate_code(a, n);
+    });
+
+    irq_ = std::make_unique<vm::InterruptController>(cfg.cores, [this] { kick(); });
+    POTEMKIN_TRY(irq_->attach(ports_, mmio_, [this] { return current_vcpu_; }));
+
+    if (settings_.trace_path) {
+        auto t = TraceWriter::open(*settings_.trace_path, [this] { return current_vcpu_; });
+        if (!t) return fail(t.error());
+        trace_ = std::move(*t);
+        ports_.set_tracer([this](const vm::BusAccess& a) { trace_->access(a); });
+        mmio_.set_tracer([this](const vm::BusAccess& a) { trace_->access(a); });
+    }
+
+    const vm::DeviceClassRegistry* classes = settings_.classes;
+    if (!classes) {
+        devices::register_builtin_device_classes(builtin_classes_);
+        classes = &builtin_classes_;
+    }
+    devices_ = std::make_unique<vm::DeviceManager>(*classes);
+    auto console = devices::DebugConsole::create(ports_, settings_.console);
+    if (!console) return fail(console.error());
+    POTEMKIN_TRY(devices_->adopt(std::move(*console)));
+    auto exit = devices::ExitPort::create(ports_, [this](uint32_t status) { request_exit(status); });
+    if (!exit) return fail(exit.error());
+    POTEMKIN_TRY(devices_->adopt(std::move(*exit)));
+
+    pit_ = std::make_unique<vm::Pit8254>(timers_, [this](bool level) { irq_->set_irq(0, level); });
+    POTEMKIN_TRY(pit_->attach(ports_, "pit"));
+
+    device_ctx_ = std::make_unique<vm::DeviceContext>(
+        vm::DeviceContext{ports_, mmio_, *memory_, *irq_, timers_, *devices_, trace_.get()});
+    POTEMKIN_TRY(devices_->create_all(cfg.devices, *device_ctx_));
+
+    for (unsigned i = 0; i < cfg.cores; ++i) {
+        cpu::EngineSettings es;
+        es.io = this;
+        es.kick = &kick_;
+        es.vcpu_index = i;
+        es.preempt_blocks = cfg.cores > 1 ? settings_.preempt_blocks : 0;
+        auto engine = cpu::create_unicorn_engine(es);
+        if (!engine) return fail(engine.error());
+        for (const auto& r : memory_->regions())
+            POTEMKIN_TRY((*engine)->map_ram(r.base, r.size, r.host));
+        vcpus_.push_back(Vcpu{std::move(*engine), false});
+    }
+
+    auto path = resolve_guest_path();
+    if (!path) return fail(path.error());
+    auto image = load_elf32(*path, *memory_);
+    if (!image) return fail(image.error());
+    POTEMKIN_TRY(write_boot_state(image->entry));
+    return ok();
+}
+
+Result<void> Machine::write_boot_state(uint32_t entry) {
+    const auto& cfg = settings_.config;
+    // Flat 4 GiB ring-0 code (0x08) and data (0x10) segments.
+    const uint64_t gdt[3] = {0, 0x00cf9a000000ffffull, 0x00cf92000000ffffull};
+    POTEMKIN_TRY(memory_->write_obj(Gpa(kGdtBase), gdt));
+    if (cfg.cmdline.size() > kCmdlineMax)
+        return failf("{}: <guest cmdline> is {} bytes; at most {} fit", cfg.document->display_name(),
+                     cfg.cmdline.size(), kCmdlineMax);
+    BootInfo info;
+    info.cpu_count = cfg.cores;
+    info.ram_size = memory_->total_size();
+    info.cmdline_len = static_cast<uint32_t>(cfg.cmdline.size());
+    POTEMKIN_TRY(memory_->write_obj(Gpa(kBootInfoBase), info));
+    std::vector<uint8_t> cmd(cfg.cmdline.begin(), cfg.cmdline.end());
+    cmd.push_back(0);
+    POTEMKIN_TRY(memory_->write(Gpa(kCmdlineBase), cmd));
+
+    for (unsigned i = 0; i < vcpus_.size(); ++i) {
+        cpu::BootState s;
+        s.gdt = {kGdtBase, sizeof gdt - 1};
+        s.regs.cs = 0x08;
+        s.regs.ds = s.regs.es = s.regs.fs = s.regs.gs = s.regs.ss = 0x10;
+        s.regs.eip = entry;
+        s.regs.esp = kStackTop - i * kStackSize;
+        s.regs.ebx = kBootInfoBase;
+        s.regs.esi = i;
+        s.regs.eflags = 0x2;
+        POTEMKIN_TRY(vcpus_[i].engine->set_boot_state(s));
+    }
+    return ok();
+}
+
+void Machine::request_exit(uint32_t status) {
+    if (exit_requested_) return;  // the first exit wins
+    exit_requested_ = true;
+    exit_value_ = status;
+    kick();
+}
+
+void Machine::kick() {
+    {
+        std::lock_guard lk(mutex_);
+        kick_.store(true, std::memory_order_relaxed);
+    }
+    wake_cv_.notify_all();
+}
+
+void Machine::post(std::function<void()> fn) {
+    {
+        std::lock_guard lk(mutex_);
+        posted_.push_back(std::move(fn));
+        kick_.store(true, std::memory_order_relaxed);
+    }
+    wake_cv_.notify_all();
+}
+
+void Machine::run_posted() {
+    std::vector<std::function<void()>> work;
+    {
+        std::lock_guard lk(mutex_);
+        work.swap(posted_);
+    }
+    for (auto& fn : work) fn();
+}
+
+void Machine::set_kicker_deadline(std::optional<vm::Clock::time_point> when) {
+    {
+        std::lock_guard lk(mutex_);
+        if (kicker_deadline_ == when) return;
+        kicker_deadline_ = when;
+    }
+    kicker_cv_.notify_all();
+}
+
+void Machine::kicker_loop() {
+    std::unique_lock lk(mutex_);
+    while (!quit_) {
+        if (!kicker_deadline_) {
+            kicker_cv_.wait(lk);
+            continue;
+        }
+        auto d = *kicker_deadline_;
+        kicker_cv_.wait_until(lk, d);
+        if (kicker_deadline_ && *kicker_deadline_ <= vm::Clock::now()) {
+            kicker_deadline_.reset();
+            kick_.store(true, std::memory_order_relaxed);
+            wake_cv_.notify_all();
+        }
+    }
+}
+
+void Machine::wait_for_kick() {
+    std::unique_lock lk(mutex_);
+    wake_cv_.wait(lk, [this] { return kick_.load(std::memory_order_relaxed) || !posted_.empty(); });
+}
+
+RunResult Machine::run() {
+    if (!kicker_.joinable()) kicker_ = std::thread([this] { kicker_loop(); });
+    std::optional<vm::Clock::time_point> timeout_at;
+    if (settings_.timeout) timeout_at = vm::Clock::now() + *settings_.timeout;
+
+    auto fault = [&](const cpu::FaultReport& f, unsigned vcpu) {
+        return RunResult{RunOutcome::fault, 0, fmt::format("vCPU {}: {}", vcpu, f.describe())};
+    };
+    for (;;) {
+        kick_.store(false, std::memory_order_relaxed);
+        run_posted();
+        timers_.run_due(vm::Clock::now());
+        if (exit_requested_) return {RunOutcome::exited, exit_value_, {}};
+        if (timeout_at && vm::Clock::now() >= *timeout_at)
+            return {RunOutcome::timeout, 0,
+                    fmt::format("timeout: the guest ran for {} ms without exiting",
+                                settings_.timeout->count())};
+
+        // The kicker turns the next deadline into a kick while the guest runs.
+        auto next = timers_.next_deadline();
+        if (timeout_at && (!next || *timeout_at < *next)) next = timeout_at;
+        set_kicker_deadline(next);
+
+        bool all_halted = true;
+        for (unsigned i = 0; i < vcpus_.size(); ++i) {
+            Vcpu& v = vcpus_[i];
+            cpu::CpuEngine& e = *v.engine;
+            current_vcpu_ = i;
+            bool pending = irq_->has_interrupt(i);
+            if (pending && e.interrupts_enabled()) {
+                if (auto vector = irq_->acknowledge(i)) {
+                    if (auto r = e.inject_interrupt(*vector); !r) {
+                        cpu::FaultReport f{*vector, "interrupt could not be delivered: " + r.error().message,
+                                           e.registers()};
+                        return fault(f, i);
+                    }
+                    v.halted = false;
+                }
+                pending = irq_->has_interrupt(i);
+            }
+            if (v.halted) continue;
+            all_halted = false;
+            e.set_interrupt_window(pending);
+            cpu::RunExit ex = e.run();
+            if (ex.reason == cpu::ExitReason::fault) return fault(*ex.fault, i);
+            if (ex.reason == cpu::ExitReason::halted) v.halted = true;
+            if (exit_requested_) return {RunOutcome::exited, exit_value_, {}};
+        }
+
+        if (all_halted || std::all_of(vcpus_.begin(), vcpus_.end(), [](const Vcpu& v) { return v.halted; })) {
+            // Something must be able to wake a halted vCPU: an interrupt needs IF=1 and a
+            // source (a timer, a pending request, or work posted by a device thread).
+            bool can_wake = false;
+            for (unsigned i = 0; i < vcpus_.size(); ++i) {
+                if (!vcpus_[i].engine->interrupts_enabled()) continue;
+                if (irq_->has_interrupt(i) || !timers_.empty() || external_sources_ > 0) can_wake = true;
+            }
+            if (!can_wake) {
+                std::string regs = cpu::format_registers(vcpus_[0].engine->registers());
+                return {RunOutcome::halted, 0,
+                        fmt::format("every vCPU is halted and no interrupt can wake it "
+                                    "(interrupts disabled or no interrupt source)\n{}",
+                                    regs)};
+            }
+            if (!irq_->has_interrupt(0)) wait_for_kick();
+        }
+    }
+}
+
+uint32_t Machine::port_in(uint16_t port, unsigned size) {
+    return static_cast<uint32_t>(ports_.read(Port(port), size));
+}
+
+void Machine::port_out(uint16_t port, unsigned size, uint32_t value) {
+    ports_.write(Port(port), size, value);
+}
+
+uint64_t Machine::mmio_read(uint64_t address, unsigned size) {
+    return mmio_.read(Gpa(address), size);
+}
+
+void Machine::mmio_write(uint64_t address, unsigned size, uint64_t value) {
+    mmio_.write(Gpa(address), size, value);
+}
+
+}  // namespace potemkin::machine

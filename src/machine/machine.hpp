@@ -1,0 +1,130 @@
+// The assembled VM: guest memory, buses, interrupt controllers, timers, devices and one CPU
+// engine per vCPU, all driven from one host thread (UNICORN.md gotcha 12: LOCK-prefixed
+// instructions are only atomic across vCPUs that share a thread).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cpu/cpu_engine.hpp"
+#include "vm/bus.hpp"
+#include "vm/config.hpp"
+#include "vm/device.hpp"
+#include "vm/guest_memory.hpp"
+#include "vm/interrupt_controller.hpp"
+#include "vm/pit.hpp"
+#include "vm/timer_queue.hpp"
+
+namespace potemkin::machine {
+
+class TraceWriter;
+
+struct MachineSettings {
+    vm::VmConfig config;
+    std::optional<std::string> guest_override;  // --guest
+    // Searched for a relative guest path after the config file's directory (the build's
+    // guests/ folder, so `potemkin run examples/hello.xml` finds hello.elf).
+    std::vector<std::string> guest_search_path;
+    std::optional<std::chrono::milliseconds> timeout;
+    std::optional<std::string> trace_path;
+    // Guest console bytes; default: standard output, flushed per write.
+    std::function<void(std::string_view)> console;
+    // Device classes; default: the built-in ones.
+    const vm::DeviceClassRegistry* classes = nullptr;
+    // Translation blocks a vCPU runs before the next one gets its turn (several vCPUs only).
+    uint64_t preempt_blocks = 20000;
+};
+
+enum class RunOutcome { exited, timeout, halted, fault };
+
+struct RunResult {
+    RunOutcome outcome = RunOutcome::exited;
+    uint32_t exit_value = 0;  // what the guest wrote to port 0xF4
+    std::string message;      // for timeout, halted, fault
+    // The process status `potemkin run` exits with (docs/guest-abi.md).
+    int process_status() const;
+};
+
+class Machine final : private cpu::CpuIo {
+public:
+    static Result<std::unique_ptr<Machine>> create(MachineSettings settings);
+    ~Machine() override;
+
+    RunResult run();
+
+    // Thread-safe: make the engine return to the run loop soon (device threads, timers).
+    void kick();
+    // Thread-safe: run `fn` on the engine thread at the next opportunity.
+    void post(std::function<void()> fn);
+    // A device thread that may raise interrupts while every vCPU is halted registers here, so a
+    // halted guest waits for it instead of ending the run.
+    void add_external_source() { ++external_sources_; }
+    void remove_external_source() { --external_sources_; }
+
+    vm::PortBus& ports() { return ports_; }
+    vm::MmioBus& mmio() { return mmio_; }
+    vm::GuestMemory& memory() { return *memory_; }
+    vm::DeviceManager& devices() { return *devices_; }
+    vm::InterruptController& interrupts() { return *irq_; }
+    unsigned current_vcpu() const { return current_vcpu_; }
+
+private:
+    explicit Machine(MachineSettings settings);
+    Result<void> build();
+    Result<std::string> resolve_guest_path() const;
+    Result<void> write_boot_state(uint32_t entry);
+    void request_exit(uint32_t status);
+    void kicker_loop();
+    void set_kicker_deadline(std::optional<vm::Clock::time_point> when);
+    void wait_for_kick();
+    void run_posted();
+
+    // cpu::CpuIo
+    uint32_t port_in(uint16_t port, unsigned size) override;
+    void port_out(uint16_t port, unsigned size, uint32_t value) override;
+    uint64_t mmio_read(uint64_t address, unsigned size) override;
+    void mmio_write(uint64_t address, unsigned size, uint64_t value) override;
+
+    MachineSettings settings_;
+    std::unique_ptr<vm::GuestMemory> memory_;
+    vm::PortBus ports_{vm::Space::io, 0x10000};
+    vm::MmioBus mmio_{vm::Space::mmio, 0};
+    std::unique_ptr<vm::InterruptController> irq_;
+    vm::TimerQueue timers_;
+    std::unique_ptr<TraceWriter> trace_;
+    vm::DeviceClassRegistry builtin_classes_;
+    std::unique_ptr<vm::DeviceManager> devices_;
+    std::unique_ptr<vm::Pit8254> pit_;
+    std::unique_ptr<vm::DeviceContext> device_ctx_;
+
+    struct Vcpu {
+        std::unique_ptr<cpu::CpuEngine> engine;
+        bool halted = false;
+    };
+    std::vector<Vcpu> vcpus_;
+    unsigned current_vcpu_ = 0;
+
+    std::atomic<bool> kick_{false};
+    bool exit_requested_ = false;
+    // Threads outside the engine that may raise interrupts (out-of-process devices).
+    std::atomic<unsigned> external_sources_{0};
+    uint32_t exit_value_ = 0;
+
+    // The kicker thread turns deadlines (timers, --timeout) into kicks.
+    std::mutex mutex_;
+    std::condition_variable kicker_cv_, wake_cv_;
+    std::optional<vm::Clock::time_point> kicker_deadline_;
+    bool quit_ = false;
+    std::vector<std::function<void()>> posted_;
+    std::thread kicker_;
+};
+
+}  // namespace potemkin::machine

@@ -1,0 +1,104 @@
+// Devices, the classes that create them from configuration, and the manager that owns them.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/result.hpp"
+#include "vm/bus.hpp"
+#include "vm/config.hpp"
+#include "vm/guest_memory.hpp"
+#include "vm/interrupts.hpp"
+#include "vm/timer.hpp"
+
+namespace potemkin::vm {
+
+class DeviceManager;
+
+// Free-form notes for the trace (GENERIC's PRINT modes, device events).
+class TraceNotes {
+public:
+    virtual ~TraceNotes() = default;
+    virtual void note(std::string_view device, std::string_view text) = 0;
+};
+
+// What a device may reach. Devices never see the CPU engine.
+struct DeviceContext {
+    PortBus& ports;
+    MmioBus& mmio;
+    GuestMemory& memory;
+    InterruptSink& interrupts;
+    TimerService& timers;
+    DeviceManager& devices;
+    TraceNotes* trace = nullptr;  // null when tracing is off
+};
+
+class Device {
+public:
+    explicit Device(std::string id) : id_(std::move(id)) {}
+    virtual ~Device() = default;
+    Device(const Device&) = delete;
+    Device& operator=(const Device&) = delete;
+
+    const std::string& id() const { return id_; }
+    // A VM reset: back to the power-on state.
+    virtual void reset() {}
+
+private:
+    std::string id_;
+};
+
+using DeviceFactory =
+    std::function<Result<std::unique_ptr<Device>>(const ConfigElement&, DeviceContext&)>;
+
+// Device classes by name ("PCI", "PCI_FRONT", "GENERIC", ...).
+class DeviceClassRegistry {
+public:
+    // Registering a name twice is a programming error and fails.
+    Result<void> add(std::string name, DeviceFactory factory);
+    const DeviceFactory* find(std::string_view name) const;
+    std::vector<std::string> names() const;
+
+private:
+    std::map<std::string, DeviceFactory, std::less<>> factories_;
+};
+
+class DeviceManager {
+public:
+    explicit DeviceManager(const DeviceClassRegistry& classes) : classes_(classes) {}
+    ~DeviceManager();  // destroys devices in reverse creation order
+
+    // Create every configured device in order; the first error stops and names its element.
+    Result<void> create_all(const std::vector<ConfigElement>& elements, DeviceContext& ctx);
+    // Adopt a device created in code (platform devices); ids must be unique.
+    Result<Device*> adopt(std::unique_ptr<Device> device);
+
+    Device* find(std::string_view id) const;
+    template <typename T>
+    T* find_as(std::string_view id) const {
+        return dynamic_cast<T*>(find(id));
+    }
+    // For a configuration attribute that names another device of type T.
+    template <typename T>
+    Result<T*> reference(const ConfigElement& e, std::string_view attr, std::string_view what) const {
+        auto id = e.required(attr);
+        if (!id) return fail(id.error());
+        Device* d = find(*id);
+        if (!d) return fail(e.attr_error(attr, fmt::format("refers to unknown device '{}'", *id)));
+        auto* t = dynamic_cast<T*>(d);
+        if (!t) return fail(e.attr_error(attr, fmt::format("refers to '{}', which is not {}", *id, what)));
+        return t;
+    }
+
+    void reset_all();
+    const std::vector<std::unique_ptr<Device>>& devices() const { return devices_; }
+
+private:
+    const DeviceClassRegistry& classes_;
+    std::vector<std::unique_ptr<Device>> devices_;
+};
+
+}  // namespace potemkin::vm

@@ -1,0 +1,74 @@
+// Runs a guest from guests/ in a real VM on the embedded engine and collects what it did.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "machine/machine.hpp"
+
+namespace potemkin::testing {
+
+struct GuestRun {
+    machine::RunOutcome outcome = machine::RunOutcome::fault;
+    int status = -1;          // as `potemkin run` would exit
+    std::string console;      // everything the guest printed
+    std::string message;      // the VMM's message (fault report, ...)
+};
+
+struct GuestVm {
+    std::string guest;        // name in guests/, without .elf
+    std::string devices_xml;  // inner XML of <devices>
+    std::string cmdline;
+    unsigned cores = 1;
+    unsigned memory_mib = 64;
+    int timeout_ms = 30000;
+    std::string trace_path;
+};
+
+inline std::string guest_path(const std::string& name) {
+    return std::string(POTEMKIN_GUEST_DIR) + "/" + name + ".elf";
+}
+
+inline std::string vm_xml(const GuestVm& g) {
+    return "<vm class=\"PC\">\n  <memory>" + std::to_string(g.memory_mib) + "</memory>\n  <cores count=\"" +
+           std::to_string(g.cores) + "\"/>\n  <guest file=\"" + guest_path(g.guest) + "\" cmdline=\"" +
+           g.cmdline + "\"/>\n  <devices>\n" + g.devices_xml + "\n  </devices>\n</vm>\n";
+}
+
+inline GuestRun run_guest(const GuestVm& g) {
+    GuestRun out;
+    auto doc = vm::ConfigDocument::load_string(vm_xml(g), "test.xml");
+    if (!doc) {
+        out.message = doc.error().message;
+        return out;
+    }
+    auto cfg = vm::parse_vm_config(*doc);
+    if (!cfg) {
+        out.message = cfg.error().message;
+        return out;
+    }
+    machine::MachineSettings s;
+    s.config = std::move(*cfg);
+    s.timeout = std::chrono::milliseconds(g.timeout_ms);
+    s.console = [&out](std::string_view text) { out.console.append(text); };
+    if (!g.trace_path.empty()) s.trace_path = g.trace_path;
+    auto m = machine::Machine::create(std::move(s));
+    if (!m) {
+        out.message = m.error().message;
+        return out;
+    }
+    auto r = (*m)->run();
+    out.outcome = r.outcome;
+    out.status = r.process_status();
+    out.message = r.message;
+    return out;
+}
+
+// For assertion messages.
+inline std::string describe(const GuestRun& r) {
+    return "status " + std::to_string(r.status) + "\n--- console ---\n" + r.console +
+           "\n--- vmm ---\n" + r.message;
+}
+
+}  // namespace potemkin::testing
