@@ -1,0 +1,132 @@
+// HostDevice: the contract every transport meets (ARCHITECTURE.md §3). Palacios' host-device
+// interface, widened to what VFIO and vfio-user have shown is needed. Region numbering follows
+// VFIO: BARs 0-5, the expansion ROM 6, config space 7; device-specific regions from 8.
+//
+// Threading: a HostDevice is called from the VM's engine thread. Events (interrupts, DMA) may
+// arrive on the engine thread (in-process models) or, for out-of-process transports, are
+// marshalled onto it by the transport.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/result.hpp"
+
+namespace potemkin::hostdev {
+
+inline constexpr uint32_t kBar0Region = 0;
+inline constexpr uint32_t kRomRegion = 6;
+inline constexpr uint32_t kConfigRegion = 7;
+inline constexpr uint32_t kPciRegionCount = 8;
+
+enum class RegionKind : uint8_t { absent, io, mem32, mem24, mem64, rom, config, other };
+
+// A part of a region that can be mapped straight into the guest (no exit per access).
+struct MmapArea {
+    uint64_t offset = 0;  // within the region
+    uint64_t size = 0;
+};
+
+struct RegionInfo {
+    uint32_t index = 0;
+    RegionKind kind = RegionKind::absent;
+    uint64_t size = 0;  // a power of two for BARs and the ROM
+    bool readable = false;
+    bool writable = false;
+    bool prefetchable = false;
+    std::vector<MmapArea> mmap_areas;  // empty: every access traps
+    int fd = -1;                       // for mmap_areas; owned by the HostDevice
+    uint64_t fd_offset = 0;
+};
+
+struct DeviceInfo {
+    std::string name;
+    uint32_t num_regions = kPciRegionCount;
+    uint32_t num_irqs = 0;
+    bool reset_supported = false;
+};
+
+// Interrupt index numbering follows VFIO (VFIO_PCI_*_IRQ_INDEX).
+enum class IrqKind : uint8_t { intx = 0, msi = 1, msix = 2 };
+
+// What a HostDevice needs from the VMM: the interrupt and DMA direction. Implemented by the
+// front-end (PCI_FRONT, GENERIC), which shadows MSI/MSI-X state and turns vectors into
+// messages, and checks every DMA against guest RAM.
+class HostDeviceEvents {
+public:
+    virtual ~HostDeviceEvents() = default;
+    virtual void intx(bool asserted) = 0;
+    // Vector `vector` of the MSI or MSI-X block the guest enabled (see set_irqs) fired.
+    virtual void msi(unsigned vector) = 0;
+    virtual Result<void> dma_read(uint64_t guest_address, std::span<uint8_t> out) = 0;
+    virtual Result<void> dma_write(uint64_t guest_address, std::span<const uint8_t> in) = 0;
+    // The implementation went away (process died, socket closed). Further calls fail until
+    // (and unless) the transport reconnects.
+    virtual void disconnected(std::string_view why) = 0;
+};
+
+class HostDevice {
+public:
+    virtual ~HostDevice() = default;
+
+    virtual Result<DeviceInfo> info() = 0;
+    virtual Result<RegionInfo> region_info(uint32_t index) = 0;
+
+    // Config space (region 7), any offset and length within it.
+    virtual Result<void> config_read(uint32_t offset, std::span<uint8_t> out) = 0;
+    virtual Result<void> config_write(uint32_t offset, std::span<const uint8_t> in) = 0;
+
+    // BAR, ROM and device-specific regions: 1, 2, 4 and 8-byte accesses and bulk transfers.
+    virtual Result<void> region_read(uint32_t index, uint64_t offset, std::span<uint8_t> out) = 0;
+    virtual Result<void> region_write(uint32_t index, uint64_t offset,
+                                      std::span<const uint8_t> in) = 0;
+
+    // Which interrupt mechanism the guest enabled, and how many vectors (VFIO_DEVICE_SET_IRQS):
+    // INTx by default; MSI or MSI-X once the guest sets their enable bits; count 0 disables.
+    virtual Result<void> set_irqs(IrqKind kind, uint32_t count) = 0;
+    // The guest acknowledged a level-triggered INTx (EOI): the device may re-assert if its
+    // condition persists (Palacios' ack_irq, VFIO's unmask/resample).
+    virtual Result<void> ack_intx() = 0;
+
+    virtual Result<void> reset() = 0;
+    // Release the connection and every resource; idempotent; no calls after it.
+    virtual void close() = 0;
+};
+
+// Opening by URL: "inproc:edu?dma_limit=4096", later "vfio-user:/run/x.sock", "qemu:...".
+struct OpenContext {
+    HostDeviceEvents* events = nullptr;  // required; must outlive the HostDevice
+};
+
+struct ParsedUrl {
+    std::string scheme;  // before the first ':'
+    std::string path;    // after it, up to '?'
+    std::vector<std::pair<std::string, std::string>> params;  // k=v after '?', '&'-separated
+    std::string text;    // the whole URL, for messages
+    const std::string* param(std::string_view key) const;
+};
+// Errors name the URL and what is wrong with it.
+Result<ParsedUrl> parse_url(std::string_view url);
+
+using TransportOpener =
+    std::function<Result<std::unique_ptr<HostDevice>>(const ParsedUrl&, const OpenContext&)>;
+
+class TransportRegistry {
+public:
+    // The process-wide registry with the built-in transports (inproc, ...).
+    static TransportRegistry& builtin();
+    Result<void> add(std::string scheme, TransportOpener opener);
+    // Unknown scheme → an error naming it and the known ones.
+    Result<std::unique_ptr<HostDevice>> open(std::string_view url, const OpenContext& ctx) const;
+    std::vector<std::string> schemes() const;
+
+private:
+    std::vector<std::pair<std::string, TransportOpener>> openers_;
+};
+
+}  // namespace potemkin::hostdev

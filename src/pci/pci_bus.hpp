@@ -1,0 +1,77 @@
+// PciBus: PCI bus 0 behind configuration mechanism #1 (0xCF8 address, 0xCFC-0xCFF data), an
+// i440FX host bridge at 00:00.0, and the one place where a function's config writes become
+// bus registrations. Devices never touch the buses: a config write returns BusChanges, which
+// PciBus applies all-or-nothing (docs/pci-bus.md).
+#pragma once
+
+#include <array>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "pci/config_write.hpp"
+#include "vm/device.hpp"
+
+namespace potemkin::pci {
+
+// What the bus needs from one PCI function.
+class PciFunction {
+public:
+    virtual ~PciFunction() = default;
+    // Name for messages and the bus-range owner ("edu0").
+    virtual const std::string& function_name() const = 0;
+    // offset + size stays within one dword (the bus splits as mechanism #1 requires).
+    virtual uint32_t config_read(uint32_t offset, unsigned size) = 0;
+    // Apply the write; return the ranges it stops and starts decoding.
+    virtual ConfigWriteResult config_write(uint32_t offset, unsigned size, uint32_t value) = 0;
+    // The bus could not apply the last write's changes (a range collided): restore the config
+    // state from before that write. The bus has already restored the old registrations.
+    virtual void config_write_rejected() = 0;
+    // Who answers accesses to a decoded BAR (0-5) or the ROM (kRomBarIndex). Offsets passed
+    // to the handler are relative to the BAR base.
+    virtual vm::BusHandler bar_handler(int bar) = 0;
+};
+
+struct PciAddress {
+    uint8_t bus = 0, device = 0, function = 0;
+    auto operator<=>(const PciAddress&) const = default;
+    std::string to_string() const;  // "00:03.0"
+};
+
+struct PciBusSettings {
+    // Guest RAM: a BAR may not decode over it (the write is rejected, see docs/pci-bus.md).
+    const vm::GuestMemory* memory = nullptr;
+    // PIRQ A-D → PIC lines. Lines must be configured level-triggered by the guest (ELCR).
+    std::array<uint8_t, 4> pirq_lines = {10, 10, 11, 11};
+};
+
+class PciBus final : public vm::Device {
+public:
+    static Result<std::unique_ptr<PciBus>> create(std::string id, vm::DeviceContext& ctx,
+                                                  const PciBusSettings& settings);
+    ~PciBus() override;
+
+    // Place a function at `slot` (1-31; 0 is the host bridge) or the next free slot. The
+    // function must outlive its registration (remove_function or the bus's destruction).
+    Result<PciAddress> add_function(PciFunction& fn, std::optional<uint8_t> slot,
+                                    uint8_t function = 0);
+    // Unhook every range the function decodes and forget it. Safe from a bus handler.
+    void remove_function(const PciAddress& addr);
+
+    // INTx of the function at `addr` through pin 1-4 (INTA-INTD), swizzled to a PIRQ and a PIC
+    // line; lines shared by several functions are wired-OR.
+    void set_intx(const PciAddress& addr, uint8_t pin, bool asserted);
+    // The PIC line `addr`'s pin reaches (what a BIOS writes to the interrupt-line register).
+    uint8_t intx_line(const PciAddress& addr, uint8_t pin) const;
+
+    // Mechanism #1, for tests and for the port handlers.
+    uint32_t config_read(const PciAddress& addr, uint32_t offset, unsigned size);
+    void config_write(const PciAddress& addr, uint32_t offset, unsigned size, uint32_t value);
+
+    uint64_t rejected_writes() const { return rejected_writes_; }
+};
+
+void register_pci_bus(vm::DeviceClassRegistry& registry);
+
+}  // namespace potemkin::pci

@@ -1,0 +1,100 @@
+// The device author's API: declare what the device looks like on PCI, handle its BAR accesses,
+// reach guest memory and raise interrupts through DeviceServices. A model written once runs on
+// every transport: in-process (inproc:NAME), and out of process over vfio-user or mpqemu.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "common/result.hpp"
+#include "pci/bar.hpp"
+#include "pci/capabilities.hpp"
+#include "pci/header.hpp"
+
+namespace potemkin::sdk {
+
+struct BarSpec {
+    pci::BarKind kind = pci::BarKind::mem32;  // io, mem32, mem24 or mem64 (not rom)
+    uint64_t size = 0;                        // a power of two
+    bool prefetchable = false;
+};
+
+struct MsixSpec {
+    unsigned vectors = 0;
+    int bar = 0;  // table and PBA live in this BAR
+    uint32_t table_offset = 0;
+    uint32_t pba_offset = 0;
+};
+
+struct DeviceSpec {
+    std::string name;
+    pci::HeaderSettings header;                   // ids, class, revision, subsystem, INTx pin
+    std::array<std::optional<BarSpec>, 6> bars{};  // a mem64 BAR also takes the next slot
+    std::vector<uint8_t> rom;                      // expansion ROM image; empty = none
+    std::optional<pci::MsiSettings> msi;
+    std::optional<MsixSpec> msix;
+};
+
+// Which interrupt mechanism the guest has enabled (the VMM tells the server).
+enum class IrqMode : uint8_t { intx, msi, msix };
+
+// What a model can do to the outside world.
+class DeviceServices {
+public:
+    virtual ~DeviceServices() = default;
+    virtual Result<void> dma_read(uint64_t guest_address, std::span<uint8_t> out) = 0;
+    virtual Result<void> dma_write(uint64_t guest_address, std::span<const uint8_t> in) = 0;
+    virtual void set_intx(bool asserted) = 0;
+    // Vector of MSI or MSI-X (whichever is enabled); dropped when neither is.
+    virtual void signal_msi(unsigned vector) = 0;
+    virtual IrqMode irq_mode() const = 0;
+    // Vectors the guest enabled for the current mode (0 for intx).
+    virtual unsigned msi_vectors() const = 0;
+};
+
+class DeviceModel {
+public:
+    virtual ~DeviceModel() = default;
+    virtual const DeviceSpec& spec() const = 0;
+    // Called once, before any access; `services` outlives the model's use of it.
+    virtual void attach(DeviceServices& services) { services_ = &services; }
+    // BAR accesses: size is 1, 2, 4 or 8; offset + size is within the BAR.
+    virtual uint64_t bar_read(int bar, uint64_t offset, unsigned size) = 0;
+    virtual void bar_write(int bar, uint64_t offset, unsigned size, uint64_t value) = 0;
+    // The guest acknowledged INTx (EOI); a level-triggered condition that persists re-asserts.
+    virtual void intx_acknowledged() {}
+    virtual void reset() = 0;
+
+protected:
+    DeviceServices* services_ = nullptr;
+};
+
+// Model parameters from the URL query (inproc:edu?dma_limit=4096) or the command line.
+using ModelParams = std::map<std::string, std::string>;
+using ModelFactory = std::function<Result<std::unique_ptr<DeviceModel>>(const ModelParams&)>;
+
+class ModelRegistry {
+public:
+    // The models that ship with potemkin (edu, multibar, ...).
+    static ModelRegistry& builtin();
+    Result<void> add(std::string name, std::string description, ModelFactory factory);
+    // Unknown name → an error naming it and the known ones.
+    Result<std::unique_ptr<DeviceModel>> create(const std::string& name, const ModelParams& params) const;
+    std::vector<std::pair<std::string, std::string>> list() const;  // name, description
+
+private:
+    struct Entry {
+        std::string description;
+        ModelFactory factory;
+    };
+    std::map<std::string, Entry> models_;
+};
+
+}  // namespace potemkin::sdk
