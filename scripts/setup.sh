@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages potemkin builds and tests with. As root it runs apt-get;
-# otherwise it prints exactly what is missing and the command that would install it.
+# with password-less sudo it uses that; otherwise it prints exactly what is missing and the
+# command that would install it.
 set -euo pipefail
 
 PACKAGES=(
@@ -26,11 +27,15 @@ if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
 
-if [ "$(id -u)" -eq 0 ]; then
+SUDO=""
+if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+  SUDO="sudo"
+fi
+if [ "$(id -u)" -eq 0 ] || [ -n "$SUDO" ]; then
   echo "setup: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 else
   echo "setup: missing Debian packages: ${missing[*]}" >&2
   echo "setup: run as root, or: sudo apt-get install ${missing[*]}" >&2
