@@ -45,6 +45,8 @@ uint64_t TestDevice::mmio_read(uint64_t off, unsigned size) {
     if (off + size <= mmio_scratch_.size()) return scratch_read(&mmio_scratch_[off], size);
     if (off == 0x800) return kMagic;
     if (off == 0x820) return accesses_;
+    if (off == 0x824 && size == 4) return accesses_ >> 32;
+    if (off == 0x83c) return dma_status_;
     return ~0ull;
 }
 
@@ -68,9 +70,29 @@ void TestDevice::mmio_write(uint64_t off, unsigned size, uint64_t value) {
         case 0x818:
             ctx_.interrupts.send_msi(msi_address_, static_cast<uint32_t>(value));
             break;
+        case 0x830:
+            dma_address_ = static_cast<uint32_t>(value);
+            break;
+        case 0x834:
+            dma_length_ = static_cast<uint32_t>(value);
+            break;
+        case 0x838:
+            dma_to_guest();
+            break;
         default:
             break;
     }
+}
+
+// Copy scratch[0, length) to guest memory. A bad request is refused, never a crash; the guest
+// sees the status in register 0x83c.
+void TestDevice::dma_to_guest() {
+    if (dma_length_ > mmio_scratch_.size()) {
+        dma_status_ = 2;
+        return;
+    }
+    auto r = ctx_.memory.write(Gpa(dma_address_), std::span<const uint8_t>(mmio_scratch_.data(), dma_length_));
+    dma_status_ = r ? 0 : 1;
 }
 
 uint64_t TestDevice::port_read(uint64_t off, unsigned size) {

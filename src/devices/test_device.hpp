@@ -32,12 +32,14 @@ private:
     void port_write(uint64_t off, unsigned size, uint64_t value);
     uint64_t scratch_read(const uint8_t* p, unsigned size) const;
     void scratch_write(uint8_t* p, unsigned size, uint64_t value);
+    void dma_to_guest();
 
     vm::DeviceContext& ctx_;
     std::array<uint8_t, 0x800> mmio_scratch_{};
     std::array<uint8_t, 8> port_scratch_{};
     uint64_t msi_address_ = 0;
     uint64_t accesses_ = 0;
+    uint32_t dma_address_ = 0, dma_length_ = 0, dma_status_ = 0;
     vm::RangeId mmio_range_ = 0, port_range_ = 0;
 };
 

@@ -88,3 +88,18 @@ TEST(Guest, TraceRecordsEveryDeviceAccess) {
     EXPECT_TRUE(saw_magic_read);
     EXPECT_TRUE(saw_console);
 }
+
+// Regression: Unicorn keeps translated code across DMA unless told (UNICORN.md gotcha 10).
+TEST(Guest, CodeRewrittenByDmaRunsTheNewVersion) {
+    auto r = run_guest({.guest = "dmacode", .devices_xml = kTestDevice});
+    EXPECT_EQ(r.status, 0) << describe(r);
+    EXPECT_NE(r.console.find("before 1, after 2"), std::string::npos) << describe(r);
+}
+
+// Regression: LOCK-prefixed instructions are not atomic across Unicorn engines on different
+// threads (UNICORN.md gotcha 12); all vCPUs share one thread.
+TEST(Guest, LockedIncrementsFromFourVcpusAllCount) {
+    auto r = run_guest({.guest = "smp", .cores = 4});
+    EXPECT_EQ(r.status, 0) << describe(r);
+    EXPECT_NE(r.console.find("counter 800000"), std::string::npos) << describe(r);
+}

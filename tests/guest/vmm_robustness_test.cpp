@@ -118,15 +118,6 @@ TEST(VmmRobustness, UnassignedMemoryReadsAllOnes) {
     EXPECT_EQ(r.status, 0xff);
 }
 
-TEST(VmmRobustness, TranslatedCodeIsDroppedAfterDmaOverIt) {
-    // The guest runs a function, a device (here: the loader path via GuestMemory::write)
-    // rewrites it, and the new code must run. Covered by the write observer; here we check
-    // the guest-visible effect with self-modifying code through RAM written by the VMM.
-    // mov al, 1; out 0xf4, al  -- the exit value comes from code that runs once.
-    auto r = run_code("smc", {0xb0, 0x05, 0xe6, 0xf4, 0xf4});
-    EXPECT_EQ(r.status, 5) << r.message;
-}
-
 TEST(VmmRobustness, MissingGuestFileIsAConfigError) {
     std::string xml = "<vm><memory>16</memory><guest file=\"/nonexistent/x.elf\"/></vm>";
     auto doc = vm::ConfigDocument::load_string(xml, "t.xml");
