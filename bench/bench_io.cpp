@@ -26,25 +26,46 @@ constexpr uint32_t kNullMmio = 0xd0000000;
 enum class Op { port_in, mmio_read, mmio_write };
 const char* op_name(Op op) {
     switch (op) {
-        case Op::port_in: return "port I/O round trip (IN)";
-        case Op::mmio_read: return "MMIO read (4 bytes)";
-        case Op::mmio_write: return "MMIO write (4 bytes)";
+        case Op::port_in:
+            return "port I/O round trip (IN)";
+        case Op::mmio_read:
+            return "MMIO read (4 bytes)";
+        case Op::mmio_write:
+            return "MMIO write (4 bytes)";
     }
     return "?";
 }
 
 std::vector<uint8_t> loop_code(Op op, uint32_t n) {
-    std::vector<uint8_t> c = {0xb9, uint8_t(n), uint8_t(n >> 8), uint8_t(n >> 16), uint8_t(n >> 24),  // mov ecx, n
-                              0xba, uint8_t(kNullPort), uint8_t(kNullPort >> 8), 0, 0,              // mov edx, port
-                              0xbb, 0, 0, 0, 0xd0};                                                 // mov ebx, mmio
+    std::vector<uint8_t> c = {0xb9,
+                              uint8_t(n),
+                              uint8_t(n >> 8),
+                              uint8_t(n >> 16),
+                              uint8_t(n >> 24),  // mov ecx, n
+                              0xba,
+                              uint8_t(kNullPort),
+                              uint8_t(kNullPort >> 8),
+                              0,
+                              0,  // mov edx, port
+                              0xbb,
+                              0,
+                              0,
+                              0,
+                              0xd0};  // mov ebx, mmio
     switch (op) {
-        case Op::port_in: c.push_back(0xed); break;                            // in eax, dx
-        case Op::mmio_read: c.insert(c.end(), {0x8b, 0x03}); break;            // mov eax, [ebx]
-        case Op::mmio_write: c.insert(c.end(), {0x89, 0x03}); break;           // mov [ebx], eax
+        case Op::port_in:
+            c.push_back(0xed);
+            break;  // in eax, dx
+        case Op::mmio_read:
+            c.insert(c.end(), {0x8b, 0x03});
+            break;  // mov eax, [ebx]
+        case Op::mmio_write:
+            c.insert(c.end(), {0x89, 0x03});
+            break;  // mov [ebx], eax
     }
     int body = op == Op::port_in ? 1 : 2;
-    c.insert(c.end(), {0x49, 0x75, uint8_t(-(body + 3))});                       // dec ecx; jnz loop
-    c.insert(c.end(), {0xb8, 0, 0, 0, 0, 0xe7, 0xf4, 0xf4});                   // mov eax,0; out f4; hlt
+    c.insert(c.end(), {0x49, 0x75, uint8_t(-(body + 3))});    // dec ecx; jnz loop
+    c.insert(c.end(), {0xb8, 0, 0, 0, 0, 0xe7, 0xf4, 0xf4});  // mov eax,0; out f4; hlt
     return c;
 }
 
@@ -67,10 +88,11 @@ double bare_run(Op op, uint32_t n, bool block_hook) {
     std::atomic<bool> never{false};
     uc_hook_add(uc, &h, UC_HOOK_INSN, reinterpret_cast<void*>(in), nullptr, 1, 0, UC_X86_INS_IN);
     uc_hook_add(uc, &h, UC_HOOK_INSN, reinterpret_cast<void*>(out), nullptr, 1, 0, UC_X86_INS_OUT);
-    if (block_hook) uc_hook_add(uc, &h, UC_HOOK_BLOCK, reinterpret_cast<void*>(block), &never, 1, 0);
+    if (block_hook)
+        uc_hook_add(uc, &h, UC_HOOK_BLOCK, reinterpret_cast<void*>(block), &never, 1, 0);
     uc_mmio_map(
-        uc, kNullMmio, 0x1000, [](uc_engine*, uint64_t, unsigned, void*) -> uint64_t { return 0; }, nullptr,
-        [](uc_engine*, uint64_t, unsigned, uint64_t, void*) {}, nullptr);
+        uc, kNullMmio, 0x1000, [](uc_engine*, uint64_t, unsigned, void*) -> uint64_t { return 0; },
+        nullptr, [](uc_engine*, uint64_t, unsigned, uint64_t, void*) {}, nullptr);
     auto t0 = Clock::now();
     uc_emu_start(uc, kCodeBase, 0xffff'ffff'ffff'fff0ull, 0, 0);
     auto t1 = Clock::now();
@@ -92,14 +114,15 @@ std::string write_elf(const std::vector<uint8_t>& code) {
     put32(0x44, uint32_t(code.size())), put32(0x48, uint32_t(code.size())), put32(0x4c, 7);
     f.insert(f.end(), code.begin(), code.end());
     std::string path = "/tmp/potemkin-bench-io.elf";
-    std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(f.data()), long(f.size()));
+    std::ofstream(path, std::ios::binary)
+        .write(reinterpret_cast<const char*>(f.data()), long(f.size()));
     return path;
 }
 
 double potemkin_run(Op op, uint32_t n) {
     std::string path = write_elf(loop_code(op, n));
-    auto doc = vm::ConfigDocument::load_string("<vm><memory>16</memory><guest file=\"" + path + "\"/></vm>",
-                                               "bench.xml");
+    auto doc = vm::ConfigDocument::load_string(
+        "<vm><memory>16</memory><guest file=\"" + path + "\"/></vm>", "bench.xml");
     auto cfg = vm::parse_vm_config(*doc);
     machine::MachineSettings s;
     s.config = std::move(*cfg);
@@ -108,7 +131,8 @@ double potemkin_run(Op op, uint32_t n) {
         std::fprintf(stderr, "bench: %s\n", m.error().message.c_str());
         std::exit(1);
     }
-    vm::BusHandler null{[](uint64_t, unsigned) -> uint64_t { return 0; }, [](uint64_t, unsigned, uint64_t) {}};
+    vm::BusHandler null{[](uint64_t, unsigned) -> uint64_t { return 0; },
+                        [](uint64_t, unsigned, uint64_t) {}};
     (void)(*m)->ports().add(Port(kNullPort), 4, "null", null);
     (void)(*m)->mmio().add(Gpa(kNullMmio), 0x1000, "null", null);
     auto t0 = Clock::now();
@@ -134,12 +158,14 @@ double per_iteration(F run, uint32_t n) {
 int main(int argc, char** argv) {
     uint32_t n = argc > 1 ? uint32_t(std::atoi(argv[1])) : 1'000'000;
     std::printf("potemkin bench_io: %u iterations per run, median of 5, ns per access\n", n);
-    std::printf("%-28s %10s %12s %10s %16s\n", "access", "bare", "bare+block", "potemkin", "potemkin/bare");
+    std::printf("%-28s %10s %12s %10s %16s\n", "access", "bare", "bare+block", "potemkin",
+                "potemkin/bare");
     for (Op op : {Op::port_in, Op::mmio_read, Op::mmio_write}) {
         double bare = per_iteration([&](uint32_t k) { return bare_run(op, k, false); }, n);
         double bare_block = per_iteration([&](uint32_t k) { return bare_run(op, k, true); }, n);
         double pot = per_iteration([&](uint32_t k) { return potemkin_run(op, k); }, n);
-        std::printf("%-28s %10.1f %12.1f %10.1f %15.2fx\n", op_name(op), bare, bare_block, pot, pot / bare);
+        std::printf("%-28s %10.1f %12.1f %10.1f %15.2fx\n", op_name(op), bare, bare_block, pot,
+                    pot / bare);
     }
     return 0;
 }

@@ -15,7 +15,9 @@ struct Address {
     constexpr Address() = default;
     constexpr explicit Address(Rep v) : value(v) {}
     constexpr auto operator<=>(const Address&) const = default;
-    constexpr Address operator+(uint64_t off) const { return Address(static_cast<Rep>(value + off)); }
+    constexpr Address operator+(uint64_t off) const {
+        return Address(static_cast<Rep>(value + off));
+    }
     constexpr uint64_t operator-(Address other) const { return value - other.value; }
 };
 
@@ -31,5 +33,7 @@ using Gpa = Address<GpaTag, uint64_t>;
 
 template <typename Tag, typename Rep>
 struct std::hash<potemkin::Address<Tag, Rep>> {
-    size_t operator()(const potemkin::Address<Tag, Rep>& a) const { return std::hash<Rep>{}(a.value); }
+    size_t operator()(const potemkin::Address<Tag, Rep>& a) const {
+        return std::hash<Rep>{}(a.value);
+    }
 };

@@ -34,12 +34,14 @@ template <typename... Args>
 Unexpected<Error> failf(fmt::format_string<Args...> f, Args&&... args) {
     return Unexpected<Error>{Error{fmt::format(f, std::forward<Args>(args)...), 0}};
 }
-inline Unexpected<Error> fail(Error e) { return Unexpected<Error>{std::move(e)}; }
+inline Unexpected<Error> fail(Error e) {
+    return Unexpected<Error>{std::move(e)};
+}
 
 // Result<T>: either a T or an Error. [[nodiscard]] so an error is never dropped silently.
 template <typename T>
 class [[nodiscard]] Result {
-public:
+  public:
     Result(T value) : v_(std::in_place_index<0>, std::move(value)) {}  // NOLINT: implicit
     Result(Unexpected<Error> e) : v_(std::in_place_index<1>, std::move(e.error)) {}  // NOLINT
 
@@ -67,13 +69,13 @@ public:
     }
     T value_or(T fallback) const { return has_value() ? std::get<0>(v_) : fallback; }
 
-private:
+  private:
     std::variant<T, Error> v_;
 };
 
 template <>
 class [[nodiscard]] Result<void> {
-public:
+  public:
     Result() = default;
     Result(Unexpected<Error> e) : error_(std::move(e.error)), ok_(false) {}  // NOLINT
     bool has_value() const { return ok_; }
@@ -83,18 +85,20 @@ public:
         return error_;
     }
 
-private:
+  private:
     Error error_;
     bool ok_ = true;
 };
 
-inline Result<void> ok() { return {}; }
+inline Result<void> ok() {
+    return {};
+}
 
 }  // namespace potemkin
 
 // Propagate an error from an expression returning Result<...>: TRY(expr);
-#define POTEMKIN_TRY(expr)                                                         \
-    do {                                                                           \
-        auto&& potemkin_try_result_ = (expr);                                      \
+#define POTEMKIN_TRY(expr)                                                                \
+    do {                                                                                  \
+        auto&& potemkin_try_result_ = (expr);                                             \
         if (!potemkin_try_result_) return ::potemkin::fail(potemkin_try_result_.error()); \
     } while (0)

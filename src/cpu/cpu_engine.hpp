@@ -23,7 +23,7 @@ std::string format_registers(const Registers& r);
 
 // Where guest port and MMIO accesses go. Called on the engine's thread.
 class CpuIo {
-public:
+  public:
     virtual ~CpuIo() = default;
     virtual uint32_t port_in(uint16_t port, unsigned size) = 0;
     virtual void port_out(uint16_t port, unsigned size, uint32_t value) = 0;
@@ -72,7 +72,7 @@ struct EngineSettings {
 };
 
 class CpuEngine {
-public:
+  public:
     virtual ~CpuEngine() = default;
     virtual const char* name() const = 0;
 

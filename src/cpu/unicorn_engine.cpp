@@ -30,7 +30,14 @@ constexpr uint64_t kNoExit = 0xffff'ffff'ffff'fff0ull;
 // Exceptions for which the processor pushes an error code (SDM vol. 3, table 6-1).
 bool pushes_error_code(uint32_t vector) {
     switch (vector) {
-        case 8: case 10: case 11: case 12: case 13: case 14: case 17: case 21:
+        case 8:
+        case 10:
+        case 11:
+        case 12:
+        case 13:
+        case 14:
+        case 17:
+        case 21:
             return true;
         default:
             return false;
@@ -38,7 +45,7 @@ bool pushes_error_code(uint32_t vector) {
 }
 
 class UnicornEngine final : public CpuEngine {
-public:
+  public:
     explicit UnicornEngine(const EngineSettings& s) : settings_(s) {}
     ~UnicornEngine() override {
         if (ctx_) uc_context_free(ctx_);
@@ -46,22 +53,23 @@ public:
     }
 
     Result<void> open() {
-        if (!settings_.io || !settings_.kick) return fail("unicorn: engine settings lack io or kick");
+        if (!settings_.io || !settings_.kick)
+            return fail("unicorn: engine settings lack io or kick");
         if (auto e = uc_open(UC_ARCH_X86, UC_MODE_32, &uc_); e != UC_ERR_OK)
             return failf("unicorn: uc_open: {}", uc_strerror(e));
         uc_hook h;
-        POTEMKIN_TRY(check(uc_hook_add(uc_, &h, UC_HOOK_BLOCK, reinterpret_cast<void*>(&on_block),
-                                       this, 1, 0),
-                           "hook block"));
+        POTEMKIN_TRY(check(
+            uc_hook_add(uc_, &h, UC_HOOK_BLOCK, reinterpret_cast<void*>(&on_block), this, 1, 0),
+            "hook block"));
         POTEMKIN_TRY(check(uc_hook_add(uc_, &h, UC_HOOK_INSN, reinterpret_cast<void*>(&on_in), this,
                                        1, 0, UC_X86_INS_IN),
                            "hook IN"));
         POTEMKIN_TRY(check(uc_hook_add(uc_, &h, UC_HOOK_INSN, reinterpret_cast<void*>(&on_out),
                                        this, 1, 0, UC_X86_INS_OUT),
                            "hook OUT"));
-        POTEMKIN_TRY(check(uc_hook_add(uc_, &h, UC_HOOK_INTR, reinterpret_cast<void*>(&on_intr),
-                                       this, 1, 0),
-                           "hook INTR"));
+        POTEMKIN_TRY(
+            check(uc_hook_add(uc_, &h, UC_HOOK_INTR, reinterpret_cast<void*>(&on_intr), this, 1, 0),
+                  "hook INTR"));
         POTEMKIN_TRY(check(uc_hook_add(uc_, &h, UC_HOOK_INSN_INVALID,
                                        reinterpret_cast<void*>(&on_invalid), this, 1, 0),
                            "hook invalid instruction"));
@@ -91,11 +99,11 @@ public:
         POTEMKIN_TRY(check(uc_reg_write(uc_, UC_X86_REG_GDTR, &gdtr), "write GDTR"));
         const auto& r = s.regs;
         const std::pair<int, uint32_t> regs[] = {
-            {UC_X86_REG_CS, r.cs},   {UC_X86_REG_DS, r.ds},   {UC_X86_REG_ES, r.es},
-            {UC_X86_REG_FS, r.fs},   {UC_X86_REG_GS, r.gs},   {UC_X86_REG_SS, r.ss},
-            {UC_X86_REG_EAX, r.eax}, {UC_X86_REG_EBX, r.ebx}, {UC_X86_REG_ECX, r.ecx},
-            {UC_X86_REG_EDX, r.edx}, {UC_X86_REG_ESI, r.esi}, {UC_X86_REG_EDI, r.edi},
-            {UC_X86_REG_EBP, r.ebp}, {UC_X86_REG_ESP, r.esp}, {UC_X86_REG_EIP, r.eip},
+            {UC_X86_REG_CS, r.cs},        {UC_X86_REG_DS, r.ds},   {UC_X86_REG_ES, r.es},
+            {UC_X86_REG_FS, r.fs},        {UC_X86_REG_GS, r.gs},   {UC_X86_REG_SS, r.ss},
+            {UC_X86_REG_EAX, r.eax},      {UC_X86_REG_EBX, r.ebx}, {UC_X86_REG_ECX, r.ecx},
+            {UC_X86_REG_EDX, r.edx},      {UC_X86_REG_ESI, r.esi}, {UC_X86_REG_EDI, r.edi},
+            {UC_X86_REG_EBP, r.ebp},      {UC_X86_REG_ESP, r.esp}, {UC_X86_REG_EIP, r.eip},
             {UC_X86_REG_EFLAGS, r.eflags}};
         for (const auto& [id, v] : regs) {
             uint32_t value = v;
@@ -138,11 +146,12 @@ public:
             if (err == UC_ERR_INSN_INVALID || invalid_insn_) {
                 // #UD: EIP points at the offending instruction, as the architecture wants.
                 if (auto r = deliver(6, std::nullopt, reg(UC_X86_REG_EIP)); !r)
-                    return fault_exit(6, "invalid opcode (#UD) with no usable IDT gate: " +
-                                             r.error().message);
+                    return fault_exit(
+                        6, "invalid opcode (#UD) with no usable IDT gate: " + r.error().message);
                 continue;
             }
-            if (err != UC_ERR_OK) return fault_exit(-1, fmt::format("engine error: {}", uc_strerror(err)));
+            if (err != UC_ERR_OK)
+                return fault_exit(-1, fmt::format("engine error: {}", uc_strerror(err)));
             if (stopped_by_hook_) {
                 stopped_by_hook_ = false;
                 return {ExitReason::stop_requested, {}};
@@ -177,7 +186,7 @@ public:
         if (size) uc_ctl_remove_cache(uc_, base.value, base.value + size);
     }
 
-private:
+  private:
     struct MmioPage {
         UnicornEngine* self;
         uint64_t base;
@@ -207,9 +216,9 @@ private:
     Result<void> map_mmio_page(uint64_t page) {
         if (is_ram(page) || mmio_pages_.count(page)) return ok();
         auto ctx = std::make_unique<MmioPage>(MmioPage{this, page});
-        POTEMKIN_TRY(check(uc_mmio_map(uc_, page, kPage, &on_mmio_read, ctx.get(), &on_mmio_write,
-                                       ctx.get()),
-                           "map MMIO page"));
+        POTEMKIN_TRY(check(
+            uc_mmio_map(uc_, page, kPage, &on_mmio_read, ctx.get(), &on_mmio_write, ctx.get()),
+            "map MMIO page"));
         mmio_pages_.insert(page);
         page_ctx_.push_back(std::move(ctx));
         return ok();
@@ -226,13 +235,15 @@ private:
         std::array<uint8_t, 8> gate{};
         if (uc_mem_read(uc_, idtr.base + vector * 8, gate.data(), gate.size()) != UC_ERR_OK)
             return failf("IDT entry {} at {:#x} is not in RAM", vector, idtr.base + vector * 8);
-        const uint32_t offset = gate[0] | gate[1] << 8 | gate[6] << 16 | static_cast<uint32_t>(gate[7]) << 24;
+        const uint32_t offset =
+            gate[0] | gate[1] << 8 | gate[6] << 16 | static_cast<uint32_t>(gate[7]) << 24;
         const uint16_t selector = static_cast<uint16_t>(gate[2] | gate[3] << 8);
         const uint8_t type = gate[5] & 0x1f, present = gate[5] & 0x80;
         if (!present) return failf("IDT gate {} is not present", vector);
         if (type != 0x0e && type != 0x0f)
-            return failf("IDT gate {} has type {:#x}; only 32-bit interrupt and trap gates are supported",
-                         vector, type);
+            return failf(
+                "IDT gate {} has type {:#x}; only 32-bit interrupt and trap gates are supported",
+                vector, type);
         uint32_t eflags = reg(UC_X86_REG_EFLAGS);
         uint32_t cs = reg(UC_X86_REG_CS);
         uint32_t esp = reg(UC_X86_REG_ESP);
@@ -240,7 +251,8 @@ private:
         if (error_code) frame.insert(frame.begin(), *error_code);
         esp -= static_cast<uint32_t>(frame.size() * 4);
         if (uc_mem_write(uc_, esp, frame.data(), frame.size() * 4) != UC_ERR_OK)
-            return failf("stack at {:#x} is not writable RAM while delivering vector {}", esp, vector);
+            return failf("stack at {:#x} is not writable RAM while delivering vector {}", esp,
+                         vector);
         eflags &= ~(kTf | kNt | kRf);
         if (type == 0x0e) eflags &= ~kIf;
         uint32_t sel = selector;
@@ -268,12 +280,14 @@ private:
 
     static uint32_t on_in(uc_engine*, uint32_t port, int size, void* user) {
         auto* self = static_cast<UnicornEngine*>(user);
-        return self->settings_.io->port_in(static_cast<uint16_t>(port), static_cast<unsigned>(size));
+        return self->settings_.io->port_in(static_cast<uint16_t>(port),
+                                           static_cast<unsigned>(size));
     }
 
     static void on_out(uc_engine*, uint32_t port, int size, uint32_t value, void* user) {
         auto* self = static_cast<UnicornEngine*>(user);
-        self->settings_.io->port_out(static_cast<uint16_t>(port), static_cast<unsigned>(size), value);
+        self->settings_.io->port_out(static_cast<uint16_t>(port), static_cast<unsigned>(size),
+                                     value);
     }
 
     static uint64_t on_mmio_read(uc_engine*, uint64_t offset, unsigned size, void* user) {
@@ -281,7 +295,8 @@ private:
         return page->self->settings_.io->mmio_read(page->base + offset, size);
     }
 
-    static void on_mmio_write(uc_engine*, uint64_t offset, unsigned size, uint64_t value, void* user) {
+    static void on_mmio_write(uc_engine*, uint64_t offset, unsigned size, uint64_t value,
+                              void* user) {
         auto* page = static_cast<MmioPage*>(user);
         page->self->settings_.io->mmio_write(page->base + offset, size, value);
     }
@@ -295,10 +310,10 @@ private:
         if (pushes_error_code(intno) && !self->is_software_int(eip, intno))
             error_code = self->env_int(unicorn_env_offsets().error_code).value_or(0);
         if (auto r = self->deliver(intno, error_code, eip); !r) {
-            self->fault_ = FaultReport{static_cast<int>(intno),
-                                       fmt::format("exception {} could not be delivered: {}", intno,
-                                                   r.error().message),
-                                       self->registers()};
+            self->fault_ = FaultReport{
+                static_cast<int>(intno),
+                fmt::format("exception {} could not be delivered: {}", intno, r.error().message),
+                self->registers()};
             uc_emu_stop(uc);
             return;
         }
@@ -341,8 +356,9 @@ private:
                             void* user) {
         auto* self = static_cast<UnicornEngine*>(user);
         if (type == UC_MEM_FETCH_UNMAPPED) {
-            self->fault_ = FaultReport{-1, fmt::format("instruction fetch from {:#x}, which is not RAM", address),
-                                       self->registers()};
+            self->fault_ = FaultReport{
+                -1, fmt::format("instruction fetch from {:#x}, which is not RAM", address),
+                self->registers()};
             return false;
         }
         // Unassigned so far: route the page(s) to the bus, which answers all-ones where no

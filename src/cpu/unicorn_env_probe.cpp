@@ -35,9 +35,11 @@ UnicornEnvOffsets probe() {
     uc_context* ctx = nullptr;
     uc_hook h;
     auto on_intr = +[](uc_engine* u, uint32_t, void*) { uc_emu_stop(u); };
-    if (uc_mem_map(uc, 0, 0x1000, UC_PROT_ALL) == UC_ERR_OK && uc_mem_write(uc, 0x0, de, sizeof de) == UC_ERR_OK &&
+    if (uc_mem_map(uc, 0, 0x1000, UC_PROT_ALL) == UC_ERR_OK &&
+        uc_mem_write(uc, 0x0, de, sizeof de) == UC_ERR_OK &&
         uc_mem_write(uc, 0x10, gp, sizeof gp) == UC_ERR_OK &&
-        uc_hook_add(uc, &h, UC_HOOK_INTR, reinterpret_cast<void*>(on_intr), nullptr, 1, 0) == UC_ERR_OK &&
+        uc_hook_add(uc, &h, UC_HOOK_INTR, reinterpret_cast<void*>(on_intr), nullptr, 1, 0) ==
+            UC_ERR_OK &&
         uc_context_alloc(uc, &ctx) == UC_ERR_OK) {
         uint32_t esp = 0xff0;
         uc_reg_write(uc, UC_X86_REG_ESP, &esp);
@@ -50,9 +52,11 @@ UnicornEnvOffsets probe() {
         auto after_gp = snapshot(uc, ctx);
         std::vector<size_t> old_hits, code_hits;
         for (size_t off = 0; off + 4 <= fresh.size(); off += 4) {
-            if (int_at(fresh, off) == -1 && int_at(after_de, off) == 0 && int_at(after_gp, off) == 13)
+            if (int_at(fresh, off) == -1 && int_at(after_de, off) == 0 &&
+                int_at(after_gp, off) == 13)
                 old_hits.push_back(off);
-            if (int_at(fresh, off) == 0 && int_at(after_de, off) == 0 && int_at(after_gp, off) == 0x20)
+            if (int_at(fresh, off) == 0 && int_at(after_de, off) == 0 &&
+                int_at(after_gp, off) == 0x20)
                 code_hits.push_back(off);
         }
         if (old_hits.size() == 1) out.old_exception = old_hits[0];
@@ -61,7 +65,8 @@ UnicornEnvOffsets probe() {
     if (ctx) uc_context_free(ctx);
     uc_close(uc);
     if (!out.old_exception)
-        log::warn("unicorn: could not locate old_exception; a second #DE/#GP/#PF will double-fault");
+        log::warn(
+            "unicorn: could not locate old_exception; a second #DE/#GP/#PF will double-fault");
     if (!out.error_code) log::warn("unicorn: could not locate error_code; exceptions push 0");
     return out;
 }

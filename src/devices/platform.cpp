@@ -19,7 +19,9 @@ Result<std::unique_ptr<DebugConsole>> DebugConsole::create(vm::PortBus& ports, S
     return d;
 }
 
-DebugConsole::~DebugConsole() { ports_.remove(range_); }
+DebugConsole::~DebugConsole() {
+    ports_.remove(range_);
+}
 
 Result<std::unique_ptr<ExitPort>> ExitPort::create(vm::PortBus& ports, OnExit on_exit) {
     std::unique_ptr<ExitPort> d(new ExitPort(ports, std::move(on_exit)));
@@ -35,6 +37,8 @@ Result<std::unique_ptr<ExitPort>> ExitPort::create(vm::PortBus& ports, OnExit on
     return d;
 }
 
-ExitPort::~ExitPort() { ports_.remove(range_); }
+ExitPort::~ExitPort() {
+    ports_.remove(range_);
+}
 
 }  // namespace potemkin::devices

@@ -8,14 +8,16 @@ Result<std::unique_ptr<TestDevice>> TestDevice::create(std::string id, const Set
                                                        vm::DeviceContext& ctx) {
     std::unique_ptr<TestDevice> d(new TestDevice(std::move(id), ctx));
     TestDevice* self = d.get();
-    auto m = ctx.mmio.add(Gpa(s.mmio), 0x1000, d->id(),
-                          {[self](uint64_t o, unsigned n) { return self->mmio_read(o, n); },
-                           [self](uint64_t o, unsigned n, uint64_t v) { self->mmio_write(o, n, v); }});
+    auto m =
+        ctx.mmio.add(Gpa(s.mmio), 0x1000, d->id(),
+                     {[self](uint64_t o, unsigned n) { return self->mmio_read(o, n); },
+                      [self](uint64_t o, unsigned n, uint64_t v) { self->mmio_write(o, n, v); }});
     if (!m) return fail(m.error());
     d->mmio_range_ = *m;
-    auto p = ctx.ports.add(Port(s.port), 16, d->id(),
-                           {[self](uint64_t o, unsigned n) { return self->port_read(o, n); },
-                            [self](uint64_t o, unsigned n, uint64_t v) { self->port_write(o, n, v); }});
+    auto p =
+        ctx.ports.add(Port(s.port), 16, d->id(),
+                      {[self](uint64_t o, unsigned n) { return self->port_read(o, n); },
+                       [self](uint64_t o, unsigned n, uint64_t v) { self->port_write(o, n, v); }});
     if (!p) return fail(p.error());
     d->port_range_ = *p;
     return d;
@@ -38,7 +40,9 @@ uint64_t TestDevice::scratch_read(const uint8_t* p, unsigned size) const {
     return v;
 }
 
-void TestDevice::scratch_write(uint8_t* p, unsigned size, uint64_t value) { std::memcpy(p, &value, size); }
+void TestDevice::scratch_write(uint8_t* p, unsigned size, uint64_t value) {
+    std::memcpy(p, &value, size);
+}
 
 uint64_t TestDevice::mmio_read(uint64_t off, unsigned size) {
     ++accesses_;
@@ -91,7 +95,8 @@ void TestDevice::dma_to_guest() {
         dma_status_ = 2;
         return;
     }
-    auto r = ctx_.memory.write(Gpa(dma_address_), std::span<const uint8_t>(mmio_scratch_.data(), dma_length_));
+    auto r = ctx_.memory.write(Gpa(dma_address_),
+                               std::span<const uint8_t>(mmio_scratch_.data(), dma_length_));
     dma_status_ = r ? 0 : 1;
 }
 
@@ -108,21 +113,23 @@ void TestDevice::port_write(uint64_t off, unsigned size, uint64_t value) {
 }
 
 void register_test_device(vm::DeviceClassRegistry& registry) {
-    auto r = registry.add("TEST_DEVICE", [](const vm::ConfigElement& e,
-                                            vm::DeviceContext& ctx) -> Result<std::unique_ptr<vm::Device>> {
-        POTEMKIN_TRY(e.only_attributes({"class", "id", "port", "mmio"}));
-        TestDevice::Settings s;
-        auto port = e.number("port", s.port, 0xfff0);
-        if (!port) return fail(port.error());
-        auto mmio = e.number("mmio", s.mmio);
-        if (!mmio) return fail(mmio.error());
-        if (*mmio % 0x1000) return fail(e.attr_error("mmio", "must be 4 KiB aligned"));
-        s.port = static_cast<uint16_t>(*port);
-        s.mmio = *mmio;
-        auto d = TestDevice::create(*e.attr("id"), s, ctx);
-        if (!d) return fail(d.error().context(e.where()));
-        return std::unique_ptr<vm::Device>(std::move(*d));
-    });
+    auto r = registry.add("TEST_DEVICE",
+                          [](const vm::ConfigElement& e,
+                             vm::DeviceContext& ctx) -> Result<std::unique_ptr<vm::Device>> {
+                              POTEMKIN_TRY(e.only_attributes({"class", "id", "port", "mmio"}));
+                              TestDevice::Settings s;
+                              auto port = e.number("port", s.port, 0xfff0);
+                              if (!port) return fail(port.error());
+                              auto mmio = e.number("mmio", s.mmio);
+                              if (!mmio) return fail(mmio.error());
+                              if (*mmio % 0x1000)
+                                  return fail(e.attr_error("mmio", "must be 4 KiB aligned"));
+                              s.port = static_cast<uint16_t>(*port);
+                              s.mmio = *mmio;
+                              auto d = TestDevice::create(*e.attr("id"), s, ctx);
+                              if (!d) return fail(d.error().context(e.where()));
+                              return std::unique_ptr<vm::Device>(std::move(*d));
+                          });
     (void)r;  // only fails on a duplicate name, which builtin registration never produces
 }
 

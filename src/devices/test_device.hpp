@@ -10,7 +10,7 @@
 namespace potemkin::devices {
 
 class TestDevice final : public vm::Device {
-public:
+  public:
     struct Settings {
         uint16_t port = 0x700;
         uint64_t mmio = 0xd000'0000;
@@ -24,7 +24,7 @@ public:
 
     static constexpr uint32_t kMagic = 0x54534554;  // "TEST"
 
-private:
+  private:
     TestDevice(std::string id, vm::DeviceContext& ctx) : Device(std::move(id)), ctx_(ctx) {}
     uint64_t mmio_read(uint64_t off, unsigned size);
     void mmio_write(uint64_t off, unsigned size, uint64_t value);

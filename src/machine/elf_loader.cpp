@@ -12,7 +12,8 @@ namespace potemkin::machine {
 Result<LoadedImage> load_elf32(const std::string& path, vm::GuestMemory& memory) {
     std::ifstream in(path, std::ios::binary);
     if (!in) return failf("{}: cannot open guest image", path);
-    std::vector<uint8_t> file((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::vector<uint8_t> file((std::istreambuf_iterator<char>(in)),
+                              std::istreambuf_iterator<char>());
     Elf32_Ehdr eh;
     if (file.size() < sizeof eh) return failf("{}: too short to be an ELF file", path);
     std::memcpy(&eh, file.data(), sizeof eh);
@@ -32,16 +33,19 @@ Result<LoadedImage> load_elf32(const std::string& path, vm::GuestMemory& memory)
         Elf32_Phdr ph;
         std::memcpy(&ph, file.data() + eh.e_phoff + i * sizeof ph, sizeof ph);
         if (ph.p_type != PT_LOAD || ph.p_memsz == 0) continue;
-        if (ph.p_filesz > ph.p_memsz || static_cast<uint64_t>(ph.p_offset) + ph.p_filesz > file.size())
+        if (ph.p_filesz > ph.p_memsz ||
+            static_cast<uint64_t>(ph.p_offset) + ph.p_filesz > file.size())
             return failf("{}: segment {} has inconsistent sizes", path, i);
         Gpa at(ph.p_paddr);
         if (!memory.contains(at, ph.p_memsz))
             return failf("{}: segment {} ({:#x}-{:#x}) does not fit in guest RAM", path, i,
                          ph.p_paddr, static_cast<uint64_t>(ph.p_paddr) + ph.p_memsz - 1);
-        POTEMKIN_TRY(memory.write(at, std::span<const uint8_t>(file.data() + ph.p_offset, ph.p_filesz)));
+        POTEMKIN_TRY(
+            memory.write(at, std::span<const uint8_t>(file.data() + ph.p_offset, ph.p_filesz)));
         POTEMKIN_TRY(memory.fill(at + ph.p_filesz, 0, ph.p_memsz - ph.p_filesz));
         img.lowest = std::min<uint64_t>(img.lowest, ph.p_paddr);
-        img.highest = std::max<uint64_t>(img.highest, static_cast<uint64_t>(ph.p_paddr) + ph.p_memsz);
+        img.highest =
+            std::max<uint64_t>(img.highest, static_cast<uint64_t>(ph.p_paddr) + ph.p_memsz);
         any = true;
     }
     if (!any) return failf("{}: no loadable segments", path);

@@ -50,8 +50,7 @@ int RunResult::process_status() const {
 }
 
 Machine::Machine(MachineSettings settings)
-    : settings_(std::move(settings)),
-      timers_([this] { kick(); }) {}
+    : settings_(std::move(settings)), timers_([this] { kick(); }) {}
 
 Machine::~Machine() {
     {
@@ -129,7 +128,8 @@ Result<void> Machine::build() {
     auto console = devices::DebugConsole::create(ports_, settings_.console);
     if (!console) return fail(console.error());
     POTEMKIN_TRY(devices_->adopt(std::move(*console)));
-    auto exit = devices::ExitPort::create(ports_, [this](uint32_t status) { request_exit(status); });
+    auto exit =
+        devices::ExitPort::create(ports_, [this](uint32_t status) { request_exit(status); });
     if (!exit) return fail(exit.error());
     POTEMKIN_TRY(devices_->adopt(std::move(*exit)));
 
@@ -167,8 +167,8 @@ Result<void> Machine::write_boot_state(uint32_t entry) {
     const uint64_t gdt[3] = {0, 0x00cf9a000000ffffull, 0x00cf92000000ffffull};
     POTEMKIN_TRY(memory_->write_obj(Gpa(kGdtBase), gdt));
     if (cfg.cmdline.size() > kCmdlineMax)
-        return failf("{}: <guest cmdline> is {} bytes; at most {} fit", cfg.document->display_name(),
-                     cfg.cmdline.size(), kCmdlineMax);
+        return failf("{}: <guest cmdline> is {} bytes; at most {} fit",
+                     cfg.document->display_name(), cfg.cmdline.size(), kCmdlineMax);
     BootInfo info;
     info.cpu_count = cfg.cores;
     info.ram_size = memory_->total_size();
@@ -289,7 +289,8 @@ RunResult Machine::run() {
             if (pending && e.interrupts_enabled()) {
                 if (auto vector = irq_->acknowledge(i)) {
                     if (auto r = e.inject_interrupt(*vector); !r) {
-                        cpu::FaultReport f{*vector, "interrupt could not be delivered: " + r.error().message,
+                        cpu::FaultReport f{*vector,
+                                           "interrupt could not be delivered: " + r.error().message,
                                            e.registers()};
                         return fault(f, i);
                     }
@@ -306,13 +307,15 @@ RunResult Machine::run() {
             if (exit_requested_) return {RunOutcome::exited, exit_value_, {}};
         }
 
-        if (all_halted || std::all_of(vcpus_.begin(), vcpus_.end(), [](const Vcpu& v) { return v.halted; })) {
+        if (all_halted ||
+            std::all_of(vcpus_.begin(), vcpus_.end(), [](const Vcpu& v) { return v.halted; })) {
             // Something must be able to wake a halted vCPU: an interrupt needs IF=1 and a
             // source (a timer, a pending request, or work posted by a device thread).
             bool can_wake = false;
             for (unsigned i = 0; i < vcpus_.size(); ++i) {
                 if (!vcpus_[i].engine->interrupts_enabled()) continue;
-                if (irq_->has_interrupt(i) || !timers_.empty() || external_sources_ > 0) can_wake = true;
+                if (irq_->has_interrupt(i) || !timers_.empty() || external_sources_ > 0)
+                    can_wake = true;
             }
             if (!can_wake) {
                 std::string regs = cpu::format_registers(vcpus_[0].engine->registers());

@@ -54,7 +54,7 @@ struct RunResult {
 };
 
 class Machine final : private cpu::CpuIo {
-public:
+  public:
     static Result<std::unique_ptr<Machine>> create(MachineSettings settings);
     ~Machine() override;
 
@@ -76,7 +76,7 @@ public:
     vm::InterruptController& interrupts() { return *irq_; }
     unsigned current_vcpu() const { return current_vcpu_; }
 
-private:
+  private:
     explicit Machine(MachineSettings settings);
     Result<void> build();
     Result<std::string> resolve_guest_path() const;

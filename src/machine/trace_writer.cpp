@@ -9,11 +9,14 @@ Result<std::unique_ptr<TraceWriter>> TraceWriter::open(const std::string& path,
                                                        std::function<unsigned()> current_vcpu) {
     std::FILE* f = std::fopen(path.c_str(), "w");
     if (!f) return fail(fmt::format("--trace {}: {}", path, std::strerror(errno)), errno);
-    std::fputs("# potemkin trace v1\n# time_ns\tvcpu\tspace\top\taddress\tsize\tvalue\tdevice\n", f);
+    std::fputs("# potemkin trace v1\n# time_ns\tvcpu\tspace\top\taddress\tsize\tvalue\tdevice\n",
+               f);
     return std::unique_ptr<TraceWriter>(new TraceWriter(f, std::move(current_vcpu)));
 }
 
-TraceWriter::~TraceWriter() { std::fclose(file_); }
+TraceWriter::~TraceWriter() {
+    std::fclose(file_);
+}
 
 uint64_t TraceWriter::now_ns() const {
     return static_cast<uint64_t>(

@@ -12,7 +12,7 @@
 namespace potemkin::machine {
 
 class TraceWriter final : public vm::TraceNotes {
-public:
+  public:
     static Result<std::unique_ptr<TraceWriter>> open(const std::string& path,
                                                      std::function<unsigned()> current_vcpu);
     ~TraceWriter() override;
@@ -20,7 +20,7 @@ public:
     void access(const vm::BusAccess& a);
     void note(std::string_view device, std::string_view text) override;
 
-private:
+  private:
     TraceWriter(std::FILE* f, std::function<unsigned()> vcpu) : file_(f), vcpu_(std::move(vcpu)) {}
     uint64_t now_ns() const;
     std::FILE* file_;

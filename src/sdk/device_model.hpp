@@ -35,7 +35,7 @@ struct MsixSpec {
 
 struct DeviceSpec {
     std::string name;
-    pci::HeaderSettings header;                   // ids, class, revision, subsystem, INTx pin
+    pci::HeaderSettings header;                    // ids, class, revision, subsystem, INTx pin
     std::array<std::optional<BarSpec>, 6> bars{};  // a mem64 BAR also takes the next slot
     std::vector<uint8_t> rom;                      // expansion ROM image; empty = none
     std::optional<pci::MsiSettings> msi;
@@ -47,7 +47,7 @@ enum class IrqMode : uint8_t { intx, msi, msix };
 
 // What a model can do to the outside world.
 class DeviceServices {
-public:
+  public:
     virtual ~DeviceServices() = default;
     virtual Result<void> dma_read(uint64_t guest_address, std::span<uint8_t> out) = 0;
     virtual Result<void> dma_write(uint64_t guest_address, std::span<const uint8_t> in) = 0;
@@ -60,7 +60,7 @@ public:
 };
 
 class DeviceModel {
-public:
+  public:
     virtual ~DeviceModel() = default;
     virtual const DeviceSpec& spec() const = 0;
     // Called once, before any access; `services` outlives the model's use of it.
@@ -72,7 +72,7 @@ public:
     virtual void intx_acknowledged() {}
     virtual void reset() = 0;
 
-protected:
+  protected:
     DeviceServices* services_ = nullptr;
 };
 
@@ -81,15 +81,16 @@ using ModelParams = std::map<std::string, std::string>;
 using ModelFactory = std::function<Result<std::unique_ptr<DeviceModel>>(const ModelParams&)>;
 
 class ModelRegistry {
-public:
+  public:
     // The models that ship with potemkin (edu, multibar, ...).
     static ModelRegistry& builtin();
     Result<void> add(std::string name, std::string description, ModelFactory factory);
     // Unknown name → an error naming it and the known ones.
-    Result<std::unique_ptr<DeviceModel>> create(const std::string& name, const ModelParams& params) const;
+    Result<std::unique_ptr<DeviceModel>> create(const std::string& name,
+                                                const ModelParams& params) const;
     std::vector<std::pair<std::string, std::string>> list() const;  // name, description
 
-private:
+  private:
     struct Entry {
         std::string description;
         ModelFactory factory;

@@ -48,7 +48,8 @@ int run_command(const RunOptions& o) {
     s.config = std::move(*cfg);
     if (!o.guest.empty()) s.guest_override = o.guest;
     if (!o.trace.empty()) s.trace_path = o.trace;
-    if (o.timeout > 0) s.timeout = std::chrono::milliseconds(static_cast<int64_t>(o.timeout * 1000));
+    if (o.timeout > 0)
+        s.timeout = std::chrono::milliseconds(static_cast<int64_t>(o.timeout * 1000));
     s.guest_search_path = {self_dir() + "/guests"};
     auto m = machine::Machine::create(std::move(s));
     if (!m) {
@@ -70,10 +71,13 @@ int main(int argc, char** argv) {
 
     RunOptions run;
     auto* cmd = app.add_subcommand("run", "Run a VM described by a Palacios-style XML file");
-    cmd->add_option("config", run.config, "VM configuration (XML)")->required()->check(CLI::ExistingFile);
+    cmd->add_option("config", run.config, "VM configuration (XML)")
+        ->required()
+        ->check(CLI::ExistingFile);
     cmd->add_option("--guest", run.guest, "Guest ELF image, overriding <guest file>")
         ->check(CLI::ExistingFile);
-    cmd->add_option("--trace", run.trace, "Write one record per device access to FILE (docs/trace.md)");
+    cmd->add_option("--trace", run.trace,
+                    "Write one record per device access to FILE (docs/trace.md)");
     cmd->add_option("--timeout", run.timeout, "End the run after SEC seconds (exit status 124)")
         ->check(CLI::PositiveNumber);
     cmd->add_flag("-v,--verbose", run.verbose, "Log device events");

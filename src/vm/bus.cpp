@@ -5,8 +5,12 @@
 namespace potemkin::vm {
 
 namespace {
-uint64_t size_mask(unsigned size) { return size >= 8 ? ~0ull : (1ull << (size * 8)) - 1; }
-const char* space_name(Space s) { return s == Space::io ? "port" : "MMIO"; }
+uint64_t size_mask(unsigned size) {
+    return size >= 8 ? ~0ull : (1ull << (size * 8)) - 1;
+}
+const char* space_name(Space s) {
+    return s == Space::io ? "port" : "MMIO";
+}
 }  // namespace
 
 template <typename Addr>
@@ -21,10 +25,10 @@ Result<RangeId> Bus<Addr>::add(Addr base, uint64_t length, std::string owner, Bu
                      space_name(space_), b);
     for (auto it = by_base_.lower_bound(b); it != by_base_.begin();) {
         --it;  // the range starting below b may reach into it
-        if (it->second->end() > b) return failf("{}: {} range {:#x}-{:#x} overlaps {} ({:#x}-{:#x})",
-                                                owner, space_name(space_), b, b + length - 1,
-                                                it->second->info.owner, it->first,
-                                                it->second->end() - 1);
+        if (it->second->end() > b)
+            return failf("{}: {} range {:#x}-{:#x} overlaps {} ({:#x}-{:#x})", owner,
+                         space_name(space_), b, b + length - 1, it->second->info.owner, it->first,
+                         it->second->end() - 1);
         break;
     }
     if (auto it = by_base_.lower_bound(b); it != by_base_.end() && it->first < b + length)
@@ -32,8 +36,8 @@ Result<RangeId> Bus<Addr>::add(Addr base, uint64_t length, std::string owner, Bu
                      space_name(space_), b, b + length - 1, it->second->info.owner, it->first,
                      it->second->end() - 1);
     RangeId id = next_id_++;
-    auto e = std::make_unique<Entry>(Entry{RangeInfo{id, base, length, std::move(owner)},
-                                           std::move(handler)});
+    auto e = std::make_unique<Entry>(
+        Entry{RangeInfo{id, base, length, std::move(owner)}, std::move(handler)});
     by_base_.emplace(b, std::move(e));
     last_ = nullptr;
     return id;
@@ -143,8 +147,9 @@ uint64_t Bus<Addr>::read_split(uint64_t addr, unsigned size) {
     uint64_t v = 0;
     for (unsigned i = 0; i < size; ++i) {
         uint64_t byte_addr = addr + i;
-        uint64_t b = (space_size_ && byte_addr >= space_size_) ? 0xff
-                                                               : read_one(lookup(byte_addr), byte_addr, 1);
+        uint64_t b = (space_size_ && byte_addr >= space_size_)
+                         ? 0xff
+                         : read_one(lookup(byte_addr), byte_addr, 1);
         v |= b << (8 * i);
     }
     return v;

@@ -49,7 +49,7 @@ using RangeId = uint64_t;
 
 template <typename Addr>
 class Bus {
-public:
+  public:
     explicit Bus(Space space, uint64_t space_size) : space_(space), space_size_(space_size) {}
     Bus(const Bus&) = delete;
     Bus& operator=(const Bus&) = delete;
@@ -79,7 +79,7 @@ public:
     void set_tracer(BusTracer t) { tracer_ = std::move(t); }
     Space space() const { return space_; }
 
-private:
+  private:
     struct Entry {
         RangeInfo info;
         BusHandler handler;

@@ -22,7 +22,9 @@ std::optional<uint64_t> parse_number(std::string_view t) {
     return v;
 }
 
-unsigned ConfigElement::line() const { return doc_->line_of(node_.offset_debug()); }
+unsigned ConfigElement::line() const {
+    return doc_->line_of(node_.offset_debug());
+}
 
 std::string ConfigElement::where() const {
     std::string tag = fmt::format("<{}", node_.name());
@@ -67,7 +69,8 @@ Result<uint64_t> ConfigElement::number(std::string_view a, std::optional<uint64_
     }
     auto n = parse_number(*v);
     if (!n) return fail(attr_error(a, fmt::format("is not a number: '{}'", *v)));
-    if (*n > max) return fail(attr_error(a, fmt::format("is {} but must be at most {:#x}", *v, max)));
+    if (*n > max)
+        return fail(attr_error(a, fmt::format("is {} but must be at most {:#x}", *v, max)));
     return *n;
 }
 
@@ -98,7 +101,9 @@ std::vector<ConfigElement> ConfigElement::children() const {
     return out;
 }
 
-std::string ConfigElement::text() const { return node_.text().as_string(); }
+std::string ConfigElement::text() const {
+    return node_.text().as_string();
+}
 
 Result<std::string> ConfigElement::child_text(std::string_view n) const {
     auto c = child(n);
@@ -155,7 +160,8 @@ ConfigElement ConfigDocument::root() const {
 
 unsigned ConfigDocument::line_of(ptrdiff_t offset) const {
     if (offset < 0) return 0;
-    auto it = std::upper_bound(line_starts_.begin(), line_starts_.end(), static_cast<size_t>(offset));
+    auto it =
+        std::upper_bound(line_starts_.begin(), line_starts_.end(), static_cast<size_t>(offset));
     return static_cast<unsigned>(it - line_starts_.begin());
 }
 
@@ -180,8 +186,8 @@ Result<VmConfig> parse_vm_config(std::shared_ptr<ConfigDocument> doc) {
     if (!mib || *mib == 0)
         return fail(mem->error(fmt::format("'{}' is not a positive number of MiB", mem->text())));
     if (*mib > kMaxMemoryMib)
-        return fail(mem->error(fmt::format("{} MiB is more than the {} MiB that fit below the PCI hole",
-                                           *mib, kMaxMemoryMib)));
+        return fail(mem->error(fmt::format(
+            "{} MiB is more than the {} MiB that fit below the PCI hole", *mib, kMaxMemoryMib)));
     cfg.memory_mib = *mib;
 
     if (auto cores = vm.child("cores")) {
@@ -202,7 +208,8 @@ Result<VmConfig> parse_vm_config(std::shared_ptr<ConfigDocument> doc) {
 
     if (auto devices = vm.child("devices")) {
         for (const auto& d : devices->children()) {
-            if (d.name() != "device") return fail(d.error("only <device> elements may appear in <devices>"));
+            if (d.name() != "device")
+                return fail(d.error("only <device> elements may appear in <devices>"));
             cfg.devices.push_back(d);
         }
     }

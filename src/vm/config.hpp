@@ -20,7 +20,7 @@ class ConfigDocument;
 
 // One element of the configuration, with enough context to report errors precisely.
 class ConfigElement {
-public:
+  public:
     ConfigElement(std::shared_ptr<const ConfigDocument> doc, pugi::xml_node node)
         : doc_(std::move(doc)), node_(node) {}
 
@@ -52,13 +52,13 @@ public:
 
     const ConfigDocument& document() const { return *doc_; }
 
-private:
+  private:
     std::shared_ptr<const ConfigDocument> doc_;
     pugi::xml_node node_;
 };
 
 class ConfigDocument : public std::enable_shared_from_this<ConfigDocument> {
-public:
+  public:
     static Result<std::shared_ptr<ConfigDocument>> load_file(const std::string& path);
     static Result<std::shared_ptr<ConfigDocument>> load_string(std::string text,
                                                                std::string display_name);
@@ -68,7 +68,7 @@ public:
     // Directory of the file ("" for a string), for resolving relative paths.
     const std::string& directory() const { return dir_; }
 
-private:
+  private:
     std::string name_, dir_, text_;
     std::vector<size_t> line_starts_;
     pugi::xml_document doc_;

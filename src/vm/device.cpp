@@ -30,13 +30,14 @@ Result<void> DeviceManager::create_all(const std::vector<ConfigElement>& element
         if (!cls) return fail(cls.error());
         auto id = e.required("id");
         if (!id) return fail(id.error());
-        if (find(*id)) return fail(e.attr_error("id", fmt::format("'{}' is used by another device", *id)));
+        if (find(*id))
+            return fail(e.attr_error("id", fmt::format("'{}' is used by another device", *id)));
         const DeviceFactory* factory = classes_.find(*cls);
         if (!factory) {
             std::string known;
             for (const auto& n : classes_.names()) known += (known.empty() ? "" : ", ") + n;
-            return fail(e.attr_error("class", fmt::format("names unknown device class '{}' (known: {})",
-                                                           *cls, known)));
+            return fail(e.attr_error(
+                "class", fmt::format("names unknown device class '{}' (known: {})", *cls, known)));
         }
         auto dev = (*factory)(e, ctx);
         if (!dev) return fail(dev.error());

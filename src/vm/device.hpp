@@ -20,7 +20,7 @@ class DeviceManager;
 
 // Free-form notes for the trace (GENERIC's PRINT modes, device events).
 class TraceNotes {
-public:
+  public:
     virtual ~TraceNotes() = default;
     virtual void note(std::string_view device, std::string_view text) = 0;
 };
@@ -37,7 +37,7 @@ struct DeviceContext {
 };
 
 class Device {
-public:
+  public:
     explicit Device(std::string id) : id_(std::move(id)) {}
     virtual ~Device() = default;
     Device(const Device&) = delete;
@@ -47,7 +47,7 @@ public:
     // A VM reset: back to the power-on state.
     virtual void reset() {}
 
-private:
+  private:
     std::string id_;
 };
 
@@ -56,18 +56,18 @@ using DeviceFactory =
 
 // Device classes by name ("PCI", "PCI_FRONT", "GENERIC", ...).
 class DeviceClassRegistry {
-public:
+  public:
     // Registering a name twice is a programming error and fails.
     Result<void> add(std::string name, DeviceFactory factory);
     const DeviceFactory* find(std::string_view name) const;
     std::vector<std::string> names() const;
 
-private:
+  private:
     std::map<std::string, DeviceFactory, std::less<>> factories_;
 };
 
 class DeviceManager {
-public:
+  public:
     explicit DeviceManager(const DeviceClassRegistry& classes) : classes_(classes) {}
     ~DeviceManager();  // destroys devices in reverse creation order
 
@@ -83,20 +83,23 @@ public:
     }
     // For a configuration attribute that names another device of type T.
     template <typename T>
-    Result<T*> reference(const ConfigElement& e, std::string_view attr, std::string_view what) const {
+    Result<T*> reference(const ConfigElement& e, std::string_view attr,
+                         std::string_view what) const {
         auto id = e.required(attr);
         if (!id) return fail(id.error());
         Device* d = find(*id);
         if (!d) return fail(e.attr_error(attr, fmt::format("refers to unknown device '{}'", *id)));
         auto* t = dynamic_cast<T*>(d);
-        if (!t) return fail(e.attr_error(attr, fmt::format("refers to '{}', which is not {}", *id, what)));
+        if (!t)
+            return fail(
+                e.attr_error(attr, fmt::format("refers to '{}', which is not {}", *id, what)));
         return t;
     }
 
     void reset_all();
     const std::vector<std::unique_ptr<Device>>& devices() const { return devices_; }
 
-private:
+  private:
     const DeviceClassRegistry& classes_;
     std::vector<std::unique_ptr<Device>> devices_;
 };

@@ -26,8 +26,8 @@ Result<std::unique_ptr<GuestMemory>> GuestMemory::create(std::vector<RamRegionSp
         if (s.base.value + s.size < s.base.value)
             return failf("guest memory: region at {:#x} wraps", s.base.value);
         if (i > 0 && specs[i - 1].base.value + specs[i - 1].size > s.base.value)
-            return failf("guest memory: regions at {:#x} and {:#x} overlap", specs[i - 1].base.value,
-                         s.base.value);
+            return failf("guest memory: regions at {:#x} and {:#x} overlap",
+                         specs[i - 1].base.value, s.base.value);
         total += s.size;
     }
 
@@ -39,7 +39,8 @@ Result<std::unique_ptr<GuestMemory>> GuestMemory::create(std::vector<RamRegionSp
                     errno);
     void* p = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED, mem->fd_, 0);
     if (p == MAP_FAILED)
-        return fail(fmt::format("mmap guest RAM ({} bytes): {}", total, std::strerror(errno)), errno);
+        return fail(fmt::format("mmap guest RAM ({} bytes): {}", total, std::strerror(errno)),
+                    errno);
     mem->map_ = static_cast<uint8_t*>(p);
     mem->total_ = total;
     uint64_t off = 0;
@@ -64,7 +65,8 @@ const RamRegion* GuestMemory::find(Gpa gpa, uint64_t len) const {
 Result<void> GuestMemory::read(Gpa gpa, std::span<uint8_t> out) const {
     const RamRegion* r = find(gpa, out.size());
     if (!r)
-        return failf("guest memory read of {} bytes at {:#x} is outside RAM", out.size(), gpa.value);
+        return failf("guest memory read of {} bytes at {:#x} is outside RAM", out.size(),
+                     gpa.value);
     if (!out.empty()) std::memcpy(out.data(), r->host + (gpa - r->base), out.size());
     return ok();
 }
@@ -72,7 +74,8 @@ Result<void> GuestMemory::read(Gpa gpa, std::span<uint8_t> out) const {
 Result<void> GuestMemory::write(Gpa gpa, std::span<const uint8_t> in) {
     const RamRegion* r = find(gpa, in.size());
     if (!r)
-        return failf("guest memory write of {} bytes at {:#x} is outside RAM", in.size(), gpa.value);
+        return failf("guest memory write of {} bytes at {:#x} is outside RAM", in.size(),
+                     gpa.value);
     if (!in.empty()) std::memcpy(r->host + (gpa - r->base), in.data(), in.size());
     notify_written(gpa, in.size());
     return ok();

@@ -23,8 +23,8 @@ struct RamRegionSpec {
 struct RamRegion {
     Gpa base;
     uint64_t size = 0;
-    uint64_t fd_offset = 0;  // where this region lives in the memfd
-    uint8_t* host = nullptr; // this process' mapping
+    uint64_t fd_offset = 0;   // where this region lives in the memfd
+    uint8_t* host = nullptr;  // this process' mapping
 
     bool contains(Gpa a, uint64_t len) const {
         return a >= base && len <= size && a.value - base.value <= size - len;
@@ -32,7 +32,7 @@ struct RamRegion {
 };
 
 class GuestMemory {
-public:
+  public:
     // Regions must be page aligned and disjoint.
     static Result<std::unique_ptr<GuestMemory>> create(std::vector<RamRegionSpec> specs);
     ~GuestMemory();
@@ -76,7 +76,7 @@ public:
         if (observer_) observer_(gpa, len);
     }
 
-private:
+  private:
     GuestMemory() = default;
     int fd_ = -1;
     uint8_t* map_ = nullptr;

@@ -9,7 +9,7 @@ namespace potemkin::vm {
 // Where devices send interrupts: legacy lines (ISA IRQ 0-15; PCI INTx after swizzling) and
 // message-signalled interrupts (an MSI/MSI-X address/data pair as written to 0xFEExxxxx).
 class InterruptSink {
-public:
+  public:
     virtual ~InterruptSink() = default;
     // Drive a line. Edge-triggered lines fire on a 0->1 transition; level-triggered lines
     // (ELCR) stay requested while high.
@@ -19,7 +19,7 @@ public:
 
 // What the CPU loop asks for each vCPU.
 class InterruptSource {
-public:
+  public:
     virtual ~InterruptSource() = default;
     // Whether an interrupt is waiting that the vCPU would take when EFLAGS.IF=1.
     virtual bool has_interrupt(unsigned vcpu) = 0;

@@ -12,7 +12,7 @@ using TimerId = uint64_t;
 using Clock = std::chrono::steady_clock;
 
 class TimerService {
-public:
+  public:
     virtual ~TimerService() = default;
     virtual Clock::time_point now() const = 0;
     // Run `callback` once at or after `when`. Returns an id for cancel().

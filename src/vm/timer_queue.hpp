@@ -10,9 +10,10 @@
 namespace potemkin::vm {
 
 class TimerQueue final : public TimerService {
-public:
+  public:
     // Called whenever the earliest deadline may have moved earlier.
-    explicit TimerQueue(std::function<void()> on_earlier = {}) : on_earlier_(std::move(on_earlier)) {}
+    explicit TimerQueue(std::function<void()> on_earlier = {})
+        : on_earlier_(std::move(on_earlier)) {}
 
     Clock::time_point now() const override { return Clock::now(); }
     TimerId schedule(Clock::time_point when, std::function<void()> callback) override;
@@ -23,7 +24,7 @@ public:
     unsigned run_due(Clock::time_point now);
     bool empty() const { return by_time_.empty(); }
 
-private:
+  private:
     std::multimap<Clock::time_point, std::pair<TimerId, std::function<void()>>> by_time_;
     TimerId next_id_ = 1;
     std::function<void()> on_earlier_;

@@ -11,9 +11,9 @@ namespace potemkin::testing {
 
 struct GuestRun {
     machine::RunOutcome outcome = machine::RunOutcome::fault;
-    int status = -1;          // as `potemkin run` would exit
-    std::string console;      // everything the guest printed
-    std::string message;      // the VMM's message (fault report, ...)
+    int status = -1;      // as `potemkin run` would exit
+    std::string console;  // everything the guest printed
+    std::string message;  // the VMM's message (fault report, ...)
 };
 
 struct GuestVm {
@@ -31,9 +31,10 @@ inline std::string guest_path(const std::string& name) {
 }
 
 inline std::string vm_xml(const GuestVm& g) {
-    return "<vm class=\"PC\">\n  <memory>" + std::to_string(g.memory_mib) + "</memory>\n  <cores count=\"" +
-           std::to_string(g.cores) + "\"/>\n  <guest file=\"" + guest_path(g.guest) + "\" cmdline=\"" +
-           g.cmdline + "\"/>\n  <devices>\n" + g.devices_xml + "\n  </devices>\n</vm>\n";
+    return "<vm class=\"PC\">\n  <memory>" + std::to_string(g.memory_mib) +
+           "</memory>\n  <cores count=\"" + std::to_string(g.cores) + "\"/>\n  <guest file=\"" +
+           guest_path(g.guest) + "\" cmdline=\"" + g.cmdline + "\"/>\n  <devices>\n" +
+           g.devices_xml + "\n  </devices>\n</vm>\n";
 }
 
 inline GuestRun run_guest(const GuestVm& g) {

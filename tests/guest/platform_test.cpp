@@ -12,7 +12,8 @@ using namespace potemkin::testing;
 using machine::RunOutcome;
 
 namespace {
-const std::string kTestDevice = R"(<device class="TEST_DEVICE" id="t0" port="0x700" mmio="0xd0000000"/>)";
+const std::string kTestDevice =
+    R"(<device class="TEST_DEVICE" id="t0" port="0x700" mmio="0xd0000000"/>)";
 }
 
 TEST(Guest, HelloTakesTimerInterruptsAndExitsZero) {
@@ -80,7 +81,8 @@ TEST(Guest, TraceRecordsEveryDeviceAccess) {
         std::istringstream f(line);
         std::string t, vcpu, space, op, addr, size, value, dev;
         f >> t >> vcpu >> space >> op >> addr >> size >> value >> dev;
-        if (space == "mmio" && op == "R" && addr == "0xd0000800" && value == "0x54534554" && dev == "t0")
+        if (space == "mmio" && op == "R" && addr == "0xd0000800" && value == "0x54534554" &&
+            dev == "t0")
             saw_magic_read = true;
         if (space == "io" && op == "W" && addr == "0xe9" && dev == "console") saw_console = true;
     }

@@ -41,11 +41,13 @@ std::string write_elf(const std::string& name, const std::vector<uint8_t>& code)
     put32(0x34 + 20, uint32_t(code.size()));
     put32(0x34 + 24, 7);
     f.insert(f.end(), code.begin(), code.end());
-    std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(f.data()), long(f.size()));
+    std::ofstream(path, std::ios::binary)
+        .write(reinterpret_cast<const char*>(f.data()), long(f.size()));
     return path;
 }
 
-GuestRun run_code(const std::string& name, const std::vector<uint8_t>& code, int timeout_ms = 10000) {
+GuestRun run_code(const std::string& name, const std::vector<uint8_t>& code,
+                  int timeout_ms = 10000) {
     std::string path = write_elf(name, code);
     std::string xml = "<vm><memory>16</memory><guest file=\"" + path + "\"/></vm>";
     GuestRun out;

@@ -142,9 +142,9 @@ TEST(Bus, UnregisterDuringDispatchIsSafe) {
                          [](uint64_t, unsigned, uint64_t) {}});
     ASSERT_TRUE(self);
     self_id = *self;
-    auto other = bus.add(Gpa(0x2000), 0x100, "other",
-                         {[](uint64_t, unsigned) -> uint64_t { return 5; },
-                          [](uint64_t, unsigned, uint64_t) {}});
+    auto other = bus.add(
+        Gpa(0x2000), 0x100, "other",
+        {[](uint64_t, unsigned) -> uint64_t { return 5; }, [](uint64_t, unsigned, uint64_t) {}});
     ASSERT_TRUE(other);
     other_id = *other;
     EXPECT_EQ(bus.read(Gpa(0x1000), 4), captured.size());

@@ -33,16 +33,18 @@ std::string create_error(const std::string& xml) {
     auto cfg = parse(xml);
     if (!cfg) return cfg.error().message;
     DeviceClassRegistry classes;
-    EXPECT_TRUE(classes.add("BUS", [](const ConfigElement& e, DeviceContext&) -> Result<std::unique_ptr<Device>> {
-        return std::unique_ptr<Device>(new Bus0(*e.attr("id")));
-    }));
-    EXPECT_TRUE(classes.add("CHILD", [](const ConfigElement& e, DeviceContext& ctx) -> Result<std::unique_ptr<Device>> {
-        auto bus = ctx.devices.reference<Bus0>(e, "bus", "a BUS");
-        if (!bus) return fail(bus.error());
-        auto n = e.number("slot", 0, 31);
-        if (!n) return fail(n.error());
-        return std::unique_ptr<Device>(new NeedsBus(*e.attr("id")));
-    }));
+    EXPECT_TRUE(classes.add(
+        "BUS", [](const ConfigElement& e, DeviceContext&) -> Result<std::unique_ptr<Device>> {
+            return std::unique_ptr<Device>(new Bus0(*e.attr("id")));
+        }));
+    EXPECT_TRUE(classes.add(
+        "CHILD", [](const ConfigElement& e, DeviceContext& ctx) -> Result<std::unique_ptr<Device>> {
+            auto bus = ctx.devices.reference<Bus0>(e, "bus", "a BUS");
+            if (!bus) return fail(bus.error());
+            auto n = e.number("slot", 0, 31);
+            if (!n) return fail(n.error());
+            return std::unique_ptr<Device>(new NeedsBus(*e.attr("id")));
+        }));
     DeviceManager mgr(classes);
     // The factories above touch only ctx.devices.
     auto mem = GuestMemory::create({{Gpa(0), 0x1000}});
@@ -105,7 +107,8 @@ TEST(Config, MissingRequiredPartsAreRejected) {
               "vm.xml:1: <vm class=\"PC\">: missing child element <memory> (MiB of guest RAM)");
     EXPECT_EQ(error_of("<vm><memory>8</memory>\n<guest/></vm>"),
               "vm.xml:2: <guest>: attribute 'file' is required");
-    EXPECT_EQ(error_of("<config/>"), "vm.xml:1: <config>: the root element must be <vm>, not <config>");
+    EXPECT_EQ(error_of("<config/>"),
+              "vm.xml:1: <config>: the root element must be <vm>, not <config>");
 }
 
 TEST(Config, UnknownElementsAndAttributesAreRejected) {
@@ -130,33 +133,40 @@ TEST(Config, UnknownDeviceClassIsRejected) {
 TEST(Config, DuplicateIdsAreRejected) {
     EXPECT_EQ(create_error("<vm><memory>8</memory><devices>\n<device class=\"BUS\" id=\"pci0\"/>\n"
                            "<device class=\"BUS\" id=\"pci0\"/>\n</devices></vm>"),
-              "vm.xml:3: <device class=\"BUS\" id=\"pci0\">: attribute 'id' 'pci0' is used by another device");
+              "vm.xml:3: <device class=\"BUS\" id=\"pci0\">: attribute 'id' 'pci0' is used by "
+              "another device");
 }
 
 TEST(Config, MissingClassOrIdIsRejected) {
     EXPECT_EQ(create_error("<vm><memory>8</memory><devices>\n<device id=\"a\"/>\n</devices></vm>"),
               "vm.xml:2: <device id=\"a\">: attribute 'class' is required");
-    EXPECT_EQ(create_error("<vm><memory>8</memory><devices>\n<device class=\"BUS\"/>\n</devices></vm>"),
-              "vm.xml:2: <device class=\"BUS\">: attribute 'id' is required");
+    EXPECT_EQ(
+        create_error("<vm><memory>8</memory><devices>\n<device class=\"BUS\"/>\n</devices></vm>"),
+        "vm.xml:2: <device class=\"BUS\">: attribute 'id' is required");
 }
 
 TEST(Config, ReferenceToUnknownDeviceNamesIt) {
     EXPECT_EQ(create_error("<vm><memory>8</memory>\n<devices>\n"
                            "  <device class=\"BUS\" id=\"pci0\"/>\n"
                            "  <device class=\"CHILD\" id=\"x\" bus=\"pci9\"/>\n</devices></vm>"),
-              "vm.xml:4: <device class=\"CHILD\" id=\"x\">: attribute 'bus' refers to unknown device 'pci9'");
+              "vm.xml:4: <device class=\"CHILD\" id=\"x\">: attribute 'bus' refers to unknown "
+              "device 'pci9'");
     EXPECT_EQ(create_error("<vm><memory>8</memory>\n<devices>\n"
                            "  <device class=\"CHILD\" id=\"a\" bus=\"pci0\"/>\n</devices></vm>"),
-              "vm.xml:3: <device class=\"CHILD\" id=\"a\">: attribute 'bus' refers to unknown device 'pci0'");
+              "vm.xml:3: <device class=\"CHILD\" id=\"a\">: attribute 'bus' refers to unknown "
+              "device 'pci0'");
     EXPECT_EQ(create_error("<vm><memory>8</memory>\n<devices>\n"
                            "  <device class=\"BUS\" id=\"b\"/>\n"
                            "  <device class=\"CHILD\" id=\"a\" bus=\"b\"/>\n"
                            "  <device class=\"CHILD\" id=\"c\" bus=\"a\"/>\n</devices></vm>"),
-              "vm.xml:5: <device class=\"CHILD\" id=\"c\">: attribute 'bus' refers to 'a', which is not a BUS");
-    EXPECT_EQ(create_error("<vm><memory>8</memory>\n<devices>\n"
-                           "  <device class=\"BUS\" id=\"b\"/>\n"
-                           "  <device class=\"CHILD\" id=\"a\" bus=\"b\" slot=\"0x40\"/>\n</devices></vm>"),
-              "vm.xml:4: <device class=\"CHILD\" id=\"a\">: attribute 'slot' is 0x40 but must be at most 0x1f");
+              "vm.xml:5: <device class=\"CHILD\" id=\"c\">: attribute 'bus' refers to 'a', which "
+              "is not a BUS");
+    EXPECT_EQ(create_error(
+                  "<vm><memory>8</memory>\n<devices>\n"
+                  "  <device class=\"BUS\" id=\"b\"/>\n"
+                  "  <device class=\"CHILD\" id=\"a\" bus=\"b\" slot=\"0x40\"/>\n</devices></vm>"),
+              "vm.xml:4: <device class=\"CHILD\" id=\"a\">: attribute 'slot' is 0x40 but must be "
+              "at most 0x1f");
 }
 
 TEST(Config, NumbersAcceptDecimalAndHex) {

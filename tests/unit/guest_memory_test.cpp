@@ -53,7 +53,8 @@ TEST(GuestMemory, MemfdIsSharedWithOtherMappings) {
     ASSERT_TRUE(mem.write_obj<uint32_t>(Gpa(0x100010), 0xcafef00d));
     const RamRegion* r = mem.find(Gpa(0x100000));
     ASSERT_NE(r, nullptr);
-    void* p = mmap(nullptr, 0x1000, PROT_READ | PROT_WRITE, MAP_SHARED, mem.fd(), long(r->fd_offset));
+    void* p =
+        mmap(nullptr, 0x1000, PROT_READ | PROT_WRITE, MAP_SHARED, mem.fd(), long(r->fd_offset));
     ASSERT_NE(p, MAP_FAILED);
     EXPECT_EQ(static_cast<uint32_t*>(p)[4], 0xcafef00du);
     static_cast<uint32_t*>(p)[5] = 0x600dd00d;  // a device writes through its own mapping
