@@ -1,0 +1,523 @@
+#include "devices/generic.hpp"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cctype>
+#include <cerrno>
+#include <cstring>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <sys/io.h>
+#define POTEMKIN_HAVE_PORT_IO 1
+#else
+#define POTEMKIN_HAVE_PORT_IO 0
+#endif
+
+#include "common/log.hpp"
+
+namespace potemkin::devices {
+
+namespace {
+
+uint64_t size_mask(unsigned size) {
+    return size >= 8 ? ~0ull : (1ull << (size * 8)) - 1;
+}
+
+bool passes_through(Generic::Mode m) {
+    return m == Generic::Mode::passthrough || m == Generic::Mode::print_and_passthrough;
+}
+bool prints(Generic::Mode m) {
+    return m == Generic::Mode::print_and_passthrough || m == Generic::Mode::print_and_ignore;
+}
+
+std::optional<Generic::Mode> parse_mode(std::string_view t) {
+    while (!t.empty() && std::isspace(static_cast<unsigned char>(t.front()))) t.remove_prefix(1);
+    while (!t.empty() && std::isspace(static_cast<unsigned char>(t.back()))) t.remove_suffix(1);
+    for (auto m : {Generic::Mode::passthrough, Generic::Mode::print_and_passthrough,
+                   Generic::Mode::ignore, Generic::Mode::print_and_ignore}) {
+        if (t == Generic::mode_name(m)) return m;
+    }
+    return std::nullopt;
+}
+
+const char* space_name(vm::Space s) {
+    return s == vm::Space::io ? "port" : "memory";
+}
+
+// What the user can do about a failed ioperm() or /dev/mem access: a missing privilege is
+// fixable, a sandbox or kernel without the call is not, and the hint must not mislead.
+std::string physical_failure(int err) {
+    const char* hint = err == ENOSYS || err == ENODEV || err == ENOENT
+                           ? "this kernel or sandbox does not provide it"
+                           : "run as root with CAP_SYS_RAWIO";
+    return fmt::format("{} ({})", std::strerror(err), hint);
+}
+
+}  // namespace
+
+// What one hooked range needs at access time.
+struct Generic::Hooked {
+    const Range* range = nullptr;
+    vm::RangeId bus_id = 0;
+    bool ioperm_granted = false;  // physical ports: ioperm() succeeded and must be undone
+    uint8_t* map = nullptr;       // physical memory: the /dev/mem mapping (page aligned)
+    uint64_t map_base = 0;        // the physical address of map[0]
+    uint64_t map_length = 0;
+};
+
+std::string_view Generic::mode_name(Mode m) {
+    switch (m) {
+        case Mode::passthrough:
+            return "PASSTHROUGH";
+        case Mode::print_and_passthrough:
+            return "PRINT_AND_PASSTHROUGH";
+        case Mode::ignore:
+            return "IGNORE";
+        case Mode::print_and_ignore:
+            return "PRINT_AND_IGNORE";
+    }
+    return "?";
+}
+
+Generic::Generic(std::string id, Settings s, vm::DeviceContext& ctx)
+    : Device(std::move(id)), ctx_(ctx), settings_(std::move(s)) {
+    if (settings_.where.empty()) settings_.where = fmt::format("GENERIC {}", this->id());
+}
+
+Generic::~Generic() {
+    for (const auto& h : hooked_) {
+        if (h->bus_id) {
+            if (h->range->space == vm::Space::io)
+                ctx_.ports.remove(h->bus_id);
+            else
+                ctx_.mmio.remove(h->bus_id);
+        }
+#if POTEMKIN_HAVE_PORT_IO
+        if (h->ioperm_granted) ioperm(h->range->start, h->range->end - h->range->start + 1, 0);
+#endif
+        if (h->map) munmap(h->map, h->map_length);
+    }
+    if (host_) host_->close();
+}
+
+Error Generic::device_error(std::string_view message) const {
+    return Error{fmt::format("{}: {}", settings_.where, message)};
+}
+
+Result<std::unique_ptr<Generic>> Generic::create(std::string id, Settings s,
+                                                 vm::DeviceContext& ctx) {
+    std::unique_ptr<Generic> d(new Generic(std::move(id), std::move(s), ctx));
+    POTEMKIN_TRY(d->validate());
+    if (d->settings_.forward == Forward::host_device) POTEMKIN_TRY(d->open_host());
+    // On a failure below, ~Generic unhooks what was hooked and closes the host device.
+    for (size_t i = 0; i < d->settings_.ranges.size(); ++i) POTEMKIN_TRY(d->hook(i));
+    return d;
+}
+
+Result<void> Generic::validate() const {
+    const auto& rs = settings_.ranges;
+    const Range* passing = nullptr;
+    for (size_t i = 0; i < rs.size(); ++i) {
+        const Range& r = rs[i];
+        const std::string& where = r.where.empty() ? settings_.where : r.where;
+        if (r.end < r.start)
+            return failf("{}: <end> {:#x} is below <start> {:#x}", where, r.end, r.start);
+        if (r.space == vm::Space::io && r.end > 0xffff)
+            return failf("{}: port range {:#x}-{:#x} goes beyond port 0xffff", where, r.start,
+                         r.end);
+        // [0, 2^64-1] has a length that does not fit 64 bits, and no device needs it.
+        if (r.start == 0 && r.end == ~0ull)
+            return failf("{}: memory range {:#x}-{:#x} covers the whole address space", where,
+                         r.start, r.end);
+        for (size_t j = 0; j < i; ++j) {
+            const Range& o = rs[j];
+            if (o.space != r.space || r.start > o.end || o.start > r.end) continue;
+            return failf("{}: {} range {:#x}-{:#x} overlaps {:#x}-{:#x} of the same device{}",
+                         where, space_name(r.space), r.start, r.end, o.start, o.end,
+                         o.where.empty() ? "" : fmt::format(" ({})", o.where));
+        }
+        if (!passing && passes_through(r.mode)) passing = &r;
+    }
+    if (passing && settings_.forward == Forward::none)
+        return fail(device_error(fmt::format(
+            "attribute 'forward' is required when a range passes accesses through ({} range "
+            "{:#x}-{:#x} uses {}); use forward=\"host_device\" or forward=\"physical_device\"",
+            space_name(passing->space), passing->start, passing->end, mode_name(passing->mode))));
+    if (settings_.forward == Forward::host_device && settings_.hostdev.empty())
+        return fail(device_error("attribute 'hostdev' is required with forward=\"host_device\""));
+    if (settings_.forward == Forward::physical_device && !settings_.allow_physical)
+        return fail(device_error(
+            "forward=\"physical_device\" needs allow_physical=\"true\" (it gives the guest the "
+            "host's real I/O ports)"));
+    if (settings_.irq && *settings_.irq > 15)
+        return fail(device_error(fmt::format("irq {} is not an ISA IRQ (0-15)", *settings_.irq)));
+    return ok();
+}
+
+Result<void> Generic::open_host() {
+    const hostdev::TransportRegistry& registry =
+        settings_.transports ? *settings_.transports : hostdev::TransportRegistry::builtin();
+    hostdev::OpenContext oc;
+    oc.events = this;
+    auto h = registry.open(settings_.hostdev, oc);
+    if (!h)
+        return fail(device_error(
+            fmt::format("cannot open hostdev=\"{}\": {}", settings_.hostdev, h.error().message)));
+    host_ = std::move(*h);
+    return ok();
+}
+
+Result<void> Generic::hook(size_t index) {
+    const Range& r = settings_.ranges[index];
+    const uint64_t length = r.end - r.start + 1;
+    auto hk = std::make_unique<Hooked>();
+    hk->range = &r;
+    Hooked* h = hk.get();
+    // Registered before anything can fail, so ~Generic undoes exactly what was done.
+    hooked_.push_back(std::move(hk));
+
+    if (settings_.forward == Forward::physical_device && passes_through(r.mode)) {
+        if (r.space == vm::Space::io) {
+#if POTEMKIN_HAVE_PORT_IO
+            if (ioperm(r.start, length, 1) != 0) {
+                int err = errno;
+                Error e = device_error(fmt::format("ioperm({:#x}, {}) failed: {}", r.start, length,
+                                                   physical_failure(err)));
+                e.sys_errno = err;
+                return fail(e);
+            }
+            h->ioperm_granted = true;
+#else
+            return fail(
+                device_error("forward=\"physical_device\" port passthrough needs an x86 host"));
+#endif
+        } else {
+            const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+            const uint64_t base = r.start & ~(page - 1);
+            const uint64_t map_length = ((r.end - base) | (page - 1)) + 1;
+            int fd = open("/dev/mem", O_RDWR | O_SYNC | O_CLOEXEC);
+            if (fd < 0) {
+                int err = errno;
+                Error e =
+                    device_error(fmt::format("open(/dev/mem) failed: {}", physical_failure(err)));
+                e.sys_errno = err;
+                return fail(e);
+            }
+            void* p = mmap(nullptr, map_length, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
+                           static_cast<off_t>(base));
+            int err = errno;
+            close(fd);  // the mapping keeps what it needs
+            if (p == MAP_FAILED) {
+                Error e = device_error(fmt::format("mmap(/dev/mem, {:#x}, {:#x}) failed: {}", base,
+                                                   map_length, std::strerror(err)));
+                e.sys_errno = err;
+                return fail(e);
+            }
+            h->map = static_cast<uint8_t*>(p);
+            h->map_base = base;
+            h->map_length = map_length;
+        }
+    }
+
+    vm::BusHandler handler{
+        [this, h](uint64_t offset, unsigned size) { return read(*h, offset, size); },
+        [this, h](uint64_t offset, unsigned size, uint64_t value) {
+            write(*h, offset, size, value);
+        }};
+    auto bus_id = r.space == vm::Space::io
+                      ? ctx_.ports.add(Port(static_cast<uint16_t>(r.start)), length, this->id(),
+                                       std::move(handler))
+                      : ctx_.mmio.add(Gpa(r.start), length, this->id(), std::move(handler));
+    if (!bus_id) return fail(bus_id.error().context(r.where.empty() ? settings_.where : r.where));
+    h->bus_id = *bus_id;
+    return ok();
+}
+
+uint64_t Generic::read(const Hooked& h, uint64_t offset, unsigned size) {
+    const uint64_t address = h.range->start + offset;
+    // IGNORE reads return zeros, as Palacios' generic device does (memset 0), not all-ones.
+    uint64_t value = 0;
+    if (passes_through(h.range->mode)) value = forward_read(h, address, size) & size_mask(size);
+    if (prints(h.range->mode)) print(h, false, address, size, value);
+    return value;
+}
+
+void Generic::write(const Hooked& h, uint64_t offset, unsigned size, uint64_t value) {
+    const uint64_t address = h.range->start + offset;
+    if (prints(h.range->mode)) print(h, true, address, size, value);
+    if (passes_through(h.range->mode)) forward_write(h, address, size, value);
+}
+
+void Generic::print(const Hooked& h, bool is_write, uint64_t address, unsigned size,
+                    uint64_t value) {
+    const bool io = h.range->space == vm::Space::io;
+    const char* verb = io ? (is_write ? "OUT" : "IN") : (is_write ? "WRITE" : "READ");
+    std::string text = fmt::format("GENERIC {}: {} {:#x} size {} {} {:#x}", id(), verb, address,
+                                   size, is_write ? "<-" : "->", value);
+    log::info("{}", text);
+    if (ctx_.trace) ctx_.trace->note(id(), text);
+}
+
+uint64_t Generic::forward_read(const Hooked& h, uint64_t address, unsigned size) {
+    const bool io = h.range->space == vm::Space::io;
+    if (settings_.forward == Forward::physical_device) {
+        if (io) {
+#if POTEMKIN_HAVE_PORT_IO
+            const auto port = static_cast<uint16_t>(address);
+            switch (size) {
+                case 1:
+                    return inb(port);
+                case 2:
+                    return inw(port);
+                case 4:
+                    return inl(port);
+                default: {
+                    uint64_t v = 0;
+                    for (unsigned i = 0; i < size && i < 8; ++i)
+                        v |= uint64_t{inb(static_cast<uint16_t>(port + i))} << (8 * i);
+                    return v;
+                }
+            }
+#else
+            return size_mask(size);
+#endif
+        }
+        volatile uint8_t* p = h.map + (address - h.map_base);
+        // One access of the guest's width, so device registers see the width they expect.
+        if (size == 1) return *p;
+        if (size == 2 && address % 2 == 0) return *reinterpret_cast<volatile uint16_t*>(p);
+        if (size == 4 && address % 4 == 0) return *reinterpret_cast<volatile uint32_t*>(p);
+        if (size == 8 && address % 8 == 0) return *reinterpret_cast<volatile uint64_t*>(p);
+        uint64_t v = 0;
+        for (unsigned i = 0; i < size && i < 8; ++i) v |= uint64_t{p[i]} << (8 * i);
+        return v;
+    }
+
+    if (!host_ || size == 0 || size > 8) return size_mask(size);
+    uint8_t buf[8] = {};
+    auto r = host_->region_read(io ? kPortRegion : kMemoryRegion, address,
+                                std::span<uint8_t>(buf, size));
+    if (!r) {
+        ++stats_.failed_reads;
+        if (!read_failure_logged_) {
+            read_failure_logged_ = true;
+            log::warn(
+                "GENERIC {}: {} read at {:#x} size {} failed, the guest reads all-ones "
+                "(further failures are counted, not logged): {}",
+                id(), space_name(h.range->space), address, size, r.error().message);
+        }
+        return size_mask(size);
+    }
+    uint64_t v = 0;
+    std::memcpy(&v, buf, size);  // little-endian host, little-endian guest
+    return v;
+}
+
+void Generic::forward_write(const Hooked& h, uint64_t address, unsigned size, uint64_t value) {
+    const bool io = h.range->space == vm::Space::io;
+    if (settings_.forward == Forward::physical_device) {
+        if (io) {
+#if POTEMKIN_HAVE_PORT_IO
+            const auto port = static_cast<uint16_t>(address);
+            switch (size) {
+                case 1:
+                    outb(static_cast<uint8_t>(value), port);
+                    return;
+                case 2:
+                    outw(static_cast<uint16_t>(value), port);
+                    return;
+                case 4:
+                    outl(static_cast<uint32_t>(value), port);
+                    return;
+                default:
+                    for (unsigned i = 0; i < size && i < 8; ++i)
+                        outb(static_cast<uint8_t>(value >> (8 * i)),
+                             static_cast<uint16_t>(port + i));
+                    return;
+            }
+#else
+            return;
+#endif
+        }
+        volatile uint8_t* p = h.map + (address - h.map_base);
+        if (size == 1) {
+            *p = static_cast<uint8_t>(value);
+        } else if (size == 2 && address % 2 == 0) {
+            *reinterpret_cast<volatile uint16_t*>(p) = static_cast<uint16_t>(value);
+        } else if (size == 4 && address % 4 == 0) {
+            *reinterpret_cast<volatile uint32_t*>(p) = static_cast<uint32_t>(value);
+        } else if (size == 8 && address % 8 == 0) {
+            *reinterpret_cast<volatile uint64_t*>(p) = value;
+        } else {
+            for (unsigned i = 0; i < size && i < 8; ++i)
+                p[i] = static_cast<uint8_t>(value >> (8 * i));
+        }
+        return;
+    }
+
+    if (!host_ || size == 0 || size > 8) return;
+    uint8_t buf[8];
+    std::memcpy(buf, &value, sizeof buf);
+    auto r = host_->region_write(io ? kPortRegion : kMemoryRegion, address,
+                                 std::span<const uint8_t>(buf, size));
+    if (!r) {
+        ++stats_.failed_writes;
+        if (!write_failure_logged_) {
+            write_failure_logged_ = true;
+            log::warn(
+                "GENERIC {}: {} write at {:#x} size {} failed and was dropped "
+                "(further failures are counted, not logged): {}",
+                id(), space_name(h.range->space), address, size, r.error().message);
+        }
+    }
+}
+
+void Generic::intx(bool asserted) {
+    if (settings_.irq) {
+        ctx_.interrupts.set_irq(*settings_.irq, asserted);
+        return;
+    }
+    ++stats_.dropped_intx;
+    if (!intx_drop_logged_) {
+        intx_drop_logged_ = true;
+        log::warn(
+            "GENERIC {}: the host device drives INTx but no irq=\"N\" is configured; "
+            "dropped (further ones are counted, not logged)",
+            id());
+    }
+}
+
+void Generic::msi(unsigned vector) {
+    ++stats_.dropped_msi;
+    if (!msi_drop_logged_) {
+        msi_drop_logged_ = true;
+        log::warn(
+            "GENERIC {}: the host device signalled MSI vector {}, which GENERIC cannot "
+            "deliver (no MSI capability); dropped (further ones are counted, not logged)",
+            id(), vector);
+    }
+}
+
+Result<void> Generic::dma_read(uint64_t guest_address, std::span<uint8_t> out) {
+    auto r = ctx_.memory.read(Gpa(guest_address), out);
+    if (!r) {
+        ++stats_.failed_dma;
+        if (!dma_failure_logged_) {
+            dma_failure_logged_ = true;
+            log::warn("GENERIC {}: DMA read failed: {}", id(), r.error().message);
+        }
+        return fail(r.error().context(fmt::format("GENERIC {}: DMA read", id())));
+    }
+    return ok();
+}
+
+Result<void> Generic::dma_write(uint64_t guest_address, std::span<const uint8_t> in) {
+    auto r = ctx_.memory.write(Gpa(guest_address), in);
+    if (!r) {
+        ++stats_.failed_dma;
+        if (!dma_failure_logged_) {
+            dma_failure_logged_ = true;
+            log::warn("GENERIC {}: DMA write failed: {}", id(), r.error().message);
+        }
+        return fail(r.error().context(fmt::format("GENERIC {}: DMA write", id())));
+    }
+    return ok();
+}
+
+void Generic::disconnected(std::string_view why) {
+    if (!disconnected_)
+        log::warn("GENERIC {}: host device {} went away: {}; reads now return all-ones", id(),
+                  settings_.hostdev, why);
+    disconnected_ = true;
+}
+
+Result<std::unique_ptr<Generic>> Generic::from_config(
+    const vm::ConfigElement& e, vm::DeviceContext& ctx,
+    const hostdev::TransportRegistry* transports) {
+    POTEMKIN_TRY(e.only_attributes({"class", "id", "forward", "hostdev", "allow_physical", "irq"}));
+    auto id = e.required("id");
+    if (!id) return fail(id.error());
+
+    Settings s;
+    s.where = e.where();
+    s.transports = transports;
+    if (auto f = e.attr("forward")) {
+        if (*f == "host_device")
+            s.forward = Forward::host_device;
+        else if (*f == "physical_device")
+            s.forward = Forward::physical_device;
+        else
+            return fail(e.attr_error(
+                "forward", fmt::format("must be host_device or physical_device, not '{}'", *f)));
+    }
+    if (auto h = e.attr("hostdev")) {
+        if (s.forward != Forward::host_device)
+            return fail(e.attr_error("hostdev", "is only used with forward=\"host_device\""));
+        s.hostdev = *h;
+    }
+    auto allow = e.boolean("allow_physical", false);
+    if (!allow) return fail(allow.error());
+    s.allow_physical = *allow;
+    if (e.has("irq")) {
+        auto irq = e.number("irq", std::nullopt, 15);
+        if (!irq) return fail(irq.error());
+        s.irq = static_cast<unsigned>(*irq);
+    }
+
+    for (const auto& c : e.children()) {
+        Range r;
+        uint64_t max = ~0ull;
+        if (c.name() == "ports") {
+            r.space = vm::Space::io;
+            max = 0xffff;
+        } else if (c.name() == "memory") {
+            r.space = vm::Space::mmio;
+        } else {
+            return fail(c.error("unknown element inside GENERIC (expected <ports> or <memory>)"));
+        }
+        POTEMKIN_TRY(c.only_attributes({}));
+        for (const auto& k : c.children()) {
+            if (k.name() != "start" && k.name() != "end" && k.name() != "mode")
+                return fail(k.error(fmt::format(
+                    "unknown element inside <{}> (expected <start>, <end>, <mode>)", c.name())));
+        }
+        auto start = c.child_number("start", max);
+        if (!start) return fail(start.error());
+        auto end = c.child_number("end", max);
+        if (!end) return fail(end.error());
+        auto mode_el = c.child("mode");
+        if (!mode_el)
+            return fail(c.error(
+                "missing child element <mode> (PASSTHROUGH, PRINT_AND_PASSTHROUGH, IGNORE or "
+                "PRINT_AND_IGNORE)"));
+        auto mode = parse_mode(mode_el->text());
+        if (!mode)
+            return fail(mode_el->error(
+                fmt::format("unknown mode '{}' (known: PASSTHROUGH, PRINT_AND_PASSTHROUGH, IGNORE, "
+                            "PRINT_AND_IGNORE)",
+                            mode_el->text())));
+        r.start = *start;
+        r.end = *end;
+        r.mode = *mode;
+        r.where = c.where();
+        s.ranges.push_back(std::move(r));
+    }
+    return create(*id, std::move(s), ctx);
+}
+
+void register_generic(vm::DeviceClassRegistry& registry,
+                      const hostdev::TransportRegistry* transports) {
+    auto r =
+        registry.add("GENERIC",
+                     [transports](const vm::ConfigElement& e,
+                                  vm::DeviceContext& ctx) -> Result<std::unique_ptr<vm::Device>> {
+                         auto d = Generic::from_config(e, ctx, transports);
+                         if (!d) return fail(d.error());
+                         return std::unique_ptr<vm::Device>(std::move(*d));
+                     });
+    (void)r;  // only fails on a duplicate name, which builtin registration never produces
+}
+
+}  // namespace potemkin::devices
