@@ -8,16 +8,21 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "pci/config_write.hpp"
 #include "vm/device.hpp"
 
 namespace potemkin::pci {
 
+class HostBridge;
+
 // What the bus needs from one PCI function.
 class PciFunction {
-public:
+  public:
     virtual ~PciFunction() = default;
     // Name for messages and the bus-range owner ("edu0").
     virtual const std::string& function_name() const = 0;
@@ -47,7 +52,7 @@ struct PciBusSettings {
 };
 
 class PciBus final : public vm::Device {
-public:
+  public:
     static Result<std::unique_ptr<PciBus>> create(std::string id, vm::DeviceContext& ctx,
                                                   const PciBusSettings& settings);
     ~PciBus() override;
@@ -70,6 +75,62 @@ public:
     void config_write(const PciAddress& addr, uint32_t offset, unsigned size, uint32_t value);
 
     uint64_t rejected_writes() const { return rejected_writes_; }
+
+    // vm::Device: the address latch clears and the host bridge returns to its power-on state.
+    // Functions reset with their own devices.
+    void reset() override;
+
+  private:
+    // A bus registration made for a function's BAR: which space, which BAR, at which base.
+    struct RangeKey {
+        vm::Space space = vm::Space::io;
+        int bar = 0;
+        uint64_t base = 0;
+        auto operator<=>(const RangeKey&) const = default;
+    };
+    struct Registration {
+        vm::RangeId id = 0;
+        uint64_t length = 0;
+    };
+    struct Attached {
+        PciFunction* fn = nullptr;
+        std::map<RangeKey, Registration> ranges;
+        bool warned = false;  // a refused write has been logged at warn level
+    };
+
+    PciBus(std::string id, vm::DeviceContext& ctx, const PciBusSettings& settings);
+
+    Result<void> attach();
+    Attached* find_attached(const PciAddress& addr);
+    const Attached* find_attached(const PciAddress& addr) const;
+    // Whether function 0 of `device` has other functions beside it.
+    bool multi_function(uint8_t device) const;
+    uint32_t read_dword_part(const PciAddress& addr, uint32_t offset, unsigned size);
+    void write_dword_part(const PciAddress& addr, uint32_t offset, unsigned size, uint32_t value);
+    // Apply a function's bus changes all-or-nothing; false when they were refused.
+    bool apply(const PciAddress& addr, Attached& entry, const BusChanges& changes);
+    Result<vm::RangeId> register_range(Attached& entry, const RangeKey& key, uint64_t length,
+                                       std::string* conflict_owner);
+    void unregister_range(const RangeKey& key, vm::RangeId id);
+    void unhook(Attached& entry);
+    void drive_line(uint8_t line);
+    // Mechanism #1 port handlers.
+    uint64_t address_port_read(uint64_t offset, unsigned size) const;
+    void address_port_write(uint64_t offset, unsigned size, uint64_t value);
+    uint64_t data_port_read(uint64_t offset, unsigned size);
+    void data_port_write(uint64_t offset, unsigned size, uint64_t value);
+    // The function and register the latch selects for a data port access, or nullopt when
+    // the enable bit is clear.
+    std::optional<std::pair<PciAddress, uint32_t>> latched(uint64_t data_offset) const;
+
+    vm::DeviceContext& ctx_;
+    PciBusSettings settings_;
+    uint32_t address_latch_ = 0;  // 0xCF8
+    std::optional<vm::RangeId> address_range_, data_range_;
+    std::unique_ptr<HostBridge> host_bridge_;
+    std::map<PciAddress, Attached> functions_;           // bus 0 only, the host bridge included
+    std::set<std::pair<PciAddress, uint8_t>> asserted_;  // (function, pin) driving INTx
+    uint64_t rejected_writes_ = 0;
 };
 
 void register_pci_bus(vm::DeviceClassRegistry& registry);
