@@ -58,7 +58,7 @@ enum class IrqKind : uint8_t { intx = 0, msi = 1, msix = 2 };
 // front-end (PCI_FRONT, GENERIC), which shadows MSI/MSI-X state and turns vectors into
 // messages, and checks every DMA against guest RAM.
 class HostDeviceEvents {
-public:
+  public:
     virtual ~HostDeviceEvents() = default;
     virtual void intx(bool asserted) = 0;
     // Vector `vector` of the MSI or MSI-X block the guest enabled (see set_irqs) fired.
@@ -71,7 +71,7 @@ public:
 };
 
 class HostDevice {
-public:
+  public:
     virtual ~HostDevice() = default;
 
     virtual Result<DeviceInfo> info() = 0;
@@ -104,10 +104,10 @@ struct OpenContext {
 };
 
 struct ParsedUrl {
-    std::string scheme;  // before the first ':'
-    std::string path;    // after it, up to '?'
+    std::string scheme;                                       // before the first ':'
+    std::string path;                                         // after it, up to '?'
     std::vector<std::pair<std::string, std::string>> params;  // k=v after '?', '&'-separated
-    std::string text;    // the whole URL, for messages
+    std::string text;                                         // the whole URL, for messages
     const std::string* param(std::string_view key) const;
 };
 // Errors name the URL and what is wrong with it.
@@ -117,7 +117,7 @@ using TransportOpener =
     std::function<Result<std::unique_ptr<HostDevice>>(const ParsedUrl&, const OpenContext&)>;
 
 class TransportRegistry {
-public:
+  public:
     // The process-wide registry with the built-in transports (inproc, ...).
     static TransportRegistry& builtin();
     Result<void> add(std::string scheme, TransportOpener opener);
@@ -125,7 +125,7 @@ public:
     Result<std::unique_ptr<HostDevice>> open(std::string_view url, const OpenContext& ctx) const;
     std::vector<std::string> schemes() const;
 
-private:
+  private:
     std::vector<std::pair<std::string, TransportOpener>> openers_;
 };
 

@@ -1,0 +1,97 @@
+// "multibar": a test device of potemkin's own design that exercises every BAR kind, an
+// expansion ROM, MSI and MSI-X through one small, fully predictable register set. It is what
+// the front-end, the transports and the guest-side PCI code are tested against.
+//
+// Identity: vendor 1b36 (Red Hat, the vendor QEMU uses for its own test and paravirtual
+// devices), device ff01 — an ID we made up from the top of that range for local testing only;
+// it is not assigned by Red Hat and must never leave a test VM. Class 0x00ff00 (unclassified),
+// revision 1, subsystem 1b36:ff01, INTA#.
+//
+// BAR0, I/O, 32 ports (any access of 1, 2 or 4 bytes, little-endian byte registers):
+//   0x00 RO  ID 0x7261626d ("mbar" in memory order)
+//   0x04 RO  version 0x00010000
+//   0x08..0x1F RW scratch (24 bytes, 0 at reset)
+// BAR1, MEM32, 4 KiB, non-prefetchable:
+//   0x000 RO  ID (as BAR0)
+//   0x004 WO  doorbell: writing N signals interrupt N. In MSI or MSI-X mode that is vector N
+//             (the server drops vectors the guest did not enable); in INTx mode it sets bit N
+//             (N < 32) of the interrupt status and asserts INTx
+//   0x008 RO  interrupt status (INTx mode)
+//   0x00C W1C interrupt acknowledge: clears the written bits; INTx drops when status is 0
+//   0x010 RO  doorbell count (writes to 0x004 since reset)
+//   0x100..0x7FF RW scratch RAM (any size 1..8, 0 at reset)
+//   0x800..0x83F MSI-X table (4 vectors), 0xC00..0xC07 PBA: served by the ModelServer
+//   everything else reads 0, writes ignored
+// BAR2+3, MEM64, prefetchable, 1 MiB: each dword reads its byte offset XOR `seed` (parameter,
+//   default 0x5eed0000) until written; any access size 1..8.
+// BAR4 (only with parameter mem24=1), MEM24, 4 KiB: the same pattern as BAR2 (a legacy BAR
+//   type few devices still have; off by default because a guest must place it below 1 MiB).
+// Expansion ROM, 4 KiB: 0x55 0xAA, byte 2 = 8 (size in 512-byte units), the ASCII string
+//   "potemkin multibar option ROM" at 0x20, and no PCI data structure (pointer at 0x18 = 0),
+//   so no firmware tries to run it.
+// MSI: 4 vectors, 64-bit, per-vector masking. MSI-X: 4 vectors, table and PBA in BAR1.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "common/result.hpp"
+#include "sdk/device_model.hpp"
+
+namespace potemkin::models {
+
+struct MultibarSettings {
+    uint32_t seed = 0x5eed0000;  // XOR-ed into the BAR2/BAR4 pattern
+    bool mem24 = false;          // add BAR4 as a 4 KiB MEM24 BAR
+};
+
+class Multibar final : public sdk::DeviceModel {
+  public:
+    static constexpr uint32_t kId = 0x7261626d;
+    static constexpr uint32_t kVersion = 0x00010000;
+    static constexpr uint64_t kIoSize = 32;
+    static constexpr uint64_t kMmioSize = 4096;
+    static constexpr uint64_t kMem64Size = uint64_t{1} << 20;
+    static constexpr uint64_t kMem24Size = 4096;
+    // BAR1 registers.
+    static constexpr uint64_t kRegId = 0x000;
+    static constexpr uint64_t kRegDoorbell = 0x004;
+    static constexpr uint64_t kRegIrqStatus = 0x008;
+    static constexpr uint64_t kRegIrqAck = 0x00C;
+    static constexpr uint64_t kRegDoorbellCount = 0x010;
+    static constexpr uint64_t kScratchStart = 0x100;
+    static constexpr uint64_t kScratchEnd = 0x800;
+    static constexpr uint32_t kMsixTable = 0x800;
+    static constexpr uint32_t kMsixPba = 0xC00;
+    static constexpr unsigned kVectors = 4;
+    static constexpr uint32_t kRomSize = 4096;
+    static constexpr uint32_t kRomStringOffset = 0x20;
+    static constexpr const char* kRomString = "potemkin multibar option ROM";
+
+    explicit Multibar(const MultibarSettings& settings = {});
+    // Factory for the model registry: parameters seed (number), mem24 (boolean).
+    static Result<std::unique_ptr<sdk::DeviceModel>> create(const sdk::ModelParams& params);
+
+    const sdk::DeviceSpec& spec() const override { return spec_; }
+    uint64_t bar_read(int bar, uint64_t offset, unsigned size) override;
+    void bar_write(int bar, uint64_t offset, unsigned size, uint64_t value) override;
+    void reset() override;
+
+  private:
+    uint64_t pattern_read(const std::vector<uint8_t>& mem, uint64_t offset, unsigned size) const;
+    void fill_pattern(std::vector<uint8_t>& mem) const;
+    void ring(uint32_t n);
+
+    MultibarSettings settings_;
+    sdk::DeviceSpec spec_;
+    std::array<uint8_t, kIoSize> io_{};
+    std::vector<uint8_t> scratch_;  // BAR1 0x100..0x7FF
+    std::vector<uint8_t> mem64_;
+    std::vector<uint8_t> mem24_;
+    uint32_t irq_status_ = 0;
+    uint32_t doorbells_ = 0;
+};
+
+}  // namespace potemkin::models
