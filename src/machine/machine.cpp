@@ -8,6 +8,7 @@
 #include "common/log.hpp"
 #include "devices/builtin.hpp"
 #include "devices/platform.hpp"
+#include "machine/builtins.hpp"
 #include "machine/elf_loader.hpp"
 #include "machine/trace_writer.hpp"
 
@@ -65,6 +66,7 @@ Machine::~Machine() {
 }
 
 Result<std::unique_ptr<Machine>> Machine::create(MachineSettings settings) {
+    register_builtins();
     std::unique_ptr<Machine> m(new Machine(std::move(settings)));
     POTEMKIN_TRY(m->build());
     return m;

@@ -19,6 +19,7 @@
 #include <potemkin/lapic.h>
 #include <potemkin/mmio.h>
 #include <potemkin/page_alloc.h>
+#include <potemkin/pci.h>
 #include <potemkin/pic.h>
 #include <potemkin/pit.h>
 #include <potemkin/string.h>

@@ -1,0 +1,593 @@
+#include "devices/pci_front.hpp"
+
+#include <algorithm>
+
+#include "common/log.hpp"
+#include "pci/config_write.hpp"
+#include "pci/registers.hpp"
+
+namespace potemkin::devices {
+
+namespace {
+
+namespace reg = pci::reg;
+
+constexpr uint32_t kConventional = static_cast<uint32_t>(pci::SpaceSize::conventional);
+constexpr uint32_t kExpress = static_cast<uint32_t>(pci::SpaceSize::express);
+constexpr uint32_t kMsixCapLength = 12;
+
+// Status bits that are read-only and device-specific on real hardware: capabilities list (4),
+// 66 MHz capable (5), fast back-to-back capable (7), DEVSEL timing (10:9). They keep the value
+// the device reported; every other non-W1C bit is reserved and reads 0 (spec 3.0 6.2.3).
+constexpr uint16_t kStatusDeviceRo =
+    pci::status::kCapabilitiesList | (1u << 5) | (1u << 7) | (3u << 9);
+
+uint32_t all_ones32(unsigned size) {
+    return size >= 4 ? 0xFFFF'FFFFu : (1u << (8 * size)) - 1;
+}
+uint64_t all_ones64(unsigned size) {
+    return size >= 8 ? ~0ull : (1ull << (8 * size)) - 1;
+}
+bool overlaps(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen) {
+    return a < b + blen && b < a + alen;
+}
+uint16_t u16_at(const std::vector<uint8_t>& img, uint32_t off) {
+    return static_cast<uint16_t>(img[off] | (img[off + 1] << 8));
+}
+uint32_t u32_at(const std::vector<uint8_t>& img, uint32_t off) {
+    return uint32_t{img[off]} | (uint32_t{img[off + 1]} << 8) | (uint32_t{img[off + 2]} << 16) |
+           (uint32_t{img[off + 3]} << 24);
+}
+
+}  // namespace
+
+PciFront::PciFront(std::string id, vm::DeviceContext& ctx, pci::PciBus* bus)
+    : Device(std::move(id)), ctx_(ctx), bus_(bus) {}
+
+Result<std::unique_ptr<PciFront>> PciFront::create(std::string id, vm::DeviceContext& ctx,
+                                                   const PciFrontSettings& s) {
+    std::unique_ptr<PciFront> d(new PciFront(std::move(id), ctx, s.bus));
+    POTEMKIN_TRY(d->open(s));
+    if (s.bus) {
+        auto a = s.bus->add_function(*d, s.slot);
+        if (!a) {
+            const char* attr = s.slot ? "slot" : "bus";
+            return fail(s.element ? s.element->attr_error(attr, a.error().message)
+                                  : a.error().context(d->id()));
+        }
+        d->address_ = *a;
+        d->update_intx();  // the device may have asserted INTx while it was being opened
+    }
+    return d;
+}
+
+PciFront::~PciFront() {
+    // Unhook first so no guest access can reach this object, then stop the device's events.
+    // The seed freed its state and then printed state->name; here nothing is touched after
+    // the host device is gone.
+    if (bus_ && address_) {
+        if (intx_driven_) bus_->set_intx(*address_, pin_, false);
+        bus_->remove_function(*address_);
+    }
+    if (host_) {
+        host_->close();
+        host_.reset();  // while `this` (its events sink) is still whole
+    }
+}
+
+// ---- Open: pull config space and region info, build the shadow --------------------------
+
+Result<void> PciFront::open(const PciFrontSettings& s) {
+    // Every open failure is about the host device: report it on the hostdev attribute.
+    auto err = [&](const Error& e) {
+        return s.element ? s.element->attr_error("hostdev", e.message) : e.context(id());
+    };
+    const auto& transports = s.transports ? *s.transports : hostdev::TransportRegistry::builtin();
+    auto h = transports.open(s.hostdev, hostdev::OpenContext{this});
+    if (!h) return fail(err(h.error()));
+    host_ = std::move(*h);
+
+    auto info = host_->info();
+    if (!info) return fail(err(info.error()));
+    for (uint32_t i = 0; i < regions_.size(); ++i) {
+        auto ri = host_->region_info(i);
+        if (ri) {
+            regions_[i] = *ri;
+        } else if (i < info->num_regions) {
+            return fail(err(ri.error().context(fmt::format("region {} info", i))));
+        } else {
+            regions_[i] = hostdev::RegionInfo{.index = i};
+        }
+    }
+
+    std::vector<uint8_t> image(kConventional);
+    if (auto r = host_->config_read(0, image); !r)
+        return fail(err(r.error().context("reading config space")));
+    // A PCIe function has 4 KiB of config space; pull it all when the device offers it.
+    {
+        pci::ConfigSpace probe;
+        if (probe.set_bytes(0, image) && pci::find_capability(probe, pci::cap_id::kPciExpress)) {
+            std::vector<uint8_t> big(kExpress);
+            if (host_->config_read(0, big))
+                image = std::move(big);
+            else
+                log::info("{}: PCIe device without readable extended config space", id());
+        }
+    }
+    if (auto r = build_shadow(std::move(image)); !r) return fail(err(r.error()));
+    return ok();
+}
+
+void PciFront::mark_shadowed(uint32_t offset, uint32_t length) {
+    for (uint32_t i = offset; i < offset + length && i < shadowed_.size(); ++i) shadowed_[i] = 1;
+}
+
+bool PciFront::shadowed(uint32_t offset) const {
+    return offset < shadowed_.size() && shadowed_[offset] != 0;
+}
+
+Result<void> PciFront::build_shadow(std::vector<uint8_t> image) {
+    const uint16_t vendor = u16_at(image, reg::kVendorId);
+    if (vendor == 0xFFFF || vendor == 0)
+        return failf("config space has vendor ID {:#06x}: no device", vendor);
+    cs_ = pci::ConfigSpace(image.size() == kExpress ? pci::SpaceSize::express
+                                                    : pci::SpaceSize::conventional);
+    shadowed_.assign(cs_.size(), 0);
+    write_through_.assign(cs_.size(), 0);
+    // Start from the device's bytes, all read-only; the shadowed registers get their masks
+    // below. Forwarded bytes are never read from here, the copy only serves the capability walk.
+    POTEMKIN_TRY(cs_.set_bytes(0, image));
+
+    // Command: decode starts off, as after power-on (6.2.2). Written through to the device so
+    // bus mastering and interrupt disable reach it; decode is decided here.
+    POTEMKIN_TRY(cs_.set_u16(reg::kCommand, 0, {.wmask = pci::command::kWritable}));
+    // Status: shadowed so the W1C/RO rules hold whatever the device model does; interrupt
+    // status (3) follows the device's intx() events. Written through as well, so the device
+    // can clear its own copies of the error bits.
+    const uint16_t st = u16_at(image, reg::kStatus);
+    const uint16_t intx_status = intx_level_ ? pci::status::kInterruptStatus : 0;
+    POTEMKIN_TRY(cs_.set_u16(reg::kStatus,
+                             (st & (kStatusDeviceRo | pci::status::kW1c)) | intx_status,
+                             {.w1c = pci::status::kW1c}));
+    mark_shadowed(reg::kCommand, 4);
+    for (uint32_t i = reg::kCommand; i < reg::kCommand + 4; ++i) write_through_[i] = 1;
+
+    // BARs: kinds and sizes from region info, never from the BAR values (the seed computed the
+    // size from the value). Addresses start unassigned; the guest's firmware assigns them.
+    for (int i = 0; i < pci::kBarCount; ++i) {
+        const auto& r = regions_[static_cast<size_t>(i)];
+        if (r.kind == hostdev::RegionKind::absent || r.size == 0) continue;
+        pci::BarSettings b{.size = r.size, .prefetchable = r.prefetchable};
+        switch (r.kind) {
+            case hostdev::RegionKind::io:
+                b.kind = pci::BarKind::io;
+                b.prefetchable = false;
+                break;
+            case hostdev::RegionKind::mem32:
+                b.kind = pci::BarKind::mem32;
+                break;
+            case hostdev::RegionKind::mem24:
+                b.kind = pci::BarKind::mem24;
+                break;
+            case hostdev::RegionKind::mem64:
+                b.kind = pci::BarKind::mem64;
+                break;
+            default:
+                return failf("region {} has a kind that cannot be a BAR", i);
+        }
+        layout_.bars[static_cast<size_t>(i)] = b;
+        if (b.kind == pci::BarKind::mem64 && i + 1 < pci::kBarCount) {
+            const auto& upper = regions_[static_cast<size_t>(i) + 1];
+            if (upper.kind != hostdev::RegionKind::absent && upper.size != 0)
+                return failf("region {} is the upper half of 64-bit BAR{} but is not absent", i + 1,
+                             i);
+            ++i;
+        }
+    }
+    const auto& rom = regions_[hostdev::kRomRegion];
+    if (rom.kind != hostdev::RegionKind::absent && rom.size != 0) {
+        if (rom.size > (1ull << 31)) return failf("ROM region size {:#x} is too large", rom.size);
+        layout_.rom = pci::RomSettings{.size = static_cast<uint32_t>(rom.size)};
+    }
+    if (auto r = pci::install_bars(cs_, layout_); !r) return fail(r.error().context("region info"));
+    mark_shadowed(reg::kBar0, 4 * pci::kBarCount);
+    mark_shadowed(reg::kRomBar, 4);
+
+    // Interrupt line: RW scratch for the guest/BIOS; the pin is the device's.
+    POTEMKIN_TRY(cs_.set_u8(reg::kInterruptLine, image[reg::kInterruptLine], {.wmask = 0xFF}));
+    mark_shadowed(reg::kInterruptLine, 1);
+    pin_ = image[reg::kInterruptPin];
+    if (pin_ > 4) return failf("interrupt pin {} is not 0-4", pin_);
+    irqs_ = Irqs{hostdev::IrqKind::intx, pin_ ? 1u : 0u};
+
+    // MSI and MSI-X: rebuilt locally from what the device declares (a list from a host device
+    // is untrusted: walk_capabilities rejects loops and pointers into the header).
+    auto caps = pci::walk_capabilities(cs_);
+    if (!caps) return fail(caps.error().context("capability list"));
+    for (const auto& c : *caps) {
+        if (c.id == pci::cap_id::kMsi && !msi_cap_) POTEMKIN_TRY(shadow_msi(image, c.offset));
+        if (c.id == pci::cap_id::kMsix && !msix_cap_) POTEMKIN_TRY(shadow_msix(image, c.offset));
+    }
+    return ok();
+}
+
+Result<void> PciFront::shadow_msi(const std::vector<uint8_t>& image, uint8_t cap) {
+    const uint16_t ctl = u16_at(image, cap + uint32_t{pci::msi::kControl});
+    const unsigned mmc = (ctl >> pci::msi::kMmcShift) & 0x7;
+    if (mmc > 5)
+        return failf("MSI capability at {:#x}: Multiple Message Capable {} is reserved", cap, mmc);
+    auto img =
+        pci::msi_capability({.vectors = 1u << mmc,
+                             .address64 = (ctl & pci::msi::k64Bit) != 0,
+                             .per_vector_masking = (ctl & pci::msi::kPerVectorMasking) != 0});
+    if (!img) return fail(img.error());
+    if (cap + img->bytes.size() > pci::kCapabilityAreaEnd)
+        return failf("MSI capability at {:#x} does not fit the capability area", cap);
+    img->bytes[0] = image[cap];
+    img->bytes[1] = image[cap + 1u];
+    POTEMKIN_TRY(cs_.set_bytes(cap, img->bytes, img->wmask, img->w1c, img->w1s));
+    msi_length_ = static_cast<uint32_t>(img->bytes.size());
+    mark_shadowed(cap, msi_length_);
+    msi_cap_ = cap;
+    return ok();
+}
+
+Result<void> PciFront::shadow_msix(const std::vector<uint8_t>& image, uint8_t cap) {
+    if (cap + kMsixCapLength > pci::kCapabilityAreaEnd)
+        return failf("MSI-X capability at {:#x} does not fit the capability area", cap);
+    const uint16_t ctl = u16_at(image, cap + uint32_t{pci::msix::kControl});
+    const uint32_t table = u32_at(image, cap + uint32_t{pci::msix::kTable});
+    const uint32_t pba = u32_at(image, cap + uint32_t{pci::msix::kPba});
+    const pci::MsixSettings ms{
+        .vectors = (ctl & pci::msix::kTableSizeMask) + 1u,
+        .table_bir = static_cast<uint8_t>(table & pci::msix::kBirMask),
+        .table_offset = table & ~pci::msix::kBirMask,
+        .pba_bir = static_cast<uint8_t>(pba & pci::msix::kBirMask),
+        .pba_offset = pba & ~pci::msix::kBirMask,
+    };
+    auto img = pci::msix_capability(ms);
+    if (!img) return fail(img.error());
+    auto t = pci::MsixTable::create(ms.vectors);
+    if (!t) return fail(t.error());
+    // The table and PBA must lie inside memory BARs the device has.
+    auto check = [&](const char* what, uint8_t bir, uint64_t offset, uint64_t length) {
+        const auto& b = layout_.bars[bir];
+        if (!b || b->kind == pci::BarKind::io)
+            return Result<void>(
+                failf("MSI-X {} is in BAR{}, which is not a memory BAR", what, bir));
+        if (offset + length > b->size)
+            return Result<void>(failf("MSI-X {} at {:#x}+{:#x} does not fit BAR{} ({:#x} bytes)",
+                                      what, offset, length, bir, b->size));
+        return ok();
+    };
+    POTEMKIN_TRY(check("table", ms.table_bir, ms.table_offset, t->table_bytes()));
+    POTEMKIN_TRY(check("PBA", ms.pba_bir, ms.pba_offset, t->pba_bytes()));
+    img->bytes[0] = image[cap];
+    img->bytes[1] = image[cap + 1u];
+    POTEMKIN_TRY(cs_.set_bytes(cap, img->bytes, img->wmask, img->w1c, img->w1s));
+    mark_shadowed(cap, kMsixCapLength);
+    msix_cap_ = cap;
+    msix_ = pci::read_msix(cs_, cap);
+    msix_table_.emplace(std::move(*t));
+    return ok();
+}
+
+// ---- Config space ----------------------------------------------------------------------
+
+uint16_t PciFront::command() const {
+    return static_cast<uint16_t>(cs_.read(reg::kCommand, 2));
+}
+
+uint32_t PciFront::config_read(uint32_t offset, unsigned size) {
+    if ((size != 1 && size != 2 && size != 4) || offset + size > cs_.size() ||
+        (offset & 3) + size > 4)
+        return 0xFFFF'FFFFu;
+    if (disconnected_) return all_ones32(size);
+    uint32_t value = 0;
+    // Split into runs of local and forwarded bytes; each run is read from its owner.
+    for (unsigned i = 0; i < size;) {
+        const bool local = shadowed(offset + i);
+        unsigned j = i;
+        while (j < size && shadowed(offset + j) == local) ++j;
+        std::array<uint8_t, 4> buf{};
+        if (local) {
+            for (unsigned k = i; k < j; ++k) buf[k] = static_cast<uint8_t>(cs_.read(offset + k, 1));
+        } else if (auto r = host_->config_read(offset + i, std::span(buf.data() + i, j - i)); !r) {
+            host_read_failed(r.error());
+            std::fill(buf.begin() + i, buf.begin() + j, uint8_t{0xFF});
+        }
+        for (unsigned k = i; k < j; ++k) value |= uint32_t{buf[k]} << (8 * k);
+        i = j;
+    }
+    return value;
+}
+
+pci::DecodeSnapshot PciFront::decode_now() {
+    if (!pending_) return pci::decode_all(cs_, layout_);
+    // Decode as if the pending half still held its old value.
+    const uint32_t off = reg::bar(pending_->bar + pending_->half);
+    const uint32_t cur = cs_.read(off, 4);
+    (void)cs_.store(off, 4, pending_->old);
+    auto snap = pci::decode_all(cs_, layout_);
+    (void)cs_.store(off, 4, cur);
+    return snap;
+}
+
+// A 64-bit BAR is moved with two dword writes. Decoding after the first would map the BAR at
+// a mix of the old and new halves: an address nobody asked for, which may collide with
+// another device and get the write rejected. So when a half-write would move a *mapped* BAR
+// to another valid place, its decode waits for the other half (either order). Any other
+// config write lands it alone. A write that unmaps (sizing, address 0) or maps an unmapped
+// BAR lands at once, so sizing and assignment with decode off behave as on hardware.
+std::optional<PciFront::Pending64> PciFront::next_pending(uint32_t offset, uint32_t dword_before) {
+    const uint32_t dword = offset & ~3u;
+    int bar = -1, half = 0;
+    for (int i = 0; i + 1 < pci::kBarCount; ++i) {
+        const auto& b = layout_.bars[static_cast<size_t>(i)];
+        if (!b || b->kind != pci::BarKind::mem64) continue;
+        if (dword == reg::bar(i)) bar = i, half = 0;
+        if (dword == reg::bar(i + 1)) bar = i, half = 1;
+    }
+    if (bar < 0) return std::nullopt;
+    const bool same_bar = pending_ && pending_->bar == bar;
+    if (same_bar && pending_->half != half) return std::nullopt;  // both halves land together
+    const uint32_t old = same_bar ? pending_->old : dword_before;
+    const uint32_t cur = cs_.read(dword, 4);
+    if (cur == old) return std::nullopt;
+    const auto now = pci::decode_bar(cs_, bar);
+    (void)cs_.store(dword, 4, old);
+    const auto was = pci::decode_bar(cs_, bar);
+    (void)cs_.store(dword, 4, cur);
+    if (was && now && now->address != was->address) return Pending64{bar, half, old};
+    return std::nullopt;
+}
+
+pci::ConfigWriteResult PciFront::config_write(uint32_t offset, unsigned size, uint32_t value) {
+    if ((size != 1 && size != 2 && size != 4) || offset + size > cs_.size() ||
+        (offset & 3) + size > 4)
+        return {};
+    if (disconnected_) return {};  // a device that is gone accepts nothing
+    snapshot_ = Snapshot{.valid = true, .offset = offset, .size = size, .pending = pending_};
+    for (unsigned k = 0; k < size; ++k)
+        snapshot_.bytes[k] = static_cast<uint8_t>(cs_.read(offset + k, 1));
+    const uint32_t dword_before = cs_.read(offset & ~3u, 4);
+    const pci::DecodeSnapshot before = decode_now();
+
+    std::array<uint8_t, 4> bytes{};
+    for (unsigned k = 0; k < size; ++k) {
+        bytes[k] = static_cast<uint8_t>(value >> (8 * k));
+        if (shadowed(offset + k)) cs_.write(offset + k, 1, bytes[k]);
+    }
+    // Forward the non-shadowed runs (and the write-through command/status bytes) as the guest
+    // wrote them: a dword straddling both kinds is split per byte range.
+    auto forwarded = [&](unsigned k) {
+        return !shadowed(offset + k) || write_through_[offset + k] != 0;
+    };
+    for (unsigned i = 0; i < size;) {
+        const bool fwd = forwarded(i);
+        unsigned j = i;
+        while (j < size && forwarded(j) == fwd) ++j;
+        if (fwd) {
+            if (auto r = host_->config_write(offset + i, std::span(bytes.data() + i, j - i)); !r)
+                host_write_failed(r.error());
+        }
+        i = j;
+    }
+
+    pending_ = next_pending(offset, dword_before);
+    pci::ConfigWriteResult result{pci::diff_decode(before, decode_now())};
+    after_config_change(offset, size);
+    return result;
+}
+
+void PciFront::config_write_rejected() {
+    if (!snapshot_.valid) return;
+    snapshot_.valid = false;
+    const uint32_t off = snapshot_.offset;
+    for (unsigned k = 0; k < snapshot_.size; ++k)
+        if (shadowed(off + k)) (void)cs_.store(off + k, 1, snapshot_.bytes[k]);
+    pending_ = snapshot_.pending;
+    // The device saw the command write; give it back the restored value.
+    if (!disconnected_ && overlaps(off, snapshot_.size, reg::kCommand, 2)) {
+        const uint16_t cmd = command();
+        const std::array<uint8_t, 2> b{static_cast<uint8_t>(cmd), static_cast<uint8_t>(cmd >> 8)};
+        if (auto r = host_->config_write(reg::kCommand, b); !r) host_write_failed(r.error());
+    }
+    after_config_change(off, snapshot_.size);
+}
+
+void PciFront::after_config_change(uint32_t offset, unsigned size) {
+    update_intx();  // interrupt disable may have changed
+    update_irqs();  // tell the device first, then deliver what became deliverable
+    if (msi_cap_ && overlaps(offset, size, *msi_cap_, msi_length_))
+        send(pci::msi_take_unmasked_pending(cs_, *msi_cap_));
+    if (msix_cap_ && overlaps(offset, size, *msix_cap_, kMsixCapLength)) {
+        const auto st = pci::read_msix(cs_, *msix_cap_);
+        send(msix_table_->set_control(st.enabled, st.function_masked));
+    }
+}
+
+// ---- Interrupts --------------------------------------------------------------------------
+
+void PciFront::update_intx() {
+    const bool want =
+        pin_ != 0 && intx_level_ && (command() & pci::command::kInterruptDisable) == 0;
+    if (!bus_ || !address_ || want == intx_driven_) return;
+    intx_driven_ = want;
+    bus_->set_intx(*address_, pin_, want);
+}
+
+void PciFront::update_irqs() {
+    Irqs want{hostdev::IrqKind::intx, pin_ ? 1u : 0u};
+    if (msix_cap_) {
+        const auto st = pci::read_msix(cs_, *msix_cap_);
+        if (st.enabled) want = Irqs{hostdev::IrqKind::msix, st.vectors};
+    }
+    if (want.kind == hostdev::IrqKind::intx && msi_cap_) {
+        const auto st = pci::read_msi(cs_, *msi_cap_);
+        if (st.enabled) want = Irqs{hostdev::IrqKind::msi, st.vectors_enabled};
+    }
+    if (want == irqs_) return;
+    irqs_ = want;
+    if (disconnected_) return;
+    if (auto r = host_->set_irqs(want.kind, want.count); !r) host_write_failed(r.error());
+}
+
+void PciFront::send(const pci::MsiMessage& m) {
+    // An MSI is a memory write by the function: without bus mastering it cannot happen.
+    if ((command() & pci::command::kBusMaster) == 0) {
+        log::debug("{}: MSI dropped: bus mastering is disabled", id());
+        return;
+    }
+    ctx_.interrupts.send_msi(m.address, m.data);
+}
+
+void PciFront::send(const std::vector<pci::MsiMessage>& messages) {
+    for (const auto& m : messages) send(m);
+}
+
+void PciFront::intx(bool asserted) {
+    intx_level_ = asserted;
+    // Interrupt status reflects the device's condition whatever interrupt disable says.
+    const uint32_t bit = pci::status::kInterruptStatus;
+    (void)cs_.update(reg::kStatus, 2, asserted ? 0 : bit, asserted ? bit : 0);
+    update_intx();
+}
+
+void PciFront::msi(unsigned vector) {
+    switch (irqs_.kind) {
+        case hostdev::IrqKind::msix:
+            if (auto m = msix_table_->signal(vector)) send(*m);
+            return;
+        case hostdev::IrqKind::msi:
+            if (auto m = pci::msi_signal(cs_, *msi_cap_, vector)) send(*m);
+            return;
+        case hostdev::IrqKind::intx:
+            log::debug("{}: MSI vector {} while MSI and MSI-X are disabled: dropped", id(), vector);
+            return;
+    }
+}
+
+// ---- DMA ---------------------------------------------------------------------------------
+
+Result<void> PciFront::dma_read(uint64_t guest_address, std::span<uint8_t> out) {
+    if ((command() & pci::command::kBusMaster) == 0)
+        return failf("{}: DMA read of {} bytes at {:#x} refused: bus mastering is disabled", id(),
+                     out.size(), guest_address);
+    if (auto r = ctx_.memory.read(Gpa(guest_address), out); !r)
+        return fail(r.error().context(id()));
+    return ok();
+}
+
+Result<void> PciFront::dma_write(uint64_t guest_address, std::span<const uint8_t> in) {
+    if ((command() & pci::command::kBusMaster) == 0)
+        return failf("{}: DMA write of {} bytes at {:#x} refused: bus mastering is disabled", id(),
+                     in.size(), guest_address);
+    if (auto r = ctx_.memory.write(Gpa(guest_address), in); !r)
+        return fail(r.error().context(id()));
+    return ok();
+}
+
+void PciFront::disconnected(std::string_view why) {
+    if (disconnected_) return;
+    disconnected_ = true;
+    log::warn("{}: host device disconnected ({}); it now reads all-ones", id(), why);
+    // A device that is gone cannot hold its interrupt line.
+    intx_level_ = false;
+    update_intx();
+}
+
+// ---- BARs --------------------------------------------------------------------------------
+
+vm::BusHandler PciFront::bar_handler(int bar) {
+    return vm::BusHandler{
+        [this, bar](uint64_t off, unsigned size) { return region_access_read(bar, off, size); },
+        [this, bar](uint64_t off, unsigned size, uint64_t v) {
+            region_access_write(bar, off, size, v);
+        }};
+}
+
+uint64_t PciFront::region_access_read(int bar, uint64_t offset, unsigned size) {
+    if (size == 0 || size > 8 || disconnected_) return all_ones64(size);
+    if (msix_table_) {
+        if (bar == msix_.table_bir &&
+            overlaps(offset, 1, msix_.table_offset, msix_table_->table_bytes()))
+            return msix_table_->read_table(offset - msix_.table_offset, size);
+        if (bar == msix_.pba_bir && overlaps(offset, 1, msix_.pba_offset, msix_table_->pba_bytes()))
+            return msix_table_->read_pba(offset - msix_.pba_offset, size);
+    }
+    std::array<uint8_t, 8> buf{};
+    auto r = host_->region_read(static_cast<uint32_t>(bar), offset, std::span(buf.data(), size));
+    if (!r) {
+        host_read_failed(r.error());
+        return all_ones64(size);
+    }
+    uint64_t v = 0;
+    for (unsigned k = 0; k < size; ++k) v |= uint64_t{buf[k]} << (8 * k);
+    return v;
+}
+
+void PciFront::region_access_write(int bar, uint64_t offset, unsigned size, uint64_t value) {
+    if (size == 0 || size > 8 || disconnected_) return;
+    if (bar == pci::kRomBarIndex) return;  // read-only memory
+    if (msix_table_) {
+        if (bar == msix_.table_bir &&
+            overlaps(offset, 1, msix_.table_offset, msix_table_->table_bytes())) {
+            send(msix_table_->write_table(offset - msix_.table_offset, size, value));
+            return;
+        }
+        if (bar == msix_.pba_bir && overlaps(offset, 1, msix_.pba_offset, msix_table_->pba_bytes()))
+            return;  // the PBA is read-only (6.8.2.10)
+    }
+    std::array<uint8_t, 8> buf{};
+    for (unsigned k = 0; k < size; ++k) buf[k] = static_cast<uint8_t>(value >> (8 * k));
+    if (auto r =
+            host_->region_write(static_cast<uint32_t>(bar), offset, std::span(buf.data(), size));
+        !r)
+        host_write_failed(r.error());
+}
+
+void PciFront::host_read_failed(const Error& e) {
+    ++host_errors_;
+    if (read_error_logged_) return;
+    read_error_logged_ = true;
+    log::warn("{}: host device read failed, the guest reads all-ones (logged once): {}", id(),
+              e.message);
+}
+
+void PciFront::host_write_failed(const Error& e) {
+    ++host_errors_;
+    if (write_error_logged_) return;
+    write_error_logged_ = true;
+    log::warn("{}: host device write failed and was dropped (logged once): {}", id(), e.message);
+}
+
+// ---- Configuration -----------------------------------------------------------------------
+
+void register_pci_front(vm::DeviceClassRegistry& registry,
+                        const hostdev::TransportRegistry* transports) {
+    auto r = registry.add(
+        "PCI_FRONT",
+        [transports](const vm::ConfigElement& e,
+                     vm::DeviceContext& ctx) -> Result<std::unique_ptr<vm::Device>> {
+            POTEMKIN_TRY(e.only_attributes({"class", "id", "bus", "hostdev", "slot"}));
+            auto bus = ctx.devices.reference<pci::PciBus>(e, "bus", "a PCI bus");
+            if (!bus) return fail(bus.error());
+            auto url = e.required("hostdev");
+            if (!url) return fail(url.error());
+            PciFrontSettings s{
+                .hostdev = *url, .bus = *bus, .transports = transports, .element = &e};
+            if (e.has("slot")) {
+                auto n = e.number("slot", std::nullopt, 31);
+                if (!n) return fail(n.error());
+                if (*n == 0) return fail(e.attr_error("slot", "0 is the host bridge; use 1-31"));
+                s.slot = static_cast<uint8_t>(*n);
+            }
+            auto d = PciFront::create(*e.attr("id"), ctx, s);
+            if (!d) return fail(d.error());
+            return std::unique_ptr<vm::Device>(std::move(*d));
+        });
+    (void)r;  // only fails on a duplicate name, which builtin registration never produces
+}
+
+}  // namespace potemkin::devices

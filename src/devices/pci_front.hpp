@@ -1,0 +1,152 @@
+// PCI_FRONT: projects a PCI function implemented outside the VMM (any hostdev transport) into
+// the guest (ARCHITECTURE.md §4, docs/pci-front.md). Descends from Palacios' pci_front.c and
+// fixes what the seed left out or got wrong.
+//
+// State: a local ConfigSpace pulled from the host device at open. BARs 0-5, the ROM BAR, the
+// command and status registers, the interrupt line and the MSI/MSI-X capabilities are shadowed
+// here (the guest's view of them is decided locally); every other config byte is forwarded to
+// the host device. BAR sizes and kinds come from region_info(), never from BAR values. MSI-X
+// table and PBA are emulated here (pci::MsixTable); the rest of each BAR is forwarded.
+//
+// Features: sizing never maps; 64-bit BAR moves never expose the half-written intermediate;
+// decode gated by the command register; ROM with enable bit; W1C status; INTx through the PCI
+// bus gated by interrupt-disable; MSI and MSI-X with masking and pending delivery; DMA
+// bounds-checked against guest RAM and gated by bus mastering; all-ones on failed reads.
+//
+// Missing: VM reset (reset() is not overridden: the shadow and the device keep their state),
+// INTx EOI acknowledgement to the device (ack_intx: no EOI notification reaches devices yet),
+// mmap fast paths (every BAR access traps), PCIe extended capabilities beyond forwarding.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "hostdev/host_device.hpp"
+#include "pci/bar.hpp"
+#include "pci/capabilities.hpp"
+#include "pci/config_space.hpp"
+#include "pci/pci_bus.hpp"
+#include "vm/device.hpp"
+
+namespace potemkin::devices {
+
+struct PciFrontSettings {
+    std::string hostdev;                                     // URL, e.g. "inproc:edu"
+    pci::PciBus* bus = nullptr;                              // null only in unit tests
+    std::optional<uint8_t> slot;                             // nullopt: the next free slot
+    const hostdev::TransportRegistry* transports = nullptr;  // null: TransportRegistry::builtin()
+    // For error messages: open failures become attribute errors of this element.
+    const vm::ConfigElement* element = nullptr;
+};
+
+class PciFront final : public vm::Device,
+                       public pci::PciFunction,
+                       public hostdev::HostDeviceEvents {
+  public:
+    // Opens the host device, pulls its config space and region info, builds the local shadow
+    // and places the function on the bus. Errors name the URL (and the element when given).
+    static Result<std::unique_ptr<PciFront>> create(std::string id, vm::DeviceContext& ctx,
+                                                    const PciFrontSettings& settings);
+    // Unhooks from the bus (ranges and INTx), then closes the host device.
+    ~PciFront() override;
+
+    // ---- pci::PciFunction ------------------------------------------------------------------
+    const std::string& function_name() const override { return id(); }
+    uint32_t config_read(uint32_t offset, unsigned size) override;
+    pci::ConfigWriteResult config_write(uint32_t offset, unsigned size, uint32_t value) override;
+    void config_write_rejected() override;
+    vm::BusHandler bar_handler(int bar) override;
+
+    // ---- hostdev::HostDeviceEvents (called by the transport) -------------------------------
+    void intx(bool asserted) override;
+    void msi(unsigned vector) override;
+    Result<void> dma_read(uint64_t guest_address, std::span<uint8_t> out) override;
+    Result<void> dma_write(uint64_t guest_address, std::span<const uint8_t> in) override;
+    void disconnected(std::string_view why) override;
+
+    // ---- Introspection (tests, probe) ------------------------------------------------------
+    std::optional<pci::PciAddress> address() const { return address_; }
+    const pci::ConfigSpace& shadow() const { return cs_; }
+    const pci::BarLayout& layout() const { return layout_; }
+    // Whether config byte `offset` is decided locally (false: forwarded to the host device).
+    bool shadowed(uint32_t offset) const;
+    // Failed host-device calls so far (each kind is logged once, all are counted).
+    uint64_t host_errors() const { return host_errors_; }
+    bool is_disconnected() const { return disconnected_; }
+
+  private:
+    struct Irqs {
+        hostdev::IrqKind kind = hostdev::IrqKind::intx;
+        uint32_t count = 1;
+        bool operator==(const Irqs&) const = default;
+    };
+    // One half of a 64-bit BAR whose write is not decoded yet (see config_write).
+    struct Pending64 {
+        int bar = 0;   // the BAR's low slot
+        int half = 0;  // 0 low dword, 1 high dword
+        uint32_t old = 0;
+    };
+    // What config_write_rejected() restores.
+    struct Snapshot {
+        bool valid = false;
+        uint32_t offset = 0;
+        unsigned size = 0;
+        std::array<uint8_t, 4> bytes{};
+        std::optional<Pending64> pending;
+    };
+
+    PciFront(std::string id, vm::DeviceContext& ctx, pci::PciBus* bus);
+    Result<void> open(const PciFrontSettings& s);
+    Result<void> build_shadow(std::vector<uint8_t> image);
+    Result<void> shadow_msi(const std::vector<uint8_t>& image, uint8_t cap);
+    Result<void> shadow_msix(const std::vector<uint8_t>& image, uint8_t cap);
+    void mark_shadowed(uint32_t offset, uint32_t length);
+
+    uint16_t command() const;
+    pci::DecodeSnapshot decode_now();
+    std::optional<Pending64> next_pending(uint32_t offset, uint32_t dword_before);
+    void after_config_change(uint32_t offset, unsigned size);
+    void update_intx();
+    void update_irqs();
+    void send(const std::vector<pci::MsiMessage>& messages);
+    void send(const pci::MsiMessage& m);
+
+    uint64_t region_access_read(int bar, uint64_t offset, unsigned size);
+    void region_access_write(int bar, uint64_t offset, unsigned size, uint64_t value);
+    void host_read_failed(const Error& e);
+    void host_write_failed(const Error& e);
+
+    vm::DeviceContext& ctx_;
+    pci::PciBus* bus_ = nullptr;
+    std::unique_ptr<hostdev::HostDevice> host_;
+    std::array<hostdev::RegionInfo, 7> regions_{};
+    pci::ConfigSpace cs_;
+    std::vector<uint8_t> shadowed_;       // per config byte: 1 = local
+    std::vector<uint8_t> write_through_;  // per config byte: local and also forwarded
+    pci::BarLayout layout_;
+    std::optional<uint8_t> msi_cap_, msix_cap_;
+    uint32_t msi_length_ = 0;
+    std::optional<pci::MsixTable> msix_table_;
+    pci::MsixState msix_;  // table/PBA placement (read once at open; RO registers)
+    std::optional<pci::PciAddress> address_;
+    uint8_t pin_ = 0;
+    bool intx_level_ = false;   // what the device says
+    bool intx_driven_ = false;  // what we told the bus
+    Irqs irqs_;
+    std::optional<Pending64> pending_;
+    Snapshot snapshot_;
+    bool disconnected_ = false;
+    bool read_error_logged_ = false, write_error_logged_ = false;
+    uint64_t host_errors_ = 0;
+};
+
+// PCI_FRONT: <device class="PCI_FRONT" id="edu0" bus="pci0" hostdev="inproc:edu" slot="3"/>.
+// `transports` overrides the built-in transport registry (tests register fake schemes).
+void register_pci_front(vm::DeviceClassRegistry& registry,
+                        const hostdev::TransportRegistry* transports = nullptr);
+
+}  // namespace potemkin::devices
