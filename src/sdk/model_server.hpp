@@ -116,6 +116,7 @@ class ModelServer final : public DeviceServices {
                 const ModelServerSettings& settings);
     Result<void> build();
     Result<void> check_region(uint32_t index, uint64_t offset, uint64_t length) const;
+    uint64_t region_size(uint32_t index) const;
     uint64_t bar_access_read(int bar, uint64_t offset, unsigned size);
     void bar_access_write(int bar, uint64_t offset, unsigned size, uint64_t value);
     // Which part of the MSI-X BAR an access falls in.
