@@ -5,4 +5,4 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build --target potemkin guests
-build/potemkin run "${1:-examples/hello.xml}" --timeout 60
+build/potemkin run "${1:-examples/edu.xml}" --timeout 120
