@@ -10,6 +10,8 @@
 #include <fstream>
 #include <vector>
 
+#include "bench_util.hpp"
+#include "flat_elf.hpp"
 #include "machine/machine.hpp"
 #include "pci/pci_bus.hpp"
 #include "pci/registers.hpp"
@@ -20,16 +22,16 @@ namespace {
 
 constexpr uint32_t kCodeBase = 0x100000;
 constexpr uint32_t kBar0 = 0xc000'0000;
-using Clock = std::chrono::steady_clock;
+using bench::Clock;
+using bench::per_iteration;
 
 // mov ecx, n; mov ebx, BAR0+4; loop: mov eax,[ebx] | mov [ebx],ecx; dec ecx; jnz loop;
 // mov eax, 0; out 0xf4, eax; hlt
 std::vector<uint8_t> loop_code(bool write, uint32_t n) {
     const uint32_t reg = kBar0 + 4;
-    std::vector<uint8_t> c = {0xb9,         uint8_t(n),        uint8_t(n >> 8),
-                              uint8_t(n >> 16), uint8_t(n >> 24), 0xbb,
-                              uint8_t(reg), uint8_t(reg >> 8), uint8_t(reg >> 16),
-                              uint8_t(reg >> 24)};
+    std::vector<uint8_t> c = {
+        0xb9, uint8_t(n),   uint8_t(n >> 8),   uint8_t(n >> 16),   uint8_t(n >> 24),
+        0xbb, uint8_t(reg), uint8_t(reg >> 8), uint8_t(reg >> 16), uint8_t(reg >> 24)};
     if (write)
         c.insert(c.end(), {0x89, 0x0b});
     else
@@ -60,27 +62,9 @@ double bare_run(bool write, uint32_t n) {
     return std::chrono::duration<double, std::nano>(t1 - t0).count();
 }
 
-std::string write_elf(const std::vector<uint8_t>& code) {
-    std::vector<uint8_t> f(0x54, 0);
-    auto put32 = [&](size_t off, uint32_t v) {
-        for (int i = 0; i < 4; ++i) f[off + i] = uint8_t(v >> (8 * i));
-    };
-    auto put16 = [&](size_t off, uint16_t v) { f[off] = uint8_t(v), f[off + 1] = uint8_t(v >> 8); };
-    const uint8_t ident[] = {0x7f, 'E', 'L', 'F', 1, 1, 1};
-    std::copy(ident, ident + 7, f.begin());
-    put16(16, 2), put16(18, 3), put32(20, 1), put32(24, kCodeBase), put32(28, 0x34);
-    put16(40, 0x34), put16(42, 0x20), put16(44, 1);
-    put32(0x34, 1), put32(0x38, 0x54), put32(0x3c, kCodeBase), put32(0x40, kCodeBase);
-    put32(0x44, uint32_t(code.size())), put32(0x48, uint32_t(code.size())), put32(0x4c, 7);
-    f.insert(f.end(), code.begin(), code.end());
-    std::string path = "/tmp/potemkin-bench-edu.elf";
-    std::ofstream(path, std::ios::binary)
-        .write(reinterpret_cast<const char*>(f.data()), long(f.size()));
-    return path;
-}
-
 double potemkin_run(bool write, uint32_t n) {
-    std::string path = write_elf(loop_code(write, n));
+    const std::string path = "/tmp/potemkin-bench-edu.elf";
+    testing::write_flat_elf(path, loop_code(write, n));
     auto doc = vm::ConfigDocument::load_string(
         "<vm><memory>16</memory><guest file=\"" + path +
             "\"/><devices><device class=\"PCI\" id=\"pci0\"/>"
@@ -108,14 +92,6 @@ double potemkin_run(bool write, uint32_t n) {
         std::exit(1);
     }
     return std::chrono::duration<double, std::nano>(t1 - t0).count();
-}
-
-template <typename F>
-double per_iteration(F run, uint32_t n) {
-    std::vector<double> v;
-    for (int i = 0; i < 5; ++i) v.push_back((run(2 * n) - run(n)) / n);
-    std::sort(v.begin(), v.end());
-    return v[2];
 }
 
 }  // namespace

@@ -13,6 +13,8 @@
 #include <fstream>
 #include <vector>
 
+#include "bench_util.hpp"
+#include "flat_elf.hpp"
 #include "machine/machine.hpp"
 
 using namespace potemkin;
@@ -69,7 +71,8 @@ std::vector<uint8_t> loop_code(Op op, uint32_t n) {
     return c;
 }
 
-using Clock = std::chrono::steady_clock;
+using bench::Clock;
+using bench::per_iteration;
 
 double bare_run(Op op, uint32_t n, bool block_hook) {
     uc_engine* uc = nullptr;
@@ -100,27 +103,9 @@ double bare_run(Op op, uint32_t n, bool block_hook) {
     return std::chrono::duration<double, std::nano>(t1 - t0).count();
 }
 
-std::string write_elf(const std::vector<uint8_t>& code) {
-    std::vector<uint8_t> f(0x54, 0);
-    auto put32 = [&](size_t off, uint32_t v) {
-        for (int i = 0; i < 4; ++i) f[off + i] = uint8_t(v >> (8 * i));
-    };
-    auto put16 = [&](size_t off, uint16_t v) { f[off] = uint8_t(v), f[off + 1] = uint8_t(v >> 8); };
-    const uint8_t ident[] = {0x7f, 'E', 'L', 'F', 1, 1, 1};
-    std::copy(ident, ident + 7, f.begin());
-    put16(16, 2), put16(18, 3), put32(20, 1), put32(24, kCodeBase), put32(28, 0x34);
-    put16(40, 0x34), put16(42, 0x20), put16(44, 1);
-    put32(0x34, 1), put32(0x38, 0x54), put32(0x3c, kCodeBase), put32(0x40, kCodeBase);
-    put32(0x44, uint32_t(code.size())), put32(0x48, uint32_t(code.size())), put32(0x4c, 7);
-    f.insert(f.end(), code.begin(), code.end());
-    std::string path = "/tmp/potemkin-bench-io.elf";
-    std::ofstream(path, std::ios::binary)
-        .write(reinterpret_cast<const char*>(f.data()), long(f.size()));
-    return path;
-}
-
 double potemkin_run(Op op, uint32_t n) {
-    std::string path = write_elf(loop_code(op, n));
+    const std::string path = "/tmp/potemkin-bench-io.elf";
+    testing::write_flat_elf(path, loop_code(op, n));
     auto doc = vm::ConfigDocument::load_string(
         "<vm><memory>16</memory><guest file=\"" + path + "\"/></vm>", "bench.xml");
     auto cfg = vm::parse_vm_config(*doc);
@@ -143,14 +128,6 @@ double potemkin_run(Op op, uint32_t n) {
         std::exit(1);
     }
     return std::chrono::duration<double, std::nano>(t1 - t0).count();
-}
-
-template <typename F>
-double per_iteration(F run, uint32_t n) {
-    std::vector<double> v;
-    for (int i = 0; i < 5; ++i) v.push_back((run(2 * n) - run(n)) / n);
-    std::sort(v.begin(), v.end());
-    return v[2];
 }
 
 }  // namespace

@@ -18,6 +18,7 @@ struct GuestRun {
 
 struct GuestVm {
     std::string guest;        // name in guests/, without .elf
+    std::string guest_file;   // or a path to any guest ELF (takes precedence)
     std::string devices_xml;  // inner XML of <devices>
     std::string cmdline;
     unsigned cores = 1;
@@ -31,10 +32,11 @@ inline std::string guest_path(const std::string& name) {
 }
 
 inline std::string vm_xml(const GuestVm& g) {
+    const std::string file = g.guest_file.empty() ? guest_path(g.guest) : g.guest_file;
     return "<vm class=\"PC\">\n  <memory>" + std::to_string(g.memory_mib) +
            "</memory>\n  <cores count=\"" + std::to_string(g.cores) + "\"/>\n  <guest file=\"" +
-           guest_path(g.guest) + "\" cmdline=\"" + g.cmdline + "\"/>\n  <devices>\n" +
-           g.devices_xml + "\n  </devices>\n</vm>\n";
+           file + "\" cmdline=\"" + g.cmdline + "\"/>\n  <devices>\n" + g.devices_xml +
+           "\n  </devices>\n</vm>\n";
 }
 
 inline GuestRun run_guest(const GuestVm& g) {

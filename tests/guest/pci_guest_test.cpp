@@ -48,8 +48,9 @@ TEST(PciGuest, EduInAnotherSlotIsRoutedByTheSwizzle) {
     // slot 5, pin A: PIRQ (5 + 1 - 1) % 4 = B → line 10
     auto r = run_guest(
         {.guest = "pcitest",
-         .devices_xml = kPciBus +
-                        R"(<device class="PCI_FRONT" id="edu0" bus="pci0" hostdev="inproc:edu" slot="5"/>)"});
+         .devices_xml =
+             kPciBus +
+             R"(<device class="PCI_FRONT" id="edu0" bus="pci0" hostdev="inproc:edu" slot="5"/>)"});
     ASSERT_EQ(r.outcome, RunOutcome::exited) << describe(r);
     EXPECT_EQ(r.status, 0) << describe(r);
     EXPECT_TRUE(has(r, "00:05.0 00ff: 1234:11e8 (rev 10) irq 10 pin A")) << describe(r);

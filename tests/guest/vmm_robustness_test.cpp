@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <fstream>
 
+#include "flat_elf.hpp"
 #include "guest_runner.hpp"
 
 using namespace potemkin;
@@ -12,61 +13,11 @@ using machine::RunOutcome;
 
 namespace {
 
-// A flat binary written as a minimal ELF, so each test states its guest code exactly.
-std::string write_elf(const std::string& name, const std::vector<uint8_t>& code) {
-    std::string path = ::testing::TempDir() + "/" + name + ".elf";
-    std::vector<uint8_t> f(0x54, 0);
-    auto put32 = [&](size_t off, uint32_t v) {
-        for (int i = 0; i < 4; ++i) f[off + i] = uint8_t(v >> (8 * i));
-    };
-    auto put16 = [&](size_t off, uint16_t v) {
-        f[off] = uint8_t(v);
-        f[off + 1] = uint8_t(v >> 8);
-    };
-    const char ident[] = {0x7f, 'E', 'L', 'F', 1, 1, 1};
-    std::copy(ident, ident + 7, f.begin());
-    put16(16, 2);         // ET_EXEC
-    put16(18, 3);         // EM_386
-    put32(20, 1);         // version
-    put32(24, 0x100000);  // entry
-    put32(28, 0x34);      // phoff
-    put16(40, 0x34);      // ehsize
-    put16(42, 0x20);      // phentsize
-    put16(44, 1);         // phnum
-    put32(0x34 + 0, 1);   // PT_LOAD
-    put32(0x34 + 4, 0x54);
-    put32(0x34 + 8, 0x100000);
-    put32(0x34 + 12, 0x100000);
-    put32(0x34 + 16, uint32_t(code.size()));
-    put32(0x34 + 20, uint32_t(code.size()));
-    put32(0x34 + 24, 7);
-    f.insert(f.end(), code.begin(), code.end());
-    std::ofstream(path, std::ios::binary)
-        .write(reinterpret_cast<const char*>(f.data()), long(f.size()));
-    return path;
-}
-
 GuestRun run_code(const std::string& name, const std::vector<uint8_t>& code,
                   int timeout_ms = 10000) {
-    std::string path = write_elf(name, code);
-    std::string xml = "<vm><memory>16</memory><guest file=\"" + path + "\"/></vm>";
-    GuestRun out;
-    auto doc = vm::ConfigDocument::load_string(xml, "t.xml");
-    auto cfg = vm::parse_vm_config(*doc);
-    machine::MachineSettings s;
-    s.config = std::move(*cfg);
-    s.timeout = std::chrono::milliseconds(timeout_ms);
-    s.console = [&out](std::string_view t) { out.console.append(t); };
-    auto m = machine::Machine::create(std::move(s));
-    if (!m) {
-        out.message = m.error().message;
-        return out;
-    }
-    auto r = (*m)->run();
-    out.outcome = r.outcome;
-    out.status = r.process_status();
-    out.message = r.message;
-    return out;
+    std::string path = ::testing::TempDir() + "/" + name + ".elf";
+    write_flat_elf(path, code);
+    return run_guest({.guest_file = path, .memory_mib = 16, .timeout_ms = timeout_ms});
 }
 
 }  // namespace
