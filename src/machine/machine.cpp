@@ -313,12 +313,13 @@ RunResult Machine::run() {
             std::all_of(vcpus_.begin(), vcpus_.end(), [](const Vcpu& v) { return v.halted; })) {
             // Something must be able to wake a halted vCPU: an interrupt needs IF=1 and a
             // source (a timer, a pending request, or work posted by a device thread).
-            bool can_wake = false;
+            bool can_wake = false, deliverable_now = false;
             for (unsigned i = 0; i < vcpus_.size(); ++i) {
                 if (!vcpus_[i].engine->interrupts_enabled()) continue;
-                if (irq_->has_interrupt(i) || !timers_.empty() || external_sources_ > 0)
-                    can_wake = true;
+                if (irq_->has_interrupt(i)) deliverable_now = true;
+                if (!timers_.empty() || external_sources_ > 0) can_wake = true;
             }
+            can_wake = can_wake || deliverable_now;
             if (!can_wake) {
                 std::string regs = cpu::format_registers(vcpus_[0].engine->registers());
                 return {RunOutcome::halted, 0,
@@ -326,7 +327,7 @@ RunResult Machine::run() {
                                     "(interrupts disabled or no interrupt source)\n{}",
                                     regs)};
             }
-            if (!irq_->has_interrupt(0)) wait_for_kick();
+            if (!deliverable_now) wait_for_kick();
         }
     }
 }
