@@ -15,6 +15,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev    # tests
   libbenchmark-dev             # benchmarks
   clang-format
+  pci.ids                      # names for `potemkin probe`
 )
 
 missing=()

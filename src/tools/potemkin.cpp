@@ -9,7 +9,9 @@
 #include <filesystem>
 
 #include "common/log.hpp"
+#include "machine/builtins.hpp"
 #include "machine/machine.hpp"
+#include "tools/probe.hpp"
 
 namespace {
 
@@ -85,6 +87,16 @@ int main(int argc, char** argv) {
         "Exit status: the guest's exit value (port 0xf4) & 0xff; 2 configuration or usage error;\n"
         "124 timeout; 125 every vCPU halted with no interrupt to wake it; 126 guest fault.");
     cmd->callback([&] { std::exit(run_command(run)); });
+
+    std::string probe_url;
+    auto* probe = app.add_subcommand(
+        "probe", "Open a host device by URL and print an lspci -vv-like view of it");
+    probe->add_option("url", probe_url, "Host-device URL, e.g. inproc:edu or vfio-user:/run/x.sock")
+        ->required();
+    probe->callback([&] {
+        machine::register_builtins();
+        std::exit(tools::probe_command(probe_url));
+    });
 
     try {
         app.parse(argc, argv);

@@ -1,0 +1,102 @@
+// The potemkin command line as a user runs it: a real process, its output and exit status.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <fstream>
+#include <string>
+
+namespace {
+
+struct Cli {
+    int status = -1;
+    std::string out;  // stdout and stderr together
+};
+
+Cli potemkin(const std::string& args) {
+    Cli r;
+    std::string cmd = std::string(POTEMKIN_BINARY) + " " + args + " 2>&1";
+    FILE* p = popen(cmd.c_str(), "r");
+    if (!p) return r;
+    std::array<char, 4096> buf;
+    size_t n;
+    while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+    int st = pclose(p);
+    r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return r;
+}
+
+std::string write_file(const std::string& name, const std::string& text) {
+    std::string path = ::testing::TempDir() + "/" + name;
+    std::ofstream(path) << text;
+    return path;
+}
+
+}  // namespace
+
+TEST(Cli, HelloDemoRunsAndExitsZero) {
+    auto r = potemkin("run " POTEMKIN_SOURCE_DIR "/examples/hello.xml --timeout 60");
+    EXPECT_EQ(r.status, 0) << r.out;
+    EXPECT_NE(r.out.find("10 timer ticks"), std::string::npos) << r.out;
+}
+
+TEST(Cli, EduDemoRunsAndExitsZero) {
+    auto r = potemkin("run " POTEMKIN_SOURCE_DIR "/examples/edu.xml --timeout 120");
+    EXPECT_EQ(r.status, 0) << r.out;
+    EXPECT_NE(r.out.find("checks: "), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find(" 0 failed"), std::string::npos) << r.out;
+}
+
+TEST(Cli, ConfigErrorExitsTwoNamingTheLine) {
+    std::string path = write_file("bad.xml",
+                                  "<vm>\n  <memory>16</memory>\n  <devices>\n"
+                                  "    <device class=\"PCI_FRONT\" id=\"x\" bus=\"pci9\" "
+                                  "hostdev=\"inproc:edu\"/>\n  </devices>\n</vm>\n");
+    auto r = potemkin("run " + path + " --guest " POTEMKIN_GUEST_DIR "/hello.elf");
+    EXPECT_EQ(r.status, 2) << r.out;
+    EXPECT_NE(r.out.find("bad.xml:4: <device class=\"PCI_FRONT\" id=\"x\">: attribute 'bus' "
+                         "refers to unknown device 'pci9'"),
+              std::string::npos)
+        << r.out;
+}
+
+TEST(Cli, GuestStatusBecomesProcessStatus) {
+    std::string path = write_file(
+        "exit.xml", "<vm><memory>16</memory><guest file=\"exitcode.elf\" cmdline=\"status=42\"/></vm>");
+    auto r = potemkin("run " + path);
+    EXPECT_EQ(r.status, 42) << r.out;
+}
+
+TEST(Cli, TimeoutHasItsOwnStatus) {
+    auto r = potemkin("run " POTEMKIN_SOURCE_DIR "/examples/hello.xml --timeout 0.001");
+    EXPECT_EQ(r.status, 124) << r.out;
+    EXPECT_NE(r.out.find("timeout"), std::string::npos) << r.out;
+}
+
+TEST(Cli, HelpListsCommands) {
+    auto r = potemkin("--help");
+    EXPECT_EQ(r.status, 0);
+    EXPECT_NE(r.out.find("run"), std::string::npos);
+    EXPECT_NE(r.out.find("probe"), std::string::npos);
+    auto run = potemkin("run --help");
+    EXPECT_NE(run.out.find("--trace"), std::string::npos) << run.out;
+    EXPECT_NE(run.out.find("124 timeout"), std::string::npos) << run.out;
+}
+
+TEST(Cli, ProbeShowsRegionsAndCapabilities) {
+    auto r = potemkin("probe inproc:multibar");
+    EXPECT_EQ(r.status, 0) << r.out;
+    EXPECT_NE(r.out.find("1b36:ff01"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("Region 0: I/O ports [size=32]"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("Region 2: Memory (64-bit, prefetchable) [size=1M]"), std::string::npos)
+        << r.out;
+    EXPECT_NE(r.out.find("Expansion ROM [size=4K]"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("MSI-X: Enable- Count=4"), std::string::npos) << r.out;
+}
+
+TEST(Cli, ProbeOfUnknownSchemeFails) {
+    auto r = potemkin("probe nosuch:thing");
+    EXPECT_EQ(r.status, 1);
+    EXPECT_NE(r.out.find("unknown scheme 'nosuch'"), std::string::npos) << r.out;
+}
