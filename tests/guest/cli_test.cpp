@@ -63,7 +63,8 @@ TEST(Cli, ConfigErrorExitsTwoNamingTheLine) {
 
 TEST(Cli, GuestStatusBecomesProcessStatus) {
     std::string path = write_file(
-        "exit.xml", "<vm><memory>16</memory><guest file=\"exitcode.elf\" cmdline=\"status=42\"/></vm>");
+        "exit.xml",
+        "<vm><memory>16</memory><guest file=\"exitcode.elf\" cmdline=\"status=42\"/></vm>");
     auto r = potemkin("run " + path);
     EXPECT_EQ(r.status, 42) << r.out;
 }
