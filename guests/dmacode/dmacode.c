@@ -4,7 +4,9 @@
 #include <potemkin/runtime.h>
 #include <potemkin/test_device.h>
 
-__attribute__((noipa, aligned(16))) int patched(void) { return 1; }
+__attribute__((noipa, aligned(16))) int patched(void) {
+    return 1;
+}
 /* Called through a volatile pointer so the compiler cannot assume what it returns. */
 static int (*volatile call_patched)(void) = patched;
 

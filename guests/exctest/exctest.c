@@ -44,7 +44,9 @@ static void on_ud(struct int_frame* f) {
     f->eip += 2; /* ud2 is 0f 0b */
 }
 
-static void on_bp(struct int_frame* f) { record(&bp, f); }
+static void on_bp(struct int_frame* f) {
+    record(&bp, f);
+}
 
 static void on_syscall(struct int_frame* f) {
     record(&sc, f);
@@ -74,16 +76,17 @@ static void test_de(unsigned round) {
     printf("-- #DE: divl by zero (%u)\n", round);
     de.count = 0;
     uint32_t eax;
-    __asm__ volatile("movl $1f, %[fault]\n\t"
-                     "movl $2f, %[resume]\n\t"
-                     "xorl %%edx, %%edx\n\t"
-                     "movl $100, %%eax\n\t"
-                     "1: divl %[zero]\n\t"
-                     "movl $0x12345678, %%eax\n\t" /* skipped by the handler */
-                     "2:\n\t"
-                     : [fault] "=m"(de_fault_eip), [resume] "=m"(de_resume_eip), "=&a"(eax)
-                     : [zero] "r"(0)
-                     : "edx", "memory");
+    __asm__ volatile(
+        "movl $1f, %[fault]\n\t"
+        "movl $2f, %[resume]\n\t"
+        "xorl %%edx, %%edx\n\t"
+        "movl $100, %%eax\n\t"
+        "1: divl %[zero]\n\t"
+        "movl $0x12345678, %%eax\n\t" /* skipped by the handler */
+        "2:\n\t"
+        : [fault] "=m"(de_fault_eip), [resume] "=m"(de_resume_eip), "=&a"(eax)
+        : [zero] "r"(0)
+        : "edx", "memory");
     check_common("#DE", &de, VEC_DE);
     CHECK(de.eip == de_fault_eip, "#DE: EIP 0x%x, expected the div at 0x%x", de.eip, de_fault_eip);
     CHECK_EQ(de.error_code, 0, "#DE: (dummy) error code");
@@ -93,12 +96,13 @@ static void test_de(unsigned round) {
 static void test_ud(void) {
     puts("-- #UD: ud2");
     uint32_t after = 0;
-    __asm__ volatile("movl $1f, %[fault]\n\t"
-                     "1: ud2\n\t"
-                     "movl $1, %[after]\n\t"
-                     : [fault] "=m"(ud_fault_eip), [after] "+r"(after)
-                     :
-                     : "memory");
+    __asm__ volatile(
+        "movl $1f, %[fault]\n\t"
+        "1: ud2\n\t"
+        "movl $1, %[after]\n\t"
+        : [fault] "=m"(ud_fault_eip), [after] "+r"(after)
+        :
+        : "memory");
     check_common("#UD", &ud, VEC_UD);
     CHECK(ud.eip == ud_fault_eip, "#UD: EIP 0x%x, expected the ud2 at 0x%x", ud.eip, ud_fault_eip);
     CHECK(after == 1, "#UD: the instruction after ud2 did not run");
@@ -106,12 +110,13 @@ static void test_ud(void) {
 
 static void test_int3(void) {
     puts("-- INT3 (0xcc)");
-    __asm__ volatile("movl $1f, %[next]\n\t"
-                     ".byte 0xcc\n\t"
-                     "1:\n\t"
-                     : [next] "=m"(bp_next_eip)
-                     :
-                     : "memory");
+    __asm__ volatile(
+        "movl $1f, %[next]\n\t"
+        ".byte 0xcc\n\t"
+        "1:\n\t"
+        : [next] "=m"(bp_next_eip)
+        :
+        : "memory");
     check_common("INT3", &bp, VEC_BP);
     CHECK(bp.eip == bp_next_eip, "INT3: EIP 0x%x, expected the next instruction 0x%x", bp.eip,
           bp_next_eip);
@@ -121,13 +126,13 @@ static void test_int80(void) {
     puts("-- INT 0x80: handler changes EAX and EBX");
     uint32_t a = 0x1234, b = 0x55aa, c = 0x11111111, d = 0x22222222, si = 0x33333333,
              di = 0x44444444;
-    __asm__ volatile("movl $1f, %[next]\n\t"
-                     "int $0x80\n\t"
-                     "1:\n\t"
-                     : "+a"(a), "+b"(b), "+c"(c), "+d"(d), "+S"(si), "+D"(di),
-                       [next] "=m"(sc_next_eip)
-                     :
-                     : "memory");
+    __asm__ volatile(
+        "movl $1f, %[next]\n\t"
+        "int $0x80\n\t"
+        "1:\n\t"
+        : "+a"(a), "+b"(b), "+c"(c), "+d"(d), "+S"(si), "+D"(di), [next] "=m"(sc_next_eip)
+        :
+        : "memory");
     check_common("INT 0x80", &sc, 0x80);
     CHECK(sc.eip == sc_next_eip, "INT 0x80: EIP 0x%x, expected the next instruction 0x%x", sc.eip,
           sc_next_eip);
@@ -141,12 +146,13 @@ static void test_int80(void) {
     /* and once more: handlers are re-entrant across calls, the stack is balanced */
     uint32_t esp_before, esp_after;
     a = 5;
-    __asm__ volatile("movl %%esp, %[before]\n\t"
-                     "int $0x80\n\t"
-                     "movl %%esp, %[after]\n\t"
-                     : "+a"(a), [before] "=&r"(esp_before), [after] "=r"(esp_after)
-                     :
-                     : "ebx", "memory");
+    __asm__ volatile(
+        "movl %%esp, %[before]\n\t"
+        "int $0x80\n\t"
+        "movl %%esp, %[after]\n\t"
+        : "+a"(a), [before] "=&r"(esp_before), [after] "=r"(esp_after)
+        :
+        : "ebx", "memory");
     CHECK_EQ(a, 11, "INT 0x80 second call: EAX");
     CHECK_EQ(esp_after, esp_before, "INT 0x80: ESP balanced after iret");
     CHECK_EQ(sc.count, 2, "INT 0x80 handler ran twice");
@@ -154,16 +160,17 @@ static void test_int80(void) {
 
 static void test_gp(void) {
     puts("-- #GP: load of selector 0x20 (beyond the 3-entry GDT) into FS, error code 0x20");
-    __asm__ volatile("movl $1f, %[fault]\n\t"
-                     "movl $2f, %[resume]\n\t"
-                     "movl $0x20, %%eax\n\t"
-                     "1: movw %%ax, %%fs\n\t"
-                     "2:\n\t"
-                     "movl $0x10, %%eax\n\t"
-                     "movw %%ax, %%fs\n\t"
-                     : [fault] "=m"(gp_fault_eip), [resume] "=m"(gp_resume_eip)
-                     :
-                     : "eax", "memory");
+    __asm__ volatile(
+        "movl $1f, %[fault]\n\t"
+        "movl $2f, %[resume]\n\t"
+        "movl $0x20, %%eax\n\t"
+        "1: movw %%ax, %%fs\n\t"
+        "2:\n\t"
+        "movl $0x10, %%eax\n\t"
+        "movw %%ax, %%fs\n\t"
+        : [fault] "=m"(gp_fault_eip), [resume] "=m"(gp_resume_eip)
+        :
+        : "eax", "memory");
     check_common("#GP", &gp, VEC_GP);
     CHECK(gp.eip == gp_fault_eip, "#GP: EIP 0x%x, expected the mov at 0x%x", gp.eip, gp_fault_eip);
     CHECK_EQ(gp.error_code, 0x20, "#GP: error code (selector)");

@@ -27,8 +27,7 @@ int main(void) {
     pit_start_periodic(100);
     pic_unmask(0);
 
-    while (ticks < 10)
-        sti_hlt();
+    while (ticks < 10) sti_hlt();
     cli();
     pit_stop();
     pic_mask(0);

@@ -20,8 +20,7 @@ static void test_port_scratch(void) {
     uint16_t s = port + TD_PORT_SCRATCH;
 
     /* byte writes, byte reads */
-    for (unsigned i = 0; i < TD_PORT_SCRATCH_SIZE; i++)
-        outb(s + i, (uint8_t)(0xa0 + i));
+    for (unsigned i = 0; i < TD_PORT_SCRATCH_SIZE; i++) outb(s + i, (uint8_t)(0xa0 + i));
     for (unsigned i = 0; i < TD_PORT_SCRATCH_SIZE; i++)
         CHECK_EQ(inb(s + i), 0xa0 + i, "port byte write/read");
 
@@ -70,10 +69,8 @@ static void test_mmio_scratch(void) {
     CHECK_EQ(mmio_read64(s + 0x7f8), 0, "untouched mmio scratch reads 0 (64-bit)");
 
     /* 1 byte */
-    for (unsigned i = 0; i < 16; i++)
-        mmio_write8(s + i, (uint8_t)(0x10 + i));
-    for (unsigned i = 0; i < 16; i++)
-        CHECK_EQ(mmio_read8(s + i), 0x10 + i, "mmio byte write/read");
+    for (unsigned i = 0; i < 16; i++) mmio_write8(s + i, (uint8_t)(0x10 + i));
+    for (unsigned i = 0; i < 16; i++) CHECK_EQ(mmio_read8(s + i), 0x10 + i, "mmio byte write/read");
     CHECK_EQ(mmio_read16(s + 0), 0x1110, "mmio 16-bit read of byte writes");
     CHECK_EQ(mmio_read32(s + 4), 0x17161514u, "mmio 32-bit read of byte writes");
     CHECK_EQ(mmio_read64(s + 8), 0x1f1e1d1c1b1a1918ull, "mmio 64-bit read of byte writes");

@@ -10,10 +10,10 @@
 #include <potemkin/test_device.h>
 
 #define SPINS_PER_MS 200000u
-#define WAIT_MS 100u   /* for something that should arrive */
-#define SETTLE_MS 10u  /* for something that should not */
+#define WAIT_MS 100u  /* for something that should arrive */
+#define SETTLE_MS 10u /* for something that should not */
 
-#define LEVEL_LINE 11  /* on the slave */
+#define LEVEL_LINE 11 /* on the slave */
 #define SLAVE_EDGE_LINE 10
 
 static uintptr_t td;
@@ -28,12 +28,13 @@ static volatile unsigned level_deassert_after = 1;
 static volatile unsigned level_runs;
 
 static void log_order(unsigned what) {
-    if (order_len < 16)
-        order[order_len] = what;
+    if (order_len < 16) order[order_len] = what;
     order_len++;
 }
 
-static void pulse(unsigned line) { mmio_write32(td + TD_MMIO_IRQ_PULSE, line); }
+static void pulse(unsigned line) {
+    mmio_write32(td + TD_MMIO_IRQ_PULSE, line);
+}
 static void drive(unsigned line, bool asserted) {
     mmio_write32(td + TD_MMIO_IRQ_LEVEL, (line & 0xff) | (asserted ? 0x100u : 0));
 }
@@ -70,10 +71,8 @@ static bool wait_for(volatile unsigned* counter, unsigned target, unsigned ms) {
     sti();
     unsigned start = ticks;
     for (uint32_t spins = 0; spins < ms * SPINS_PER_MS; spins++) {
-        if (*counter >= target)
-            return true;
-        if (ticks - start > ms)
-            break;
+        if (*counter >= target) return true;
+        if (ticks - start > ms) break;
         cpu_relax();
     }
     return *counter >= target;
@@ -86,8 +85,7 @@ static void settle(void) {
 
 static void reset_order(void) {
     order_len = 0;
-    for (unsigned i = 0; i < 16; i++)
-        order[i] = 0;
+    for (unsigned i = 0; i < 16; i++) order[i] = 0;
 }
 
 static void test_timer_clock(void) {
@@ -144,8 +142,7 @@ static void test_level(void) {
     level_deassert_after = 3; /* first two runs EOI with the line still high */
     level_runs = 0;
     drive(LEVEL_LINE, true);
-    CHECK(wait_for(&level_runs, 3, WAIT_MS), "level IRQ 11 did not re-fire (%u runs)",
-          level_runs);
+    CHECK(wait_for(&level_runs, 3, WAIT_MS), "level IRQ 11 did not re-fire (%u runs)", level_runs);
     settle();
     CHECK_EQ(level_runs, 3, "level IRQ 11 runs until deasserted");
 
@@ -239,8 +236,7 @@ int main(void) {
 
     idt_init();
     pic_init(PIC_DEFAULT_MASTER_BASE, PIC_DEFAULT_SLAVE_BASE);
-    for (unsigned line = 1; line < 16; line++)
-        irq_register(pic_vector(line), on_pic_line);
+    for (unsigned line = 1; line < 16; line++) irq_register(pic_vector(line), on_pic_line);
     irq_register(pic_vector(0), on_timer);
     irq_register(0x50, on_msi);
     irq_register(0x51, on_msi);

@@ -44,19 +44,19 @@ static void on_intx(struct int_frame* f) {
 
 static void on_msi(struct int_frame* f) {
     unsigned i = f->vector - MB_MSI_VECTOR;
-    if (i < MB_VECTORS)
-        msi_count[i]++;
+    if (i < MB_VECTORS) msi_count[i]++;
     lapic_eoi();
 }
 
 static void on_msix(struct int_frame* f) {
     unsigned i = f->vector - MSIX_VECTOR_BASE;
-    if (i < MB_VECTORS)
-        msix_count[i]++;
+    if (i < MB_VECTORS) msix_count[i]++;
     lapic_eoi();
 }
 
-static void ring(unsigned n) { mmio_write32(mem + MB_REG_DOORBELL, n); }
+static void ring(unsigned n) {
+    mmio_write32(mem + MB_REG_DOORBELL, n);
+}
 
 static void test_header(void) {
     puts("-- multibar: header and BAR sizing");
@@ -89,7 +89,8 @@ static void test_header(void) {
     if (msix) {
         CHECK_EQ((pci_read16(mb, msix + PCI_MSIX_FLAGS) & PCI_MSIX_FLAGS_QSIZE) + 1, MB_VECTORS,
                  "MSI-X table size");
-        CHECK_EQ(pci_read32(mb, msix + PCI_MSIX_TABLE), MB_MSIX_TABLE | 1, "MSI-X table BIR/offset");
+        CHECK_EQ(pci_read32(mb, msix + PCI_MSIX_TABLE), MB_MSIX_TABLE | 1,
+                 "MSI-X table BIR/offset");
         CHECK_EQ(pci_read32(mb, msix + PCI_MSIX_PBA), MB_MSIX_PBA | 1, "MSI-X PBA BIR/offset");
     }
     uint16_t cmd = pci_command(mb);
@@ -147,7 +148,8 @@ static void test_bars(void) {
         CHECK_EQ(pci_read32(mb, PCI_BAR0 + 8) & ~0xfu, to, "BAR2 low dword after relocation");
         CHECK_EQ(pci_read32(mb, PCI_BAR0 + 12), 0, "BAR3 high dword after relocation");
         CHECK_EQ(mmio_read32(mem64 + 0x10), 0xcafef00du, "MEM64 contents at the new address");
-        CHECK_EQ(mmio_read32(mem64 + 0x80000), 0x80000u ^ MB_SEED, "MEM64 pattern at the new address");
+        CHECK_EQ(mmio_read32(mem64 + 0x80000), 0x80000u ^ MB_SEED,
+                 "MEM64 pattern at the new address");
         CHECK_EQ(mmio_read32(old + 0x10), 0xffffffffu, "old MEM64 address reads all-ones");
     }
 }
@@ -156,8 +158,7 @@ static void test_rom(void) {
     printf("-- multibar: expansion ROM at 0x%08x\n", mb->rom_base);
     uintptr_t rom = mb->rom_base;
     CHECK(rom != 0, "ROM not assigned");
-    if (!rom)
-        return;
+    if (!rom) return;
     CHECK_EQ(mmio_read32(rom), 0xffffffffu, "ROM disabled reads all-ones");
     pci_rom_enable(mb, true);
     CHECK(pci_read32(mb, PCI_ROM_ADDRESS) & PCI_ROM_ENABLE, "ROM enable bit reads back");
@@ -165,8 +166,7 @@ static void test_rom(void) {
     CHECK(b0 == 0x55 && b1 == 0xaa, "ROM signature %02x %02x, expected 55 aa", b0, b1);
     CHECK_EQ(b2, 8, "ROM size byte (512-byte units)");
     char s[32];
-    for (unsigned i = 0; i < sizeof s - 1; i++)
-        s[i] = (char)mmio_read8(rom + 0x20 + i);
+    for (unsigned i = 0; i < sizeof s - 1; i++) s[i] = (char)mmio_read8(rom + 0x20 + i);
     s[sizeof s - 1] = 0;
     CHECK(strncmp(s, "potemkin multibar option ROM", 28) == 0, "ROM string \"%s\"", s);
     printf("ROM: %02x %02x, %u x 512 bytes, \"%s\"\n", b0, b1, b2, s);
@@ -198,14 +198,12 @@ static void test_intx(void) {
     CHECK_EQ(mmio_read32(mem + MB_REG_IRQ_STATUS), 0, "multibar irq status after ack");
     CHECK_EQ(mmio_read32(mem + MB_REG_DOORBELL_COUNT), doorbells + 1, "doorbell count");
     irq_register(pic_vector(mb_line), prev);
-    if (!prev)
-        pic_mask(mb_line);
+    if (!prev) pic_mask(mb_line);
 }
 
 static void test_msi(void) {
     printf("-- multibar: MSI vector 0x%x, per-vector mask\n", MB_MSI_VECTOR);
-    for (unsigned i = 0; i < MB_VECTORS; i++)
-        irq_register(MB_MSI_VECTOR + i, on_msi);
+    for (unsigned i = 0; i < MB_VECTORS; i++) irq_register(MB_MSI_VECTOR + i, on_msi);
     CHECK_EQ(pci_msi_enable(mb, msi_address(lapic_id()), (uint16_t)msi_data(MB_MSI_VECTOR)), 0,
              "pci_msi_enable");
     unsigned cap = pci_cap_find(mb, PCI_CAP_ID_MSI);
@@ -228,12 +226,10 @@ static void test_msi(void) {
 
 static void test_msix(void) {
     puts("-- multibar: MSI-X, 4 vectors through the table in BAR1");
-    for (unsigned i = 0; i < MB_VECTORS; i++)
-        irq_register(MSIX_VECTOR_BASE + i, on_msix);
+    for (unsigned i = 0; i < MB_VECTORS; i++) irq_register(MSIX_VECTOR_BASE + i, on_msix);
     int n = pci_msix_enable(mb);
     CHECK_EQ(n, MB_VECTORS, "pci_msix_enable table size");
-    if (n != MB_VECTORS)
-        return;
+    if (n != MB_VECTORS) return;
     CHECK_EQ(pci_msix_table(mb), mem + MB_MSIX_TABLE, "MSI-X table address");
     CHECK_EQ(pci_msix_pba(mb), mem + MB_MSIX_PBA, "MSI-X PBA address");
     for (unsigned i = 0; i < MB_VECTORS; i++) {

@@ -30,21 +30,23 @@ static volatile uint32_t last_irq_status;
 
 bool wait_for(volatile unsigned* counter, unsigned target) {
     sti();
-    for (uint32_t i = 0; i < WAIT_SPINS && *counter < target; i++)
-        cpu_relax();
+    for (uint32_t i = 0; i < WAIT_SPINS && *counter < target; i++) cpu_relax();
     cli();
     return *counter >= target;
 }
 
 void settle(void) {
     sti();
-    for (uint32_t i = 0; i < SETTLE_SPINS; i++)
-        cpu_relax();
+    for (uint32_t i = 0; i < SETTLE_SPINS; i++) cpu_relax();
     cli();
 }
 
-static uint32_t edu_read(unsigned reg) { return mmio_read32(edu_mmio + reg); }
-static void edu_write(unsigned reg, uint32_t v) { mmio_write32(edu_mmio + reg, v); }
+static uint32_t edu_read(unsigned reg) {
+    return mmio_read32(edu_mmio + reg);
+}
+static void edu_write(unsigned reg, uint32_t v) {
+    mmio_write32(edu_mmio + reg, v);
+}
 
 /* Acknowledges whatever the device raised; returns it. */
 static uint32_t edu_take_irq(void) {
@@ -70,8 +72,7 @@ static void on_edu_msi(struct int_frame* f) {
 
 static bool wait_not_computing(void) {
     for (uint32_t i = 0; i < 1000000u; i++)
-        if (!(edu_read(EDU_REG_STATUS) & EDU_STATUS_COMPUTING))
-            return true;
+        if (!(edu_read(EDU_REG_STATUS) & EDU_STATUS_COMPUTING)) return true;
     return false;
 }
 
@@ -87,8 +88,7 @@ static bool edu_dma(uint32_t src, uint32_t dst, uint32_t count, uint32_t cmd) {
     edu_write(EDU_REG_DMA_COUNT, count);
     edu_write(EDU_REG_DMA_CMD, cmd | EDU_DMA_START);
     for (uint32_t i = 0; i < 1000000u; i++)
-        if (!(edu_read(EDU_REG_DMA_CMD) & EDU_DMA_START))
-            return true;
+        if (!(edu_read(EDU_REG_DMA_CMD) & EDU_DMA_START)) return true;
     return false;
 }
 
@@ -112,8 +112,7 @@ static void test_enumeration(void) {
     puts("-- absent slots read all-ones");
     unsigned absent = 0;
     for (unsigned dev = 0; dev < 32; dev++) {
-        if (pci_find_slot(dev, 0))
-            continue;
+        if (pci_find_slot(dev, 0)) continue;
         absent++;
         CHECK_EQ(pci_cfg_read16(0, dev, 0, PCI_VENDOR_ID), 0xffff, "absent slot vendor ID");
         CHECK_EQ(pci_cfg_read32(0, dev, 0, PCI_VENDOR_ID), 0xffffffffu, "absent slot dword 0");
@@ -182,8 +181,7 @@ static void test_assignment(void) {
         const struct pci_dev* a = pci_dev_get(i);
         for (unsigned b = 0; b < 6; b++) {
             const struct pci_bar* r = &a->bars[b];
-            if (!r->size)
-                continue;
+            if (!r->size) continue;
             CHECK(r->base && !(r->base & (r->size - 1)), "%02x:%02x.%u BAR%u at 0x%llx size 0x%llx",
                   a->bus, a->dev, a->fn, b, (unsigned long long)r->base,
                   (unsigned long long)r->size);
@@ -213,10 +211,8 @@ static void test_edu_dma(void) {
     uint8_t* src = page_alloc(1);
     uint8_t* dst = page_alloc(1);
     CHECK(src && dst, "page_alloc for DMA buffers");
-    if (!src || !dst)
-        return;
-    for (unsigned i = 0; i < PAGE_SIZE; i++)
-        src[i] = (uint8_t)(i * 7 + (i >> 8) + 0x3c);
+    if (!src || !dst) return;
+    for (unsigned i = 0; i < PAGE_SIZE; i++) src[i] = (uint8_t)(i * 7 + (i >> 8) + 0x3c);
     memset(dst, 0xee, PAGE_SIZE);
 
     CHECK(edu_dma((uint32_t)virt_to_phys(src), EDU_DMA_BUFFER, PAGE_SIZE, 0),
@@ -226,8 +222,7 @@ static void test_edu_dma(void) {
     int diff = memcmp(src, dst, PAGE_SIZE);
     CHECK(diff == 0, "DMA round trip differs (first bytes %02x %02x %02x %02x)", dst[0], dst[1],
           dst[2], dst[3]);
-    if (diff == 0)
-        printf("edu: %u bytes went to the device and came back intact\n", PAGE_SIZE);
+    if (diff == 0) printf("edu: %u bytes went to the device and came back intact\n", PAGE_SIZE);
 
     /* a partial transfer into the middle of the page leaves the rest alone */
     memset(dst, 0, PAGE_SIZE);
@@ -270,8 +265,9 @@ static void irq_sources(volatile unsigned* counter, const char* mode) {
     snprintf(what, sizeof what, "%s DMA done", mode);
     uint8_t* buf = page_alloc(1);
     if (buf) {
-        CHECK(edu_dma(EDU_DMA_BUFFER, (uint32_t)virt_to_phys(buf), 128, EDU_DMA_TO_RAM | EDU_DMA_IRQ),
-              "%s: DMA did not complete", mode);
+        CHECK(
+            edu_dma(EDU_DMA_BUFFER, (uint32_t)virt_to_phys(buf), 128, EDU_DMA_TO_RAM | EDU_DMA_IRQ),
+            "%s: DMA did not complete", mode);
         expect_irq(counter, what, EDU_IRQ_DMA);
     }
 }
@@ -330,8 +326,7 @@ static void test_edu_relocation(void) {
     uint32_t to = pci_alloc_mmio(EDU_BAR0_SIZE);
     printf("-- edu BAR0 relocation 0x%08x -> 0x%08x\n", old, to);
     CHECK(to != 0, "no room to relocate edu");
-    if (!to)
-        return;
+    if (!to) return;
     pci_set_bar(edu, 0, to);
     CHECK_EQ(pci_read32(edu, PCI_BAR0) & ~0xfu, to, "edu BAR0 register after relocation");
     CHECK(pci_command(edu) & PCI_COMMAND_MEMORY, "memory decode back on after relocation");

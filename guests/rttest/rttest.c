@@ -6,13 +6,12 @@
 
 extern char _end[];
 
-#define FMT(expected, ...)                                                                \
-    do {                                                                                  \
-        char buf_[96];                                                                    \
-        int n_ = snprintf(buf_, sizeof buf_, __VA_ARGS__);                                \
-        CHECK(strcmp(buf_, expected) == 0 && n_ == (int)strlen(expected),                 \
-              "snprintf(%s) gave \"%s\" (%d), expected \"%s\"", #__VA_ARGS__, buf_, n_,   \
-              expected);                                                                  \
+#define FMT(expected, ...)                                                                         \
+    do {                                                                                           \
+        char buf_[96];                                                                             \
+        int n_ = snprintf(buf_, sizeof buf_, __VA_ARGS__);                                         \
+        CHECK(strcmp(buf_, expected) == 0 && n_ == (int)strlen(expected),                          \
+              "snprintf(%s) gave \"%s\" (%d), expected \"%s\"", #__VA_ARGS__, buf_, n_, expected); \
     } while (0)
 
 static void test_printf(void) {
@@ -26,8 +25,7 @@ static void test_printf(void) {
     FMT("18446744073709551615", "%llu", 0xffffffffffffffffull);
     FMT("-9223372036854775808", "%lld", (long long)0x8000000000000000ull);
     FMT("123456789012345678", "%llu", 123456789012345678ull);
-    FMT("fedcba9876543210 0000000100000000", "%llx %016llx", 0xfedcba9876543210ull,
-        0x100000000ull);
+    FMT("fedcba9876543210 0000000100000000", "%llx %016llx", 0xfedcba9876543210ull, 0x100000000ull);
     FMT("10000000000", "%llu", 10000000000ull);
     FMT("4294967296", "%llu", 0x100000000ull);
     FMT("123 abc", "%lu %lx", 123ul, 0xabcul);
@@ -51,8 +49,7 @@ static void test_string(void) {
     memcpy(a, "hey", 4);
     CHECK(strcmp(a, "hey") == 0 && strlen(a) == 3, "memcpy/strcmp/strlen");
     CHECK(strncmp("abcd", "abce", 3) == 0 && strncmp("abcd", "abce", 4) < 0, "strncmp");
-    CHECK(strchr("hello", 'l') && *strchr("hello", 'l') == 'l' && !strchr("hello", 'z'),
-          "strchr");
+    CHECK(strchr("hello", 'l') && *strchr("hello", 'l') == 'l' && !strchr("hello", 'z'), "strchr");
 }
 
 static void test_page_alloc(void) {
@@ -63,15 +60,13 @@ static void test_page_alloc(void) {
     uint8_t* p = page_alloc(2);
     uint8_t* q = page_alloc(1);
     CHECK(p && q, "page_alloc returned NULL");
-    if (!p || !q)
-        return;
+    if (!p || !q) return;
     CHECK(((uintptr_t)p & 0xfff) == 0 && ((uintptr_t)q & 0xfff) == 0, "pages 4 KiB-aligned");
     CHECK((uintptr_t)p >= (uintptr_t)_end, "pages above _end");
     CHECK((uintptr_t)q >= (uintptr_t)p + 2 * PAGE_SIZE, "allocations do not overlap");
     CHECK((uint64_t)(uintptr_t)q + PAGE_SIZE <= bi->ram_size, "pages inside RAM");
     bool zero = true;
-    for (unsigned i = 0; i < 2 * PAGE_SIZE; i++)
-        zero = zero && p[i] == 0;
+    for (unsigned i = 0; i < 2 * PAGE_SIZE; i++) zero = zero && p[i] == 0;
     CHECK(zero, "pages zeroed");
     p[0] = 1;
     p[2 * PAGE_SIZE - 1] = 2;

@@ -1,30 +1,31 @@
 /* Boot-info block and command-line parsing. */
-#include <stdbool.h>
 #include <potemkin/boot_info.h>
 #include <potemkin/string.h>
+#include <stdbool.h>
 
 extern const struct potemkin_boot_info* __potemkin_boot_info; /* set by _start */
 
-const struct potemkin_boot_info* boot_info(void) { return __potemkin_boot_info; }
+const struct potemkin_boot_info* boot_info(void) {
+    return __potemkin_boot_info;
+}
 
 const char* cmdline(void) {
     const struct potemkin_boot_info* bi = __potemkin_boot_info;
-    if (!bi || bi->magic != POTEMKIN_BOOT_MAGIC || !bi->cmdline)
-        return "";
+    if (!bi || bi->magic != POTEMKIN_BOOT_MAGIC || !bi->cmdline) return "";
     return (const char*)(uintptr_t)bi->cmdline;
 }
 
-static bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+static bool is_space(char c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
 
 /* Start of the value of "key=" (or of the end of a bare "key"), NULL if absent. */
 static const char* find_token(const char* key, bool* has_value) {
     size_t klen = strlen(key);
     const char* p = cmdline();
     while (*p) {
-        while (is_space(*p))
-            p++;
-        if (!*p)
-            break;
+        while (is_space(*p)) p++;
+        if (!*p) break;
         if (strncmp(p, key, klen) == 0) {
             char next = p[klen];
             if (next == '=') {
@@ -36,8 +37,7 @@ static const char* find_token(const char* key, bool* has_value) {
                 return p + klen;
             }
         }
-        while (*p && !is_space(*p))
-            p++;
+        while (*p && !is_space(*p)) p++;
     }
     return 0;
 }
@@ -68,11 +68,9 @@ static bool parse_number(const char* p, unsigned* out, bool* negative) {
             v = v * 16 + d;
         }
     } else {
-        for (; *p >= '0' && *p <= '9'; p++, digits++)
-            v = v * 10 + (unsigned)(*p - '0');
+        for (; *p >= '0' && *p <= '9'; p++, digits++) v = v * 10 + (unsigned)(*p - '0');
     }
-    if (!digits || (*p && !is_space(*p)))
-        return false;
+    if (!digits || (*p && !is_space(*p))) return false;
     *out = v;
     return true;
 }
@@ -81,8 +79,7 @@ int cmdline_int(const char* key, int fallback) {
     bool has_value, negative;
     unsigned v;
     const char* p = find_token(key, &has_value);
-    if (!p || !has_value || !parse_number(p, &v, &negative))
-        return fallback;
+    if (!p || !has_value || !parse_number(p, &v, &negative)) return fallback;
     return negative ? -(int)v : (int)v;
 }
 
@@ -90,8 +87,7 @@ unsigned cmdline_uint(const char* key, unsigned fallback) {
     bool has_value, negative;
     unsigned v;
     const char* p = find_token(key, &has_value);
-    if (!p || !has_value || !parse_number(p, &v, &negative) || negative)
-        return fallback;
+    if (!p || !has_value || !parse_number(p, &v, &negative) || negative) return fallback;
     return v;
 }
 

@@ -1,7 +1,7 @@
 /* Test-assertion counters. */
-#include <stdarg.h>
 #include <potemkin/check.h>
 #include <potemkin/console.h>
+#include <stdarg.h>
 
 static volatile unsigned passed, failed;
 
@@ -25,8 +25,12 @@ int check_record_eq(uint64_t got, uint64_t expected, const char* file, int line,
                         expected);
 }
 
-unsigned checks_passed(void) { return passed; }
-unsigned checks_failed(void) { return failed; }
+unsigned checks_passed(void) {
+    return passed;
+}
+unsigned checks_failed(void) {
+    return failed;
+}
 
 int checks_finish(void) {
     printf("checks: %u passed, %u failed\n", passed, failed);

@@ -1,10 +1,10 @@
 /* Debug console (port 0xe9) and a small printf. 64-bit numbers are converted with
  * x86 divl (64/32 -> 32 in two steps), so no libgcc __udivdi3/__umoddi3 is needed. */
-#include <stdbool.h>
-#include <stdint.h>
 #include <potemkin/console.h>
 #include <potemkin/io.h>
 #include <potemkin/string.h>
+#include <stdbool.h>
+#include <stdint.h>
 
 int putchar(int c) {
     outb(DEBUG_CONSOLE_PORT, (uint8_t)c);
@@ -12,8 +12,7 @@ int putchar(int c) {
 }
 
 void console_write(const char* s, size_t len) {
-    for (size_t i = 0; i < len; i++)
-        outb(DEBUG_CONSOLE_PORT, (uint8_t)s[i]);
+    for (size_t i = 0; i < len; i++) outb(DEBUG_CONSOLE_PORT, (uint8_t)s[i]);
 }
 
 int puts(const char* s) {
@@ -50,8 +49,7 @@ static void emit(struct sink* s, char c) {
 }
 
 static void emit_padding(struct sink* s, char c, int n) {
-    while (n-- > 0)
-        emit(s, c);
+    while (n-- > 0) emit(s, c);
 }
 
 static int format(struct sink* out, const char* fmt, va_list ap) {
@@ -88,8 +86,7 @@ static int format(struct sink* out, const char* fmt, va_list ap) {
             }
             fmt++;
         } else {
-            while (*fmt >= '0' && *fmt <= '9')
-                width = width * 10 + (*fmt++ - '0');
+            while (*fmt >= '0' && *fmt <= '9') width = width * 10 + (*fmt++ - '0');
         }
         int precision = -1;
         if (*fmt == '.') {
@@ -99,8 +96,7 @@ static int format(struct sink* out, const char* fmt, va_list ap) {
                 precision = va_arg(ap, int);
                 fmt++;
             } else {
-                while (*fmt >= '0' && *fmt <= '9')
-                    precision = precision * 10 + (*fmt++ - '0');
+                while (*fmt >= '0' && *fmt <= '9') precision = precision * 10 + (*fmt++ - '0');
             }
         }
         int longs = 0; /* 0: int, 2: 64-bit */
@@ -117,33 +113,24 @@ static int format(struct sink* out, const char* fmt, va_list ap) {
             else
                 break;
         }
-        if (left)
-            zero = false;
+        if (left) zero = false;
 
         char c = *fmt;
-        if (!c)
-            break;
+        if (!c) break;
         if (c == 'c') {
-            if (!left)
-                emit_padding(out, ' ', width - 1);
+            if (!left) emit_padding(out, ' ', width - 1);
             emit(out, (char)va_arg(ap, int));
-            if (left)
-                emit_padding(out, ' ', width - 1);
+            if (left) emit_padding(out, ' ', width - 1);
             continue;
         }
         if (c == 's') {
             const char* s = va_arg(ap, const char*);
-            if (!s)
-                s = "(null)";
+            if (!s) s = "(null)";
             int n = 0;
-            while (s[n] && (precision < 0 || n < precision))
-                n++;
-            if (!left)
-                emit_padding(out, ' ', width - n);
-            for (int i = 0; i < n; i++)
-                emit(out, s[i]);
-            if (left)
-                emit_padding(out, ' ', width - n);
+            while (s[n] && (precision < 0 || n < precision)) n++;
+            if (!left) emit_padding(out, ' ', width - n);
+            for (int i = 0; i < n; i++) emit(out, s[i]);
+            if (left) emit_padding(out, ' ', width - n);
             continue;
         }
         if (c == '%') {
@@ -157,68 +144,65 @@ static int format(struct sink* out, const char* fmt, va_list ap) {
         const char* digits = lower;
         const char* prefix = "";
         switch (c) {
-        case 'd':
-        case 'i': {
-            int64_t sv;
-            if (longs >= 2)
-                sv = va_arg(ap, long long);
-            else if (longs == 1)
-                sv = va_arg(ap, long);
-            else
-                sv = va_arg(ap, int);
-            if (shorts == 1)
-                sv = (short)sv;
-            else if (shorts >= 2)
-                sv = (signed char)sv;
-            negative = sv < 0;
-            v = negative ? (uint64_t)0 - (uint64_t)sv : (uint64_t)sv;
-            if (negative)
-                prefix = "-";
-            else if (plus)
-                prefix = "+";
-            else if (space)
-                prefix = " ";
-            break;
-        }
-        case 'u':
-        case 'x':
-        case 'X':
-        case 'o':
-            if (longs >= 2)
-                v = va_arg(ap, unsigned long long);
-            else if (longs == 1)
-                v = va_arg(ap, unsigned long);
-            else
-                v = va_arg(ap, unsigned int);
-            if (shorts == 1)
-                v = (unsigned short)v;
-            else if (shorts >= 2)
-                v = (unsigned char)v;
-            if (c == 'x' || c == 'X') {
-                base = 16;
-                digits = c == 'X' ? upper : lower;
-                if (alt && v)
-                    prefix = c == 'X' ? "0X" : "0x";
-            } else if (c == 'o') {
-                base = 8;
-                if (alt)
-                    prefix = "0";
+            case 'd':
+            case 'i': {
+                int64_t sv;
+                if (longs >= 2)
+                    sv = va_arg(ap, long long);
+                else if (longs == 1)
+                    sv = va_arg(ap, long);
+                else
+                    sv = va_arg(ap, int);
+                if (shorts == 1)
+                    sv = (short)sv;
+                else if (shorts >= 2)
+                    sv = (signed char)sv;
+                negative = sv < 0;
+                v = negative ? (uint64_t)0 - (uint64_t)sv : (uint64_t)sv;
+                if (negative)
+                    prefix = "-";
+                else if (plus)
+                    prefix = "+";
+                else if (space)
+                    prefix = " ";
+                break;
             }
-            break;
-        case 'p':
-            v = (uintptr_t)va_arg(ap, void*);
-            base = 16;
-            prefix = "0x";
-            zero = true;
-            if (width < 10)
-                width = 10;
-            left = false;
-            break;
-        default:
-            /* unknown conversion: print it literally */
-            emit(out, '%');
-            emit(out, c);
-            continue;
+            case 'u':
+            case 'x':
+            case 'X':
+            case 'o':
+                if (longs >= 2)
+                    v = va_arg(ap, unsigned long long);
+                else if (longs == 1)
+                    v = va_arg(ap, unsigned long);
+                else
+                    v = va_arg(ap, unsigned int);
+                if (shorts == 1)
+                    v = (unsigned short)v;
+                else if (shorts >= 2)
+                    v = (unsigned char)v;
+                if (c == 'x' || c == 'X') {
+                    base = 16;
+                    digits = c == 'X' ? upper : lower;
+                    if (alt && v) prefix = c == 'X' ? "0X" : "0x";
+                } else if (c == 'o') {
+                    base = 8;
+                    if (alt) prefix = "0";
+                }
+                break;
+            case 'p':
+                v = (uintptr_t)va_arg(ap, void*);
+                base = 16;
+                prefix = "0x";
+                zero = true;
+                if (width < 10) width = 10;
+                left = false;
+                break;
+            default:
+                /* unknown conversion: print it literally */
+                emit(out, '%');
+                emit(out, c);
+                continue;
         }
 
         char tmp[24];
@@ -239,16 +223,11 @@ static int format(struct sink* out, const char* fmt, va_list ap) {
 
         int plen = (int)strlen(prefix);
         int pad = width - n - plen;
-        if (!left && !zero)
-            emit_padding(out, ' ', pad);
-        for (int i = 0; i < plen; i++)
-            emit(out, prefix[i]);
-        if (!left && zero)
-            emit_padding(out, '0', pad);
-        while (n)
-            emit(out, tmp[--n]);
-        if (left)
-            emit_padding(out, ' ', pad);
+        if (!left && !zero) emit_padding(out, ' ', pad);
+        for (int i = 0; i < plen; i++) emit(out, prefix[i]);
+        if (!left && zero) emit_padding(out, '0', pad);
+        while (n) emit(out, tmp[--n]);
+        if (left) emit_padding(out, ' ', pad);
     }
     return (int)out->len;
 }
@@ -270,8 +249,7 @@ int vsnprintf(char* buf, size_t size, const char* fmt, va_list ap) {
     char dummy;
     struct sink s = {size ? buf : &dummy, size, 0};
     int n = format(&s, fmt, ap);
-    if (size)
-        buf[s.len < size ? s.len : size - 1] = '\0';
+    if (size) buf[s.len < size ? s.len : size - 1] = '\0';
     return n;
 }
 

@@ -1,8 +1,8 @@
 /* IDT setup and the C side of interrupt dispatch (stubs are in isr_stubs.S). */
-#include <stdint.h>
 #include <potemkin/console.h>
 #include <potemkin/exit.h>
 #include <potemkin/idt.h>
+#include <stdint.h>
 
 struct idt_gate {
     uint16_t offset_lo;
@@ -43,8 +43,7 @@ void idt_init(void) {
 }
 
 irq_handler_t irq_register(unsigned vector, irq_handler_t handler) {
-    if (vector > 255)
-        return 0;
+    if (vector > 255) return 0;
     irq_handler_t old = handlers[vector];
     handlers[vector] = handler;
     return old;
@@ -57,9 +56,10 @@ void __int_dispatch(struct int_frame* f) {
         h(f);
         return;
     }
-    printf("unhandled interrupt: vector %u (0x%02x), error code 0x%x, EIP 0x%08x, CS 0x%x, "
-           "EFLAGS 0x%08x\n",
-           f->vector, f->vector, f->error_code, f->eip, f->cs, f->eflags);
+    printf(
+        "unhandled interrupt: vector %u (0x%02x), error code 0x%x, EIP 0x%08x, CS 0x%x, "
+        "EFLAGS 0x%08x\n",
+        f->vector, f->vector, f->error_code, f->eip, f->cs, f->eflags);
     printf("  eax=%08x ebx=%08x ecx=%08x edx=%08x esi=%08x edi=%08x ebp=%08x\n", f->eax, f->ebx,
            f->ecx, f->edx, f->esi, f->edi, f->ebp);
     exit(UNHANDLED_INTERRUPT_STATUS);

@@ -1,9 +1,9 @@
 /* Bump page allocator from _end upward (page_free is a no-op). */
-#include <stdbool.h>
-#include <stdint.h>
 #include <potemkin/boot_info.h>
 #include <potemkin/page_alloc.h>
 #include <potemkin/string.h>
+#include <stdbool.h>
+#include <stdint.h>
 
 extern char _end[];
 
@@ -14,8 +14,7 @@ static uint32_t next_page; /* 0 until first use */
 static uint32_t limit(void) {
     const struct potemkin_boot_info* bi = boot_info();
     uint64_t top = bi ? bi->ram_size : 0;
-    if (top > RAM_CEILING)
-        top = RAM_CEILING;
+    if (top > RAM_CEILING) top = RAM_CEILING;
     return (uint32_t)top & ~(PAGE_SIZE - 1);
 }
 
@@ -24,15 +23,13 @@ static uint32_t first_free(void) {
 }
 
 void* page_alloc(unsigned npages) {
-    if (npages == 0)
-        return 0;
+    if (npages == 0) return 0;
     uint32_t top = limit();
     uint32_t cur = __atomic_load_n(&next_page, __ATOMIC_RELAXED);
     uint32_t start;
     for (;;) {
         start = cur ? cur : first_free();
-        if (start >= top || npages > (top - start) / PAGE_SIZE)
-            return 0;
+        if (start >= top || npages > (top - start) / PAGE_SIZE) return 0;
         uint32_t end = start + npages * PAGE_SIZE;
         if (__atomic_compare_exchange_n(&next_page, &cur, end, false, __ATOMIC_ACQ_REL,
                                         __ATOMIC_RELAXED))
@@ -51,7 +48,6 @@ void page_free(void* p, unsigned npages) {
 uint32_t page_alloc_remaining(void) {
     uint32_t top = limit();
     uint32_t cur = __atomic_load_n(&next_page, __ATOMIC_RELAXED);
-    if (!cur)
-        cur = first_free();
+    if (!cur) cur = first_free();
     return cur < top ? top - cur : 0;
 }

@@ -87,8 +87,12 @@ void pci_write32(const struct pci_dev* d, unsigned off, uint32_t v) {
     pci_cfg_write32(d->bus, d->dev, d->fn, off, v);
 }
 
-uint16_t pci_command(const struct pci_dev* d) { return pci_read16(d, PCI_COMMAND); }
-void pci_set_command(const struct pci_dev* d, uint16_t cmd) { pci_write16(d, PCI_COMMAND, cmd); }
+uint16_t pci_command(const struct pci_dev* d) {
+    return pci_read16(d, PCI_COMMAND);
+}
+void pci_set_command(const struct pci_dev* d, uint16_t cmd) {
+    pci_write16(d, PCI_COMMAND, cmd);
+}
 uint16_t pci_command_update(const struct pci_dev* d, uint16_t set, uint16_t clear) {
     uint16_t old = pci_command(d);
     pci_set_command(d, (uint16_t)((old | set) & ~clear));
@@ -99,9 +103,12 @@ uint16_t pci_command_update(const struct pci_dev* d, uint16_t set, uint16_t clea
 
 static unsigned bar_count(const struct pci_dev* d) {
     switch (d->header_type & 0x7f) {
-    case 0: return 6;
-    case 1: return 2; /* PCI-to-PCI bridge */
-    default: return 0;
+        case 0:
+            return 6;
+        case 1:
+            return 2; /* PCI-to-PCI bridge */
+        default:
+            return 0;
     }
 }
 
@@ -119,11 +126,9 @@ static uint32_t probe(const struct pci_dev* d, unsigned off, uint32_t v, uint32_
 }
 
 void pci_size_bars(struct pci_dev* d) {
-    for (unsigned i = 0; i < 6; i++)
-        d->bars[i] = (struct pci_bar){0, 0, false, false, false};
+    for (unsigned i = 0; i < 6; i++) d->bars[i] = (struct pci_bar){0, 0, false, false, false};
     d->rom_base = d->rom_size = 0;
-    if ((d->header_type & 0x7f) > 1)
-        return;
+    if ((d->header_type & 0x7f) > 1) return;
 
     /* As an OS does: no decoding while a BAR holds a sizing pattern. */
     uint16_t cmd = pci_command(d);
@@ -135,8 +140,7 @@ void pci_size_bars(struct pci_dev* d) {
         uint32_t orig;
         uint32_t got = probe(d, off, 0xffffffffu, &orig);
         struct pci_bar* b = &d->bars[i];
-        if (got == 0)
-            continue; /* not implemented */
+        if (got == 0) continue; /* not implemented */
         if (got & 1) {
             uint32_t mask = got & ~3u;
             if (!(mask & 0xffff0000u)) /* 16-bit decoder: upper bits hardwired to 0 */
@@ -194,14 +198,14 @@ static void read_function(struct pci_dev* d, unsigned dev, unsigned fn) {
 unsigned pci_enumerate(void) {
     ndevs = 0;
     for (unsigned dev = 0; dev < 32; dev++) {
-        if (pci_cfg_read16(0, dev, 0, PCI_VENDOR_ID) == 0xffff)
-            continue;
-        unsigned nfn = (pci_cfg_read8(0, dev, 0, PCI_HEADER_TYPE) & PCI_HEADER_MULTI_FUNCTION) ? 8 : 1;
+        if (pci_cfg_read16(0, dev, 0, PCI_VENDOR_ID) == 0xffff) continue;
+        unsigned nfn =
+            (pci_cfg_read8(0, dev, 0, PCI_HEADER_TYPE) & PCI_HEADER_MULTI_FUNCTION) ? 8 : 1;
         for (unsigned fn = 0; fn < nfn; fn++) {
-            if (pci_cfg_read16(0, dev, fn, PCI_VENDOR_ID) == 0xffff)
-                continue;
+            if (pci_cfg_read16(0, dev, fn, PCI_VENDOR_ID) == 0xffff) continue;
             if (ndevs == PCI_MAX_DEVICES) {
-                printf("pci: more than %u functions, ignoring 00:%02x.%u\n", PCI_MAX_DEVICES, dev, fn);
+                printf("pci: more than %u functions, ignoring 00:%02x.%u\n", PCI_MAX_DEVICES, dev,
+                       fn);
                 continue;
             }
             read_function(&devs[ndevs++], dev, fn);
@@ -210,49 +214,48 @@ unsigned pci_enumerate(void) {
     return ndevs;
 }
 
-unsigned pci_dev_count(void) { return ndevs; }
-struct pci_dev* pci_dev_get(unsigned i) { return i < ndevs ? &devs[i] : 0; }
+unsigned pci_dev_count(void) {
+    return ndevs;
+}
+struct pci_dev* pci_dev_get(unsigned i) {
+    return i < ndevs ? &devs[i] : 0;
+}
 
 struct pci_dev* pci_find(uint16_t vendor, uint16_t device) {
     for (unsigned i = 0; i < ndevs; i++)
-        if (devs[i].vendor == vendor && devs[i].device == device)
-            return &devs[i];
+        if (devs[i].vendor == vendor && devs[i].device == device) return &devs[i];
     return 0;
 }
 
 struct pci_dev* pci_find_slot(unsigned dev, unsigned fn) {
     for (unsigned i = 0; i < ndevs; i++)
-        if (devs[i].dev == dev && devs[i].fn == fn)
-            return &devs[i];
+        if (devs[i].dev == dev && devs[i].fn == fn) return &devs[i];
     return 0;
 }
 
 /* ---- resource assignment -------------------------------------------------------------- */
 
 unsigned pci_intx_line(unsigned slot, unsigned pin) {
-    if (pin < 1 || pin > 4)
-        return 0xff;
+    if (pin < 1 || pin > 4) return 0xff;
     return pirq_lines[(slot + pin - 1) % 4];
 }
 
-static uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) & ~(a - 1); }
+static uint64_t align_up(uint64_t v, uint64_t a) {
+    return (v + a - 1) & ~(a - 1);
+}
 
 uint32_t pci_alloc_mmio(uint64_t size) {
-    if (size == 0 || (size & (size - 1)))
-        return 0;
+    if (size == 0 || (size & (size - 1))) return 0;
     uint64_t base = align_up(mmio_next, size);
-    if (base + size > PCI_MMIO_WINDOW_END)
-        return 0;
+    if (base + size > PCI_MMIO_WINDOW_END) return 0;
     mmio_next = base + size;
     return (uint32_t)base;
 }
 
 uint32_t pci_alloc_io(uint32_t size) {
-    if (size == 0 || (size & (size - 1)))
-        return 0;
+    if (size == 0 || (size & (size - 1))) return 0;
     uint32_t base = (uint32_t)align_up(io_next, size);
-    if (base + size > PCI_IO_WINDOW_END)
-        return 0;
+    if (base + size > PCI_IO_WINDOW_END) return 0;
     io_next = base + size;
     return base;
 }
@@ -269,8 +272,7 @@ static void write_bar(struct pci_dev* d, unsigned bar, uint64_t base) {
     }
     unsigned off = PCI_BAR0 + 4 * bar;
     pci_write32(d, off, (uint32_t)base);
-    if (d->bars[bar].is_64)
-        pci_write32(d, off + 4, (uint32_t)(base >> 32));
+    if (d->bars[bar].is_64) pci_write32(d, off + 4, (uint32_t)(base >> 32));
     d->bars[bar].base = base;
 }
 
@@ -304,8 +306,7 @@ int pci_assign_resources(void) {
         for (unsigned b = 0; b < 6; b++)
             if (d->bars[b].size)
                 res[nres++] = (struct resource){d, (uint8_t)b, d->bars[b].is_io, d->bars[b].size};
-        if (d->rom_size)
-            res[nres++] = (struct resource){d, PCI_ROM_BAR, false, d->rom_size};
+        if (d->rom_size) res[nres++] = (struct resource){d, PCI_ROM_BAR, false, d->rom_size};
     }
     /* Largest first (stable insertion sort: equal sizes keep bus order), so natural alignment
      * wastes nothing. */
@@ -334,12 +335,13 @@ int pci_assign_resources(void) {
             /* 64-bit BARs: a firmware would place them above 4 GiB when the engine can reach
              * that space. potemkin's engine is 32-bit flat (no PAE/long mode), so they go in the
              * same window below 4 GiB; write_bar still programs the high dword (0). */
-            base = r->size <= (PCI_MMIO_WINDOW_END - PCI_MMIO_WINDOW_BASE) ? pci_alloc_mmio(r->size) : 0;
+            base = r->size <= (PCI_MMIO_WINDOW_END - PCI_MMIO_WINDOW_BASE) ? pci_alloc_mmio(r->size)
+                                                                           : 0;
         }
         if (!base) {
             printf("pci: no room for %02x:%02x.%u %s%u (size 0x%llx)\n", r->d->bus, r->d->dev,
-                   r->d->fn, r->bar == PCI_ROM_BAR ? "ROM" : "BAR", r->bar == PCI_ROM_BAR ? 0 : r->bar,
-                   (unsigned long long)r->size);
+                   r->d->fn, r->bar == PCI_ROM_BAR ? "ROM" : "BAR",
+                   r->bar == PCI_ROM_BAR ? 0 : r->bar, (unsigned long long)r->size);
             rc = -1;
             continue;
         }
@@ -368,13 +370,10 @@ int pci_assign_resources(void) {
 /* ---- printing ------------------------------------------------------------------------- */
 
 const char* pci_bar_kind(const struct pci_dev* d, unsigned bar) {
-    if (bar == PCI_ROM_BAR)
-        return "rom";
+    if (bar == PCI_ROM_BAR) return "rom";
     const struct pci_bar* b = &d->bars[bar];
-    if (b->is_io)
-        return "io";
-    if (b->is_64)
-        return b->prefetch ? "mem64 pf" : "mem64";
+    if (b->is_io) return "io";
+    if (b->is_64) return b->prefetch ? "mem64 pf" : "mem64";
     return b->prefetch ? "mem32 pf" : "mem32";
 }
 
@@ -386,29 +385,24 @@ void pci_print(const struct pci_dev* d) {
     putchar('\n');
     for (unsigned b = 0; b < 6; b++) {
         const struct pci_bar* r = &d->bars[b];
-        if (!r->size)
-            continue;
+        if (!r->size) continue;
         printf("  BAR%u: %s 0x%0*llx [size 0x%llx]\n", b, pci_bar_kind(d, b), r->is_io ? 4 : 8,
                (unsigned long long)r->base, (unsigned long long)r->size);
     }
-    if (d->rom_size)
-        printf("  ROM:  rom 0x%08x [size 0x%x]\n", d->rom_base, d->rom_size);
+    if (d->rom_size) printf("  ROM:  rom 0x%08x [size 0x%x]\n", d->rom_base, d->rom_size);
 }
 
 void pci_print_all(void) {
-    for (unsigned i = 0; i < ndevs; i++)
-        pci_print(&devs[i]);
+    for (unsigned i = 0; i < ndevs; i++) pci_print(&devs[i]);
 }
 
 /* ---- capabilities --------------------------------------------------------------------- */
 
 unsigned pci_cap_find(const struct pci_dev* d, uint8_t cap_id) {
-    if (!(pci_read16(d, PCI_STATUS) & PCI_STATUS_CAP_LIST))
-        return 0;
+    if (!(pci_read16(d, PCI_STATUS) & PCI_STATUS_CAP_LIST)) return 0;
     unsigned ptr = pci_read8(d, PCI_CAPABILITY_LIST) & 0xfc;
     for (unsigned n = 0; n < 48 && ptr >= 0x40; n++) {
-        if (pci_read8(d, ptr) == cap_id)
-            return ptr;
+        if (pci_read8(d, ptr) == cap_id) return ptr;
         ptr = pci_read8(d, ptr + 1) & 0xfc;
     }
     return 0;
@@ -416,8 +410,7 @@ unsigned pci_cap_find(const struct pci_dev* d, uint8_t cap_id) {
 
 int pci_msi_enable(const struct pci_dev* d, uint32_t address, uint16_t data) {
     unsigned cap = pci_cap_find(d, PCI_CAP_ID_MSI);
-    if (!cap)
-        return -1;
+    if (!cap) return -1;
     uint16_t flags = pci_read16(d, cap + PCI_MSI_FLAGS);
     bool is64 = (flags & PCI_MSI_FLAGS_64BIT) != 0;
     pci_write32(d, cap + PCI_MSI_ADDRESS_LO, address);
@@ -448,22 +441,23 @@ void pci_msi_disable(const struct pci_dev* d) {
 
 static uintptr_t msix_region(const struct pci_dev* d, unsigned reg) {
     unsigned cap = pci_cap_find(d, PCI_CAP_ID_MSIX);
-    if (!cap)
-        return 0;
+    if (!cap) return 0;
     uint32_t v = pci_read32(d, cap + reg);
     unsigned bir = v & 7;
-    if (bir > 5 || !d->bars[bir].size || !d->bars[bir].base || d->bars[bir].is_io)
-        return 0;
+    if (bir > 5 || !d->bars[bir].size || !d->bars[bir].base || d->bars[bir].is_io) return 0;
     return (uintptr_t)d->bars[bir].base + (v & ~7u);
 }
 
-uintptr_t pci_msix_table(const struct pci_dev* d) { return msix_region(d, PCI_MSIX_TABLE); }
-uintptr_t pci_msix_pba(const struct pci_dev* d) { return msix_region(d, PCI_MSIX_PBA); }
+uintptr_t pci_msix_table(const struct pci_dev* d) {
+    return msix_region(d, PCI_MSIX_TABLE);
+}
+uintptr_t pci_msix_pba(const struct pci_dev* d) {
+    return msix_region(d, PCI_MSIX_PBA);
+}
 
 int pci_msix_enable(const struct pci_dev* d) {
     unsigned cap = pci_cap_find(d, PCI_CAP_ID_MSIX);
-    if (!cap || !pci_msix_table(d))
-        return -1;
+    if (!cap || !pci_msix_table(d)) return -1;
     uint16_t flags = pci_read16(d, cap + PCI_MSIX_FLAGS);
     pci_write16(d, cap + PCI_MSIX_FLAGS,
                 (uint16_t)(flags | PCI_MSIX_FLAGS_ENABLE | PCI_MSIX_FLAGS_MASKALL));
@@ -483,8 +477,7 @@ void pci_msix_disable(const struct pci_dev* d) {
 
 void pci_msix_function_mask(const struct pci_dev* d, bool mask) {
     unsigned cap = pci_cap_find(d, PCI_CAP_ID_MSIX);
-    if (!cap)
-        return;
+    if (!cap) return;
     uint16_t flags = pci_read16(d, cap + PCI_MSIX_FLAGS);
     flags = mask ? (uint16_t)(flags | PCI_MSIX_FLAGS_MASKALL)
                  : (uint16_t)(flags & ~PCI_MSIX_FLAGS_MASKALL);

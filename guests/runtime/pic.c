@@ -40,10 +40,10 @@ unsigned pic_vector(unsigned line) {
 
 void pic_unmask(unsigned line) {
     if (line < 8) {
-        outb(PIC1_DATA, inb(PIC1_DATA) & (uint8_t)~(1u << line));
+        outb(PIC1_DATA, inb(PIC1_DATA) & (uint8_t) ~(1u << line));
     } else {
-        outb(PIC2_DATA, inb(PIC2_DATA) & (uint8_t)~(1u << (line - 8)));
-        outb(PIC1_DATA, inb(PIC1_DATA) & (uint8_t)~(1u << 2));
+        outb(PIC2_DATA, inb(PIC2_DATA) & (uint8_t) ~(1u << (line - 8)));
+        outb(PIC1_DATA, inb(PIC1_DATA) & (uint8_t) ~(1u << 2));
     }
 }
 
@@ -55,8 +55,7 @@ void pic_mask(unsigned line) {
 }
 
 void pic_eoi(unsigned line) {
-    if (line >= 8)
-        outb(PIC2_CMD, OCW2_EOI);
+    if (line >= 8) outb(PIC2_CMD, OCW2_EOI);
     outb(PIC1_CMD, OCW2_EOI);
 }
 
@@ -73,5 +72,9 @@ static unsigned read_reg(uint8_t ocw3) {
     return ((unsigned)inb(PIC2_CMD) << 8) | inb(PIC1_CMD);
 }
 
-unsigned pic_read_irr(void) { return read_reg(OCW3_READ_IRR); }
-unsigned pic_read_isr(void) { return read_reg(OCW3_READ_ISR); }
+unsigned pic_read_irr(void) {
+    return read_reg(OCW3_READ_IRR);
+}
+unsigned pic_read_isr(void) {
+    return read_reg(OCW3_READ_ISR);
+}

@@ -9,10 +9,8 @@
 
 void pit_start_periodic(unsigned hz) {
     unsigned divisor = hz ? PIT_INPUT_HZ / hz : 65536;
-    if (divisor < 1)
-        divisor = 1;
-    if (divisor > 65536)
-        divisor = 65536;
+    if (divisor < 1) divisor = 1;
+    if (divisor > 65536) divisor = 65536;
     /* 65536 is written as 0 */
     outb(PIT_CMD, PIT_CH0_LOHI_MODE2);
     outb(PIT_CH0, (uint8_t)divisor);

@@ -28,15 +28,13 @@ int memcmp(const void* a, const void* b, size_t n) {
     const unsigned char* x = a;
     const unsigned char* y = b;
     for (size_t i = 0; i < n; i++)
-        if (x[i] != y[i])
-            return x[i] < y[i] ? -1 : 1;
+        if (x[i] != y[i]) return x[i] < y[i] ? -1 : 1;
     return 0;
 }
 
 size_t strlen(const char* s) {
     size_t n = 0;
-    while (s[n])
-        n++;
+    while (s[n]) n++;
     return n;
 }
 
@@ -50,19 +48,15 @@ int strcmp(const char* a, const char* b) {
 
 int strncmp(const char* a, const char* b, size_t n) {
     for (; n; n--, a++, b++) {
-        if (*a != *b)
-            return (unsigned char)*a - (unsigned char)*b;
-        if (!*a)
-            return 0;
+        if (*a != *b) return (unsigned char)*a - (unsigned char)*b;
+        if (!*a) return 0;
     }
     return 0;
 }
 
 char* strchr(const char* s, int c) {
     for (;; s++) {
-        if (*s == (char)c)
-            return (char*)s;
-        if (!*s)
-            return 0;
+        if (*s == (char)c) return (char*)s;
+        if (!*s) return 0;
     }
 }

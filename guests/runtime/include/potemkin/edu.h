@@ -9,10 +9,10 @@
 #define EDU_BAR0_SIZE 0x100000u /* BAR0: 1 MiB MMIO */
 
 /* BAR0 registers. Below 0x80 only 32-bit accesses; from 0x80 32 or 64-bit. */
-#define EDU_REG_ID 0x00        /* RO 0x010000ed: major 1, minor 0, 0xed */
-#define EDU_REG_LIVENESS 0x04  /* RW: reads the bitwise inverse of the last value written */
-#define EDU_REG_FACTORIAL 0x08 /* RW: write n, read n! once status bit 0 clears */
-#define EDU_REG_STATUS 0x20    /* bit 0 computing (RO), bit 7 raise an interrupt after factorial */
+#define EDU_REG_ID 0x00         /* RO 0x010000ed: major 1, minor 0, 0xed */
+#define EDU_REG_LIVENESS 0x04   /* RW: reads the bitwise inverse of the last value written */
+#define EDU_REG_FACTORIAL 0x08  /* RW: write n, read n! once status bit 0 clears */
+#define EDU_REG_STATUS 0x20     /* bit 0 computing (RO), bit 7 raise an interrupt after factorial */
 #define EDU_REG_IRQ_STATUS 0x24 /* RO: the raised interrupt causes (ORed) */
 #define EDU_REG_IRQ_RAISE 0x60  /* WO: ORs the value into irq status and raises the interrupt */
 #define EDU_REG_IRQ_ACK 0x64    /* WO: clears those bits; the interrupt drops when none is left */

@@ -11,20 +11,20 @@
 struct int_frame {
     uint32_t edi, esi, ebp, esp, ebx, edx, ecx, eax; /* pushal order; esp is not restored */
     uint32_t vector;
-    uint32_t error_code; /* 0 for vectors where the CPU pushes none */
+    uint32_t error_code;      /* 0 for vectors where the CPU pushes none */
     uint32_t eip, cs, eflags; /* pushed by the CPU (ring 0 -> ring 0: no ss/esp) */
 };
 
 typedef void (*irq_handler_t)(struct int_frame* frame);
 
 /* Vectors for which the CPU pushes an error code: 8, 10-14, 17. */
-#define VEC_DE 0   /* divide error */
+#define VEC_DE 0 /* divide error */
 #define VEC_DB 1
 #define VEC_NMI 2
-#define VEC_BP 3   /* int3 */
+#define VEC_BP 3 /* int3 */
 #define VEC_OF 4
 #define VEC_BR 5
-#define VEC_UD 6   /* invalid opcode (ud2) */
+#define VEC_UD 6 /* invalid opcode (ud2) */
 #define VEC_NM 7
 #define VEC_DF 8
 #define VEC_TS 10

@@ -22,8 +22,12 @@ unsigned lapic_id(void);
 void lapic_set_tpr(unsigned priority);
 
 /* MSI address for a fixed-destination, physical-mode message to apic_id. */
-static inline uint32_t msi_address(unsigned apic_id) { return 0xfee00000u | ((uint32_t)apic_id << 12); }
+static inline uint32_t msi_address(unsigned apic_id) {
+    return 0xfee00000u | ((uint32_t)apic_id << 12);
+}
 /* MSI data: vector, fixed delivery, edge. */
-static inline uint32_t msi_data(unsigned vector) { return vector & 0xffu; }
+static inline uint32_t msi_data(unsigned vector) {
+    return vector & 0xffu;
+}
 
 #endif

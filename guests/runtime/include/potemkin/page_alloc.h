@@ -17,7 +17,9 @@ void* page_alloc(unsigned npages);
 /* Does nothing (bump allocator). */
 void page_free(void* p, unsigned npages);
 /* Physical address of a runtime pointer (identity, paging is off). */
-static inline uintptr_t virt_to_phys(const void* p) { return (uintptr_t)p; }
+static inline uintptr_t virt_to_phys(const void* p) {
+    return (uintptr_t)p;
+}
 /* Bytes still available to page_alloc. */
 uint32_t page_alloc_remaining(void);
 

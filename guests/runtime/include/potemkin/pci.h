@@ -92,21 +92,21 @@
 #define PCI_ROM_BAR 6 /* index used for the expansion ROM by pci_set_bar / pci_bar_kind */
 
 struct pci_bar {
-    uint64_t base;  /* assigned address (0: unassigned) */
-    uint64_t size;  /* 0: not implemented */
+    uint64_t base; /* assigned address (0: unassigned) */
+    uint64_t size; /* 0: not implemented */
     bool is_io;
-    bool is_64;     /* occupies this slot and the next */
+    bool is_64; /* occupies this slot and the next */
     bool prefetch;
 };
 
 struct pci_dev {
     uint8_t bus, dev, fn;
     uint16_t vendor, device;
-    uint32_t class;  /* 24 bits: class << 16 | subclass << 8 | prog-if */
+    uint32_t class; /* 24 bits: class << 16 | subclass << 8 | prog-if */
     uint8_t rev;
-    uint8_t header_type; /* as read, including the multi-function bit 7 */
-    uint8_t irq_pin;     /* 0 none, 1..4 INTA..INTD */
-    uint8_t irq_line;    /* 0xff until assigned */
+    uint8_t header_type;    /* as read, including the multi-function bit 7 */
+    uint8_t irq_pin;        /* 0 none, 1..4 INTA..INTD */
+    uint8_t irq_line;       /* 0xff until assigned */
     struct pci_bar bars[6]; /* the upper slot of a 64-bit pair has size 0 */
     uint32_t rom_base, rom_size;
 };
