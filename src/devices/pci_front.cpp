@@ -83,7 +83,8 @@ Result<void> PciFront::open(const PciFrontSettings& s) {
         return s.element ? s.element->attr_error("hostdev", e.message) : e.context(id());
     };
     const auto& transports = s.transports ? *s.transports : hostdev::TransportRegistry::builtin();
-    auto h = transports.open(s.hostdev, hostdev::OpenContext{this});
+    auto h = transports.open(
+        s.hostdev, hostdev::OpenContext{this, &ctx_.memory, ctx_.post, ctx_.external_source});
     if (!h) return fail(err(h.error()));
     host_ = std::move(*h);
 
@@ -488,10 +489,17 @@ Result<void> PciFront::dma_write(uint64_t guest_address, std::span<const uint8_t
     return ok();
 }
 
+void PciFront::reconnected() {
+    if (!disconnected_) return;
+    disconnected_ = false;
+    log::warn("{}: host device is back; accesses reach it again", id());
+}
+
 void PciFront::disconnected(std::string_view why) {
     if (disconnected_) return;
     disconnected_ = true;
-    log::warn("{}: host device disconnected ({}); it now reads all-ones", id(), why);
+    log::warn("{}: host device disconnected ({}); it reads all-ones until it comes back", id(),
+              why);
     // A device that is gone cannot hold its interrupt line.
     intx_level_ = false;
     update_intx();

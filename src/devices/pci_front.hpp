@@ -67,6 +67,7 @@ class PciFront final : public vm::Device,
     Result<void> dma_read(uint64_t guest_address, std::span<uint8_t> out) override;
     Result<void> dma_write(uint64_t guest_address, std::span<const uint8_t> in) override;
     void disconnected(std::string_view why) override;
+    void reconnected() override;
 
     // ---- Introspection (tests, probe) ------------------------------------------------------
     std::optional<pci::PciAddress> address() const { return address_; }

@@ -17,6 +17,10 @@
 
 #include "common/result.hpp"
 
+namespace potemkin::vm {
+class GuestMemory;
+}
+
 namespace potemkin::hostdev {
 
 inline constexpr uint32_t kBar0Region = 0;
@@ -68,6 +72,9 @@ class HostDeviceEvents {
     // The implementation went away (process died, socket closed). Further calls fail until
     // (and unless) the transport reconnects.
     virtual void disconnected(std::string_view why) = 0;
+    // The transport reached the implementation again and restored its state (DMA maps,
+    // interrupts, the config the guest programmed): accesses work again.
+    virtual void reconnected() {}
 };
 
 class HostDevice {
@@ -101,6 +108,14 @@ class HostDevice {
 // Opening by URL: "inproc:edu?dma_limit=4096", later "vfio-user:/run/x.sock", "qemu:...".
 struct OpenContext {
     HostDeviceEvents* events = nullptr;  // required; must outlive the HostDevice
+    // Guest RAM, for transports that share it with a device process (vfio-user DMA_MAP).
+    const vm::GuestMemory* memory = nullptr;
+    // Thread-safe: run a function on the VM's engine thread. Transports with their own threads
+    // marshal events through it; null outside a VM (tools, unit tests).
+    std::function<void(std::function<void()>)> post;
+    // Thread-safe: +1/-1 while a transport thread may raise interrupts, so a halted guest waits
+    // for it (machine::Machine::add_external_source). Null outside a VM.
+    std::function<void(int)> external_source;
 };
 
 struct ParsedUrl {

@@ -4,6 +4,7 @@
 
 #include "common/log.hpp"
 #include "hostdev/host_device.hpp"
+#include "hostdev/vfio_user_client.hpp"
 #include "models/builtin.hpp"
 #include "sdk/inproc.hpp"
 
@@ -16,6 +17,9 @@ void register_builtins() {
             log::error("registering built-in models: {}", r.error().message);
         if (auto r = sdk::register_inproc_transport(hostdev::TransportRegistry::builtin()); !r)
             log::error("registering the inproc transport: {}", r.error().message);
+        if (auto r = hostdev::register_vfio_user_transport(hostdev::TransportRegistry::builtin());
+            !r)
+            log::error("registering the vfio-user transport: {}", r.error().message);
     });
 }
 

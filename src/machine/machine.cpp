@@ -139,7 +139,14 @@ Result<void> Machine::build() {
     POTEMKIN_TRY(pit_->attach(ports_, "pit"));
 
     device_ctx_ = std::make_unique<vm::DeviceContext>(
-        vm::DeviceContext{ports_, mmio_, *memory_, *irq_, timers_, *devices_, trace_.get()});
+        vm::DeviceContext{ports_, mmio_, *memory_, *irq_, timers_, *devices_, trace_.get(),
+                          [this](std::function<void()> fn) { post(std::move(fn)); },
+                          [this](int delta) {
+                              if (delta > 0)
+                                  add_external_source();
+                              else
+                                  remove_external_source();
+                          }});
     POTEMKIN_TRY(devices_->create_all(cfg.devices, *device_ctx_));
 
     for (unsigned i = 0; i < cfg.cores; ++i) {

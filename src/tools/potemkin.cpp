@@ -2,6 +2,8 @@
 // transports land (serve, probe).
 #include <CLI/CLI.hpp>
 
+#include <signal.h>
+#include <sys/signalfd.h>
 #include <unistd.h>
 
 #include <climits>
@@ -11,6 +13,8 @@
 #include "common/log.hpp"
 #include "machine/builtins.hpp"
 #include "machine/machine.hpp"
+#include "sdk/device_model.hpp"
+#include "sdk/vfio_user_server.hpp"
 #include "tools/probe.hpp"
 
 namespace {
@@ -64,6 +68,71 @@ int run_command(const RunOptions& o) {
     return r.process_status();
 }
 
+struct ServeOptions {
+    std::string model;
+    std::string socket;
+    int fd = -1;
+    std::vector<std::string> params;
+    bool verbose = false;
+};
+
+int serve_command(const ServeOptions& o) {
+    if (o.verbose) log::set_level(log::Level::info);
+    machine::register_builtins();
+    if (o.socket.empty() == (o.fd < 0)) {
+        std::fprintf(stderr, "potemkin serve: give exactly one of --socket PATH and --fd N\n");
+        return 2;
+    }
+    sdk::ModelParams params;
+    for (const std::string& p : o.params) {
+        auto eq = p.find('=');
+        if (eq == std::string::npos || eq == 0) {
+            std::fprintf(stderr, "potemkin serve: --param '%s' is not KEY=VALUE\n", p.c_str());
+            return 2;
+        }
+        params[p.substr(0, eq)] = p.substr(eq + 1);
+    }
+    auto model = sdk::ModelRegistry::builtin().create(o.model, params);
+    if (!model) {
+        std::fprintf(stderr, "potemkin serve: %s\n", model.error().message.c_str());
+        return 2;
+    }
+    // SIGTERM and SIGINT arrive through a signalfd the server polls: a clean exit from the
+    // loop, with the socket file removed, instead of dying inside a handler.
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGTERM);
+    sigaddset(&stop_signals, SIGINT);
+    sigprocmask(SIG_BLOCK, &stop_signals, nullptr);
+    int sfd = signalfd(-1, &stop_signals, SFD_CLOEXEC);
+    if (sfd < 0) {
+        std::perror("potemkin serve: signalfd");
+        return 1;
+    }
+    sdk::VfioUserServerSettings s;
+    s.socket_path = o.socket;
+    s.listen_fd = o.fd;
+    s.stop_fd = sfd;
+    s.label = o.model;
+    auto server = sdk::VfioUserServer::create(std::move(model).value(), s);
+    if (!server) {
+        std::fprintf(stderr, "potemkin serve: %s\n", server.error().message.c_str());
+        return 1;
+    }
+    if (!o.socket.empty())
+        std::fprintf(stderr, "potemkin serve: %s on %s\n", o.model.c_str(), o.socket.c_str());
+    else
+        std::fprintf(stderr, "potemkin serve: %s on fd %d\n", o.model.c_str(), o.fd);
+    auto r = (*server)->run();
+    server->reset();
+    ::close(sfd);
+    if (!r) {
+        std::fprintf(stderr, "potemkin serve: %s\n", r.error().message.c_str());
+        return 1;
+    }
+    return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -97,6 +166,20 @@ int main(int argc, char** argv) {
         machine::register_builtins();
         std::exit(tools::probe_command(probe_url));
     });
+
+    ServeOptions serve;
+    auto* srv = app.add_subcommand(
+        "serve", "Serve a device model to vfio-user clients (one at a time) on a UNIX socket");
+    srv->add_option("model", serve.model, "Model name (edu, multibar, ...)")->required();
+    auto* sock_opt =
+        srv->add_option("--socket", serve.socket, "Listen on this path (a stale socket is removed)");
+    srv->add_option("--fd", serve.fd,
+                    "Use this inherited fd: a listening socket, or one connected client")
+        ->excludes(sock_opt);
+    srv->add_option("--param", serve.params, "Model parameter KEY=VALUE (repeatable)");
+    srv->add_flag("-v,--verbose", serve.verbose, "Log connections and requests");
+    srv->footer("Exits 0 on SIGTERM/SIGINT; 1 on a socket error; 2 on a usage error.");
+    srv->callback([&] { std::exit(serve_command(serve)); });
 
     try {
         app.parse(argc, argv);

@@ -34,6 +34,12 @@ struct DeviceContext {
     TimerService& timers;
     DeviceManager& devices;
     TraceNotes* trace = nullptr;  // null when tracing is off
+    // Thread-safe: run a function on the engine thread (devices with their own threads).
+    // Filled by the machine; null in unit tests.
+    std::function<void(std::function<void()>)> post;
+    // Thread-safe: +1/-1 while a device thread may raise interrupts, so a halted guest waits
+    // for it instead of ending the run. Filled by the machine; null in unit tests.
+    std::function<void(int)> external_source;
 };
 
 class Device {

@@ -1,0 +1,194 @@
+#include "hostdev/vfio_user/socket.hpp"
+
+#include <fmt/format.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace potemkin::hostdev::vfio_user {
+
+void UniqueFd::reset(int fd) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = fd;
+}
+
+namespace {
+
+Unexpected<Error> sys_error(std::string_view what, int e) {
+    return fail(fmt::format("{}: {}", what, std::strerror(e)), e);
+}
+
+// The cmsg buffer for `n` fds, aligned for struct cmsghdr.
+size_t cmsg_words(size_t nfds) {
+    const size_t bytes = CMSG_SPACE(sizeof(int) * nfds);
+    return (bytes + sizeof(cmsghdr) - 1) / sizeof(cmsghdr) + 1;
+}
+std::vector<cmsghdr> cmsg_buffer(size_t nfds) {
+    return std::vector<cmsghdr>(cmsg_words(nfds));
+}
+
+// Sends the iovecs, the fds riding on the first sendmsg; continues a short send.
+Result<void> send_iov(int sock, std::vector<iovec> iov, std::span<const int> fds) {
+    std::vector<cmsghdr> control;
+    msghdr msg{};
+    msg.msg_iov = iov.data();
+    msg.msg_iovlen = iov.size();
+    if (!fds.empty()) {
+        if (fds.size() > kMaxMsgFdsLimit)
+            return failf("sendmsg: {} fds exceed the limit {}", fds.size(), kMaxMsgFdsLimit);
+        control = cmsg_buffer(fds.size());
+        msg.msg_control = control.data();
+        msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
+        cmsghdr* c = CMSG_FIRSTHDR(&msg);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+        std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
+    }
+    size_t total = 0;
+    for (const iovec& v : iov) total += v.iov_len;
+    size_t sent = 0;
+    while (true) {
+        ssize_t n = ::sendmsg(sock, &msg, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return sys_error("sendmsg", errno);
+        }
+        sent += static_cast<size_t>(n);
+        if (sent >= total) return ok();
+        // A short send: the fds went with the first bytes; skip what was sent and go on.
+        msg.msg_control = nullptr;
+        msg.msg_controllen = 0;
+        size_t skip = static_cast<size_t>(n);
+        while (skip > 0 && msg.msg_iovlen > 0) {
+            if (skip >= msg.msg_iov->iov_len) {
+                skip -= msg.msg_iov->iov_len;
+                ++msg.msg_iov;
+                --msg.msg_iovlen;
+            } else {
+                msg.msg_iov->iov_base = static_cast<uint8_t*>(msg.msg_iov->iov_base) + skip;
+                msg.msg_iov->iov_len -= skip;
+                skip = 0;
+            }
+        }
+    }
+}
+
+// Reads exactly out.size() bytes with recv, waiting up to timeout_ms before each piece.
+Result<void> recv_exact(int sock, std::span<uint8_t> out, int timeout_ms, std::string_view what) {
+    size_t got = 0;
+    while (got < out.size()) {
+        auto ready = wait_readable(sock, timeout_ms);
+        if (!ready) return fail(ready.error());
+        if (!*ready)
+            return fail(fmt::format("{}: timed out after {} of {} bytes", what, got, out.size()),
+                        ETIMEDOUT);
+        ssize_t n = ::recv(sock, out.data() + got, out.size() - got, 0);
+        if (n < 0) {
+            if (errno == EINTR || errno == EAGAIN) continue;
+            return sys_error(what, errno);
+        }
+        if (n == 0)
+            return fail(fmt::format("{}: peer closed after {} of {} bytes", what, got, out.size()),
+                        ECONNRESET);
+        got += static_cast<size_t>(n);
+    }
+    return ok();
+}
+
+}  // namespace
+
+Result<bool> wait_readable(int fd, int timeout_ms) {
+    pollfd p{fd, POLLIN, 0};
+    while (true) {
+        int n = ::poll(&p, 1, timeout_ms);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return sys_error("poll", errno);
+        }
+        return n > 0;
+    }
+}
+
+Result<void> send_message(int sock, Header header,
+                          std::span<const std::span<const uint8_t>> payload,
+                          std::span<const int> fds) {
+    size_t size = kHeaderSize;
+    for (const auto& part : payload) size += part.size();
+    if (size > UINT32_MAX) return failf("{}: message of {} bytes", command_name(header.cmd), size);
+    header.msg_size = static_cast<uint32_t>(size);
+    auto bytes = encode_header(header);
+    std::vector<iovec> iov;
+    iov.reserve(payload.size() + 1);
+    iov.push_back({bytes.data(), bytes.size()});
+    for (const auto& part : payload)
+        if (!part.empty()) iov.push_back({const_cast<uint8_t*>(part.data()), part.size()});
+    return send_iov(sock, std::move(iov), fds);
+}
+
+Result<void> send_raw(int sock, std::span<const uint8_t> bytes, std::span<const int> fds) {
+    std::vector<iovec> iov{{const_cast<uint8_t*>(bytes.data()), bytes.size()}};
+    return send_iov(sock, std::move(iov), fds);
+}
+
+Result<Message> recv_message(int sock, const RecvOptions& options) {
+    Message m;
+    std::array<uint8_t, kHeaderSize> head{};
+    // Reused per thread: the hot path (a REGION_READ round trip) should not allocate for it.
+    thread_local std::vector<cmsghdr> control;
+    if (options.max_fds > 0) {
+        const size_t words = cmsg_words(options.max_fds);
+        if (control.size() < words) control.resize(words);
+    }
+    msghdr msg{};
+    iovec iov{head.data(), head.size()};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    if (options.max_fds > 0) {
+        msg.msg_control = control.data();
+        msg.msg_controllen = CMSG_SPACE(sizeof(int) * options.max_fds);
+    }
+    auto ready = wait_readable(sock, options.timeout_ms);
+    if (!ready) return fail(ready.error());
+    if (!*ready) return fail("timed out waiting for a message", ETIMEDOUT);
+    ssize_t n;
+    do {
+        n = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) return sys_error("recvmsg", errno);
+    // Collect the fds first, so every error path below closes them.
+    if (options.max_fds > 0) {
+        for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+            if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+            const size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            for (size_t i = 0; i < count; ++i) {
+                int fd;
+                std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+                m.fds.emplace_back(fd);
+            }
+        }
+    }
+    if (n == 0) return fail("peer closed the connection", ECONNRESET);
+    // CMSG_SPACE rounds up, so the kernel may fit an fd more than asked for: count too.
+    if ((msg.msg_flags & MSG_CTRUNC) != 0 || m.fds.size() > options.max_fds)
+        return fail(fmt::format("message carries more than {} fds (control data truncated)",
+                                options.max_fds),
+                    EPROTO);
+    if (static_cast<size_t>(n) < kHeaderSize) {
+        // A stream may split the header; the rest must follow promptly.
+        POTEMKIN_TRY(recv_exact(sock, std::span<uint8_t>(head).subspan(static_cast<size_t>(n)),
+                                options.timeout_ms < 0 ? -1 : options.timeout_ms, "header"));
+    }
+    m.header = decode_header(head);
+    POTEMKIN_TRY(check_framing(m.header, options.max_size));
+    m.payload.resize(m.header.payload_size());
+    if (!m.payload.empty())
+        POTEMKIN_TRY(
+            recv_exact(sock, m.payload, options.timeout_ms, command_name(m.header.cmd) + " body"));
+    return m;
+}
+
+}  // namespace potemkin::hostdev::vfio_user

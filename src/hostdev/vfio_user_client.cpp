@@ -1,0 +1,1209 @@
+#include "hostdev/vfio_user_client.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "common/log.hpp"
+#include "hostdev/vfio_user/protocol.hpp"
+#include "hostdev/vfio_user/socket.hpp"
+#include "vm/guest_memory.hpp"
+
+namespace potemkin::hostdev {
+
+namespace vu = vfio_user;
+using vu::UniqueFd;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+// What this client can take in one message: fds it makes room for, and data per transfer.
+constexpr uint32_t kOurMaxMsgFds = 16;
+constexpr uint32_t kOurMaxDataXfer = vu::kDefaultMaxDataXferSize;
+// Region info replies with capabilities are re-requested at their full size, up to this.
+constexpr uint32_t kMaxRegionInfoSize = 64 * 1024;
+// MSI-X allows 2048 vectors: the most eventfds one interrupt kind can need.
+constexpr uint32_t kMaxVectors = 2048;
+
+std::string region_name(uint32_t index) {
+    if (index < kRomRegion) return fmt::format("BAR{}", index);
+    if (index == kRomRegion) return "ROM";
+    if (index == kConfigRegion) return "config";
+    return fmt::format("region {}", index);
+}
+
+const char* irq_name(uint32_t index) {
+    switch (index) {
+        case vu::kIrqIndexIntx:
+            return "INTx";
+        case vu::kIrqIndexMsi:
+            return "MSI";
+        case vu::kIrqIndexMsix:
+            return "MSI-X";
+        default:
+            return "IRQ";
+    }
+}
+
+std::span<const uint8_t> bytes_of(const std::vector<uint8_t>& v) {
+    return {v.data(), v.size()};
+}
+
+uint32_t le32(std::span<const uint8_t> b, size_t off) {
+    return uint32_t{b[off]} | (uint32_t{b[off + 1]} << 8) | (uint32_t{b[off + 2]} << 16) |
+           (uint32_t{b[off + 3]} << 24);
+}
+
+Result<UniqueFd> make_eventfd() {
+    const int fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (fd < 0) return fail(fmt::format("eventfd: {}", std::strerror(errno)), errno);
+    return UniqueFd(fd);
+}
+
+// Reads and resets an eventfd counter; true if it had fired.
+bool consume_eventfd(int fd) {
+    uint64_t v = 0;
+    return ::read(fd, &v, sizeof v) == static_cast<ssize_t>(sizeof v) && v != 0;
+}
+
+// A blocking AF_UNIX stream connection to `path`. Non-blocking connect: a listener whose
+// backlog is full must not stall the caller (the poll thread retries instead).
+Result<UniqueFd> connect_unix(const std::string& path, std::chrono::milliseconds timeout) {
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    if (path.size() >= sizeof addr.sun_path)
+        return failf("socket path '{}' is longer than {} bytes", path, sizeof addr.sun_path - 1);
+    std::memcpy(addr.sun_path, path.data(), path.size());
+    UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    if (!fd) return fail(fmt::format("socket: {}", std::strerror(errno)), errno);
+    if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
+        const int e = errno;
+        return fail(fmt::format("cannot connect to {}: {}", path, std::strerror(e)), e);
+    }
+    const int flags = ::fcntl(fd.get(), F_GETFL);
+    if (flags < 0 || ::fcntl(fd.get(), F_SETFL, flags & ~O_NONBLOCK) != 0)
+        return fail(fmt::format("fcntl: {}", std::strerror(errno)), errno);
+    // A server that stops reading must not block a send forever either.
+    timeval tv{};
+    tv.tv_sec = static_cast<time_t>(timeout.count() / 1000);
+    tv.tv_usec = static_cast<suseconds_t>((timeout.count() % 1000) * 1000);
+    (void)::setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    return fd;
+}
+
+}  // namespace
+
+// ---- Shared state ---------------------------------------------------------------------------
+//
+// Three locks, always taken in this order when nested: io_mu (the socket: one message
+// exchange at a time), in_mu (the inbox and the eventfd tables). Engine-thread-only state has
+// no lock; the poll thread never touches it.
+class VfioUserClient::Impl : public std::enable_shared_from_this<Impl> {
+  public:
+    explicit Impl(VfioUserClientSettings s) : s_(std::move(s)) {}
+    ~Impl() { stop_poller(); }
+
+    Result<void> start();
+    void close();
+
+    // HostDevice calls (engine thread).
+    Result<DeviceInfo> info();
+    Result<RegionInfo> region_info(uint32_t index);
+    Result<void> read(uint32_t region, uint64_t offset, std::span<uint8_t> out);
+    Result<void> write(uint32_t region, uint64_t offset, std::span<const uint8_t> in);
+    Result<void> set_irqs(IrqKind kind, uint32_t count);
+    Result<void> ack_intx();
+    Result<void> reset();
+    void drain();
+
+    VfioUserCaps caps() const {
+        std::lock_guard lk(io_mu_);
+        return caps_;
+    }
+    bool connected() const { return up_.load(); }
+    uint64_t reconnects() const { return reconnects_.load(); }
+
+  private:
+    struct Reply {
+        vu::Header header;
+        std::vector<uint8_t> payload;
+        std::vector<UniqueFd> fds;
+    };
+    // Config bytes the guest wrote through the front-end, per dword, for replay after a
+    // reconnect: the last value of each byte, and when it was written.
+    struct ConfigDword {
+        std::array<uint8_t, 4> bytes{};
+        uint8_t written = 0;  // bit k: byte k holds a value
+        uint64_t seq = 0;
+    };
+
+    // ---- Messages ----
+    Result<Reply> request(vu::Command cmd, std::span<const uint8_t> payload,
+                          std::span<const int> fds, const std::string& what);
+    Result<Reply> request_locked(vu::Command cmd, std::span<const uint8_t> payload,
+                                 std::span<const int> fds, const std::string& what);
+    void serve_locked(const vu::Message& m);
+    void serve_later(std::shared_ptr<vu::Message> m, uint64_t generation);
+    Error gone_error(const std::string& what) const;
+    void lose_locked(const std::string& why, bool report);
+
+    // ---- Setup ----
+    Result<void> setup(UniqueFd sock, bool first);
+    Result<void> negotiate_locked();
+    Result<void> map_dma_locked();
+    Result<void> unmap_dma_locked();
+    Result<void> query_irqs_locked();
+    Result<void> apply_irqs_locked();
+    Result<void> irq_trigger_locked(uint32_t index, uint32_t count);
+    Result<void> replay_config_locked();
+    void adopt(UniqueFd sock);
+    void on_lost(const std::string& why);
+
+    // ---- Interrupts ----
+    void collect_locked();
+    void queue(std::function<void()> fn);
+    void schedule_locked(bool& post_now);
+    void deliver_intx();
+    void deliver_msi(unsigned vector);
+    Result<void> drop_intx_and_unmask();
+    Result<void> after_write();
+    void wake_poller();
+    void poll_loop();
+    void stop_poller();
+    void try_reconnect();
+
+    void record_config(uint32_t offset, std::span<const uint8_t> in);
+
+    VfioUserClientSettings s_;
+
+    // Socket and what was negotiated on it (io_mu_).
+    mutable std::mutex io_mu_;
+    UniqueFd sock_;
+    uint16_t next_id_ = 0;
+    VfioUserCaps caps_;
+    vu::DeviceInfo device_;
+    std::array<uint32_t, 3> irq_counts_{};  // INTx, MSI, MSI-X vectors the device has
+    std::array<bool, 3> armed_{};           // which kinds have eventfds on the server now
+    std::vector<std::pair<uint64_t, uint64_t>> dma_maps_;  // (iova, size) mapped
+    // Some RAM is not mapped with an fd, so the server may send DMA_READ/DMA_WRITE.
+    std::atomic<bool> dma_by_message_{true};
+    std::atomic<bool> up_{false};
+    bool in_setup_ = false;
+    std::atomic<uint64_t> generation_{0};
+    std::atomic<int> watch_fd_{-1};
+    std::atomic<uint64_t> reconnects_{0};
+
+    // Inbox and eventfds (in_mu_). The eventfds are never closed before close(): the poll thread
+    // may be polling them, and a closed number could be reused by anything.
+    std::mutex in_mu_;
+    std::vector<std::function<void()>> inbox_;
+    bool drain_posted_ = false;
+    UniqueFd wake_fd_;
+    UniqueFd intx_fd_;
+    std::vector<UniqueFd> vector_fds_;
+    bool stopping_ = false;
+    bool adopt_pending_ = false;
+    std::thread poller_;
+
+    // Engine thread only.
+    IrqKind irq_kind_ = IrqKind::intx;
+    uint32_t irq_count_ = 1;
+    bool intx_asserted_ = false;
+    bool draining_ = false;
+    bool closed_ = false;
+    bool external_held_ = false;
+    std::map<uint32_t, ConfigDword> config_log_;
+    uint64_t config_seq_ = 0;
+    std::array<UniqueFd, kPciRegionCount> region_fds_;
+};
+
+// ---- Messages ---------------------------------------------------------------------------------
+
+Error VfioUserClient::Impl::gone_error(const std::string& what) const {
+    return Error{fmt::format("{}: {}: the server is gone{}", s_.label, what,
+                             s_.reconnect ? " (reconnecting)" : ""),
+                 ENOTCONN};
+}
+
+Result<VfioUserClient::Impl::Reply> VfioUserClient::Impl::request(vu::Command cmd,
+                                                                  std::span<const uint8_t> payload,
+                                                                  std::span<const int> fds,
+                                                                  const std::string& what) {
+    Result<Reply> r = [&] {
+        std::lock_guard lk(io_mu_);
+        return request_locked(cmd, payload, fds, what);
+    }();
+    // Interrupts the request raised (the server writes the eventfd before it replies) reach the
+    // front-end now, before the guest's next instruction.
+    drain();
+    return r;
+}
+
+Result<VfioUserClient::Impl::Reply> VfioUserClient::Impl::request_locked(
+    vu::Command cmd, std::span<const uint8_t> payload, std::span<const int> fds,
+    const std::string& what) {
+    if (!up_ || !sock_) return fail(gone_error(what));
+    vu::Header h;
+    h.msg_id = next_id_++;
+    h.cmd = static_cast<uint16_t>(cmd);
+    h.flags = vu::kTypeCommand;
+    if (auto r = vu::send_message(sock_.get(), h, payload, fds); !r) {
+        lose_locked(fmt::format("{}: sending: {}", what, r.error().message), true);
+        return fail(gone_error(what));
+    }
+    h.msg_size = vu::kHeaderSize + static_cast<uint32_t>(payload.size());
+    const auto deadline = Clock::now() + s_.timeout;
+    for (;;) {
+        const auto left =
+            std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+        if (left.count() <= 0) {
+            lose_locked(fmt::format("{}: no reply within {} ms", what, s_.timeout.count()), true);
+            return fail(Error{
+                fmt::format("{}: {}: no reply within {} ms", s_.label, what, s_.timeout.count()),
+                ETIMEDOUT});
+        }
+        vu::RecvOptions o;
+        o.max_size = vu::kHeaderSize + 2 * vu::kRegionAccessSize + kOurMaxDataXfer;
+        o.max_fds = kOurMaxMsgFds;
+        o.timeout_ms = static_cast<int>(left.count());
+        auto m = vu::recv_message(sock_.get(), o);
+        if (!m) {
+            if (m.error().sys_errno == ETIMEDOUT) continue;  // the deadline check reports it
+            lose_locked(fmt::format("{}: {}", what, m.error().message), true);
+            return fail(gone_error(what));
+        }
+        if (m->header.is_command()) {
+            // A DMA request from the server while it works on ours (the protocol shares one
+            // socket for both directions): served inline, since the server waits for it.
+            serve_locked(*m);
+            if (!up_) return fail(gone_error(what));
+            continue;
+        }
+        if (m->header.msg_id != h.msg_id || m->header.cmd != h.cmd) {
+            log::debug("{}: dropping a stray reply (id {}, {})", s_.label, m->header.msg_id,
+                       vu::command_name(m->header.cmd));
+            continue;
+        }
+        if (auto ok = vu::check_reply(h, m->header); !ok) {
+            const int e = ok.error().sys_errno != 0 ? ok.error().sys_errno : EINVAL;
+            return fail(Error{fmt::format("{}: {} failed: the server replied {} ({})", s_.label,
+                                          what, std::strerror(e), e),
+                              e});
+        }
+        return Reply{m->header, std::move(m->payload), std::move(m->fds)};
+    }
+}
+
+// DMA_READ / DMA_WRITE from the server, for memory it could not map. Every access goes through
+// the front-end's dma_read/dma_write, which checks it against guest RAM and bus mastering.
+void VfioUserClient::Impl::serve_locked(const vu::Message& m) {
+    const auto cmd = static_cast<vu::Command>(m.header.cmd);
+    std::vector<uint8_t> reply;
+    int error = 0;
+    if (m.header.cmd != static_cast<uint16_t>(vu::Command::dma_read) &&
+        m.header.cmd != static_cast<uint16_t>(vu::Command::dma_write)) {
+        log::debug("{}: server sent {}: not a command a client serves", s_.label,
+                   vu::command_name(m.header.cmd));
+        error = EINVAL;
+    } else if (closed_ || s_.events == nullptr) {
+        error = EFAULT;
+    } else {
+        auto a = vu::decode_dma_access(cmd, false, m.payload, kOurMaxDataXfer);
+        if (!a) {
+            error = a.error().sys_errno != 0 ? a.error().sys_errno : EINVAL;
+        } else if (cmd == vu::Command::dma_read) {
+            std::vector<uint8_t> data(a->count);
+            if (auto r = s_.events->dma_read(a->addr, data); !r) {
+                log::debug("{}: DMA_READ refused: {}", s_.label, r.error().message);
+                error = EFAULT;
+            } else {
+                reply = vu::encode_dma_access(a->addr, a->count, data);
+            }
+        } else {
+            if (auto r = s_.events->dma_write(a->addr, a->data); !r) {
+                log::debug("{}: DMA_WRITE refused: {}", s_.label, r.error().message);
+                error = EFAULT;
+            } else {
+                reply = vu::encode_dma_access(a->addr, a->count);
+            }
+        }
+    }
+    if (m.header.no_reply()) return;
+    const vu::Header h = error != 0
+                             ? vu::error_reply_header(m.header, error)
+                             : vu::reply_header(m.header, static_cast<uint32_t>(reply.size()));
+    if (auto r = vu::send_message(sock_.get(), h, bytes_of(reply)); !r)
+        lose_locked(
+            fmt::format("replying to {}: {}", vu::command_name(m.header.cmd), r.error().message),
+            true);
+}
+
+void VfioUserClient::Impl::serve_later(std::shared_ptr<vu::Message> m, uint64_t generation) {
+    queue([this, m = std::move(m), generation] {
+        std::lock_guard lk(io_mu_);
+        if (generation_ != generation || !up_) return;  // that connection is gone
+        serve_locked(*m);
+    });
+}
+
+// The connection is unusable. Called with io_mu_ held, from either thread.
+void VfioUserClient::Impl::lose_locked(const std::string& why, bool report) {
+    if (!up_) return;
+    if (in_setup_) report = false;  // setup reports its own failure, once
+    up_ = false;
+    watch_fd_ = -1;
+    sock_.reset();
+    armed_ = {};
+    dma_maps_.clear();
+    if (report) queue([this, why] { on_lost(why); });
+    wake_poller();
+}
+
+// Engine thread: tell the front-end, once per loss.
+void VfioUserClient::Impl::on_lost(const std::string& why) {
+    if (intx_asserted_) {
+        intx_asserted_ = false;
+        s_.events->intx(false);  // a device that is gone cannot hold its line
+    }
+    const std::string text = fmt::format("{}: server went away: {}", s_.label, why);
+    s_.events->disconnected(s_.reconnect
+                                ? fmt::format("{}; reconnecting when a server listens at {} again",
+                                              text, s_.socket_path)
+                                : text);
+}
+
+// ---- Setup --------------------------------------------------------------------------------------
+
+Result<void> VfioUserClient::Impl::start() {
+    if (s_.events == nullptr) return failf("{}: no event sink given", s_.label);
+    {
+        auto w = make_eventfd();
+        if (!w) return fail(w.error().context(s_.label));
+        wake_fd_ = std::move(*w);
+        auto i = make_eventfd();
+        if (!i) return fail(i.error().context(s_.label));
+        intx_fd_ = std::move(*i);
+    }
+    auto sock = connect_unix(s_.socket_path, s_.timeout);
+    if (!sock) return fail(sock.error().context(s_.label));
+    POTEMKIN_TRY(setup(std::move(*sock), true));
+    if (s_.external_source) {
+        s_.external_source(+1);
+        external_held_ = true;
+    }
+    poller_ = std::thread([this] { poll_loop(); });
+    return ok();
+}
+
+// Everything a fresh connection needs, in the order the protocol wants: VERSION first, then
+// the device's shape, guest RAM, interrupts, and (on a reconnect) the guest's config writes.
+Result<void> VfioUserClient::Impl::setup(UniqueFd sock, bool first) {
+    std::lock_guard lk(io_mu_);
+    sock_ = std::move(sock);
+    ++generation_;
+    up_ = true;
+    in_setup_ = true;
+    auto fail_setup = [&](const Error& e) {
+        lose_locked(e.message, false);
+        in_setup_ = false;
+        return Result<void>(fail(e));
+    };
+    if (auto r = negotiate_locked(); !r) return fail_setup(r.error());
+    auto di = request_locked(vu::Command::device_get_info, vu::encode_device_info(vu::DeviceInfo{}),
+                             {}, "DEVICE_GET_INFO");
+    if (!di) return fail_setup(di.error());
+    auto d = vu::decode_device_info(di->payload);
+    if (!d) return fail_setup(d.error().context(fmt::format("{}: DEVICE_GET_INFO", s_.label)));
+    if ((d->flags & vu::kDeviceFlagPci) == 0)
+        return fail_setup(
+            Error{fmt::format("{}: the server's device is not a PCI device "
+                              "(DEVICE_GET_INFO flags {:#x})",
+                              s_.label, d->flags)});
+    if (d->num_regions <= kConfigRegion)
+        return fail_setup(
+            Error{fmt::format("{}: the device has {} regions; a PCI device needs "
+                              "config space (region 7)",
+                              s_.label, d->num_regions)});
+    if (!first && (d->num_regions != device_.num_regions || d->num_irqs != device_.num_irqs))
+        log::warn("{}: the new server's device has {} regions and {} irqs (was {} and {})",
+                  s_.label, d->num_regions, d->num_irqs, device_.num_regions, device_.num_irqs);
+    device_ = *d;
+    if (auto r = map_dma_locked(); !r) return fail_setup(r.error());
+    if (auto r = query_irqs_locked(); !r) return fail_setup(r.error());
+    if (auto r = apply_irqs_locked(); !r) return fail_setup(r.error());
+    if (!first) {
+        if (auto r = replay_config_locked(); !r) return fail_setup(r.error());
+    }
+    watch_fd_ = sock_.get();
+    in_setup_ = false;
+    return ok();
+}
+
+Result<void> VfioUserClient::Impl::negotiate_locked() {
+    vu::Version v;
+    v.caps.max_msg_fds = kOurMaxMsgFds;
+    v.caps.max_data_xfer_size = kOurMaxDataXfer;
+    auto r = request_locked(vu::Command::version, vu::encode_version(v), {}, "VERSION");
+    if (!r) return fail(r.error());
+    auto peer = vu::decode_version(r->payload);
+    if (!peer) return fail(peer.error().context(fmt::format("{}: VERSION reply", s_.label)));
+    if (auto c = vu::check_version_compatible(*peer); !c)
+        return fail(Error{fmt::format("{}: {}", s_.label, c.error().message), EPROTONOSUPPORT});
+    VfioUserCaps caps;
+    caps.major = peer->major;
+    caps.minor = std::min(peer->minor, vu::kMinor);
+    caps.max_msg_fds = peer->caps.max_msg_fds;
+    caps.max_data_xfer_size = std::min<uint64_t>(peer->caps.max_data_xfer_size, kOurMaxDataXfer);
+    if (peer->caps.pgsizes) caps.pgsizes = *peer->caps.pgsizes;
+    if (peer->caps.max_dma_maps) caps.max_dma_maps = *peer->caps.max_dma_maps;
+    if (caps.max_data_xfer_size == 0)
+        return failf("{}: the server's max_data_xfer_size is 0", s_.label);
+    caps_ = caps;
+    return ok();
+}
+
+// Guest RAM goes to the server as the memfd itself (DMA_MAP with one fd per region): the server
+// maps it and DMA never crosses the socket. Regions that cannot be passed that way (a server
+// that takes no fds, page sizes that do not fit) are left to DMA_READ/DMA_WRITE messages.
+Result<void> VfioUserClient::Impl::map_dma_locked() {
+    dma_maps_.clear();
+    dma_by_message_ = true;
+    if (s_.memory == nullptr) return ok();
+    const auto& regions = s_.memory->regions();
+    if (caps_.max_msg_fds == 0) {
+        log::warn("{}: the server takes no fds: guest RAM is not shared, DMA goes by message",
+                  s_.label);
+        return ok();
+    }
+    if (regions.size() > caps_.max_dma_maps)
+        return failf("{}: guest RAM has {} regions, the server maps at most {}", s_.label,
+                     regions.size(), caps_.max_dma_maps);
+    // The smallest page size the server accepts must divide every region's base and size.
+    const uint64_t page = caps_.pgsizes == 0 ? 4096 : (caps_.pgsizes & (~caps_.pgsizes + 1));
+    bool all = true;
+    for (const auto& reg : regions) {
+        if ((reg.base.value | reg.size | reg.fd_offset) % page != 0) {
+            log::warn(
+                "{}: RAM at {:#x}+{:#x} is not aligned to the server's {} byte pages: "
+                "not mapped",
+                s_.label, reg.base.value, reg.size, page);
+            all = false;
+            continue;
+        }
+        vu::DmaMap m;
+        m.flags = vu::kDmaMapFlagRead | vu::kDmaMapFlagWrite;
+        m.offset = reg.fd_offset;
+        m.addr = reg.base.value;
+        m.size = reg.size;
+        const int fd = s_.memory->fd();
+        auto r = request_locked(vu::Command::dma_map, vu::encode_dma_map(m), std::span(&fd, 1),
+                                fmt::format("DMA_MAP of RAM {:#x}+{:#x}", m.addr, m.size));
+        if (!r) return fail(r.error());
+        dma_maps_.emplace_back(m.addr, m.size);
+    }
+    dma_by_message_ = !all;
+    return ok();
+}
+
+Result<void> VfioUserClient::Impl::unmap_dma_locked() {
+    Result<void> result;
+    for (const auto& [addr, size] : dma_maps_) {
+        vu::DmaUnmap u;
+        u.addr = addr;
+        u.size = size;
+        auto r = request_locked(vu::Command::dma_unmap, vu::encode_dma_unmap(u), {},
+                                fmt::format("DMA_UNMAP of RAM {:#x}+{:#x}", addr, size));
+        if (!r && result) result = fail(r.error());
+    }
+    dma_maps_.clear();
+    return result;
+}
+
+Result<void> VfioUserClient::Impl::query_irqs_locked() {
+    irq_counts_ = {};
+    for (uint32_t i = 0; i < 3 && i < device_.num_irqs; ++i) {
+        vu::IrqInfo q;
+        q.index = i;
+        auto r = request_locked(vu::Command::device_get_irq_info, vu::encode_irq_info(q), {},
+                                fmt::format("DEVICE_GET_IRQ_INFO for {}", irq_name(i)));
+        if (!r) return fail(r.error());
+        auto info = vu::decode_irq_info(r->payload);
+        if (!info)
+            return fail(info.error().context(fmt::format("{}: DEVICE_GET_IRQ_INFO", s_.label)));
+        if (info->count > 0 && (info->flags & vu::kIrqInfoFlagEventfd) == 0)
+            log::warn("{}: {} does not signal through eventfds; ignored", s_.label, irq_name(i));
+        else
+            irq_counts_[i] = std::min(info->count, kMaxVectors);
+    }
+    return ok();
+}
+
+// Installs the eventfds of the kind the front-end enabled last and disables the others, so the
+// server signals through exactly one mechanism (VFIO_DEVICE_SET_IRQS semantics).
+Result<void> VfioUserClient::Impl::apply_irqs_locked() {
+    const auto want = static_cast<uint32_t>(irq_kind_);
+    for (uint32_t i = 0; i < 3; ++i) {
+        if (i == want || !armed_[i]) continue;
+        POTEMKIN_TRY(irq_trigger_locked(i, 0));
+    }
+    const uint32_t count = std::min(irq_count_, irq_counts_[want]);
+    if (count == 0 && !armed_[want]) return ok();
+    const bool was_armed = armed_[want];
+    POTEMKIN_TRY(irq_trigger_locked(want, count));
+    if (want != vu::kIrqIndexIntx || count == 0 || was_armed) return ok();
+    // A server auto-masks INTx when it signals it; one signalled while another kind was on
+    // was never answered. Unmask, so a line that is still up is signalled again.
+    vu::IrqSet s;
+    s.flags = vu::kIrqSetDataNone | vu::kIrqSetActionUnmask;
+    s.index = vu::kIrqIndexIntx;
+    s.count = 1;
+    auto r = request_locked(vu::Command::device_set_irqs, vu::encode_irq_set(s), {},
+                            "SET_IRQS unmask of INTx");
+    if (!r) return fail(r.error());
+    return ok();
+}
+
+// SET_IRQS(index, ACTION_TRIGGER): count 0 disables; otherwise eventfds for vectors
+// [0, count), sent in as many messages as the server's max_msg_fds demands.
+Result<void> VfioUserClient::Impl::irq_trigger_locked(uint32_t index, uint32_t count) {
+    const std::string what = fmt::format("SET_IRQS for {} ({} vectors)", irq_name(index), count);
+    if (count == 0) {
+        vu::IrqSet s;
+        s.flags = vu::kIrqSetDataNone | vu::kIrqSetActionTrigger;
+        s.index = index;
+        auto r = request_locked(vu::Command::device_set_irqs, vu::encode_irq_set(s), {}, what);
+        if (!r) return fail(r.error());
+        armed_[index] = false;
+        return ok();
+    }
+    if (caps_.max_msg_fds == 0)
+        return failf("{}: {}: the server takes no fds, so it cannot be given eventfds", s_.label,
+                     what);
+    std::vector<int> fds;
+    {
+        std::lock_guard lk(in_mu_);
+        if (index == vu::kIrqIndexIntx) {
+            fds.push_back(intx_fd_.get());
+        } else {
+            while (vector_fds_.size() < count) {
+                auto e = make_eventfd();
+                if (!e) return fail(e.error().context(s_.label));
+                vector_fds_.push_back(std::move(*e));
+            }
+            for (uint32_t v = 0; v < count; ++v) fds.push_back(vector_fds_[v].get());
+        }
+    }
+    wake_poller();  // new eventfds to watch
+    for (uint32_t start = 0; start < count;) {
+        const uint32_t n = std::min(count - start, caps_.max_msg_fds);
+        vu::IrqSet s;
+        s.flags = vu::kIrqSetDataEventfd | vu::kIrqSetActionTrigger;
+        s.index = index;
+        s.start = start;
+        s.count = n;
+        auto r = request_locked(vu::Command::device_set_irqs, vu::encode_irq_set(s),
+                                std::span(fds.data() + start, n), what);
+        if (!r) return fail(r.error());
+        start += n;
+    }
+    armed_[index] = true;
+    return ok();
+}
+
+// After a reconnect the device may be a fresh process: give it back every config byte the
+// guest wrote through the front-end, in the order they were last written (command register
+// after the registers it enables, as the guest did it).
+Result<void> VfioUserClient::Impl::replay_config_locked() {
+    std::vector<std::pair<uint64_t, uint32_t>> order;
+    for (const auto& [dword, d] : config_log_) order.emplace_back(d.seq, dword);
+    std::sort(order.begin(), order.end());
+    for (const auto& [seq, dword] : order) {
+        const ConfigDword& d = config_log_[dword];
+        for (unsigned k = 0; k < 4;) {
+            if ((d.written & (1u << k)) == 0) {
+                ++k;
+                continue;
+            }
+            unsigned j = k;
+            while (j < 4 && (d.written & (1u << j)) != 0) ++j;
+            const uint32_t off = dword + k;
+            auto r = request_locked(vu::Command::region_write,
+                                    vu::encode_region_access(off, kConfigRegion, j - k,
+                                                             std::span(d.bytes.data() + k, j - k)),
+                                    {}, fmt::format("replaying config write at {:#x}", off));
+            if (!r) return fail(r.error());
+            k = j;
+        }
+    }
+    return ok();
+}
+
+// Engine thread: a connection the poll thread opened to a server that listens again.
+void VfioUserClient::Impl::adopt(UniqueFd sock) {
+    {
+        std::lock_guard lk(in_mu_);
+        adopt_pending_ = false;
+    }
+    if (closed_) return;
+    auto r = setup(std::move(sock), false);
+    if (!r) {
+        log::info("{}: reconnecting failed, retrying: {}", s_.label, r.error().message);
+        wake_poller();
+        return;
+    }
+    ++reconnects_;
+    log::warn("{}: reconnected to {}: DMA maps, interrupts and {} config dwords restored", s_.label,
+              s_.socket_path, config_log_.size());
+    s_.events->reconnected();
+}
+
+void VfioUserClient::Impl::record_config(uint32_t offset, std::span<const uint8_t> in) {
+    for (size_t i = 0; i < in.size(); ++i) {
+        const uint32_t off = offset + static_cast<uint32_t>(i);
+        ConfigDword& d = config_log_[off & ~3u];
+        d.bytes[off & 3u] = in[i];
+        d.written |= static_cast<uint8_t>(1u << (off & 3u));
+        d.seq = ++config_seq_;
+    }
+}
+
+// ---- Interrupts and the inbox ----------------------------------------------------------------
+
+// Moves fired eventfds into the inbox (in_mu_ held).
+void VfioUserClient::Impl::collect_locked() {
+    if (intx_fd_ && consume_eventfd(intx_fd_.get())) inbox_.push_back([this] { deliver_intx(); });
+    for (size_t v = 0; v < vector_fds_.size(); ++v) {
+        if (consume_eventfd(vector_fds_[v].get())) {
+            inbox_.push_back([this, v] { deliver_msi(static_cast<unsigned>(v)); });
+        }
+    }
+}
+
+// Arranges for the inbox to run on the engine thread (in_mu_ held); the post itself happens
+// after the lock is released.
+void VfioUserClient::Impl::schedule_locked(bool& post_now) {
+    post_now = false;
+    if (inbox_.empty() || !s_.post || drain_posted_) return;
+    drain_posted_ = true;
+    post_now = true;
+}
+
+void VfioUserClient::Impl::queue(std::function<void()> fn) {
+    bool post_now = false;
+    {
+        std::lock_guard lk(in_mu_);
+        inbox_.push_back(std::move(fn));
+        schedule_locked(post_now);
+    }
+    if (post_now) {
+        s_.post([weak = weak_from_this()] {
+            if (auto self = weak.lock()) self->drain();
+        });
+    }
+}
+
+// Engine thread: runs what the poll thread found, and what the eventfds hold right now.
+void VfioUserClient::Impl::drain() {
+    if (draining_ || closed_) return;
+    draining_ = true;
+    for (;;) {
+        std::vector<std::function<void()>> work;
+        {
+            std::lock_guard lk(in_mu_);
+            collect_locked();
+            work.swap(inbox_);
+            drain_posted_ = false;
+        }
+        if (work.empty()) break;
+        for (auto& fn : work) {
+            if (closed_) break;
+            fn();
+        }
+    }
+    draining_ = false;
+}
+
+void VfioUserClient::Impl::deliver_intx() {
+    if (irq_kind_ != IrqKind::intx || intx_asserted_) return;
+    intx_asserted_ = true;
+    s_.events->intx(true);
+}
+
+void VfioUserClient::Impl::deliver_msi(unsigned vector) {
+    if (irq_kind_ == IrqKind::intx) return;  // a stale eventfd from an earlier MSI setup
+    s_.events->msi(vector);
+}
+
+// The guest answered the interrupt: drop the line and let the server re-trigger it if the
+// device still asserts (VFIO's unmask after an auto-masked INTx).
+Result<void> VfioUserClient::Impl::drop_intx_and_unmask() {
+    if (intx_asserted_) {
+        intx_asserted_ = false;
+        s_.events->intx(false);
+    }
+    {
+        std::lock_guard lk(io_mu_);
+        if (!armed_[vu::kIrqIndexIntx]) return ok();
+    }
+    vu::IrqSet s;
+    s.flags = vu::kIrqSetDataNone | vu::kIrqSetActionUnmask;
+    s.index = vu::kIrqIndexIntx;
+    s.count = 1;
+    auto r =
+        request(vu::Command::device_set_irqs, vu::encode_irq_set(s), {}, "SET_IRQS unmask of INTx");
+    if (!r) return fail(r.error());
+    return ok();
+}
+
+// A write while INTx is up is most likely the handler's acknowledgement (vfio-user has no
+// deassert message, and the front-end sees no EOI): resample the line.
+Result<void> VfioUserClient::Impl::after_write() {
+    if (!intx_asserted_ || irq_kind_ != IrqKind::intx) return ok();
+    return drop_intx_and_unmask();
+}
+
+void VfioUserClient::Impl::wake_poller() {
+    if (!wake_fd_) return;
+    const uint64_t one = 1;
+    (void)!::write(wake_fd_.get(), &one, sizeof one);
+}
+
+// ---- The poll thread ---------------------------------------------------------------------------
+
+void VfioUserClient::Impl::poll_loop() {
+    auto next_try = Clock::now();
+    std::vector<pollfd> pfds;
+    for (;;) {
+        pfds.clear();
+        bool reconnecting = false;
+        {
+            std::lock_guard lk(in_mu_);
+            if (stopping_) return;
+            pfds.push_back({wake_fd_.get(), POLLIN, 0});
+            pfds.push_back({intx_fd_.get(), POLLIN, 0});
+            for (const auto& fd : vector_fds_) pfds.push_back({fd.get(), POLLIN, 0});
+            reconnecting = !up_ && s_.reconnect && !adopt_pending_;
+        }
+        // The idle socket: hang-ups always; data only when the server may send DMA requests
+        // (watching every reply would wake this thread on each request for nothing).
+        const int sock = up_ ? watch_fd_.load() : -1;
+        const uint64_t generation = generation_;
+        const size_t sock_index = pfds.size();
+        if (sock >= 0) {
+            const short ev = static_cast<short>(POLLRDHUP | (dma_by_message_ ? POLLIN : 0));
+            pfds.push_back({sock, ev, 0});
+        }
+        int timeout = -1;
+        if (reconnecting) {
+            const auto left =
+                std::chrono::duration_cast<std::chrono::milliseconds>(next_try - Clock::now());
+            timeout = static_cast<int>(std::max<int64_t>(0, left.count()));
+        }
+        const int n = ::poll(pfds.data(), pfds.size(), timeout);
+        if (n < 0 && errno != EINTR) {
+            log::error("{}: poll: {}; interrupts are no longer delivered", s_.label,
+                       std::strerror(errno));
+            return;
+        }
+        if (n > 0 && (pfds[0].revents & POLLIN) != 0) (void)consume_eventfd(wake_fd_.get());
+
+        bool fired = false;
+        for (size_t i = 1; i < sock_index; ++i) fired = fired || pfds[i].revents != 0;
+        if (fired) {
+            bool post_now = false;
+            {
+                std::lock_guard lk(in_mu_);
+                collect_locked();
+                schedule_locked(post_now);
+            }
+            if (post_now) {
+                s_.post([weak = weak_from_this()] {
+                    if (auto self = weak.lock()) self->drain();
+                });
+            }
+        }
+
+        if (sock >= 0 && pfds[sock_index].revents != 0) {
+            std::unique_lock lk(io_mu_);
+            // The engine thread may have used the socket meanwhile: look again.
+            if (up_ && generation_ == generation && sock_) {
+                auto readable = vu::wait_readable(sock_.get(), 0);
+                if (readable && *readable) {
+                    vu::RecvOptions o;
+                    o.max_size = vu::kHeaderSize + 2 * vu::kRegionAccessSize + kOurMaxDataXfer;
+                    o.max_fds = kOurMaxMsgFds;
+                    o.timeout_ms = static_cast<int>(s_.timeout.count());
+                    auto m = vu::recv_message(sock_.get(), o);
+                    if (!m) {
+                        lose_locked(m.error().sys_errno == ECONNRESET
+                                        ? std::string("the socket was closed")
+                                        : m.error().message,
+                                    true);
+                    } else if (m->header.is_command()) {
+                        lk.unlock();
+                        serve_later(std::make_shared<vu::Message>(std::move(*m)), generation);
+                    } else {
+                        log::debug("{}: dropping a reply nobody waits for (id {})", s_.label,
+                                   m->header.msg_id);
+                    }
+                } else if (!readable) {
+                    lose_locked(readable.error().message, true);
+                } else if ((pfds[sock_index].revents & (POLLHUP | POLLRDHUP | POLLERR)) != 0) {
+                    lose_locked("the socket was closed", true);
+                }
+            }
+        }
+
+        if (reconnecting && Clock::now() >= next_try) {
+            next_try = Clock::now() + s_.reconnect_interval;
+            try_reconnect();
+        }
+    }
+}
+
+// A server listens again: hand the new connection to the engine thread, which owns the
+// protocol state the handshake rebuilds.
+void VfioUserClient::Impl::try_reconnect() {
+    auto sock = connect_unix(s_.socket_path, s_.timeout);
+    if (!sock) return;
+    {
+        std::lock_guard lk(in_mu_);
+        adopt_pending_ = true;
+    }
+    auto shared = std::make_shared<UniqueFd>(std::move(*sock));
+    queue([this, shared] { adopt(std::move(*shared)); });
+}
+
+void VfioUserClient::Impl::stop_poller() {
+    {
+        std::lock_guard lk(in_mu_);
+        stopping_ = true;
+    }
+    wake_poller();
+    if (poller_.joinable()) poller_.join();
+}
+
+void VfioUserClient::Impl::close() {
+    if (closed_) return;
+    stop_poller();
+    {
+        std::lock_guard lk(io_mu_);
+        if (up_) {
+            // Best effort: the server drops our mappings on disconnect anyway.
+            if (auto r = unmap_dma_locked(); !r)
+                log::debug("{}: closing: {}", s_.label, r.error().message);
+        }
+        up_ = false;
+        watch_fd_ = -1;
+        sock_.reset();
+    }
+    closed_ = true;
+    if (external_held_ && s_.external_source) s_.external_source(-1);
+    external_held_ = false;
+    {
+        std::lock_guard lk(in_mu_);
+        inbox_.clear();
+    }
+    for (auto& fd : region_fds_) fd.reset();
+}
+
+// ---- HostDevice calls
+// ----------------------------------------------------------------------------
+
+Result<DeviceInfo> VfioUserClient::Impl::info() {
+    drain();
+    std::lock_guard lk(io_mu_);
+    DeviceInfo d;
+    d.name = s_.label;
+    d.num_regions = device_.num_regions;
+    d.num_irqs = device_.num_irqs;
+    d.reset_supported = (device_.flags & vu::kDeviceFlagReset) != 0;
+    return d;
+}
+
+Result<RegionInfo> VfioUserClient::Impl::region_info(uint32_t index) {
+    drain();
+    if (index >= device_.num_regions)
+        return failf("{}: region {} does not exist (the device has {})", s_.label, index,
+                     device_.num_regions);
+    const std::string what = fmt::format("DEVICE_GET_REGION_INFO for {}", region_name(index));
+    uint32_t argsz = vu::kRegionInfoSize;
+    Reply reply;
+    vu::RegionInfo ri;
+    // The first reply says how big the capabilities are; ask again with room for them.
+    for (int attempt = 0; attempt < 2; ++attempt) {
+        auto r = request(vu::Command::device_get_region_info,
+                         vu::encode_region_info_request(index, argsz), {}, what);
+        if (!r) return fail(r.error());
+        auto d = vu::decode_region_info_reply(r->payload);
+        if (!d) return fail(d.error().context(fmt::format("{}: {}", s_.label, what)));
+        reply = std::move(*r);
+        ri = std::move(*d);
+        if (ri.argsz <= argsz || ri.argsz > kMaxRegionInfoSize) break;
+        argsz = ri.argsz;
+    }
+    RegionInfo out;
+    out.index = index;
+    out.size = ri.size;
+    out.readable = (ri.flags & vu::kRegionFlagRead) != 0;
+    out.writable = (ri.flags & vu::kRegionFlagWrite) != 0;
+    if (ri.size == 0) return out;  // RegionKind::absent
+    if (index < kRomRegion) {
+        // vfio-user describes a BAR's size, not its kind: that is in the BAR register itself,
+        // which VFIO clients read from config space too.
+        std::array<uint8_t, 4> bar{};
+        POTEMKIN_TRY(read(kConfigRegion, 0x10 + 4 * index, bar));
+        const uint32_t v = le32(bar, 0);
+        if ((v & 1) != 0) {
+            out.kind = RegionKind::io;
+        } else {
+            switch ((v >> 1) & 3) {
+                case 1:
+                    out.kind = RegionKind::mem24;
+                    break;
+                case 2:
+                    out.kind = RegionKind::mem64;
+                    break;
+                default:
+                    out.kind = RegionKind::mem32;
+                    break;
+            }
+            out.prefetchable = (v & 8) != 0;
+        }
+    } else if (index == kRomRegion) {
+        out.kind = RegionKind::rom;
+    } else if (index == kConfigRegion) {
+        out.kind = RegionKind::config;
+    } else {
+        out.kind = RegionKind::other;
+    }
+    if (index < region_fds_.size()) region_fds_[index].reset();
+    if ((ri.flags & vu::kRegionFlagMmap) != 0 && !reply.fds.empty() && index < region_fds_.size()) {
+        region_fds_[index] = std::move(reply.fds.front());
+        out.fd = region_fds_[index].get();
+        out.fd_offset = ri.offset;
+        if (ri.sparse_mmap) {
+            for (const auto& a : *ri.sparse_mmap) {
+                if (a.size == 0 || a.offset > ri.size || a.size > ri.size - a.offset) {
+                    log::warn(
+                        "{}: {} sparse mmap area {:#x}+{:#x} is outside the region: "
+                        "ignored",
+                        s_.label, region_name(index), a.offset, a.size);
+                    continue;
+                }
+                out.mmap_areas.push_back(MmapArea{a.offset, a.size});
+            }
+        } else {
+            out.mmap_areas.push_back(MmapArea{0, ri.size});
+        }
+    }
+    if (ri.type)
+        log::debug("{}: {} has type {}/{}", s_.label, region_name(index), ri.type->type,
+                   ri.type->subtype);
+    return out;
+}
+
+Result<void> VfioUserClient::Impl::read(uint32_t region, uint64_t offset, std::span<uint8_t> out) {
+    drain();
+    const uint64_t chunk_max = caps().max_data_xfer_size;
+    for (size_t done = 0; done < out.size();) {
+        const auto n = static_cast<uint32_t>(std::min<uint64_t>(out.size() - done, chunk_max));
+        const uint64_t off = offset + done;
+        const std::string what =
+            fmt::format("REGION_READ of {} at {:#x} ({} bytes)", region_name(region), off, n);
+        auto r =
+            request(vu::Command::region_read, vu::encode_region_access(off, region, n), {}, what);
+        if (!r) return fail(r.error());
+        auto a =
+            vu::decode_region_access(vu::Command::region_read, true, r->payload, kOurMaxDataXfer);
+        if (!a) return fail(a.error().context(fmt::format("{}: {} reply", s_.label, what)));
+        if (a->offset != off || a->region != region || a->count != n || a->data.size() != n)
+            return failf("{}: {}: the reply is for {} bytes of region {} at {:#x}", s_.label, what,
+                         a->count, a->region, a->offset);
+        std::copy(a->data.begin(), a->data.end(), out.begin() + static_cast<ptrdiff_t>(done));
+        done += n;
+    }
+    return ok();
+}
+
+Result<void> VfioUserClient::Impl::write(uint32_t region, uint64_t offset,
+                                         std::span<const uint8_t> in) {
+    drain();
+    if (region == kConfigRegion && offset + in.size() <= 4096)
+        record_config(static_cast<uint32_t>(offset), in);
+    const uint64_t chunk_max = caps().max_data_xfer_size;
+    for (size_t done = 0; done < in.size();) {
+        const auto n = static_cast<uint32_t>(std::min<uint64_t>(in.size() - done, chunk_max));
+        const uint64_t off = offset + done;
+        const std::string what =
+            fmt::format("REGION_WRITE of {} at {:#x} ({} bytes)", region_name(region), off, n);
+        auto r = request(vu::Command::region_write,
+                         vu::encode_region_access(off, region, n, in.subspan(done, n)), {}, what);
+        if (!r) return fail(r.error());
+        done += n;
+    }
+    return after_write();
+}
+
+Result<void> VfioUserClient::Impl::set_irqs(IrqKind kind, uint32_t count) {
+    drain();
+    const auto index = static_cast<uint32_t>(kind);
+    if (index >= 3) return failf("{}: unknown interrupt kind {}", s_.label, index);
+    {
+        std::lock_guard lk(io_mu_);
+        if (up_ && count > irq_counts_[index])
+            return failf("{}: {} vectors of {} asked for; the device has {}", s_.label, count,
+                         irq_name(index), irq_counts_[index]);
+    }
+    irq_kind_ = kind;
+    irq_count_ = count;
+    if (kind != IrqKind::intx && intx_asserted_) {
+        intx_asserted_ = false;
+        s_.events->intx(false);
+    }
+    // While the server is gone the choice is kept and applied when it comes back.
+    Result<void> r = [&] {
+        std::lock_guard lk(io_mu_);
+        if (!up_) return ok();
+        return apply_irqs_locked();
+    }();
+    drain();
+    return r;
+}
+
+Result<void> VfioUserClient::Impl::ack_intx() {
+    drain();
+    if (irq_kind_ != IrqKind::intx) return ok();
+    return drop_intx_and_unmask();
+}
+
+Result<void> VfioUserClient::Impl::reset() {
+    drain();
+    auto r = request(vu::Command::device_reset, {}, {}, "DEVICE_RESET");
+    // What the guest programmed before the reset is not what a reconnect should restore.
+    config_log_.clear();
+    if (intx_asserted_) {
+        intx_asserted_ = false;
+        s_.events->intx(false);
+    }
+    if (!r) return fail(r.error());
+    return ok();
+}
+
+// ---- VfioUserClient
+// ------------------------------------------------------------------------------
+
+VfioUserClient::VfioUserClient(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+VfioUserClient::~VfioUserClient() {
+    close();
+}
+
+Result<std::unique_ptr<VfioUserClient>> VfioUserClient::open(VfioUserClientSettings settings) {
+    if (settings.label.empty()) settings.label = "vfio-user:" + settings.socket_path;
+    if (settings.timeout.count() <= 0)
+        return failf("{}: the timeout must be positive", settings.label);
+    auto impl = std::make_shared<Impl>(std::move(settings));
+    if (auto r = impl->start(); !r) {
+        impl->close();
+        return fail(r.error());
+    }
+    return std::unique_ptr<VfioUserClient>(new VfioUserClient(std::move(impl)));
+}
+
+Result<DeviceInfo> VfioUserClient::info() {
+    return impl_->info();
+}
+Result<RegionInfo> VfioUserClient::region_info(uint32_t index) {
+    return impl_->region_info(index);
+}
+Result<void> VfioUserClient::config_read(uint32_t offset, std::span<uint8_t> out) {
+    return impl_->read(kConfigRegion, offset, out);
+}
+Result<void> VfioUserClient::config_write(uint32_t offset, std::span<const uint8_t> in) {
+    return impl_->write(kConfigRegion, offset, in);
+}
+Result<void> VfioUserClient::region_read(uint32_t index, uint64_t offset, std::span<uint8_t> out) {
+    return impl_->read(index, offset, out);
+}
+Result<void> VfioUserClient::region_write(uint32_t index, uint64_t offset,
+                                          std::span<const uint8_t> in) {
+    return impl_->write(index, offset, in);
+}
+Result<void> VfioUserClient::set_irqs(IrqKind kind, uint32_t count) {
+    return impl_->set_irqs(kind, count);
+}
+Result<void> VfioUserClient::ack_intx() {
+    return impl_->ack_intx();
+}
+Result<void> VfioUserClient::reset() {
+    return impl_->reset();
+}
+void VfioUserClient::close() {
+    if (impl_) impl_->close();
+}
+VfioUserCaps VfioUserClient::caps() const {
+    return impl_->caps();
+}
+bool VfioUserClient::connected() const {
+    return impl_->connected();
+}
+uint64_t VfioUserClient::reconnects() const {
+    return impl_->reconnects();
+}
+void VfioUserClient::poll_events() {
+    impl_->drain();
+}
+
+// ---- Registration ------------------------------------------------------------------------------
+
+Result<void> register_vfio_user_transport(TransportRegistry& transports) {
+    return transports.add(
+        "vfio-user",
+        [](const ParsedUrl& url, const OpenContext& ctx) -> Result<std::unique_ptr<HostDevice>> {
+            VfioUserClientSettings s;
+            s.socket_path = url.path;
+            s.label = "vfio-user:" + url.path;  // parameters would only clutter messages
+            for (const auto& [key, value] : url.params) {
+                uint64_t n = 0;
+                const auto [end, ec] =
+                    std::from_chars(value.data(), value.data() + value.size(), n);
+                const bool numeric = ec == std::errc() && end == value.data() + value.size();
+                if (key == "timeout_ms") {
+                    if (!numeric || n == 0 || n > 3'600'000)
+                        return failf(
+                            "parameter timeout_ms='{}' is not a number of milliseconds "
+                            "from 1 to 3600000",
+                            value);
+                    s.timeout = std::chrono::milliseconds(n);
+                } else if (key == "reconnect") {
+                    if (!numeric || n > 1)
+                        return failf("parameter reconnect='{}' is not 0 or 1", value);
+                    s.reconnect = n == 1;
+                } else {
+                    return failf("unknown parameter '{}' (known: timeout_ms, reconnect)", key);
+                }
+            }
+            s.events = ctx.events;
+            s.memory = ctx.memory;
+            s.post = ctx.post;
+            s.external_source = ctx.external_source;
+            auto c = VfioUserClient::open(std::move(s));
+            if (!c) return fail(c.error());
+            return std::unique_ptr<HostDevice>(std::move(*c));
+        });
+}
+
+}  // namespace potemkin::hostdev

@@ -1,0 +1,108 @@
+// The vfio-user client: hostdev transport "vfio-user:/path/to/socket[?k=v...]" (docs/vfio-user.md,
+// "Client"). The VMM side of the protocol as libvfio-user 0.2 speaks it
+// (../shared/protocols/vfio-user.md): a device server listens on an AF_UNIX socket, this client
+// connects, negotiates, maps guest RAM into the server (the memfd, zero-copy), and forwards the
+// front-end's config, region, interrupt and reset calls as messages.
+//
+// Threading. Every HostDevice call comes from one thread (the VM's engine thread). A background
+// thread, the "poll thread", watches the interrupt eventfds, the idle socket (server-initiated
+// DMA_READ/DMA_WRITE, hang-ups) and, while the server is gone, the socket path. It never calls
+// HostDeviceEvents itself: what it finds goes into an inbox that runs on the engine thread,
+// either through OpenContext::post (the machine's post) or, without one, at the start of the
+// next HostDevice call. Interrupts raised while a request is in flight are collected on the
+// engine thread right after the reply, so a guest that triggers an interrupt with a register
+// write sees it before its next instruction, as with the in-process transport.
+//
+// INTx: vfio-user signals assertion only (the trigger eventfd); there is no deassert message.
+// Like VFIO's auto-masked INTx, the line is treated as asserted until the guest writes to the
+// device (the interrupt handler's acknowledgement) or ack_intx() is called; then it is dropped
+// and the server is sent SET_IRQS(INTx, ACTION_UNMASK), which makes it trigger again if its
+// line is still up.
+//
+// Death and reconnection: a closed socket, an I/O error or a timed-out reply marks the server
+// gone; every call fails (the front-end reads all-ones and drops writes) and the VM keeps
+// running. The poll thread retries the socket path; when a server listens there again the
+// connection is rebuilt (VERSION, DMA maps, IRQ eventfds, the config writes the guest made) and
+// calls work again.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "hostdev/host_device.hpp"
+#include "vm/guest_memory.hpp"
+
+namespace potemkin::hostdev {
+
+struct VfioUserClientSettings {
+    std::string socket_path;
+    std::string label;  // names the device in messages; default "vfio-user:" + socket_path
+    std::chrono::milliseconds timeout{5000};            // per reply (and for connect)
+    std::chrono::milliseconds reconnect_interval{200};  // between attempts while gone
+    // Off: a lost server stays lost, and HostDeviceEvents::disconnected() is sent. On (the
+    // default): the client reconnects; disconnected() is not sent, because it is final for
+    // devices::PciFront (it would read all-ones forever), and the loss is logged instead.
+    bool reconnect = true;
+    HostDeviceEvents* events = nullptr;  // required
+    // Guest RAM to DMA_MAP with its memfd; null: nothing mapped (DMA_READ/DMA_WRITE only).
+    const vm::GuestMemory* memory = nullptr;
+    // Runs a function on the engine thread (vm::DeviceContext::post). Null: the poll thread's
+    // findings run at the start of the next HostDevice call (tools, unit tests).
+    std::function<void(std::function<void()>)> post;
+    // +1 while the client is open: it may raise interrupts while every vCPU is halted.
+    std::function<void(int)> external_source;
+};
+
+// What VERSION settled (docs/vfio-user.md).
+struct VfioUserCaps {
+    uint16_t major = 0;
+    uint16_t minor = 0;
+    uint32_t max_msg_fds = 1;                // server default when absent
+    uint64_t max_data_xfer_size = 1u << 20;  // server default when absent
+    uint64_t pgsizes = 4096;                 // DMA page sizes the server accepts
+    uint32_t max_dma_maps = 65535;
+};
+
+class VfioUserClient final : public HostDevice {
+  public:
+    // Connects, negotiates and sets the device up (DMA maps, INTx eventfd). Errors name the
+    // label and what failed.
+    static Result<std::unique_ptr<VfioUserClient>> open(VfioUserClientSettings settings);
+    ~VfioUserClient() override;
+    VfioUserClient(const VfioUserClient&) = delete;
+    VfioUserClient& operator=(const VfioUserClient&) = delete;
+
+    Result<DeviceInfo> info() override;
+    Result<RegionInfo> region_info(uint32_t index) override;
+    Result<void> config_read(uint32_t offset, std::span<uint8_t> out) override;
+    Result<void> config_write(uint32_t offset, std::span<const uint8_t> in) override;
+    Result<void> region_read(uint32_t index, uint64_t offset, std::span<uint8_t> out) override;
+    Result<void> region_write(uint32_t index, uint64_t offset,
+                              std::span<const uint8_t> in) override;
+    Result<void> set_irqs(IrqKind kind, uint32_t count) override;
+    Result<void> ack_intx() override;
+    Result<void> reset() override;
+    void close() override;
+
+    // ---- Introspection (tests, probe) ------------------------------------------------------
+    VfioUserCaps caps() const;
+    bool connected() const;
+    uint64_t reconnects() const;
+    // Runs what the poll thread queued, on the calling thread. Only needed without `post`.
+    void poll_events();
+
+    class Impl;  // shared with the poll thread; defined in the .cpp
+
+  private:
+    explicit VfioUserClient(std::shared_ptr<Impl> impl);
+    std::shared_ptr<Impl> impl_;
+};
+
+// Register scheme "vfio-user": path = the socket; parameters timeout_ms=N (reply timeout,
+// default 5000), reconnect=0|1 (default 1).
+Result<void> register_vfio_user_transport(TransportRegistry& transports);
+
+}  // namespace potemkin::hostdev

@@ -1,0 +1,155 @@
+// VfioUserServer: serves one DeviceModel (through a ModelServer) to vfio-user clients over an
+// AF_UNIX stream socket, one client at a time. The device side of `potemkin serve` and of
+// out-of-tree device programs (examples/device/). Protocol: hostdev/vfio_user/protocol.hpp and
+// docs/vfio-user.md.
+//
+// What it does:
+// - VERSION first (major 0, minor min(client, 2)); advertises max_msg_fds 8 and
+//   max_data_xfer_size 1 MiB; honours the client's max_data_xfer_size for DMA messages.
+// - DMA_MAP with an fd: the range is mmap'ed MAP_SHARED (or, with FILE_IO, accessed with
+//   pread/pwrite) and the model's DMA is a bounds-checked memcpy; without an fd the model's DMA
+//   becomes DMA_READ/DMA_WRITE requests to the client, waited for on the same socket.
+// - Regions 0-8 in VFIO numbering from ModelServer::region_info (VGA 8 is always absent);
+//   REGION_READ/WRITE forward to the ModelServer (config space any offset and length).
+// - Interrupts through eventfds from SET_IRQS: INTx (auto-masked when signalled; unmasked by
+//   SET_IRQS ACTION_UNMASK or by a resample eventfd installed with UNMASK|DATA_EVENTFD, which
+//   also resamples the line: ModelServer::ack_intx), MSI and MSI-X (installing or removing
+//   their eventfds tells the ModelServer set_irqs(kind, count)). ERR and REQ have 0 irqs.
+// - Disconnect: DMA unmapped, irq fds closed, MSI/MSI-X back to INTx mode; the model and its
+//   register state survive and the next client is accepted.
+// - Every request is validated; a malformed one gets an error reply (EINVAL unless stated), a
+//   framing error (msg_size < 16 or > 1048608, fds truncated, EOF mid-message) closes the
+//   connection. Nothing a client sends can crash the server or make it touch memory out of
+//   bounds (beyond a client shrinking a file it mapped: see docs/vfio-user.md).
+//
+// Threading: run() serves on the calling thread; every model call happens there. stop() is the
+// only call allowed from other threads (and from signal handlers: it writes an eventfd).
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/result.hpp"
+#include "hostdev/host_device.hpp"
+#include "hostdev/vfio_user/protocol.hpp"
+#include "hostdev/vfio_user/socket.hpp"
+#include "sdk/device_model.hpp"
+#include "sdk/model_server.hpp"
+
+namespace potemkin::sdk {
+
+struct VfioUserServerSettings {
+    // Where to listen: bind a new socket at `socket_path`, or use the listening socket
+    // `listen_fd` (inherited; ownership is taken). Exactly one must be given.
+    std::string socket_path;
+    int listen_fd = -1;
+    // Remove a stale socket at socket_path before binding. Only a socket is ever removed: any
+    // other kind of file makes create() fail.
+    bool remove_stale_socket = true;
+    // Unlink socket_path when the server is destroyed (only if it bound it).
+    bool unlink_on_exit = true;
+    // The rest of a message once its header arrived, and a client's reply to DMA_READ/WRITE,
+    // must come within this many milliseconds; otherwise the connection is dropped.
+    int io_timeout_ms = 5000;
+    // An extra fd that stops run() when readable (e.g. a signalfd for SIGTERM/SIGINT); not
+    // owned, not read.
+    int stop_fd = -1;
+    // Names the server in logs ("edu").
+    std::string label = "device";
+    ModelServerSettings model;
+};
+
+class VfioUserServer {
+  public:
+    // Builds the ModelServer around `model` and starts listening (so a client may connect as
+    // soon as this returns; run() accepts it).
+    static Result<std::unique_ptr<VfioUserServer>> create(std::unique_ptr<DeviceModel> model,
+                                                          const VfioUserServerSettings& settings);
+    ~VfioUserServer();
+    VfioUserServer(const VfioUserServer&) = delete;
+    VfioUserServer& operator=(const VfioUserServer&) = delete;
+
+    // Accepts clients one at a time and serves them until stop() or stop_fd. Returns ok when
+    // stopped; an error only when the listening socket itself fails.
+    Result<void> run();
+    // Serves one already-connected client until it disconnects or the server is stopped
+    // (used by run(); also for a socketpair end handed over by a parent). Ownership is taken.
+    Result<void> serve_connection(int conn_fd);
+    // Thread- and async-signal-safe.
+    void stop();
+
+    const std::string& socket_path() const { return settings_.socket_path; }
+    // The device; touch it only while run() is not running (it is single-threaded).
+    ModelServer& model_server() { return *server_; }
+    // Counters for tests and logs.
+    struct Stats {
+        uint64_t connections = 0;
+        uint64_t requests = 0;
+        uint64_t error_replies = 0;
+        uint64_t dropped_interrupts = 0;  // no eventfd installed, or the vector was masked
+    };
+    Stats stats() const { return stats_; }
+
+  private:
+    class Events;
+    struct DmaRegion;
+    struct Connection;
+
+    explicit VfioUserServer(const VfioUserServerSettings& settings);
+    Result<void> listen();
+
+    // One request: returns the reply to send (or an error, sent as an error reply); fatal
+    // connection errors are signalled through `conn.close`.
+    Result<void> handle(Connection& conn, hostdev::vfio_user::Message& msg);
+    Result<void> handle_version(Connection& conn, hostdev::vfio_user::Message& msg);
+    Result<void> handle_dma_map(Connection& conn, hostdev::vfio_user::Message& msg);
+    Result<void> handle_dma_unmap(Connection& conn, hostdev::vfio_user::Message& msg);
+    Result<void> handle_get_info(Connection& conn, hostdev::vfio_user::Message& msg);
+    Result<void> handle_region_info(Connection& conn, hostdev::vfio_user::Message& msg);
+    Result<void> handle_region_io_fds(Connection& conn, hostdev::vfio_user::Message& msg);
+    Result<void> handle_irq_info(Connection& conn, hostdev::vfio_user::Message& msg);
+    Result<void> handle_set_irqs(Connection& conn, hostdev::vfio_user::Message& msg);
+    Result<void> handle_region_access(Connection& conn, hostdev::vfio_user::Message& msg);
+    Result<void> handle_reset(Connection& conn, hostdev::vfio_user::Message& msg);
+    Result<void> reply(Connection& conn, const hostdev::vfio_user::Message& request,
+                       std::span<const std::span<const uint8_t>> payload = {},
+                       std::span<const int> fds = {});
+
+    uint32_t irq_count(uint32_t index) const;
+    void disconnect_cleanup();
+    // The model's DMA, from Events.
+    Result<void> dma(uint64_t iova, std::span<uint8_t> buf, bool write);
+    Result<void> dma_message(const DmaRegion& region, uint64_t iova, std::span<uint8_t> buf,
+                             bool write);
+    void signal_intx(bool asserted);
+    void signal_msi(unsigned vector);
+    void unmask_intx();
+    void tell_irq_mode();
+
+    VfioUserServerSettings settings_;
+    std::unique_ptr<Events> events_;
+    std::unique_ptr<ModelServer> server_;
+    hostdev::vfio_user::UniqueFd listen_;
+    hostdev::vfio_user::UniqueFd stop_event_;
+    bool bound_path_ = false;
+    bool listening_ = true;  // false: listen_ is one inherited connected socket
+    bool stopped_ = false;
+    uint64_t region_size_[hostdev::vfio_user::kPciNumRegions] = {};
+    Connection* conn_ = nullptr;         // the client being served (for DMA messages)
+    std::map<uint64_t, DmaRegion> dma_;  // by IOVA
+    // Interrupt state: eventfds per VFIO irq index and vector, masks, INTx resample fd.
+    std::vector<hostdev::vfio_user::UniqueFd> irq_fds_[hostdev::vfio_user::kPciNumIrqs];
+    std::vector<bool> irq_masked_[hostdev::vfio_user::kPciNumIrqs];
+    std::vector<bool> irq_pending_[hostdev::vfio_user::kPciNumIrqs];
+    hostdev::vfio_user::UniqueFd intx_unmask_fd_;
+    uint16_t next_msg_id_ = 0x8000;  // our requests (DMA_READ/WRITE) to the client
+    Stats stats_;
+};
+
+}  // namespace potemkin::sdk

@@ -1,0 +1,177 @@
+// Out-of-process devices over vfio-user, with real processes: `potemkin serve edu` runs as a
+// child process and the VM projects it with PCI_FRONT hostdev="vfio-user:...". pcitest passes
+// through it (INTx and MSI through eventfds, DMA through the shared memfd), and a guest that
+// keeps reading the device survives its server being killed and started again.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
+#include <thread>
+
+#include "guest_runner.hpp"
+
+using namespace potemkin;
+using namespace potemkin::testing;
+using machine::RunOutcome;
+using namespace std::chrono_literals;
+
+namespace {
+
+const std::string kPciBus = R"(<device class="PCI" id="pci0"/>)";
+
+std::string edu_over(const std::string& socket) {
+    return R"(<device class="PCI_FRONT" id="edu0" bus="pci0" hostdev="vfio-user:)" + socket +
+           R"(" slot="3"/>)";
+}
+
+std::string socket_path(const char* what) {
+    return "/tmp/potemkin-vfu-" + std::string(what) + "-" + std::to_string(::getpid()) + ".sock";
+}
+
+bool connectable(const std::string& path) {
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::strncpy(a.sun_path, path.c_str(), sizeof a.sun_path - 1);
+    const bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+    ::close(fd);
+    return ok;
+}
+
+// `potemkin serve edu --socket PATH` as a child process.
+class ServerProcess {
+  public:
+    explicit ServerProcess(std::string path) : path_(std::move(path)) {}
+    ~ServerProcess() {
+        stop();
+        ::unlink(path_.c_str());
+    }
+
+    // Starts the server and waits (at most 10 s) until it accepts connections.
+    bool start() {
+        ::unlink(path_.c_str());  // a server killed with SIGKILL leaves its socket behind
+        pid_ = ::fork();
+        if (pid_ < 0) return false;
+        if (pid_ == 0) {
+            ::execl(POTEMKIN_BINARY, "potemkin", "serve", "edu", "--socket", path_.c_str(),
+                    static_cast<char*>(nullptr));
+            ::_exit(127);
+        }
+        const auto end = std::chrono::steady_clock::now() + 10s;
+        while (std::chrono::steady_clock::now() < end) {
+            struct stat st {};
+            // Probing with a connection is harmless: the server takes the next client after.
+            if (::stat(path_.c_str(), &st) == 0 && S_ISSOCK(st.st_mode) && connectable(path_))
+                return true;
+            int status = 0;
+            if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+                pid_ = -1;
+                return false;
+            }
+            std::this_thread::sleep_for(10ms);
+        }
+        return false;
+    }
+    void kill_hard() { finish(SIGKILL); }
+    void stop() { finish(SIGTERM); }
+
+  private:
+    void finish(int sig) {
+        if (pid_ <= 0) return;
+        ::kill(pid_, sig);
+        // Bounded: a server that ignores SIGTERM for 5 s gets SIGKILL.
+        for (int i = 0; i < 500; ++i) {
+            if (::waitpid(pid_, nullptr, WNOHANG) == pid_) {
+                pid_ = -1;
+                return;
+            }
+            std::this_thread::sleep_for(10ms);
+        }
+        ::kill(pid_, SIGKILL);
+        ::waitpid(pid_, nullptr, 0);
+        pid_ = -1;
+    }
+
+    std::string path_;
+    pid_t pid_ = -1;
+};
+
+bool has(const GuestRun& r, const std::string& text) {
+    return r.console.find(text) != std::string::npos;
+}
+
+}  // namespace
+
+TEST(VfioUserGuest, PcitestPassesAgainstAServerProcess) {
+    const std::string sock = socket_path("pcitest");
+    ServerProcess server(sock);
+    ASSERT_TRUE(server.start()) << "potemkin serve edu did not come up at " << sock;
+    auto r = run_guest({.guest = "pcitest", .devices_xml = kPciBus + edu_over(sock)});
+    ASSERT_EQ(r.outcome, RunOutcome::exited) << describe(r);
+    EXPECT_EQ(r.status, 0) << describe(r);
+    EXPECT_TRUE(has(r, " 0 failed")) << describe(r);
+    EXPECT_TRUE(has(r, "00:03.0 00ff: 1234:11e8 (rev 10) irq 11 pin A")) << describe(r);
+}
+
+TEST(VfioUserGuest, GuestSurvivesItsServerBeingKilledAndRestarted) {
+    const std::string sock = socket_path("kill");
+    ServerProcess server(sock);
+    ASSERT_TRUE(server.start()) << "potemkin serve edu did not come up at " << sock;
+
+    // The guest's console, watched from this thread while the VM runs on another.
+    std::mutex mu;
+    std::condition_variable cv;
+    std::string console;
+    auto wait_for = [&](const std::string& text, std::chrono::seconds limit) {
+        std::unique_lock lk(mu);
+        return cv.wait_for(lk, limit, [&] { return console.find(text) != std::string::npos; });
+    };
+
+    auto doc = vm::ConfigDocument::load_string(
+        vm_xml({.guest = "vfukill", .devices_xml = kPciBus + edu_over(sock)}), "test.xml");
+    ASSERT_TRUE(doc) << doc.error().message;
+    auto cfg = vm::parse_vm_config(*doc);
+    ASSERT_TRUE(cfg) << cfg.error().message;
+    machine::MachineSettings s;
+    s.config = std::move(*cfg);
+    s.timeout = 60s;
+    s.console = [&](std::string_view text) {
+        {
+            std::lock_guard lk(mu);
+            console.append(text);
+        }
+        cv.notify_all();
+    };
+    auto m = machine::Machine::create(std::move(s));
+    ASSERT_TRUE(m) << m.error().message;
+
+    machine::RunResult result;
+    std::thread vm([&] { result = (*m)->run(); });
+    bool phase1 = wait_for("phase 1", 30s);
+    bool gone = false, restarted = false;
+    if (phase1) {
+        server.kill_hard();
+        gone = wait_for("all-ones", 20s);
+        restarted = server.start();
+    }
+    vm.join();  // bounded by the VM's timeout
+    const std::string text = [&] {
+        std::lock_guard lk(mu);
+        return console;
+    }();
+    ASSERT_TRUE(phase1) << text;
+    EXPECT_TRUE(gone) << text;
+    EXPECT_TRUE(restarted);
+    EXPECT_EQ(result.outcome, RunOutcome::exited) << result.message << "\n" << text;
+    EXPECT_EQ(result.exit_value, 0u) << text;
+    EXPECT_NE(text.find("id again"), std::string::npos) << text;
+    EXPECT_NE(text.find("vfukill: done"), std::string::npos) << text;
+}
