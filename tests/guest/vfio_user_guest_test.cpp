@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "guest_runner.hpp"
+#include "server_process.hpp"
 
 using namespace potemkin;
 using namespace potemkin::testing;
@@ -35,74 +36,6 @@ std::string edu_over(const std::string& socket) {
 std::string socket_path(const char* what) {
     return "/tmp/potemkin-vfu-" + std::string(what) + "-" + std::to_string(::getpid()) + ".sock";
 }
-
-bool connectable(const std::string& path) {
-    const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_un a{};
-    a.sun_family = AF_UNIX;
-    std::strncpy(a.sun_path, path.c_str(), sizeof a.sun_path - 1);
-    const bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
-    ::close(fd);
-    return ok;
-}
-
-// `potemkin serve edu --socket PATH` as a child process.
-class ServerProcess {
-  public:
-    explicit ServerProcess(std::string path) : path_(std::move(path)) {}
-    ~ServerProcess() {
-        stop();
-        ::unlink(path_.c_str());
-    }
-
-    // Starts the server and waits (at most 10 s) until it accepts connections.
-    bool start() {
-        ::unlink(path_.c_str());  // a server killed with SIGKILL leaves its socket behind
-        pid_ = ::fork();
-        if (pid_ < 0) return false;
-        if (pid_ == 0) {
-            ::execl(POTEMKIN_BINARY, "potemkin", "serve", "edu", "--socket", path_.c_str(),
-                    static_cast<char*>(nullptr));
-            ::_exit(127);
-        }
-        const auto end = std::chrono::steady_clock::now() + 10s;
-        while (std::chrono::steady_clock::now() < end) {
-            struct stat st {};
-            // Probing with a connection is harmless: the server takes the next client after.
-            if (::stat(path_.c_str(), &st) == 0 && S_ISSOCK(st.st_mode) && connectable(path_))
-                return true;
-            int status = 0;
-            if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-                pid_ = -1;
-                return false;
-            }
-            std::this_thread::sleep_for(10ms);
-        }
-        return false;
-    }
-    void kill_hard() { finish(SIGKILL); }
-    void stop() { finish(SIGTERM); }
-
-  private:
-    void finish(int sig) {
-        if (pid_ <= 0) return;
-        ::kill(pid_, sig);
-        // Bounded: a server that ignores SIGTERM for 5 s gets SIGKILL.
-        for (int i = 0; i < 500; ++i) {
-            if (::waitpid(pid_, nullptr, WNOHANG) == pid_) {
-                pid_ = -1;
-                return;
-            }
-            std::this_thread::sleep_for(10ms);
-        }
-        ::kill(pid_, SIGKILL);
-        ::waitpid(pid_, nullptr, 0);
-        pid_ = -1;
-    }
-
-    std::string path_;
-    pid_t pid_ = -1;
-};
 
 bool has(const GuestRun& r, const std::string& text) {
     return r.console.find(text) != std::string::npos;
