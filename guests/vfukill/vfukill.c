@@ -11,14 +11,15 @@
 
 static uint32_t edu_mmio;
 
-static uint32_t read_id(void) { return mmio_read32(edu_mmio + EDU_REG_ID); }
+static uint32_t read_id(void) {
+    return mmio_read32(edu_mmio + EDU_REG_ID);
+}
 
 /* Reads until the ID is (or is not) `value`; returns false when MAX_READS ran out. */
 static bool wait_id(uint32_t value, bool equal) {
     for (uint32_t i = 0; i < MAX_READS; i++) {
         uint32_t v = read_id();
-        if ((v == value) == equal)
-            return true;
+        if ((v == value) == equal) return true;
         cpu_relax();
     }
     return false;

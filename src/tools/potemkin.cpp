@@ -171,8 +171,8 @@ int main(int argc, char** argv) {
     auto* srv = app.add_subcommand(
         "serve", "Serve a device model to vfio-user clients (one at a time) on a UNIX socket");
     srv->add_option("model", serve.model, "Model name (edu, multibar, ...)")->required();
-    auto* sock_opt =
-        srv->add_option("--socket", serve.socket, "Listen on this path (a stale socket is removed)");
+    auto* sock_opt = srv->add_option("--socket", serve.socket,
+                                     "Listen on this path (a stale socket is removed)");
     srv->add_option("--fd", serve.fd,
                     "Use this inherited fd: a listening socket, or one connected client")
         ->excludes(sock_opt);
