@@ -7,6 +7,8 @@
 #include <fstream>
 #include <string>
 
+#include "server_process.hpp"
+
 namespace {
 
 struct Cli {
@@ -14,7 +16,7 @@ struct Cli {
     std::string out;  // stdout and stderr together
 };
 
-Cli potemkin(const std::string& args) {
+Cli run_cli(const std::string& args) {
     Cli r;
     std::string cmd = std::string(POTEMKIN_BINARY) + " " + args + " 2>&1";
     FILE* p = popen(cmd.c_str(), "r");
@@ -36,13 +38,13 @@ std::string write_file(const std::string& name, const std::string& text) {
 }  // namespace
 
 TEST(Cli, HelloDemoRunsAndExitsZero) {
-    auto r = potemkin("run " POTEMKIN_SOURCE_DIR "/examples/hello.xml --timeout 60");
+    auto r = run_cli("run " POTEMKIN_SOURCE_DIR "/examples/hello.xml --timeout 60");
     EXPECT_EQ(r.status, 0) << r.out;
     EXPECT_NE(r.out.find("10 timer ticks"), std::string::npos) << r.out;
 }
 
 TEST(Cli, EduDemoRunsAndExitsZero) {
-    auto r = potemkin("run " POTEMKIN_SOURCE_DIR "/examples/edu.xml --timeout 120");
+    auto r = run_cli("run " POTEMKIN_SOURCE_DIR "/examples/edu.xml --timeout 120");
     EXPECT_EQ(r.status, 0) << r.out;
     EXPECT_NE(r.out.find("checks: "), std::string::npos) << r.out;
     EXPECT_NE(r.out.find(" 0 failed"), std::string::npos) << r.out;
@@ -53,7 +55,7 @@ TEST(Cli, ConfigErrorExitsTwoNamingTheLine) {
                                   "<vm>\n  <memory>16</memory>\n  <devices>\n"
                                   "    <device class=\"PCI_FRONT\" id=\"x\" bus=\"pci9\" "
                                   "hostdev=\"inproc:edu\"/>\n  </devices>\n</vm>\n");
-    auto r = potemkin("run " + path + " --guest " POTEMKIN_GUEST_DIR "/hello.elf");
+    auto r = run_cli("run " + path + " --guest " POTEMKIN_GUEST_DIR "/hello.elf");
     EXPECT_EQ(r.status, 2) << r.out;
     EXPECT_NE(r.out.find("bad.xml:4: <device class=\"PCI_FRONT\" id=\"x\">: attribute 'bus' "
                          "refers to unknown device 'pci9'"),
@@ -65,28 +67,28 @@ TEST(Cli, GuestStatusBecomesProcessStatus) {
     std::string path = write_file(
         "exit.xml",
         "<vm><memory>16</memory><guest file=\"exitcode.elf\" cmdline=\"status=42\"/></vm>");
-    auto r = potemkin("run " + path);
+    auto r = run_cli("run " + path);
     EXPECT_EQ(r.status, 42) << r.out;
 }
 
 TEST(Cli, TimeoutHasItsOwnStatus) {
-    auto r = potemkin("run " POTEMKIN_SOURCE_DIR "/examples/hello.xml --timeout 0.001");
+    auto r = run_cli("run " POTEMKIN_SOURCE_DIR "/examples/hello.xml --timeout 0.001");
     EXPECT_EQ(r.status, 124) << r.out;
     EXPECT_NE(r.out.find("timeout"), std::string::npos) << r.out;
 }
 
 TEST(Cli, HelpListsCommands) {
-    auto r = potemkin("--help");
+    auto r = run_cli("--help");
     EXPECT_EQ(r.status, 0);
     EXPECT_NE(r.out.find("run"), std::string::npos);
     EXPECT_NE(r.out.find("probe"), std::string::npos);
-    auto run = potemkin("run --help");
+    auto run = run_cli("run --help");
     EXPECT_NE(run.out.find("--trace"), std::string::npos) << run.out;
     EXPECT_NE(run.out.find("124 timeout"), std::string::npos) << run.out;
 }
 
 TEST(Cli, ProbeShowsRegionsAndCapabilities) {
-    auto r = potemkin("probe inproc:multibar");
+    auto r = run_cli("probe inproc:multibar");
     EXPECT_EQ(r.status, 0) << r.out;
     EXPECT_NE(r.out.find("1b36:ff01"), std::string::npos) << r.out;
     EXPECT_NE(r.out.find("Region 0: I/O ports [size=32]"), std::string::npos) << r.out;
@@ -97,7 +99,20 @@ TEST(Cli, ProbeShowsRegionsAndCapabilities) {
 }
 
 TEST(Cli, ProbeOfUnknownSchemeFails) {
-    auto r = potemkin("probe nosuch:thing");
+    auto r = run_cli("probe nosuch:thing");
     EXPECT_EQ(r.status, 1);
     EXPECT_NE(r.out.find("unknown scheme 'nosuch'"), std::string::npos) << r.out;
+}
+
+TEST(Cli, ProbeOverVfioUserShowsTheServedModel) {
+    const std::string sock =
+        ::testing::TempDir() + "/probe-" + std::to_string(::getpid()) + ".sock";
+    potemkin::testing::ServerProcess server(sock, "multibar");
+    ASSERT_TRUE(server.start());
+    auto r = run_cli("probe vfio-user:" + sock);
+    EXPECT_EQ(r.status, 0) << r.out;
+    EXPECT_NE(r.out.find("1b36:ff01"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("Region 2: Memory (64-bit, prefetchable) [size=1M]"), std::string::npos)
+        << r.out;
+    EXPECT_NE(r.out.find("MSI-X: Enable- Count=4"), std::string::npos) << r.out;
 }
