@@ -100,6 +100,9 @@ Result<UniqueFd> connect_unix(const std::string& path, std::chrono::milliseconds
     tv.tv_sec = static_cast<time_t>(timeout.count() / 1000);
     tv.tv_usec = static_cast<suseconds_t>((timeout.count() % 1000) * 1000);
     (void)::setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    // Nor a silent one a receive: the request path blocks in recvmsg for the reply (no poll
+    // before it), bounded by this timeout.
+    (void)::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     return fd;
 }
 
@@ -203,6 +206,11 @@ class VfioUserClient::Impl : public std::enable_shared_from_this<Impl> {
     bool in_setup_ = false;
     std::atomic<uint64_t> generation_{0};
     std::atomic<int> watch_fd_{-1};
+    // A request is waiting for its reply (set by request_locked), and how many were made: the
+    // poll thread stops watching the socket for data while requests come and go, so that their
+    // replies do not wake it (the requesting thread reads them itself).
+    std::atomic<bool> in_flight_{false};
+    std::atomic<uint64_t> requests_{0};
     std::atomic<uint64_t> reconnects_{0};
 
     // Inbox and eventfds (in_mu_). The eventfds are never closed before close(): the poll thread
@@ -255,6 +263,12 @@ Result<VfioUserClient::Impl::Reply> VfioUserClient::Impl::request_locked(
     vu::Command cmd, std::span<const uint8_t> payload, std::span<const int> fds,
     const std::string& what) {
     if (!up_ || !sock_) return fail(gone_error(what));
+    in_flight_.store(true, std::memory_order_relaxed);
+    requests_.fetch_add(1, std::memory_order_relaxed);
+    struct InFlight {
+        std::atomic<bool>& flag;
+        ~InFlight() { flag.store(false, std::memory_order_relaxed); }
+    } in_flight{in_flight_};
     vu::Header h;
     h.msg_id = next_id_++;
     h.cmd = static_cast<uint16_t>(cmd);
@@ -278,6 +292,7 @@ Result<VfioUserClient::Impl::Reply> VfioUserClient::Impl::request_locked(
         o.max_size = vu::kHeaderSize + 2 * vu::kRegionAccessSize + kOurMaxDataXfer;
         o.max_fds = kOurMaxMsgFds;
         o.timeout_ms = static_cast<int>(left.count());
+        o.rcvtimeo = true;  // connect_unix set SO_RCVTIMEO to s_.timeout
         auto m = vu::recv_message(sock_.get(), o);
         if (!m) {
             if (m.error().sys_errno == ETIMEDOUT) continue;  // the deadline check reports it
@@ -785,6 +800,10 @@ void VfioUserClient::Impl::wake_poller() {
 void VfioUserClient::Impl::poll_loop() {
     auto next_try = Clock::now();
     std::vector<pollfd> pfds;
+    // Requests are under way: the socket's data is their replies, not for this thread. Watch
+    // hang-ups only, and look again every millisecond whether the requests have stopped.
+    bool quiet = false;
+    uint64_t seen_requests = 0;
     for (;;) {
         pfds.clear();
         bool reconnecting = false;
@@ -802,7 +821,8 @@ void VfioUserClient::Impl::poll_loop() {
         const uint64_t generation = generation_;
         const size_t sock_index = pfds.size();
         if (sock >= 0) {
-            const short ev = static_cast<short>(POLLRDHUP | (dma_by_message_ ? POLLIN : 0));
+            const short ev =
+                static_cast<short>(POLLRDHUP | (dma_by_message_ && !quiet ? POLLIN : 0));
             pfds.push_back({sock, ev, 0});
         }
         int timeout = -1;
@@ -811,7 +831,13 @@ void VfioUserClient::Impl::poll_loop() {
                 std::chrono::duration_cast<std::chrono::milliseconds>(next_try - Clock::now());
             timeout = static_cast<int>(std::max<int64_t>(0, left.count()));
         }
+        if (quiet) timeout = timeout < 0 ? 1 : std::min(timeout, 1);
         const int n = ::poll(pfds.data(), pfds.size(), timeout);
+        if (quiet) {
+            const uint64_t now = requests_.load(std::memory_order_relaxed);
+            if (now == seen_requests && !in_flight_.load(std::memory_order_relaxed)) quiet = false;
+            seen_requests = now;
+        }
         if (n < 0 && errno != EINTR) {
             log::error("{}: poll: {}; interrupts are no longer delivered", s_.label,
                        std::strerror(errno));
@@ -835,7 +861,12 @@ void VfioUserClient::Impl::poll_loop() {
             }
         }
 
-        if (sock >= 0 && pfds[sock_index].revents != 0) {
+        if (sock >= 0 && pfds[sock_index].revents == POLLIN &&
+            in_flight_.load(std::memory_order_relaxed)) {
+            // Most likely the reply to the request under way, which its thread reads.
+            quiet = true;
+            seen_requests = requests_.load(std::memory_order_relaxed);
+        } else if (sock >= 0 && pfds[sock_index].revents != 0) {
             std::unique_lock lk(io_mu_);
             // The engine thread may have used the socket meanwhile: look again.
             if (up_ && generation_ == generation && sock_) {
@@ -845,6 +876,7 @@ void VfioUserClient::Impl::poll_loop() {
                     o.max_size = vu::kHeaderSize + 2 * vu::kRegionAccessSize + kOurMaxDataXfer;
                     o.max_fds = kOurMaxMsgFds;
                     o.timeout_ms = static_cast<int>(s_.timeout.count());
+                    o.readable = true;  // just seen
                     auto m = vu::recv_message(sock_.get(), o);
                     if (!m) {
                         lose_locked(m.error().sys_errno == ECONNRESET

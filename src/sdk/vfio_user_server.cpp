@@ -236,6 +236,7 @@ Result<void> VfioUserServer::serve_connection(int conn_fd) {
     vu::RecvOptions ropt;
     ropt.max_size = vu::kServerMaxMsgSize;
     ropt.timeout_ms = settings_.io_timeout_ms;
+    ropt.readable = true;  // read only after poll said so
     while (!conn.close) {
         pollfd p[4] = {{conn.fd.get(), POLLIN, 0},
                        {stop_event_.get(), POLLIN, 0},

@@ -77,19 +77,23 @@ Result<void> send_iov(int sock, std::vector<iovec> iov, std::span<const int> fds
     }
 }
 
-// Reads exactly out.size() bytes with recv, waiting up to timeout_ms before each piece.
+// Reads exactly out.size() bytes with recv. Each piece is first tried without waiting (the
+// sender wrote the whole message at once, so it is normally queued already); only when nothing
+// is there does it wait, up to timeout_ms, for the socket to become readable.
 Result<void> recv_exact(int sock, std::span<uint8_t> out, int timeout_ms, std::string_view what) {
     size_t got = 0;
     while (got < out.size()) {
-        auto ready = wait_readable(sock, timeout_ms);
-        if (!ready) return fail(ready.error());
-        if (!*ready)
-            return fail(fmt::format("{}: timed out after {} of {} bytes", what, got, out.size()),
-                        ETIMEDOUT);
-        ssize_t n = ::recv(sock, out.data() + got, out.size() - got, 0);
+        ssize_t n = ::recv(sock, out.data() + got, out.size() - got, MSG_DONTWAIT);
         if (n < 0) {
-            if (errno == EINTR || errno == EAGAIN) continue;
-            return sys_error(what, errno);
+            if (errno == EINTR) continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK) return sys_error(what, errno);
+            auto ready = wait_readable(sock, timeout_ms);
+            if (!ready) return fail(ready.error());
+            if (!*ready)
+                return fail(
+                    fmt::format("{}: timed out after {} of {} bytes", what, got, out.size()),
+                    ETIMEDOUT);
+            continue;
         }
         if (n == 0)
             return fail(fmt::format("{}: peer closed after {} of {} bytes", what, got, out.size()),
@@ -151,14 +155,24 @@ Result<Message> recv_message(int sock, const RecvOptions& options) {
         msg.msg_control = control.data();
         msg.msg_controllen = CMSG_SPACE(sizeof(int) * options.max_fds);
     }
-    auto ready = wait_readable(sock, options.timeout_ms);
-    if (!ready) return fail(ready.error());
-    if (!*ready) return fail("timed out waiting for a message", ETIMEDOUT);
+    int flags = MSG_CMSG_CLOEXEC;
+    if (options.readable) {
+        flags |= MSG_DONTWAIT;
+    } else if (!options.rcvtimeo) {
+        auto ready = wait_readable(sock, options.timeout_ms);
+        if (!ready) return fail(ready.error());
+        if (!*ready) return fail("timed out waiting for a message", ETIMEDOUT);
+    }
     ssize_t n;
     do {
-        n = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+        n = ::recvmsg(sock, &msg, flags);
     } while (n < 0 && errno == EINTR);
-    if (n < 0) return sys_error("recvmsg", errno);
+    if (n < 0) {
+        // SO_RCVTIMEO expired, or the data a poll saw is gone.
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return fail("timed out waiting for a message", ETIMEDOUT);
+        return sys_error("recvmsg", errno);
+    }
     // Collect the fds first, so every error path below closes them.
     if (options.max_fds > 0) {
         for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {

@@ -5,8 +5,9 @@
 //   rule: libvfio-user only collects fds with the header read, and a peer may read the header
 //   with exactly one recvmsg). MSG_NOSIGNAL: a vanished peer is an error, never SIGPIPE.
 // - receive: the 16-byte header with recvmsg (room for `max_fds` fds), then the body with a
-//   loop of recv. Every received fd is owned by the returned Message (UniqueFd) and closed on
-//   every error path.
+//   loop of recv; the body normally is already queued (one sendmsg per message), so each piece
+//   is tried without waiting first and only polled for when it is not there yet. Every received fd
+//   is owned by the returned Message (UniqueFd) and closed on every error path.
 //
 // Errors carry a sys_errno so callers can tell the cases apart:
 //   ECONNRESET  the peer closed (EOF before or inside a message);
@@ -61,6 +62,12 @@ struct RecvOptions {
     // Milliseconds to wait for the header, and then for each further piece of the body;
     // -1 waits forever. 0 polls once (the caller already knows the socket is readable).
     int timeout_ms = -1;
+    // The caller just saw the socket readable (poll): read the header without waiting first.
+    // If the data is gone after all, that is ETIMEDOUT.
+    bool readable = false;
+    // The socket's SO_RCVTIMEO is set to (about) timeout_ms: block in recvmsg for the header
+    // instead of polling before it (one system call instead of two); its expiry is ETIMEDOUT.
+    bool rcvtimeo = false;
 };
 
 // Sends `header` (msg_size is set to 16 + the payload's size) followed by every part of
