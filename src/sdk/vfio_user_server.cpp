@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 #include <poll.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -236,26 +237,47 @@ Result<void> VfioUserServer::serve_connection(int conn_fd) {
     vu::RecvOptions ropt;
     ropt.max_size = vu::kServerMaxMsgSize;
     ropt.timeout_ms = settings_.io_timeout_ms;
-    ropt.readable = true;  // read only after poll said so
+    ropt.readable = true;  // read only after epoll said so
+    // An epoll set built once per connection (tags: 0 the socket, 1 a stop request, 2 the INTx
+    // resample eventfd): cheaper per request than poll() registering four fds every time.
+    vu::UniqueFd ep(::epoll_create1(EPOLL_CLOEXEC));
+    auto watch = [&](int fd, uint32_t tag) {
+        epoll_event e{};
+        e.events = EPOLLIN;
+        e.data.u32 = tag;
+        return ::epoll_ctl(ep.get(), EPOLL_CTL_ADD, fd, &e) == 0;
+    };
+    if (!ep || !watch(conn.fd.get(), 0) || !watch(stop_event_.get(), 1) ||
+        (settings_.stop_fd >= 0 && !watch(settings_.stop_fd, 1))) {
+        log::error("{}: epoll: {}", settings_.label, std::strerror(errno));
+        conn.close = true;
+    } else {
+        epoll_fd_ = ep.get();
+        if (intx_unmask_fd_) set_intx_unmask_fd(std::move(intx_unmask_fd_));
+    }
     while (!conn.close) {
-        pollfd p[4] = {{conn.fd.get(), POLLIN, 0},
-                       {stop_event_.get(), POLLIN, 0},
-                       {settings_.stop_fd, POLLIN, 0},
-                       {intx_unmask_fd_.get(), POLLIN, 0}};
-        if (::poll(p, 4, -1) < 0) {
+        epoll_event evs[4];
+        const int nev = ::epoll_wait(ep.get(), evs, 4, -1);
+        if (nev < 0) {
             if (errno == EINTR) continue;
-            log::error("{}: poll: {}", settings_.label, std::strerror(errno));
+            log::error("{}: epoll_wait: {}", settings_.label, std::strerror(errno));
             break;
         }
-        if (p[1].revents != 0 || p[2].revents != 0) {
+        bool readable = false, stop = false, unmask = false;
+        for (int i = 0; i < nev; ++i) {
+            readable = readable || evs[i].data.u32 == 0;
+            stop = stop || evs[i].data.u32 == 1;
+            unmask = unmask || evs[i].data.u32 == 2;
+        }
+        if (stop) {
             stopped_ = true;
             break;
         }
-        if ((p[3].revents & POLLIN) != 0) {
+        if (unmask && intx_unmask_fd_) {
             uint64_t count;
             if (::read(intx_unmask_fd_.get(), &count, sizeof count) == sizeof count) unmask_intx();
         }
-        if (p[0].revents == 0) continue;
+        if (!readable) continue;
         auto msg = vu::recv_message(conn.fd.get(), ropt);
         if (!msg) {
             if (msg.error().sys_errno == ECONNRESET)
@@ -282,6 +304,9 @@ Result<void> VfioUserServer::serve_connection(int conn_fd) {
         }
     }
     conn_ = nullptr;
+    set_intx_unmask_fd(vu::UniqueFd());  // out of the set before it goes
+    epoll_fd_ = -1;
+    ep.reset();
     disconnect_cleanup();
     return ok();
 }
@@ -741,7 +766,7 @@ Result<void> VfioUserServer::handle_set_irqs(Connection& conn, vu::Message& msg)
                 if (index != vu::kIrqIndexIntx)
                     return invalid("DEVICE_SET_IRQS: UNMASK with DATA_EVENTFD is for INTx only");
                 // The resample eventfd: written by the client when the guest EOIs.
-                intx_unmask_fd_ = msg.fds.empty() ? vu::UniqueFd() : std::move(msg.fds[0]);
+                set_intx_unmask_fd(msg.fds.empty() ? vu::UniqueFd() : std::move(msg.fds[0]));
                 break;
             }
             for (uint32_t i = s->start; i < end; ++i) {
@@ -821,9 +846,24 @@ void VfioUserServer::signal_msi(unsigned vector) {
     signal_eventfd(fds[vector].get());
 }
 
+// The INTx resample eventfd, in the connection's wait set. The client holds the same file, so
+// closing our fd alone would leave it in the epoll set: remove it first.
+void VfioUserServer::set_intx_unmask_fd(vu::UniqueFd fd) {
+    if (epoll_fd_ >= 0 && intx_unmask_fd_)
+        (void)::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, intx_unmask_fd_.get(), nullptr);
+    intx_unmask_fd_ = std::move(fd);
+    if (epoll_fd_ >= 0 && intx_unmask_fd_) {
+        epoll_event e{};
+        e.events = EPOLLIN;
+        e.data.u32 = 2;
+        if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, intx_unmask_fd_.get(), &e) != 0)
+            log::warn("{}: epoll_ctl: {}", settings_.label, std::strerror(errno));
+    }
+}
+
 void VfioUserServer::disconnect_cleanup() {
     dma_.clear();
-    intx_unmask_fd_.reset();
+    set_intx_unmask_fd(vu::UniqueFd());
     bool had_msi = false;
     for (uint32_t i = 0; i < vu::kPciNumIrqs; ++i) {
         for (auto& fd : irq_fds_[i]) {

@@ -148,6 +148,8 @@ class VfioUserServer {
     std::vector<bool> irq_masked_[hostdev::vfio_user::kPciNumIrqs];
     std::vector<bool> irq_pending_[hostdev::vfio_user::kPciNumIrqs];
     hostdev::vfio_user::UniqueFd intx_unmask_fd_;
+    int epoll_fd_ = -1;  // serve_connection's wait set, while it runs
+    void set_intx_unmask_fd(hostdev::vfio_user::UniqueFd fd);
     uint16_t next_msg_id_ = 0x8000;  // our requests (DMA_READ/WRITE) to the client
     Stats stats_;
 };
