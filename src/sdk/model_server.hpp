@@ -30,6 +30,7 @@
 // caller's thread; the model must not call DeviceServices from other threads.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -110,6 +111,10 @@ class ModelServer final : public DeviceServices {
     void signal_msi(unsigned vector) override;
     IrqMode irq_mode() const override { return mode_; }
     unsigned msi_vectors() const override { return mode_ == IrqMode::intx ? 0 : vectors_; }
+    std::span<uint8_t> shared_memory(int bar) override;
+
+    // BAR region_read/region_write calls so far (tests: a directly mapped BAR adds none).
+    uint64_t bar_accesses() const { return bar_accesses_; }
 
   private:
     ModelServer(std::unique_ptr<DeviceModel> model, hostdev::HostDeviceEvents* events,
@@ -145,6 +150,14 @@ class ModelServer final : public DeviceServices {
     bool line_ = false;         // what the events last heard
     uint64_t intx_events_ = 0;  // line changes sent, to tell whether ack_intx must resample
     uint64_t dropped_msi_ = 0;
+    uint64_t bar_accesses_ = 0;
+    // Shared memory of BarSpec::mappable BARs (memfd, mapped here too).
+    struct SharedBar {
+        int fd = -1;
+        uint8_t* host = nullptr;
+        uint64_t size = 0;
+    };
+    std::array<SharedBar, pci::kBarCount> shared_{};
 };
 
 }  // namespace potemkin::sdk
