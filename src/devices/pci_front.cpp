@@ -531,6 +531,7 @@ vm::BusHandler PciFront::bar_handler(int bar) {
 }
 
 uint64_t PciFront::region_access_read(int bar, uint64_t offset, unsigned size) {
+    ++trapped_accesses_;
     if (size == 0 || size > 8 || disconnected_) return all_ones64(size);
     if (msix_table_) {
         if (bar == msix_.table_bir &&
@@ -551,6 +552,7 @@ uint64_t PciFront::region_access_read(int bar, uint64_t offset, unsigned size) {
 }
 
 void PciFront::region_access_write(int bar, uint64_t offset, unsigned size, uint64_t value) {
+    ++trapped_accesses_;
     if (size == 0 || size > 8 || disconnected_) return;
     if (bar == pci::kRomBarIndex) return;  // read-only memory
     if (msix_table_) {

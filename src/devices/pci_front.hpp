@@ -85,6 +85,8 @@ class PciFront final : public vm::Device,
     // Failed host-device calls so far (each kind is logged once, all are counted).
     uint64_t host_errors() const { return host_errors_; }
     bool is_disconnected() const { return disconnected_; }
+    // BAR accesses that trapped and were handled here (forwarded or MSI-X), all BARs.
+    uint64_t trapped_accesses() const { return trapped_accesses_; }
     // Where BAR `bar`'s mmap areas are mapped into the guest right now (nullopt: not mapped).
     std::optional<uint64_t> direct_base(int bar) const;
 
@@ -164,6 +166,7 @@ class PciFront final : public vm::Device,
     bool disconnected_ = false;
     bool read_error_logged_ = false, write_error_logged_ = false;
     uint64_t host_errors_ = 0;
+    uint64_t trapped_accesses_ = 0;
 };
 
 // PCI_FRONT: <device class="PCI_FRONT" id="edu0" bus="pci0" hostdev="inproc:edu" slot="3"/>.
