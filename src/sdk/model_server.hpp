@@ -13,6 +13,9 @@
 //   aligned 8/4/2/1-byte model calls;
 // - the MSI-X table and PBA inside their BAR (a pci::MsixTable): the model never sees those
 //   offsets;
+// - mappable BARs (BarSpec::mappable): backed by a memfd mapped here, handed to the model as
+//   DeviceServices::shared_memory() and reported by region_info() as one mmap area (the whole
+//   BAR) with the fd, so the VMM can map it into the guest;
 // - interrupt mode bookkeeping. Like VFIO, the server learns that the guest enabled MSI or
 //   MSI-X only from set_irqs(), never by watching config writes: the VMM front-end shadows
 //   those capabilities and tells the device what it needs to know;
