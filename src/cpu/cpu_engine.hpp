@@ -82,6 +82,13 @@ class CpuEngine {
     // neither RAM nor mapped here is routed there too on first touch, so this is only an
     // optimisation; the MmioBus decides who answers.
     virtual Result<void> map_mmio(Gpa base, uint64_t size) = 0;
+    // Map host memory (a device's shared BAR memory) straight into guest-physical space at
+    // [base, base+size): guest accesses no longer exit. Page-aligned base and size; may be
+    // called from inside an I/O callback (a config write that enables a BAR). MMIO pages
+    // mapped lazily in the range are dropped first. unmap_host takes back exactly a range
+    // map_host mapped; afterwards the range traps again (and reads all-ones if nothing decodes).
+    virtual Result<void> map_host(Gpa base, uint64_t size, uint8_t* host) = 0;
+    virtual Result<void> unmap_host(Gpa base, uint64_t size) = 0;
 
     virtual Result<void> set_boot_state(const BootState& state) = 0;
     virtual Registers registers() = 0;

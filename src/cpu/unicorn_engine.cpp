@@ -10,6 +10,7 @@
 // - translated code is dropped after writes behind the engine's back (gotcha 10).
 #include <unicorn/unicorn.h>
 
+#include <algorithm>
 #include <array>
 #include <cstring>
 #include <set>
@@ -91,6 +92,37 @@ class UnicornEngine final : public CpuEngine {
         const uint64_t first = base.value & ~(kPage - 1);
         const uint64_t last = (base.value + size + kPage - 1) & ~(kPage - 1);
         for (uint64_t p = first; p < last; p += kPage) POTEMKIN_TRY(map_mmio_page(p));
+        return ok();
+    }
+
+    Result<void> map_host(Gpa base, uint64_t size, uint8_t* host) override {
+        const uint64_t begin = base.value, end = base.value + size;
+        if (size == 0 || (begin | size) % kPage != 0 || !host)
+            return failf("unicorn: map_host [{:#x}, +{:#x}) is not page-aligned", begin, size);
+        if (is_ram(begin) || is_ram(end - 1) || overlaps_direct(begin, end))
+            return failf("unicorn: map_host [{:#x}, +{:#x}) overlaps mapped memory", begin, size);
+        // Lazily mapped MMIO pages in the range give way (they come back on the next touch
+        // after unmap_host).
+        for (auto it = mmio_pages_.lower_bound(begin); it != mmio_pages_.end() && *it < end;) {
+            POTEMKIN_TRY(check(uc_mem_unmap(uc_, *it, kPage), "unmap MMIO page"));
+            it = mmio_pages_.erase(it);
+        }
+        POTEMKIN_TRY(check(uc_mem_map_ptr(uc_, begin, size, UC_PROT_ALL, host), "map host memory"));
+        direct_.push_back({begin, end});
+        uc_ctl_remove_cache(uc_, begin, end);
+        return ok();
+    }
+
+    Result<void> unmap_host(Gpa base, uint64_t size) override {
+        const uint64_t begin = base.value, end = base.value + size;
+        auto it = std::find_if(direct_.begin(), direct_.end(),
+                               [&](const Range& r) { return r.begin == begin && r.end == end; });
+        if (it == direct_.end())
+            return failf("unicorn: unmap_host [{:#x}, +{:#x}) was not mapped by map_host", begin,
+                         size);
+        POTEMKIN_TRY(check(uc_mem_unmap(uc_, begin, size), "unmap host memory"));
+        direct_.erase(it);
+        uc_ctl_remove_cache(uc_, begin, end);
         return ok();
     }
 
@@ -213,8 +245,15 @@ class UnicornEngine final : public CpuEngine {
         return false;
     }
 
+    bool overlaps_direct(uint64_t begin, uint64_t end) const {
+        for (const auto& r : direct_)
+            if (begin < r.end && r.begin < end) return true;
+        return false;
+    }
+
     Result<void> map_mmio_page(uint64_t page) {
-        if (is_ram(page) || mmio_pages_.count(page)) return ok();
+        if (is_ram(page) || mmio_pages_.count(page) || overlaps_direct(page, page + kPage))
+            return ok();
         auto ctx = std::make_unique<MmioPage>(MmioPage{this, page});
         POTEMKIN_TRY(check(
             uc_mmio_map(uc_, page, kPage, &on_mmio_read, ctx.get(), &on_mmio_write, ctx.get()),
@@ -377,6 +416,7 @@ class UnicornEngine final : public CpuEngine {
         uint64_t begin, end;
     };
     std::vector<Range> ram_;
+    std::vector<Range> direct_;  // map_host ranges
     std::set<uint64_t> mmio_pages_;
     std::vector<std::unique_ptr<MmioPage>> page_ctx_;
     std::optional<FaultReport> fault_;

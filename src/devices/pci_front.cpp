@@ -1,6 +1,10 @@
 #include "devices/pci_front.hpp"
 
+#include <sys/mman.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 
 #include "common/log.hpp"
 #include "pci/config_write.hpp"
@@ -65,6 +69,12 @@ PciFront::~PciFront() {
     // Unhook first so no guest access can reach this object, then stop the device's events.
     // The seed freed its state and then printed state->name; here nothing is touched after
     // the host device is gone.
+    for (int i = 0; i < pci::kBarCount; ++i) {
+        unmap_direct(i);
+        auto& d = direct_[static_cast<size_t>(i)];
+        if (d.host) ::munmap(d.host, d.length);
+        d.host = nullptr;
+    }
     if (bus_ && address_) {
         if (intx_driven_) bus_->set_intx(*address_, pin_, false);
         bus_->remove_function(*address_);
@@ -116,6 +126,7 @@ Result<void> PciFront::open(const PciFrontSettings& s) {
         }
     }
     if (auto r = build_shadow(std::move(image)); !r) return fail(err(r.error()));
+    open_direct();
     return ok();
 }
 
@@ -397,6 +408,10 @@ void PciFront::config_write_rejected() {
     after_config_change(off, snapshot_.size);
 }
 
+void PciFront::config_write_applied() {
+    sync_direct();
+}
+
 void PciFront::after_config_change(uint32_t offset, unsigned size) {
     update_intx();  // interrupt disable may have changed
     update_irqs();  // tell the device first, then deliver what became deliverable
@@ -516,6 +531,7 @@ vm::BusHandler PciFront::bar_handler(int bar) {
 }
 
 uint64_t PciFront::region_access_read(int bar, uint64_t offset, unsigned size) {
+    ++trapped_accesses_;
     if (size == 0 || size > 8 || disconnected_) return all_ones64(size);
     if (msix_table_) {
         if (bar == msix_.table_bir &&
@@ -536,6 +552,7 @@ uint64_t PciFront::region_access_read(int bar, uint64_t offset, unsigned size) {
 }
 
 void PciFront::region_access_write(int bar, uint64_t offset, unsigned size, uint64_t value) {
+    ++trapped_accesses_;
     if (size == 0 || size > 8 || disconnected_) return;
     if (bar == pci::kRomBarIndex) return;  // read-only memory
     if (msix_table_) {
@@ -553,6 +570,100 @@ void PciFront::region_access_write(int bar, uint64_t offset, unsigned size, uint
             host_->region_write(static_cast<uint32_t>(bar), offset, std::span(buf.data(), size));
         !r)
         host_write_failed(r.error());
+}
+
+// ---- Direct mapping of mmap areas ---------------------------------------------------------
+
+void PciFront::open_direct() {
+    constexpr uint64_t kPage = 4096;
+    if (!ctx_.map_direct || !ctx_.unmap_direct) return;
+    for (int i = 0; i < pci::kBarCount; ++i) {
+        const auto& ri = regions_[static_cast<size_t>(i)];
+        const auto& b = layout_.bars[static_cast<size_t>(i)];
+        if (ri.fd < 0 || ri.mmap_areas.empty() || !b || b->kind == pci::BarKind::io) continue;
+        std::vector<hostdev::MmapArea> areas;
+        for (const auto& a : ri.mmap_areas) {
+            bool usable = a.size != 0 && (a.offset | a.size) % kPage == 0 && a.offset <= b->size &&
+                          a.size <= b->size - a.offset;
+            if (usable && msix_table_) {
+                if (i == msix_.table_bir &&
+                    overlaps(a.offset, a.size, msix_.table_offset, msix_table_->table_bytes()))
+                    usable = false;
+                if (i == msix_.pba_bir &&
+                    overlaps(a.offset, a.size, msix_.pba_offset, msix_table_->pba_bytes()))
+                    usable = false;
+            }
+            if (usable)
+                areas.push_back(a);
+            else
+                log::info(
+                    "{}: BAR{} mmap area {:#x}+{:#x} is not mapped directly (not whole "
+                    "pages, or it holds MSI-X structures); it traps",
+                    id(), i, a.offset, a.size);
+        }
+        if (areas.empty()) continue;
+        if (ri.fd_offset % kPage != 0) {
+            log::info("{}: BAR{} region fd offset {:#x} is not page-aligned; the BAR traps", id(),
+                      i, ri.fd_offset);
+            continue;
+        }
+        void* p = ::mmap(nullptr, b->size, PROT_READ | PROT_WRITE, MAP_SHARED, ri.fd,
+                         static_cast<off_t>(ri.fd_offset));
+        if (p == MAP_FAILED) {
+            log::warn("{}: BAR{}: mmap of the region fd failed ({}); the BAR traps", id(), i,
+                      std::strerror(errno));
+            continue;
+        }
+        auto& d = direct_[static_cast<size_t>(i)];
+        d.host = static_cast<uint8_t*>(p);
+        d.length = b->size;
+        d.areas = std::move(areas);
+    }
+}
+
+std::optional<uint64_t> PciFront::direct_base(int bar) const {
+    if (bar < 0 || bar >= pci::kBarCount) return std::nullopt;
+    return direct_[static_cast<size_t>(bar)].mapped_at;
+}
+
+void PciFront::unmap_direct(int bar) {
+    auto& d = direct_[static_cast<size_t>(bar)];
+    if (!d.mapped_at) return;
+    for (const auto& a : d.areas)
+        if (auto r = ctx_.unmap_direct(Gpa(*d.mapped_at + a.offset), a.size); !r)
+            log::warn("{}: BAR{}: {}", id(), bar, r.error().message);
+    d.mapped_at.reset();
+}
+
+// After the bus applied a config write: map the areas of every BAR that decodes where it
+// decodes, unmap those that stopped decoding or moved.
+void PciFront::sync_direct() {
+    const pci::DecodeSnapshot now = decode_now();
+    for (int i = 0; i < pci::kBarCount; ++i) {
+        auto& d = direct_[static_cast<size_t>(i)];
+        if (!d.host) continue;
+        std::optional<uint64_t> want;
+        for (const auto& r : now.mmio)
+            if (r.bar == i) want = r.base;
+        if (want == d.mapped_at) continue;
+        unmap_direct(i);
+        if (!want) continue;
+        size_t done = 0;
+        for (; done < d.areas.size(); ++done) {
+            const auto& a = d.areas[done];
+            if (auto r = ctx_.map_direct(Gpa(*want + a.offset), a.size, d.host + a.offset); !r) {
+                log::warn("{}: BAR{} at {:#x}: direct mapping failed, the BAR traps: {}", id(), i,
+                          *want, r.error().message);
+                break;
+            }
+        }
+        if (done == d.areas.size()) {
+            d.mapped_at = want;
+            continue;
+        }
+        for (size_t k = 0; k < done; ++k)
+            (void)ctx_.unmap_direct(Gpa(*want + d.areas[k].offset), d.areas[k].size);
+    }
 }
 
 void PciFront::host_read_failed(const Error& e) {

@@ -15,7 +15,13 @@
 //
 // Missing: VM reset (reset() is not overridden: the shadow and the device keep their state),
 // INTx EOI acknowledgement to the device (ack_intx: no EOI notification reaches devices yet),
-// mmap fast paths (every BAR access traps), PCIe extended capabilities beyond forwarding.
+// PCIe extended capabilities beyond forwarding.
+//
+// Direct mapping: the page-aligned sparse-mmap areas a BAR region reports (RegionInfo::
+// mmap_areas with an fd) are mmapped here at open and mapped straight into guest-physical
+// space (DeviceContext::map_direct) while the BAR decodes, so accesses there do not exit;
+// they are unmapped when the BAR stops decoding or moves. The rest of the BAR (and areas that
+// are not whole 4 KiB pages or overlap the MSI-X table or PBA) traps and is forwarded.
 #pragma once
 
 #include <array>
@@ -59,6 +65,7 @@ class PciFront final : public vm::Device,
     uint32_t config_read(uint32_t offset, unsigned size) override;
     pci::ConfigWriteResult config_write(uint32_t offset, unsigned size, uint32_t value) override;
     void config_write_rejected() override;
+    void config_write_applied() override;
     vm::BusHandler bar_handler(int bar) override;
 
     // ---- hostdev::HostDeviceEvents (called by the transport) -------------------------------
@@ -78,6 +85,10 @@ class PciFront final : public vm::Device,
     // Failed host-device calls so far (each kind is logged once, all are counted).
     uint64_t host_errors() const { return host_errors_; }
     bool is_disconnected() const { return disconnected_; }
+    // BAR accesses that trapped and were handled here (forwarded or MSI-X), all BARs.
+    uint64_t trapped_accesses() const { return trapped_accesses_; }
+    // Where BAR `bar`'s mmap areas are mapped into the guest right now (nullopt: not mapped).
+    std::optional<uint64_t> direct_base(int bar) const;
 
   private:
     struct Irqs {
@@ -120,6 +131,18 @@ class PciFront final : public vm::Device,
     void region_access_write(int bar, uint64_t offset, unsigned size, uint64_t value);
     void host_read_failed(const Error& e);
     void host_write_failed(const Error& e);
+    // Direct mapping of mmap areas (see the header comment).
+    void open_direct();
+    void sync_direct();
+    void unmap_direct(int bar);
+
+    struct DirectBar {
+        uint8_t* host = nullptr;  // the whole region, mmapped from the region fd
+        uint64_t length = 0;
+        std::vector<hostdev::MmapArea> areas;  // page-aligned, outside MSI-X structures
+        std::optional<uint64_t> mapped_at;     // guest base while mapped
+    };
+    std::array<DirectBar, pci::kBarCount> direct_{};
 
     vm::DeviceContext& ctx_;
     pci::PciBus* bus_ = nullptr;
@@ -143,6 +166,7 @@ class PciFront final : public vm::Device,
     bool disconnected_ = false;
     bool read_error_logged_ = false, write_error_logged_ = false;
     uint64_t host_errors_ = 0;
+    uint64_t trapped_accesses_ = 0;
 };
 
 // PCI_FRONT: <device class="PCI_FRONT" id="edu0" bus="pci0" hostdev="inproc:edu" slot="3"/>.

@@ -138,15 +138,17 @@ Result<void> Machine::build() {
     pit_ = std::make_unique<vm::Pit8254>(timers_, [this](bool level) { irq_->set_irq(0, level); });
     POTEMKIN_TRY(pit_->attach(ports_, "pit"));
 
-    device_ctx_ = std::make_unique<vm::DeviceContext>(
-        vm::DeviceContext{ports_, mmio_, *memory_, *irq_, timers_, *devices_, trace_.get(),
-                          [this](std::function<void()> fn) { post(std::move(fn)); },
-                          [this](int delta) {
-                              if (delta > 0)
-                                  add_external_source();
-                              else
-                                  remove_external_source();
-                          }});
+    device_ctx_ = std::make_unique<vm::DeviceContext>(vm::DeviceContext{
+        ports_, mmio_, *memory_, *irq_, timers_, *devices_, trace_.get(),
+        [this](std::function<void()> fn) { post(std::move(fn)); },
+        [this](int delta) {
+            if (delta > 0)
+                add_external_source();
+            else
+                remove_external_source();
+        },
+        [this](Gpa base, uint64_t size, uint8_t* host) { return map_direct(base, size, host); },
+        [this](Gpa base, uint64_t size) { return unmap_direct(base, size); }});
     POTEMKIN_TRY(devices_->create_all(cfg.devices, *device_ctx_));
 
     for (unsigned i = 0; i < cfg.cores; ++i) {
@@ -159,6 +161,8 @@ Result<void> Machine::build() {
         if (!engine) return fail(engine.error());
         for (const auto& r : memory_->regions())
             POTEMKIN_TRY((*engine)->map_ram(r.base, r.size, r.host));
+        for (const auto& [base, d] : direct_)
+            POTEMKIN_TRY((*engine)->map_host(Gpa(base), d.first, d.second));
         vcpus_.push_back(Vcpu{std::move(*engine), false});
     }
 
@@ -168,6 +172,30 @@ Result<void> Machine::build() {
     if (!image) return fail(image.error());
     POTEMKIN_TRY(write_boot_state(image->entry));
     return ok();
+}
+
+Result<void> Machine::map_direct(Gpa base, uint64_t size, uint8_t* host) {
+    if (direct_.count(base.value))
+        return failf("direct mapping at {:#x} exists already", base.value);
+    for (size_t i = 0; i < vcpus_.size(); ++i) {
+        if (auto r = vcpus_[i].engine->map_host(base, size, host); !r) {
+            for (size_t k = 0; k < i; ++k) (void)vcpus_[k].engine->unmap_host(base, size);
+            return r;
+        }
+    }
+    direct_[base.value] = {size, host};
+    return ok();
+}
+
+Result<void> Machine::unmap_direct(Gpa base, uint64_t size) {
+    auto it = direct_.find(base.value);
+    if (it == direct_.end() || it->second.first != size)
+        return failf("no direct mapping [{:#x}, +{:#x})", base.value, size);
+    direct_.erase(it);
+    Result<void> result = ok();
+    for (auto& v : vcpus_)
+        if (auto r = v.engine->unmap_host(base, size); !r && result) result = r;
+    return result;
 }
 
 Result<void> Machine::write_boot_state(uint32_t entry) {

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -86,6 +87,9 @@ class Machine final : private cpu::CpuIo {
     void set_kicker_deadline(std::optional<vm::Clock::time_point> when);
     void wait_for_kick();
     void run_posted();
+    // DeviceContext::map_direct / unmap_direct: on every vCPU (and vCPUs created later).
+    Result<void> map_direct(Gpa base, uint64_t size, uint8_t* host);
+    Result<void> unmap_direct(Gpa base, uint64_t size);
 
     // cpu::CpuIo
     uint32_t port_in(uint16_t port, unsigned size) override;
@@ -110,6 +114,7 @@ class Machine final : private cpu::CpuIo {
         bool halted = false;
     };
     std::vector<Vcpu> vcpus_;
+    std::map<uint64_t, std::pair<uint64_t, uint8_t*>> direct_;  // base -> size, host
     unsigned current_vcpu_ = 0;
 
     std::atomic<bool> kick_{false};

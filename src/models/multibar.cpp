@@ -34,7 +34,7 @@ Multibar::Multibar(const MultibarSettings& settings) : settings_(settings) {
     spec_.header.interrupt_pin = pci::InterruptPin::inta;
     spec_.bars[0] = sdk::BarSpec{pci::BarKind::io, kIoSize, false};
     spec_.bars[1] = sdk::BarSpec{pci::BarKind::mem32, kMmioSize, false};
-    spec_.bars[2] = sdk::BarSpec{pci::BarKind::mem64, kMem64Size, true};
+    spec_.bars[2] = sdk::BarSpec{pci::BarKind::mem64, kMem64Size, true, settings_.mmap};
     if (settings_.mem24) spec_.bars[4] = sdk::BarSpec{pci::BarKind::mem24, kMem24Size, false};
     spec_.rom.assign(kRomSize, 0);
     spec_.rom[0] = 0x55;
@@ -48,7 +48,7 @@ Multibar::Multibar(const MultibarSettings& settings) : settings_(settings) {
 }
 
 Result<std::unique_ptr<sdk::DeviceModel>> Multibar::create(const sdk::ModelParams& params) {
-    POTEMKIN_TRY(sdk::check_params(params, {"seed", "mem24"}));
+    POTEMKIN_TRY(sdk::check_params(params, {"seed", "mem24", "mmap"}));
     MultibarSettings settings;
     auto seed = sdk::param_u64(params, "seed", settings.seed);
     if (!seed) return fail(seed.error());
@@ -57,10 +57,13 @@ Result<std::unique_ptr<sdk::DeviceModel>> Multibar::create(const sdk::ModelParam
     auto mem24 = sdk::param_bool(params, "mem24", settings.mem24);
     if (!mem24) return fail(mem24.error());
     settings.mem24 = *mem24;
+    auto mmap = sdk::param_bool(params, "mmap", settings.mmap);
+    if (!mmap) return fail(mmap.error());
+    settings.mmap = *mmap;
     return std::unique_ptr<sdk::DeviceModel>(std::make_unique<Multibar>(settings));
 }
 
-void Multibar::fill_pattern(std::vector<uint8_t>& mem) const {
+void Multibar::fill_pattern(std::span<uint8_t> mem) const {
     for (size_t off = 0; off < mem.size(); off += 4) {
         write_le(mem.data() + off, 4, static_cast<uint32_t>(off) ^ settings_.seed);
     }
@@ -71,8 +74,11 @@ void Multibar::reset() {
     write_le(io_.data(), 4, kId);
     write_le(io_.data() + 4, 4, kVersion);
     scratch_.assign(kScratchEnd - kScratchStart, 0);
-    mem64_.resize(kMem64Size);
-    fill_pattern(mem64_);
+    if (bar2_.empty()) {
+        mem64_.resize(kMem64Size);
+        bar2_ = mem64_;
+    }
+    fill_pattern(bar2_);
     if (settings_.mem24) {
         mem24_.resize(kMem24Size);
         fill_pattern(mem24_);
@@ -80,6 +86,16 @@ void Multibar::reset() {
     irq_status_ = 0;
     doorbells_ = 0;
     if (services_ != nullptr) services_->set_intx(false);
+}
+
+void Multibar::attach(sdk::DeviceServices& services) {
+    DeviceModel::attach(services);
+    auto shared = services.shared_memory(2);
+    if (shared.size() < kMem64Size) return;
+    bar2_ = shared.first(kMem64Size);
+    mem64_.clear();
+    mem64_.shrink_to_fit();
+    fill_pattern(bar2_);
 }
 
 uint64_t Multibar::bar_read(int bar, uint64_t offset, unsigned size) {
@@ -102,7 +118,7 @@ uint64_t Multibar::bar_read(int bar, uint64_t offset, unsigned size) {
                     return 0;
             }
         case 2:
-            return read_le(mem64_.data() + offset, size);
+            return read_le(bar2_.data() + offset, size);
         case 4:
             if (!mem24_.empty()) return read_le(mem24_.data() + offset, size);
             return 0;
@@ -131,7 +147,7 @@ void Multibar::bar_write(int bar, uint64_t offset, unsigned size, uint64_t value
             }
             break;
         case 2:
-            write_le(mem64_.data() + offset, size, value);
+            write_le(bar2_.data() + offset, size, value);
             break;
         case 4:
             if (!mem24_.empty()) write_le(mem24_.data() + offset, size, value);

@@ -23,7 +23,9 @@
 //   0x800..0x83F MSI-X table (4 vectors), 0xC00..0xC07 PBA: served by the ModelServer
 //   everything else reads 0, writes ignored
 // BAR2+3, MEM64, prefetchable, 1 MiB: each dword reads its byte offset XOR `seed` (parameter,
-//   default 0x5eed0000) until written; any access size 1..8.
+//   default 0x5eed0000) until written; any access size 1..8. Mappable (BarSpec::mappable,
+//   parameter mmap, default on): the memory is the server's shared memory, which the VMM maps
+//   straight into the guest, so guest accesses to it cause no model calls.
 // BAR4 (only with parameter mem24=1), MEM24, 4 KiB: the same pattern as BAR2 (a legacy BAR
 //   type few devices still have; off by default because a guest must place it below 1 MiB).
 // Expansion ROM, 4 KiB: 0x55 0xAA, byte 2 = 8 (size in 512-byte units), the ASCII string
@@ -35,6 +37,7 @@
 #include <array>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "common/result.hpp"
@@ -45,6 +48,7 @@ namespace potemkin::models {
 struct MultibarSettings {
     uint32_t seed = 0x5eed0000;  // XOR-ed into the BAR2/BAR4 pattern
     bool mem24 = false;          // add BAR4 as a 4 KiB MEM24 BAR
+    bool mmap = true;            // BAR2 is mappable shared memory
 };
 
 class Multibar final : public sdk::DeviceModel {
@@ -78,10 +82,11 @@ class Multibar final : public sdk::DeviceModel {
     uint64_t bar_read(int bar, uint64_t offset, unsigned size) override;
     void bar_write(int bar, uint64_t offset, unsigned size, uint64_t value) override;
     void reset() override;
+    void attach(sdk::DeviceServices& services) override;
 
   private:
     uint64_t pattern_read(const std::vector<uint8_t>& mem, uint64_t offset, unsigned size) const;
-    void fill_pattern(std::vector<uint8_t>& mem) const;
+    void fill_pattern(std::span<uint8_t> mem) const;
     void ring(uint32_t n);
 
     MultibarSettings settings_;
@@ -89,6 +94,7 @@ class Multibar final : public sdk::DeviceModel {
     std::array<uint8_t, kIoSize> io_{};
     std::vector<uint8_t> scratch_;  // BAR1 0x100..0x7FF
     std::vector<uint8_t> mem64_;
+    std::span<uint8_t> bar2_;  // mem64_, or the server's shared memory when mappable
     std::vector<uint8_t> mem24_;
     uint32_t irq_status_ = 0;
     uint32_t doorbells_ = 0;

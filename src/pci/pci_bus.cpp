@@ -215,7 +215,7 @@ void PciBus::write_dword_part(const PciAddress& addr, uint32_t offset, unsigned 
     // apply only if the function is still where it was.
     e = find_attached(addr);
     if (!e || e->fn != fn) return;
-    apply(addr, *e, r.bus);
+    if (apply(addr, *e, r.bus)) fn->config_write_applied();
 }
 
 // ---- Applying bus changes ----------------------------------------------------------------

@@ -33,6 +33,8 @@ class PciFunction {
     // The bus could not apply the last write's changes (a range collided): restore the config
     // state from before that write. The bus has already restored the old registrations.
     virtual void config_write_rejected() = 0;
+    // The bus applied the last write's changes (the new ranges are registered).
+    virtual void config_write_applied() {}
     // Who answers accesses to a decoded BAR (0-5) or the ROM (kRomBarIndex). Offsets passed
     // to the handler are relative to the BAR base.
     virtual vm::BusHandler bar_handler(int bar) = 0;

@@ -24,6 +24,12 @@ struct BarSpec {
     pci::BarKind kind = pci::BarKind::mem32;  // io, mem32, mem24 or mem64 (not rom)
     uint64_t size = 0;                        // a power of two
     bool prefetchable = false;
+    // Memory BARs only: the server backs the whole BAR with shared memory (a memfd) that the
+    // model reaches through DeviceServices::shared_memory(); the VMM maps it straight into
+    // the guest (no exit per access) while the BAR decodes. Accesses that still arrive as
+    // messages (bulk transfers, a VMM that does not map) go to the model as usual, which
+    // must serve them from that same memory. The size must be a multiple of 4 KiB.
+    bool mappable = false;
 };
 
 struct MsixSpec {
@@ -57,6 +63,12 @@ class DeviceServices {
     virtual IrqMode irq_mode() const = 0;
     // Vectors the guest enabled for the current mode (0 for intx).
     virtual unsigned msi_vectors() const = 0;
+    // The shared memory backing a BarSpec::mappable BAR (its whole size); empty for other
+    // BARs. The guest reads and writes it directly, so the model sees no access to it.
+    virtual std::span<uint8_t> shared_memory(int bar) {
+        (void)bar;
+        return {};
+    }
 };
 
 class DeviceModel {

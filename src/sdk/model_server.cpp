@@ -1,9 +1,12 @@
 #include "sdk/model_server.hpp"
 
 #include <fmt/format.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <bit>
+#include <cerrno>
 #include <cstring>
 
 #include "common/log.hpp"
@@ -78,6 +81,16 @@ ModelServer::ModelServer(std::unique_ptr<DeviceModel> model, hostdev::HostDevice
 ModelServer::~ModelServer() {
     // The model holds a pointer to us (its DeviceServices): let it go first.
     model_.reset();
+    for (auto& b : shared_) {
+        if (b.host) ::munmap(b.host, b.size);
+        if (b.fd >= 0) ::close(b.fd);
+    }
+}
+
+std::span<uint8_t> ModelServer::shared_memory(int bar) {
+    if (bar < 0 || bar >= pci::kBarCount || !shared_[static_cast<size_t>(bar)].host) return {};
+    const auto& b = shared_[static_cast<size_t>(bar)];
+    return {b.host, b.size};
 }
 
 Result<std::unique_ptr<ModelServer>> ModelServer::create(std::unique_ptr<DeviceModel> model,
@@ -105,6 +118,20 @@ Result<void> ModelServer::build() {
         }
         layout_.bars[static_cast<size_t>(i)] =
             pci::BarSettings{bar->kind, bar->size, bar->prefetchable, 0};
+        if (bar->mappable) {
+            if (bar->kind == pci::BarKind::io || bar->size % 4096 != 0)
+                return failf("BAR{}: only memory BARs of whole 4 KiB pages can be mappable", i);
+            auto& sb = shared_[static_cast<size_t>(i)];
+            const std::string name = fmt::format("potemkin-{}-bar{}", spec_.name, i);
+            sb.fd = ::memfd_create(name.c_str(), MFD_CLOEXEC);
+            if (sb.fd < 0) return failf("BAR{}: memfd_create: {}", i, std::strerror(errno));
+            if (::ftruncate(sb.fd, static_cast<off_t>(bar->size)) != 0)
+                return failf("BAR{}: ftruncate: {}", i, std::strerror(errno));
+            void* p = ::mmap(nullptr, bar->size, PROT_READ | PROT_WRITE, MAP_SHARED, sb.fd, 0);
+            if (p == MAP_FAILED) return failf("BAR{}: mmap: {}", i, std::strerror(errno));
+            sb.host = static_cast<uint8_t*>(p);
+            sb.size = bar->size;
+        }
     }
     if (!spec_.rom.empty()) {
         if (spec_.rom.size() > kMaxRomBytes) {
@@ -180,6 +207,11 @@ Result<hostdev::RegionInfo> ModelServer::region_info(uint32_t index) const {
         out.size = bar->size;
         out.readable = out.writable = true;
         out.prefetchable = bar->prefetchable;
+        if (const auto& sb = shared_[index]; sb.fd >= 0) {
+            out.mmap_areas.push_back({0, bar->size});
+            out.fd = sb.fd;
+            out.fd_offset = 0;
+        }
     } else if (index == hostdev::kRomRegion) {
         if (spec_.rom.empty()) return out;
         out.kind = hostdev::RegionKind::rom;
@@ -258,6 +290,7 @@ Result<void> ModelServer::region_read(uint32_t index, uint64_t offset, std::span
         return ok();
     }
     const int bar = static_cast<int>(index);
+    ++bar_accesses_;
     if (single_access(out.size())) {
         store_le(out, bar_access_read(bar, offset, static_cast<unsigned>(out.size())));
         return ok();
@@ -279,6 +312,7 @@ Result<void> ModelServer::region_write(uint32_t index, uint64_t offset,
                      offset);
     }
     const int bar = static_cast<int>(index);
+    ++bar_accesses_;
     if (single_access(in.size())) {
         bar_access_write(bar, offset, static_cast<unsigned>(in.size()), load_le(in));
         return ok();

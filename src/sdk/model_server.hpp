@@ -13,6 +13,9 @@
 //   aligned 8/4/2/1-byte model calls;
 // - the MSI-X table and PBA inside their BAR (a pci::MsixTable): the model never sees those
 //   offsets;
+// - mappable BARs (BarSpec::mappable): backed by a memfd mapped here, handed to the model as
+//   DeviceServices::shared_memory() and reported by region_info() as one mmap area (the whole
+//   BAR) with the fd, so the VMM can map it into the guest;
 // - interrupt mode bookkeeping. Like VFIO, the server learns that the guest enabled MSI or
 //   MSI-X only from set_irqs(), never by watching config writes: the VMM front-end shadows
 //   those capabilities and tells the device what it needs to know;
@@ -30,6 +33,7 @@
 // caller's thread; the model must not call DeviceServices from other threads.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -110,6 +114,10 @@ class ModelServer final : public DeviceServices {
     void signal_msi(unsigned vector) override;
     IrqMode irq_mode() const override { return mode_; }
     unsigned msi_vectors() const override { return mode_ == IrqMode::intx ? 0 : vectors_; }
+    std::span<uint8_t> shared_memory(int bar) override;
+
+    // BAR region_read/region_write calls so far (tests: a directly mapped BAR adds none).
+    uint64_t bar_accesses() const { return bar_accesses_; }
 
   private:
     ModelServer(std::unique_ptr<DeviceModel> model, hostdev::HostDeviceEvents* events,
@@ -145,6 +153,14 @@ class ModelServer final : public DeviceServices {
     bool line_ = false;         // what the events last heard
     uint64_t intx_events_ = 0;  // line changes sent, to tell whether ack_intx must resample
     uint64_t dropped_msi_ = 0;
+    uint64_t bar_accesses_ = 0;
+    // Shared memory of BarSpec::mappable BARs (memfd, mapped here too).
+    struct SharedBar {
+        int fd = -1;
+        uint8_t* host = nullptr;
+        uint64_t size = 0;
+    };
+    std::array<SharedBar, pci::kBarCount> shared_{};
 };
 
 }  // namespace potemkin::sdk

@@ -609,7 +609,7 @@ Result<void> VfioUserServer::handle_region_info(Connection& conn, vu::Message& m
             if (info->readable) out.flags |= vu::kRegionFlagRead;
             if (info->writable) out.flags |= vu::kRegionFlagWrite;
         }
-        // A mappable region (none of the SDK's today, but the contract allows it).
+        // A mappable region (BarSpec::mappable: a memfd): MMAP, the sparse cap and the fd.
         if (info->fd >= 0 && conn.client.max_msg_fds >= 1) {
             out.flags |= vu::kRegionFlagMmap;
             out.offset = info->fd_offset;

@@ -40,6 +40,13 @@ struct DeviceContext {
     // Thread-safe: +1/-1 while a device thread may raise interrupts, so a halted guest waits
     // for it instead of ending the run. Filled by the machine; null in unit tests.
     std::function<void(int)> external_source;
+    // Map host memory (a device's shared BAR memory) straight into guest-physical space on
+    // every vCPU, so guest accesses there no longer reach the buses; page-aligned. Called on
+    // the engine thread (inside a config write). unmap_direct takes back exactly a range
+    // map_direct mapped; the buses answer there again. Filled by the machine; null in unit
+    // tests (then nothing is mapped directly and every access traps).
+    std::function<Result<void>(Gpa, uint64_t, uint8_t*)> map_direct;
+    std::function<Result<void>(Gpa, uint64_t)> unmap_direct;
 };
 
 class Device {

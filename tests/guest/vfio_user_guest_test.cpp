@@ -54,6 +54,27 @@ TEST(VfioUserGuest, PcitestPassesAgainstAServerProcess) {
     EXPECT_TRUE(has(r, "00:03.0 00ff: 1234:11e8 (rev 10) irq 11 pin A")) << describe(r);
 }
 
+// multibar's BAR2 arrives with a memfd and is mapped straight into the guest: pcitest's
+// multibar checks (pattern, writes, relocation) pass through the direct mapping.
+TEST(VfioUserGuest, PcitestPassesWithMultibarOverVfioUser) {
+    const std::string edu_sock = socket_path("pcitest-edu");
+    const std::string mb_sock = socket_path("pcitest-mb");
+    ServerProcess edu(edu_sock);
+    ServerProcess mb(mb_sock, "multibar");
+    ASSERT_TRUE(edu.start()) << "potemkin serve edu did not come up at " << edu_sock;
+    ASSERT_TRUE(mb.start()) << "potemkin serve multibar did not come up at " << mb_sock;
+    const std::string multibar =
+        R"(<device class="PCI_FRONT" id="mb0" bus="pci0" hostdev="vfio-user:)" + mb_sock +
+        R"(" slot="4"/>)";
+    auto r =
+        run_guest({.guest = "pcitest", .devices_xml = kPciBus + edu_over(edu_sock) + multibar});
+    ASSERT_EQ(r.outcome, RunOutcome::exited) << describe(r);
+    EXPECT_EQ(r.status, 0) << describe(r);
+    EXPECT_TRUE(has(r, " 0 failed")) << describe(r);
+    EXPECT_TRUE(has(r, "-- multibar at 00:04.0")) << describe(r);
+    EXPECT_FALSE(has(r, "skipping multibar")) << describe(r);
+}
+
 TEST(VfioUserGuest, GuestSurvivesItsServerBeingKilledAndRestarted) {
     const std::string sock = socket_path("kill");
     ServerProcess server(sock);

@@ -160,7 +160,16 @@ TEST_F(MultibarTest, RegionInfoFollowsTheSpec) {
         EXPECT_EQ(ri->size, e.size) << e.index;
         EXPECT_EQ(ri->writable, e.writable) << e.index;
         EXPECT_EQ(ri->prefetchable, e.prefetchable) << e.index;
-        EXPECT_TRUE(ri->mmap_areas.empty());
+        if (e.index == 2) {
+            // BAR2 is mappable shared memory: one area, the whole BAR, with its memfd.
+            ASSERT_EQ(ri->mmap_areas.size(), 1u);
+            EXPECT_EQ(ri->mmap_areas[0].offset, 0u);
+            EXPECT_EQ(ri->mmap_areas[0].size, e.size);
+            EXPECT_GE(ri->fd, 0);
+        } else {
+            EXPECT_TRUE(ri->mmap_areas.empty()) << e.index;
+            EXPECT_EQ(ri->fd, -1) << e.index;
+        }
     }
     auto bad = dev->region_info(8);
     ASSERT_FALSE(bad);
@@ -413,7 +422,7 @@ TEST_F(MultibarTest, UnknownModelAndParameterErrors) {
               "hostdev URL 'inproc:nosuch': unknown device model 'nosuch' (known: edu, multibar)");
     auto p = transports.open("inproc:multibar?sede=1", {&events});
     ASSERT_FALSE(p);
-    EXPECT_NE(p.error().message.find("unknown parameter 'sede' (known: seed, mem24)"),
+    EXPECT_NE(p.error().message.find("unknown parameter 'sede' (known: seed, mem24, mmap)"),
               std::string::npos)
         << p.error().message;
     EXPECT_FALSE(transports.open("inproc:multibar?seed=0x1zz", {&events}));

@@ -1,0 +1,131 @@
+// CpuEngine::map_host / unmap_host on the Unicorn engine: host memory mapped straight into
+// guest-physical space is read and written without any I/O callback, over pages that were
+// lazily mapped as MMIO before; after unmap_host the range traps again and reads all-ones;
+// mapping from inside an I/O callback works for the very next instruction.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "cpu/cpu_engine.hpp"
+
+using namespace potemkin;
+using namespace potemkin::cpu;
+
+namespace {
+
+constexpr uint32_t kDev = 0x8000'0000, kDev2 = 0x9000'0000;
+
+struct PageDeleter {
+    void operator()(uint8_t* p) const { std::free(p); }
+};
+using Pages = std::unique_ptr<uint8_t, PageDeleter>;
+Pages pages(size_t n) {
+    auto* p = static_cast<uint8_t*>(std::aligned_alloc(4096, n));
+    std::memset(p, 0, n);
+    return Pages(p);
+}
+
+struct Io final : CpuIo {
+    uint64_t mmio_accesses = 0;
+    std::function<void()> on_out;
+    uint32_t port_in(uint16_t, unsigned) override { return 0xFFFF'FFFF; }
+    void port_out(uint16_t, unsigned, uint32_t) override {
+        if (on_out) on_out();
+    }
+    uint64_t mmio_read(uint64_t, unsigned) override {
+        ++mmio_accesses;
+        return ~0ull;
+    }
+    void mmio_write(uint64_t, unsigned, uint64_t) override { ++mmio_accesses; }
+};
+
+struct Asm {
+    std::vector<uint8_t> b;
+    void imm32(uint32_t v) {
+        for (int i = 0; i < 4; ++i) b.push_back(static_cast<uint8_t>(v >> (8 * i)));
+    }
+    void copy(uint32_t from, uint32_t to) {
+        b.push_back(0xA1), imm32(from);  // mov eax, [from]
+        b.push_back(0xA3), imm32(to);    // mov [to], eax
+    }
+    void store(uint32_t to, uint32_t v) {
+        b.push_back(0xC7), b.push_back(0x05), imm32(to), imm32(v);  // mov dword [to], v
+    }
+    void out() { b.insert(b.end(), {0xE6, 0x80}); }  // out 0x80, al
+    void hlt() { b.push_back(0xF4); }
+};
+
+uint32_t u32(const uint8_t* p) {
+    uint32_t v;
+    std::memcpy(&v, p, 4);
+    return v;
+}
+
+}  // namespace
+
+TEST(UnicornMapHost, MappedMemoryIsAccessedWithoutExitsAndUnmapTrapsAgain) {
+    constexpr size_t kRam = 1 << 20;
+    auto ram = pages(kRam);
+    auto dev = pages(4096);
+    auto dev2 = pages(4096);
+    uint32_t v = 0xCAFE'BABE;
+    std::memcpy(dev.get(), &v, 4);
+    v = 0x600D'F00D;
+    std::memcpy(dev2.get(), &v, 4);
+
+    Io io;
+    std::atomic<bool> kick{false};
+    EngineSettings es;
+    es.io = &io;
+    es.kick = &kick;
+    auto engine = create_unicorn_engine(es);
+    ASSERT_TRUE(engine) << engine.error().message;
+    CpuEngine& e = **engine;
+    ASSERT_TRUE(e.map_ram(Gpa(0), kRam, ram.get()));
+
+    Asm a;
+    a.copy(kDev, 0x100);  // unassigned: a lazily mapped MMIO page, all-ones
+    a.hlt();
+    a.copy(kDev, 0x104);  // mapped now
+    a.store(kDev + 4, 0x1122'3344);
+    a.hlt();
+    a.copy(kDev, 0x108);  // unmapped again
+    a.out();              // the I/O callback maps dev2
+    a.copy(kDev2, 0x10C);
+    a.hlt();
+    std::memcpy(ram.get() + 0x1000, a.b.data(), a.b.size());
+    const uint64_t gdt[3] = {0, 0x00cf9a000000ffffull, 0x00cf92000000ffffull};
+    std::memcpy(ram.get() + 0x500, gdt, sizeof gdt);
+    BootState s;
+    s.gdt = {0x500, sizeof gdt - 1};
+    s.regs.cs = 0x08;
+    s.regs.ds = s.regs.es = s.regs.fs = s.regs.gs = s.regs.ss = 0x10;
+    s.regs.eip = 0x1000;
+    s.regs.esp = 0x8000;
+    ASSERT_TRUE(e.set_boot_state(s));
+
+    ASSERT_EQ(e.run().reason, ExitReason::halted);
+    EXPECT_EQ(u32(ram.get() + 0x100), 0xFFFF'FFFFu);
+    EXPECT_EQ(io.mmio_accesses, 1u);
+
+    ASSERT_TRUE(e.map_host(Gpa(kDev), 4096, dev.get()));
+    EXPECT_FALSE(e.map_host(Gpa(kDev), 4096, dev.get()));        // overlaps
+    EXPECT_FALSE(e.map_host(Gpa(kDev2 + 1), 4096, dev2.get()));  // not page-aligned
+    ASSERT_EQ(e.run().reason, ExitReason::halted);
+    EXPECT_EQ(u32(ram.get() + 0x104), 0xCAFE'BABEu);
+    EXPECT_EQ(u32(dev.get() + 4), 0x1122'3344u);  // the guest's write is in host memory
+    EXPECT_EQ(io.mmio_accesses, 1u);              // and nothing exited
+
+    ASSERT_TRUE(e.unmap_host(Gpa(kDev), 4096));
+    EXPECT_FALSE(e.unmap_host(Gpa(kDev), 4096));  // not mapped any more
+    io.on_out = [&] { ASSERT_TRUE(e.map_host(Gpa(kDev2), 4096, dev2.get())); };
+    ASSERT_EQ(e.run().reason, ExitReason::halted);
+    EXPECT_EQ(u32(ram.get() + 0x108), 0xFFFF'FFFFu);
+    EXPECT_EQ(io.mmio_accesses, 2u);
+    EXPECT_EQ(u32(ram.get() + 0x10C), 0x600D'F00Du);  // mapped inside the OUT callback
+}
