@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
+#include <map>
 #include <set>
 #include <vector>
 
@@ -103,8 +104,9 @@ class UnicornEngine final : public CpuEngine {
             return failf("unicorn: map_host [{:#x}, +{:#x}) overlaps mapped memory", begin, size);
         // Lazily mapped MMIO pages in the range give way (they come back on the next touch
         // after unmap_host).
-        for (auto it = mmio_pages_.lower_bound(begin); it != mmio_pages_.end() && *it < end;) {
-            POTEMKIN_TRY(check(uc_mem_unmap(uc_, *it, kPage), "unmap MMIO page"));
+        for (auto it = mmio_pages_.lower_bound(begin);
+             it != mmio_pages_.end() && it->first < end;) {
+            POTEMKIN_TRY(check(uc_mem_unmap(uc_, it->first, kPage), "unmap MMIO page"));
             it = mmio_pages_.erase(it);
         }
         POTEMKIN_TRY(check(uc_mem_map_ptr(uc_, begin, size, UC_PROT_ALL, host), "map host memory"));
@@ -258,8 +260,7 @@ class UnicornEngine final : public CpuEngine {
         POTEMKIN_TRY(check(
             uc_mmio_map(uc_, page, kPage, &on_mmio_read, ctx.get(), &on_mmio_write, ctx.get()),
             "map MMIO page"));
-        mmio_pages_.insert(page);
-        page_ctx_.push_back(std::move(ctx));
+        mmio_pages_.emplace(page, std::move(ctx));
         return ok();
     }
 
@@ -417,8 +418,9 @@ class UnicornEngine final : public CpuEngine {
     };
     std::vector<Range> ram_;
     std::vector<Range> direct_;  // map_host ranges
-    std::set<uint64_t> mmio_pages_;
-    std::vector<std::unique_ptr<MmioPage>> page_ctx_;
+    // Lazily mapped MMIO pages and the callback context Unicorn holds for each; a page dropped
+    // for a direct mapping frees its context with it.
+    std::map<uint64_t, std::unique_ptr<MmioPage>> mmio_pages_;
     std::optional<FaultReport> fault_;
     bool stopped_by_hook_ = false;
     bool invalid_insn_ = false;
