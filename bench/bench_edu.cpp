@@ -10,6 +10,7 @@
 #include <fstream>
 #include <vector>
 
+#include "bench_runner.hpp"
 #include "bench_util.hpp"
 #include "flat_elf.hpp"
 #include "machine/machine.hpp"
@@ -20,9 +21,7 @@ using namespace potemkin;
 
 namespace {
 
-constexpr uint32_t kCodeBase = 0x100000;
 constexpr uint32_t kBar0 = 0xc000'0000;
-using bench::Clock;
 using bench::per_iteration;
 
 // mov ecx, n; mov ebx, BAR0+4; loop: mov eax,[ebx] | mov [ebx],ecx; dec ecx; jnz loop;
@@ -42,56 +41,11 @@ std::vector<uint8_t> loop_code(bool write, uint32_t n) {
 }
 
 double bare_run(bool write, uint32_t n) {
-    uc_engine* uc = nullptr;
-    uc_open(UC_ARCH_X86, UC_MODE_32, &uc);
-    uc_mem_map(uc, 0, 4 << 20, UC_PROT_ALL);
-    auto code = loop_code(write, n);
-    uc_mem_write(uc, kCodeBase, code.data(), code.size());
-    uc_hook h;
-    auto out = +[](uc_engine*, uint32_t, int, uint32_t, void*) {};
-    auto block = +[](uc_engine*, uint64_t, uint32_t, void*) {};
-    uc_hook_add(uc, &h, UC_HOOK_INSN, reinterpret_cast<void*>(out), nullptr, 1, 0, UC_X86_INS_OUT);
-    uc_hook_add(uc, &h, UC_HOOK_BLOCK, reinterpret_cast<void*>(block), nullptr, 1, 0);
-    uc_mmio_map(
-        uc, kBar0, 0x1000, [](uc_engine*, uint64_t, unsigned, void*) -> uint64_t { return 0; },
-        nullptr, [](uc_engine*, uint64_t, unsigned, uint64_t, void*) {}, nullptr);
-    auto t0 = Clock::now();
-    uc_emu_start(uc, kCodeBase, 0xffff'ffff'ffff'fff0ull, 0, 0);
-    auto t1 = Clock::now();
-    uc_close(uc);
-    return std::chrono::duration<double, std::nano>(t1 - t0).count();
+    return bench::time_bare_unicorn(loop_code(write, n), {true, kBar0});
 }
 
 double potemkin_run(bool write, uint32_t n) {
-    const std::string path = "/tmp/potemkin-bench-edu.elf";
-    testing::write_flat_elf(path, loop_code(write, n));
-    auto doc = vm::ConfigDocument::load_string(
-        "<vm><memory>16</memory><guest file=\"" + path +
-            "\"/><devices><device class=\"PCI\" id=\"pci0\"/>"
-            "<device class=\"PCI_FRONT\" id=\"edu0\" bus=\"pci0\" hostdev=\"inproc:edu\" "
-            "slot=\"3\"/></devices></vm>",
-        "bench.xml");
-    auto cfg = vm::parse_vm_config(*doc);
-    machine::MachineSettings s;
-    s.config = std::move(*cfg);
-    auto m = machine::Machine::create(std::move(s));
-    if (!m) {
-        std::fprintf(stderr, "bench: %s\n", m.error().message.c_str());
-        std::exit(1);
-    }
-    // Firmware's job, done from the host side: BAR0 at kBar0, memory decode on.
-    auto* bus = (*m)->devices().find_as<pci::PciBus>("pci0");
-    pci::PciAddress edu{0, 3, 0};
-    bus->config_write(edu, 0x10, 4, kBar0);
-    bus->config_write(edu, 0x04, 2, 0x0002);
-    auto t0 = Clock::now();
-    auto r = (*m)->run();
-    auto t1 = Clock::now();
-    if (r.outcome != machine::RunOutcome::exited) {
-        std::fprintf(stderr, "bench: guest did not exit: %s\n", r.message.c_str());
-        std::exit(1);
-    }
-    return std::chrono::duration<double, std::nano>(t1 - t0).count();
+    return bench::time_pci_front(loop_code(write, n), "inproc:edu", kBar0);
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include <fstream>
 #include <vector>
 
+#include "bench_runner.hpp"
 #include "bench_util.hpp"
 #include "flat_elf.hpp"
 #include "machine/machine.hpp"
@@ -21,7 +22,6 @@ using namespace potemkin;
 
 namespace {
 
-constexpr uint32_t kCodeBase = 0x100000;
 constexpr uint16_t kNullPort = 0x600;
 constexpr uint32_t kNullMmio = 0xd0000000;
 
@@ -71,63 +71,19 @@ std::vector<uint8_t> loop_code(Op op, uint32_t n) {
     return c;
 }
 
-using bench::Clock;
 using bench::per_iteration;
 
 double bare_run(Op op, uint32_t n, bool block_hook) {
-    uc_engine* uc = nullptr;
-    uc_open(UC_ARCH_X86, UC_MODE_32, &uc);
-    uc_mem_map(uc, 0, 4 << 20, UC_PROT_ALL);
-    auto code = loop_code(op, n);
-    uc_mem_write(uc, kCodeBase, code.data(), code.size());
-    uint32_t esp = 0x90000;
-    uc_reg_write(uc, UC_X86_REG_ESP, &esp);
-    uc_hook h;
-    auto in = +[](uc_engine*, uint32_t, int, void*) -> uint32_t { return 0; };
-    auto out = +[](uc_engine*, uint32_t, int, uint32_t, void*) {};
-    auto block = +[](uc_engine*, uint64_t, uint32_t, void* flag) {
-        if (static_cast<std::atomic<bool>*>(flag)->load(std::memory_order_relaxed)) std::abort();
-    };
-    std::atomic<bool> never{false};
-    uc_hook_add(uc, &h, UC_HOOK_INSN, reinterpret_cast<void*>(in), nullptr, 1, 0, UC_X86_INS_IN);
-    uc_hook_add(uc, &h, UC_HOOK_INSN, reinterpret_cast<void*>(out), nullptr, 1, 0, UC_X86_INS_OUT);
-    if (block_hook)
-        uc_hook_add(uc, &h, UC_HOOK_BLOCK, reinterpret_cast<void*>(block), &never, 1, 0);
-    uc_mmio_map(
-        uc, kNullMmio, 0x1000, [](uc_engine*, uint64_t, unsigned, void*) -> uint64_t { return 0; },
-        nullptr, [](uc_engine*, uint64_t, unsigned, uint64_t, void*) {}, nullptr);
-    auto t0 = Clock::now();
-    uc_emu_start(uc, kCodeBase, 0xffff'ffff'ffff'fff0ull, 0, 0);
-    auto t1 = Clock::now();
-    uc_close(uc);
-    return std::chrono::duration<double, std::nano>(t1 - t0).count();
+    return bench::time_bare_unicorn(loop_code(op, n), {block_hook, kNullMmio});
 }
 
 double potemkin_run(Op op, uint32_t n) {
-    const std::string path = "/tmp/potemkin-bench-io.elf";
-    testing::write_flat_elf(path, loop_code(op, n));
-    auto doc = vm::ConfigDocument::load_string(
-        "<vm><memory>16</memory><guest file=\"" + path + "\"/></vm>", "bench.xml");
-    auto cfg = vm::parse_vm_config(*doc);
-    machine::MachineSettings s;
-    s.config = std::move(*cfg);
-    auto m = machine::Machine::create(std::move(s));
-    if (!m) {
-        std::fprintf(stderr, "bench: %s\n", m.error().message.c_str());
-        std::exit(1);
-    }
     vm::BusHandler null{[](uint64_t, unsigned) -> uint64_t { return 0; },
                         [](uint64_t, unsigned, uint64_t) {}};
-    (void)(*m)->ports().add(Port(kNullPort), 4, "null", null);
-    (void)(*m)->mmio().add(Gpa(kNullMmio), 0x1000, "null", null);
-    auto t0 = Clock::now();
-    auto r = (*m)->run();
-    auto t1 = Clock::now();
-    if (r.outcome != machine::RunOutcome::exited) {
-        std::fprintf(stderr, "bench: guest did not exit: %s\n", r.message.c_str());
-        std::exit(1);
-    }
-    return std::chrono::duration<double, std::nano>(t1 - t0).count();
+    return bench::time_machine(loop_code(op, n), "", [&](machine::Machine& m) {
+        (void)m.ports().add(Port(kNullPort), 4, "null", null);
+        (void)m.mmio().add(Gpa(kNullMmio), 0x1000, "null", null);
+    });
 }
 
 }  // namespace

@@ -18,6 +18,7 @@
 #include <numeric>
 #include <vector>
 
+#include "bench_runner.hpp"
 #include "bench_util.hpp"
 #include "flat_elf.hpp"
 #include "hostdev/host_device.hpp"
@@ -156,33 +157,7 @@ std::vector<uint8_t> read_loop(uint32_t n) {
 }
 
 double guest_run(const std::string& url, uint32_t n) {
-    const std::string path = "/tmp/potemkin-bench-vfu.elf";
-    testing::write_flat_elf(path, read_loop(n));
-    auto doc = vm::ConfigDocument::load_string(
-        "<vm><memory>16</memory><guest file=\"" + path +
-            "\"/><devices><device class=\"PCI\" id=\"pci0\"/><device class=\"PCI_FRONT\" "
-            "id=\"edu0\" bus=\"pci0\" hostdev=\"" +
-            url + "\" slot=\"3\"/></devices></vm>",
-        "bench.xml");
-    auto cfg = vm::parse_vm_config(*doc);
-    machine::MachineSettings s;
-    s.config = std::move(*cfg);
-    auto m = machine::Machine::create(std::move(s));
-    if (!m) {
-        std::fprintf(stderr, "bench: %s\n", m.error().message.c_str());
-        std::exit(1);
-    }
-    auto* bus = (*m)->devices().find_as<pci::PciBus>("pci0");
-    bus->config_write({0, 3, 0}, 0x10, 4, kBar0);  // firmware's job: BAR0, memory decode on
-    bus->config_write({0, 3, 0}, 0x04, 2, 0x0002);
-    auto t0 = Clock::now();
-    auto r = (*m)->run();
-    double ns = bench::ns_since(t0);
-    if (r.outcome != machine::RunOutcome::exited) {
-        std::fprintf(stderr, "bench: guest did not exit: %s\n", r.message.c_str());
-        std::exit(1);
-    }
-    return ns;
+    return bench::time_pci_front(read_loop(n), url, kBar0);
 }
 
 // GB/s of memcpy of `bytes` into dst, best of 5.

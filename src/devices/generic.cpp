@@ -401,29 +401,22 @@ void Generic::msi(unsigned vector) {
 }
 
 Result<void> Generic::dma_read(uint64_t guest_address, std::span<uint8_t> out) {
-    auto r = ctx_.memory.read(Gpa(guest_address), out);
-    if (!r) {
-        ++stats_.failed_dma;
-        if (!dma_failure_logged_) {
-            dma_failure_logged_ = true;
-            log::warn("GENERIC {}: DMA read failed: {}", id(), r.error().message);
-        }
-        return fail(r.error().context(fmt::format("GENERIC {}: DMA read", id())));
-    }
-    return ok();
+    return dma_result("read", ctx_.memory.read(Gpa(guest_address), out));
 }
 
 Result<void> Generic::dma_write(uint64_t guest_address, std::span<const uint8_t> in) {
-    auto r = ctx_.memory.write(Gpa(guest_address), in);
-    if (!r) {
-        ++stats_.failed_dma;
-        if (!dma_failure_logged_) {
-            dma_failure_logged_ = true;
-            log::warn("GENERIC {}: DMA write failed: {}", id(), r.error().message);
-        }
-        return fail(r.error().context(fmt::format("GENERIC {}: DMA write", id())));
+    return dma_result("write", ctx_.memory.write(Gpa(guest_address), in));
+}
+
+// A refused DMA is counted, logged once per device, and returned to the host device.
+Result<void> Generic::dma_result(const char* direction, Result<void> r) {
+    if (r) return ok();
+    ++stats_.failed_dma;
+    if (!dma_failure_logged_) {
+        dma_failure_logged_ = true;
+        log::warn("GENERIC {}: DMA {} failed: {}", id(), direction, r.error().message);
     }
-    return ok();
+    return fail(r.error().context(fmt::format("GENERIC {}: DMA {}", id(), direction)));
 }
 
 void Generic::disconnected(std::string_view why) {

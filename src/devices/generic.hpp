@@ -101,6 +101,7 @@ class Generic final : public vm::Device, private hostdev::HostDeviceEvents {
     void msi(unsigned vector) override;
     Result<void> dma_read(uint64_t guest_address, std::span<uint8_t> out) override;
     Result<void> dma_write(uint64_t guest_address, std::span<const uint8_t> in) override;
+    Result<void> dma_result(const char* direction, Result<void> r);
     void disconnected(std::string_view why) override;
 
     vm::DeviceContext& ctx_;
