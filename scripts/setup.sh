@@ -16,6 +16,8 @@ PACKAGES=(
   libbenchmark-dev             # benchmarks
   clang-format
   pci.ids                      # names for `potemkin probe`
+  qemu-system-x86 qemu-utils   # interop peer: x-remote hosts QEMU's models, x-pci-proxy-dev
+  busybox-static cpio          # the Linux interop guest's initramfs
 )
 
 missing=()

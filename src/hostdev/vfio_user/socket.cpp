@@ -10,11 +10,6 @@
 
 namespace potemkin::hostdev::vfio_user {
 
-void UniqueFd::reset(int fd) {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = fd;
-}
-
 namespace {
 
 Unexpected<Error> sys_error(std::string_view what, int e) {

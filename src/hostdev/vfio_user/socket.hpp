@@ -23,32 +23,12 @@
 #include <vector>
 
 #include "common/result.hpp"
+#include "common/unique_fd.hpp"
 #include "hostdev/vfio_user/protocol.hpp"
 
 namespace potemkin::hostdev::vfio_user {
 
-// An owned file descriptor; closes on destruction. -1 means none.
-class UniqueFd {
-  public:
-    UniqueFd() = default;
-    explicit UniqueFd(int fd) : fd_(fd) {}
-    ~UniqueFd() { reset(); }
-    UniqueFd(UniqueFd&& o) noexcept : fd_(o.release()) {}
-    UniqueFd& operator=(UniqueFd&& o) noexcept {
-        if (this != &o) reset(o.release());
-        return *this;
-    }
-    UniqueFd(const UniqueFd&) = delete;
-    UniqueFd& operator=(const UniqueFd&) = delete;
-
-    int get() const { return fd_; }
-    explicit operator bool() const { return fd_ >= 0; }
-    int release() { return std::exchange(fd_, -1); }
-    void reset(int fd = -1);
-
-  private:
-    int fd_ = -1;
-};
+using potemkin::UniqueFd;
 
 struct Message {
     Header header;

@@ -1,0 +1,337 @@
+#include "hostdev/mpqemu/protocol.hpp"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace potemkin::hostdev::mpqemu {
+
+namespace {
+
+template <typename T>
+void put(uint8_t* at, T v) {
+    std::memcpy(at, &v, sizeof v);
+}
+template <typename T>
+T get(const uint8_t* at) {
+    T v;
+    std::memcpy(&v, at, sizeof v);
+    return v;
+}
+
+Unexpected<Error> sys_error(std::string_view what, int e) {
+    return fail(fmt::format("{}: {}", what, std::strerror(e)), e);
+}
+Unexpected<Error> proto_error(std::string message) {
+    return fail(std::move(message), EPROTO);
+}
+
+Result<bool> wait_readable(int fd, int timeout_ms) {
+    pollfd p{fd, POLLIN, 0};
+    while (true) {
+        int n = ::poll(&p, 1, timeout_ms);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return sys_error("poll", errno);
+        }
+        return n > 0;
+    }
+}
+
+// Exactly out.size() bytes; tries first without waiting (the sender wrote the frame at once).
+Result<void> recv_exact(int sock, std::span<uint8_t> out, int timeout_ms, std::string_view what) {
+    size_t got = 0;
+    while (got < out.size()) {
+        ssize_t n = ::recv(sock, out.data() + got, out.size() - got, MSG_DONTWAIT);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK) return sys_error(what, errno);
+            auto ready = wait_readable(sock, timeout_ms);
+            if (!ready) return fail(ready.error());
+            if (!*ready)
+                return fail(
+                    fmt::format("{}: timed out after {} of {} bytes", what, got, out.size()),
+                    ETIMEDOUT);
+            continue;
+        }
+        if (n == 0)
+            return fail(fmt::format("{}: peer closed after {} of {} bytes", what, got, out.size()),
+                        ECONNRESET);
+        got += static_cast<size_t>(n);
+    }
+    return ok();
+}
+
+bool power_of_two_up_to_8(uint64_t v) {
+    return v == 1 || v == 2 || v == 4 || v == 8;
+}
+
+}  // namespace
+
+std::string command_name(Cmd cmd) {
+    switch (cmd) {
+        case Cmd::sync_sysmem:
+            return "SYNC_SYSMEM";
+        case Cmd::ret:
+            return "RET";
+        case Cmd::pci_cfgwrite:
+            return "PCI_CFGWRITE";
+        case Cmd::pci_cfgread:
+            return "PCI_CFGREAD";
+        case Cmd::bar_write:
+            return "BAR_WRITE";
+        case Cmd::bar_read:
+            return "BAR_READ";
+        case Cmd::set_irqfd:
+            return "SET_IRQFD";
+        case Cmd::device_reset:
+            return "DEVICE_RESET";
+    }
+    return fmt::format("command {}", static_cast<int32_t>(cmd));
+}
+
+std::array<uint8_t, kConfDataSize> encode_conf(const ConfData& c) {
+    std::array<uint8_t, kConfDataSize> b{};
+    put(&b[0], c.addr);
+    put(&b[4], c.val);
+    put(&b[8], c.len);
+    return b;
+}
+
+std::array<uint8_t, kBarAccessSize> encode_bar(const BarAccess& a) {
+    std::array<uint8_t, kBarAccessSize> b{};
+    put(&b[0], a.addr);
+    put(&b[8], a.val);
+    put(&b[16], a.size);
+    b[20] = a.memory ? 1 : 0;
+    return b;
+}
+
+std::array<uint8_t, kSyncSysmemSize> encode_sysmem(const SyncSysmem& s) {
+    std::array<uint8_t, kSyncSysmemSize> b{};
+    for (size_t i = 0; i < s.entries.size() && i < kSysmemEntries; ++i) {
+        put(&b[i * 8], s.entries[i].gpa);
+        put(&b[64 + i * 8], s.entries[i].size);
+        put(&b[128 + i * 8], s.entries[i].offset);
+    }
+    return b;
+}
+
+std::array<uint8_t, kRetSize> encode_ret(uint64_t value) {
+    std::array<uint8_t, kRetSize> b{};
+    put(&b[0], value);
+    return b;
+}
+
+Result<void> validate(const Message& m) {
+    const auto name = command_name(m.cmd);
+    const auto raw = static_cast<int32_t>(m.cmd);
+    if (raw < 0 || raw >= kCmdMax) return proto_error(fmt::format("cmd {} is not a command", raw));
+    if (m.fds.size() > kMaxFds)
+        return proto_error(
+            fmt::format("{}: {} fds, at most {} allowed", name, m.fds.size(), kMaxFds));
+    for (const auto& fd : m.fds)
+        if (::fcntl(fd.get(), F_GETFL) < 0)
+            return proto_error(fmt::format("{}: fd {} is not open", name, fd.get()));
+    const size_t size = m.payload.size();
+    switch (m.cmd) {
+        case Cmd::sync_sysmem:
+            if (m.fds.empty()) return proto_error(name + ": no fds");
+            if (size != kSyncSysmemSize)
+                return proto_error(
+                    fmt::format("{}: size {} (must be {})", name, size, kSyncSysmemSize));
+            break;
+        case Cmd::pci_cfgread:
+        case Cmd::pci_cfgwrite:
+            if (size != kConfDataSize)
+                return proto_error(
+                    fmt::format("{}: size {} (must be {})", name, size, kConfDataSize));
+            break;
+        case Cmd::bar_read:
+        case Cmd::bar_write:
+            if (size != kBarAccessSize)
+                return proto_error(
+                    fmt::format("{}: size {} (must be {})", name, size, kBarAccessSize));
+            if (!m.fds.empty()) return proto_error(fmt::format("{}: carries fds", name));
+            break;
+        case Cmd::set_irqfd:
+            if (size != 0) return proto_error(fmt::format("{}: size {} (must be 0)", name, size));
+            if (m.fds.size() != 2)
+                return proto_error(fmt::format("{}: {} fds (must be 2)", name, m.fds.size()));
+            break;
+        case Cmd::ret:
+            if (size != 0 && size != kRetSize)
+                return proto_error(
+                    fmt::format("{}: size {} (must be 0 or {})", name, size, kRetSize));
+            break;
+        case Cmd::device_reset:
+            break;
+    }
+    return ok();
+}
+
+Result<ConfData> decode_conf(const Message& m) {
+    if (m.payload.size() != kConfDataSize)
+        return failf("{}: size {} (must be {})", command_name(m.cmd), m.payload.size(),
+                     kConfDataSize);
+    ConfData c{get<uint32_t>(&m.payload[0]), get<uint32_t>(&m.payload[4]),
+               get<int32_t>(&m.payload[8])};
+    if (c.len != 1 && c.len != 2 && c.len != 4)
+        return failf("{}: len {} (must be 1, 2 or 4)", command_name(m.cmd), c.len);
+    return c;
+}
+
+Result<BarAccess> decode_bar(const Message& m) {
+    if (m.payload.size() != kBarAccessSize)
+        return failf("{}: size {} (must be {})", command_name(m.cmd), m.payload.size(),
+                     kBarAccessSize);
+    BarAccess a{get<uint64_t>(&m.payload[0]), get<uint64_t>(&m.payload[8]),
+                get<uint32_t>(&m.payload[16]), m.payload[20] != 0};
+    if (!power_of_two_up_to_8(a.size))
+        return failf("{}: access size {} (must be 1, 2, 4 or 8)", command_name(m.cmd), a.size);
+    return a;
+}
+
+Result<SyncSysmem> decode_sysmem(const Message& m) {
+    if (m.payload.size() != kSyncSysmemSize)
+        return failf("SYNC_SYSMEM: size {} (must be {})", m.payload.size(), kSyncSysmemSize);
+    if (m.fds.empty() || m.fds.size() > kSysmemEntries)
+        return failf("SYNC_SYSMEM: {} fds (must be 1 to {})", m.fds.size(), kSysmemEntries);
+    SyncSysmem s;
+    for (size_t i = 0; i < m.fds.size(); ++i) {
+        SysmemEntry e{get<uint64_t>(&m.payload[i * 8]), get<uint64_t>(&m.payload[64 + i * 8]),
+                      get<int64_t>(&m.payload[128 + i * 8])};
+        if (e.offset < 0) return failf("SYNC_SYSMEM: entry {}: negative offset {}", i, e.offset);
+        if (e.size == 0) return failf("SYNC_SYSMEM: entry {}: size 0", i);
+        if (e.gpa + e.size < e.gpa)
+            return failf("SYNC_SYSMEM: entry {}: gpa {:#x} + size {:#x} wraps", i, e.gpa, e.size);
+        s.entries.push_back(e);
+    }
+    return s;
+}
+
+Result<uint64_t> decode_ret(const Message& m) {
+    if (m.cmd != Cmd::ret) return failf("expected RET, got {}", command_name(m.cmd));
+    if (m.payload.empty()) return uint64_t{0};
+    if (m.payload.size() != kRetSize) return failf("RET: size {} (must be 8)", m.payload.size());
+    return get<uint64_t>(m.payload.data());
+}
+
+namespace {
+
+Result<void> send_iov(int sock, iovec* iov, size_t iovcnt, std::span<const int> fds) {
+    alignas(cmsghdr) uint8_t control[CMSG_SPACE(sizeof(int) * kRecvFdRoom)]{};
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = iovcnt;
+    if (!fds.empty()) {
+        if (fds.size() > kRecvFdRoom) return failf("sendmsg: {} fds", fds.size());
+        msg.msg_control = control;
+        msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
+        cmsghdr* c = CMSG_FIRSTHDR(&msg);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+        std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
+    }
+    size_t total = 0;
+    for (size_t i = 0; i < iovcnt; ++i) total += iov[i].iov_len;
+    size_t sent = 0;
+    while (true) {
+        ssize_t n = ::sendmsg(sock, &msg, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return sys_error("sendmsg", errno);
+        }
+        sent += static_cast<size_t>(n);
+        if (sent >= total) return ok();
+        // Short send (never for frames this small, but be exact): continue without the fds.
+        msg.msg_control = nullptr;
+        msg.msg_controllen = 0;
+        size_t skip = static_cast<size_t>(n);
+        while (skip > 0 && msg.msg_iovlen > 0) {
+            if (skip >= msg.msg_iov->iov_len) {
+                skip -= msg.msg_iov->iov_len;
+                ++msg.msg_iov;
+                --msg.msg_iovlen;
+            } else {
+                msg.msg_iov->iov_base = static_cast<uint8_t*>(msg.msg_iov->iov_base) + skip;
+                msg.msg_iov->iov_len -= skip;
+                skip = 0;
+            }
+        }
+    }
+}
+
+}  // namespace
+
+Result<void> send_message(int sock, Cmd cmd, std::span<const uint8_t> payload,
+                          std::span<const int> fds) {
+    if (payload.size() > kMaxPayload)
+        return failf("{}: payload of {} bytes exceeds {}", command_name(cmd), payload.size(),
+                     kMaxPayload);
+    uint8_t head[kHeaderSize]{};
+    put(&head[0], static_cast<int32_t>(cmd));
+    put(&head[8], static_cast<uint64_t>(payload.size()));
+    iovec iov[2] = {{head, kHeaderSize}, {const_cast<uint8_t*>(payload.data()), payload.size()}};
+    return send_iov(sock, iov, payload.empty() ? 1 : 2, fds);
+}
+
+Result<void> send_raw(int sock, std::span<const uint8_t> bytes, std::span<const int> fds) {
+    iovec iov{const_cast<uint8_t*>(bytes.data()), bytes.size()};
+    return send_iov(sock, &iov, 1, fds);
+}
+
+Result<Message> recv_message(int sock, const RecvOptions& options) {
+    Message m;
+    uint8_t head[kHeaderSize]{};
+    alignas(cmsghdr) uint8_t control[CMSG_SPACE(sizeof(int) * kRecvFdRoom)]{};
+    msghdr msg{};
+    iovec iov{head, kHeaderSize};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    auto ready = wait_readable(sock, options.timeout_ms);
+    if (!ready) return fail(ready.error());
+    if (!*ready) return fail("timed out waiting for a message", ETIMEDOUT);
+    ssize_t n;
+    do {
+        n = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return fail("timed out waiting for a message", ETIMEDOUT);
+        return sys_error("recvmsg", errno);
+    }
+    // Own every fd first so each error path below closes them.
+    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        const size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < count; ++i)
+            m.fds.emplace_back(get<int>(CMSG_DATA(c) + i * sizeof(int)));
+    }
+    if (n == 0) return fail("peer closed the connection", ECONNRESET);
+    if ((msg.msg_flags & MSG_CTRUNC) != 0)
+        return proto_error(fmt::format("frame carries more than {} fds", kRecvFdRoom));
+    if (static_cast<size_t>(n) < kHeaderSize)
+        POTEMKIN_TRY(recv_exact(sock, std::span<uint8_t>(head).subspan(static_cast<size_t>(n)),
+                                options.timeout_ms, "header"));
+    m.cmd = static_cast<Cmd>(get<int32_t>(&head[0]));
+    const auto size = get<uint64_t>(&head[8]);
+    if (size > kMaxPayload)
+        return proto_error(
+            fmt::format("{}: size {} exceeds {}", command_name(m.cmd), size, kMaxPayload));
+    m.payload.resize(size);
+    if (size > 0)
+        POTEMKIN_TRY(
+            recv_exact(sock, m.payload, options.timeout_ms, command_name(m.cmd) + " payload"));
+    POTEMKIN_TRY(validate(m));
+    return m;
+}
+
+}  // namespace potemkin::hostdev::mpqemu
