@@ -14,12 +14,23 @@
 #include "machine/builtins.hpp"
 #include "machine/machine.hpp"
 #include "sdk/device_model.hpp"
+#include "sdk/mpqemu_server.hpp"
 #include "sdk/vfio_user_server.hpp"
 #include "tools/probe.hpp"
+#include "tools/qemu_proxy.hpp"
 
 namespace {
 
 using namespace potemkin;
+
+// This executable (for the children qemu-proxy starts).
+std::string self_exe() {
+    char buf[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+    if (n <= 0) return "potemkin";
+    buf[n] = 0;
+    return buf;
+}
 
 // The directory holding this executable: guests built next to it live in <dir>/guests.
 std::string self_dir() {
@@ -72,15 +83,39 @@ struct ServeOptions {
     std::string model;
     std::string socket;
     int fd = -1;
+    int mpqemu_fd = -1;
     std::vector<std::string> params;
     bool verbose = false;
 };
 
+// QEMU's x-pci-proxy-dev on the other end of an inherited socket: one connection, then exit.
+int serve_mpqemu(const ServeOptions& o, std::unique_ptr<sdk::DeviceModel> model, int stop_fd) {
+    sdk::MpqemuServerSettings s;
+    s.fd = o.mpqemu_fd;
+    s.stop_fd = stop_fd;
+    s.label = o.model;
+    auto server = sdk::MpqemuServer::create(std::move(model), s);
+    if (!server) {
+        std::fprintf(stderr, "potemkin serve: %s\n", server.error().message.c_str());
+        return 1;
+    }
+    log::info("potemkin serve: {} on mpqemu fd {}", o.model, o.mpqemu_fd);
+    auto r = (*server)->run();
+    if (!r) {
+        std::fprintf(stderr, "potemkin serve: %s\n", r.error().message.c_str());
+        return 1;
+    }
+    return 0;
+}
+
 int serve_command(const ServeOptions& o) {
     if (o.verbose) log::set_level(log::Level::info);
     machine::register_builtins();
-    if (o.socket.empty() == (o.fd < 0)) {
-        std::fprintf(stderr, "potemkin serve: give exactly one of --socket PATH and --fd N\n");
+    const int transports = int{!o.socket.empty()} + int{o.fd >= 0} + int{o.mpqemu_fd >= 0};
+    if (transports != 1) {
+        std::fprintf(stderr,
+                     "potemkin serve: give exactly one of --socket PATH, --fd N and "
+                     "--mpqemu-fd N\n");
         return 2;
     }
     sdk::ModelParams params;
@@ -108,6 +143,11 @@ int serve_command(const ServeOptions& o) {
     if (sfd < 0) {
         std::perror("potemkin serve: signalfd");
         return 1;
+    }
+    if (o.mpqemu_fd >= 0) {
+        int rc = serve_mpqemu(o, std::move(model).value(), sfd);
+        ::close(sfd);
+        return rc;
     }
     sdk::VfioUserServerSettings s;
     s.socket_path = o.socket;
@@ -173,13 +213,48 @@ int main(int argc, char** argv) {
     srv->add_option("model", serve.model, "Model name (edu, multibar, ...)")->required();
     auto* sock_opt = srv->add_option("--socket", serve.socket,
                                      "Listen on this path (a stale socket is removed)");
-    srv->add_option("--fd", serve.fd,
-                    "Use this inherited fd: a listening socket, or one connected client")
-        ->excludes(sock_opt);
+    auto* fd_opt = srv->add_option(
+                         "--fd", serve.fd,
+                         "Use this inherited fd: a listening socket, or one connected client")
+                       ->excludes(sock_opt);
+    srv->add_option("--mpqemu-fd", serve.mpqemu_fd,
+                    "Serve QEMU's x-pci-proxy-dev (mpqemu protocol) on this inherited, connected "
+                    "socket; exits when QEMU closes it")
+        ->excludes(sock_opt)
+        ->excludes(fd_opt);
     srv->add_option("--param", serve.params, "Model parameter KEY=VALUE (repeatable)");
     srv->add_flag("-v,--verbose", serve.verbose, "Log connections and requests");
-    srv->footer("Exits 0 on SIGTERM/SIGINT; 1 on a socket error; 2 on a usage error.");
+    srv->footer(
+        "Exits 0 on SIGTERM/SIGINT (and, with --mpqemu-fd, when QEMU closes the socket); 1 on a "
+        "socket\nerror or, with --mpqemu-fd, a protocol violation; 2 on a usage error.");
     srv->callback([&] { std::exit(serve_command(serve)); });
+
+    tools::QemuProxyOptions proxy;
+    auto* qp = app.add_subcommand(
+        "qemu-proxy",
+        "Run qemu-system-x86_64 with a device model plugged in as -device x-pci-proxy-dev");
+    qp->add_option("model", proxy.model, "Model name (edu, multibar, ...)")->required();
+    qp->add_option("qemu-args", proxy.qemu_args,
+                   "Extra QEMU arguments, after --: -kernel, -initrd, -append ...");
+    qp->add_option("--param", proxy.params, "Model parameter KEY=VALUE (repeatable)");
+    qp->add_option("--qemu", proxy.qemu, "QEMU binary")->capture_default_str();
+    qp->add_option("--memory", proxy.memory_mib, "Guest RAM in MiB (memfd-backed, shared)")
+        ->capture_default_str()
+        ->check(CLI::Range(16u, 65536u));
+    qp->add_option("--slot", proxy.slot, "PCI slot of the device")
+        ->capture_default_str()
+        ->check(CLI::Range(1u, 31u));
+    qp->add_option("--timeout", proxy.timeout, "Stop QEMU after SEC seconds (exit status 124)")
+        ->check(CLI::PositiveNumber);
+    qp->add_flag("-v,--verbose", proxy.verbose, "Log the device server's requests");
+    qp->footer(
+        "Example: potemkin qemu-proxy edu -- -kernel vmlinuz -initrd initrd.gz -append "
+        "console=ttyS0\nExit status: QEMU's (128 + signal if killed); 124 timeout; 1 a process "
+        "could not start.\nThe guest ends QEMU with status (v << 1) | 1 by writing v to port "
+        "0xf4 (isa-debug-exit).");
+    qp->callback([&] {
+        std::exit(tools::qemu_proxy_command(proxy, self_exe()));
+    });
 
     try {
         app.parse(argc, argv);

@@ -1,7 +1,9 @@
-// `potemkin serve MODEL --socket PATH` as a child process, for tests and benchmarks that
-// need a real device server in another process.
+// `potemkin serve MODEL --socket PATH` (or `--mpqemu-fd N` on a socketpair) as a child
+// process, for tests and benchmarks that need a real device server in another process.
 #pragma once
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -10,9 +12,14 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <optional>
+#include <sstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 namespace potemkin::testing {
 
@@ -85,6 +92,99 @@ class ServerProcess {
     std::string path_;
     std::string model_;
     pid_t pid_ = -1;
+};
+
+// `potemkin serve MODEL --mpqemu-fd N`: the server inherits one end of a socketpair, the test
+// plays QEMU's x-pci-proxy-dev on the other (sock()). The server's stderr goes to a file
+// (log()).
+class MpqemuServerProcess {
+  public:
+    explicit MpqemuServerProcess(std::string model = "edu", std::vector<std::string> extra = {})
+        : model_(std::move(model)), extra_(std::move(extra)) {}
+    ~MpqemuServerProcess() {
+        if (sock_ >= 0) ::close(sock_);
+        if (pid_ > 0) {
+            ::kill(pid_, SIGKILL);
+            ::waitpid(pid_, nullptr, 0);
+        }
+        if (!log_path_.empty()) ::unlink(log_path_.c_str());
+    }
+
+    bool start() {
+        int sv[2];
+        if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return false;
+        char path[] = "/tmp/potemkin-mpqemu-serve-XXXXXX";
+        const int log_fd = ::mkstemp(path);
+        if (log_fd < 0) return false;
+        log_path_ = path;
+        const std::string fd_arg = std::to_string(sv[0]);
+        std::vector<std::string> args = {"potemkin", "serve", model_, "--mpqemu-fd", fd_arg};
+        args.insert(args.end(), extra_.begin(), extra_.end());
+        std::vector<char*> argv;
+        for (auto& a : args) argv.push_back(a.data());
+        argv.push_back(nullptr);
+        pid_ = ::fork();
+        if (pid_ < 0) return false;
+        if (pid_ == 0) {
+            ::fcntl(sv[0], F_SETFD, 0);  // inherited across exec
+            ::dup2(log_fd, 2);
+            ::execv(POTEMKIN_BINARY, argv.data());
+            ::_exit(127);
+        }
+        ::close(log_fd);
+        ::close(sv[0]);
+        sock_ = sv[1];
+        return true;
+    }
+    int sock() const { return sock_; }
+    pid_t pid() const { return pid_; }
+    // Closes our end: the server sees EOF.
+    void close_socket() {
+        if (sock_ >= 0) ::close(sock_);
+        sock_ = -1;
+    }
+    void signal(int sig) const {
+        if (pid_ > 0) ::kill(pid_, sig);
+    }
+    // The wait status once the server exited (waiting at most `timeout`), else nullopt.
+    std::optional<int> wait_exit(std::chrono::milliseconds timeout = 10s) {
+        if (pid_ <= 0) return status_;
+        const auto end = std::chrono::steady_clock::now() + timeout;
+        while (true) {
+            int status = 0;
+            if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+                pid_ = -1;
+                status_ = status;
+                return status_;
+            }
+            if (std::chrono::steady_clock::now() >= end) return std::nullopt;
+            std::this_thread::sleep_for(5ms);
+        }
+    }
+    // How many fds the server process has open now.
+    int open_fds() const {
+        int n = 0;
+        DIR* d = ::opendir(("/proc/" + std::to_string(pid_) + "/fd").c_str());
+        if (d == nullptr) return -1;
+        while (dirent* e = ::readdir(d))
+            if (e->d_name[0] != '.') ++n;
+        ::closedir(d);
+        return n;
+    }
+    std::string log() const {
+        std::ifstream f(log_path_);
+        std::stringstream ss;
+        ss << f.rdbuf();
+        return ss.str();
+    }
+
+  private:
+    std::string model_;
+    std::vector<std::string> extra_;
+    std::string log_path_;
+    int sock_ = -1;
+    pid_t pid_ = -1;
+    std::optional<int> status_;
 };
 
 }  // namespace potemkin::testing
