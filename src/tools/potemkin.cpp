@@ -253,6 +253,22 @@ int main(int argc, char** argv) {
         "could not start.\nThe guest ends QEMU with status (v << 1) | 1 by writing v to port "
         "0xf4 (isa-debug-exit).");
     qp->callback([&] {
+        // An unknown model fails here, before QEMU starts.
+        machine::register_builtins();
+        sdk::ModelParams params;
+        for (const std::string& p : proxy.params) {
+            auto eq = p.find('=');
+            if (eq == std::string::npos || eq == 0) {
+                std::fprintf(stderr, "potemkin qemu-proxy: --param '%s' is not KEY=VALUE\n",
+                             p.c_str());
+                std::exit(2);
+            }
+            params[p.substr(0, eq)] = p.substr(eq + 1);
+        }
+        if (auto m = sdk::ModelRegistry::builtin().create(proxy.model, params); !m) {
+            std::fprintf(stderr, "potemkin qemu-proxy: %s\n", m.error().message.c_str());
+            std::exit(2);
+        }
         std::exit(tools::qemu_proxy_command(proxy, self_exe()));
     });
 
