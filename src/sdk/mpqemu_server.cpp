@@ -202,6 +202,8 @@ Result<void> MpqemuServer::run() {
     if (stats_.unmapped_accesses > 1)
         log::warn("{}: {} BAR accesses decoded to no BAR", settings_.label,
                   stats_.unmapped_accesses);
+    log::info("{}: {} requests, {} SYNC_SYSMEM, {} DMA failures, {} irqfd writes", settings_.label,
+              stats_.requests, stats_.sysmem_syncs, stats_.dma_failures, stats_.irqfd_writes);
     return outcome;
 }
 
@@ -358,12 +360,12 @@ Result<void> MpqemuServer::map_sysmem(std::vector<mq::SysmemEntry> entries,
             return failf("entry {}: fstat of fd {}: {}", i, fd, std::strerror(errno));
         const auto offset = static_cast<uint64_t>(e.offset);
         // Mapping past the end of a file would turn a DMA there into SIGBUS.
-        if (S_ISREG(st.st_mode) &&
-            (offset > static_cast<uint64_t>(st.st_size) ||
-             e.size > static_cast<uint64_t>(st.st_size) - offset))
-            return failf("entry {}: offset {:#x} + size {:#x} runs past the end of its file "
-                         "({:#x} bytes)",
-                         i, offset, e.size, st.st_size);
+        if (S_ISREG(st.st_mode) && (offset > static_cast<uint64_t>(st.st_size) ||
+                                    e.size > static_cast<uint64_t>(st.st_size) - offset))
+            return failf(
+                "entry {}: offset {:#x} + size {:#x} runs past the end of its file "
+                "({:#x} bytes)",
+                i, offset, e.size, st.st_size);
         const uint64_t skew = offset % page;
         if (e.size > SIZE_MAX - skew) return failf("entry {}: size {:#x} too large", i, e.size);
         Mapping m;
@@ -401,7 +403,8 @@ Result<void> MpqemuServer::dma(uint64_t gpa, std::span<uint8_t> buf, bool write)
         }
         if (hit == nullptr) break;
         const uint64_t off = at - hit->gpa;
-        const size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size() - done, hit->size - off));
+        const size_t n =
+            static_cast<size_t>(std::min<uint64_t>(buf.size() - done, hit->size - off));
         if (write)
             std::memcpy(hit->host + off, buf.data() + done, n);
         else
@@ -410,10 +413,10 @@ Result<void> MpqemuServer::dma(uint64_t gpa, std::span<uint8_t> buf, bool write)
     }
     if (done == buf.size()) return ok();
     ++stats_.dma_failures;
-    return failf("{}: DMA {} of {} bytes at {:#x}: {:#x} is outside the guest memory QEMU shared "
-                 "(SYNC_SYSMEM: {} ranges)",
-                 settings_.label, write ? "write" : "read", buf.size(), gpa, gpa + done,
-                 sysmem_.size());
+    return failf(
+        "{}: DMA {} of {} bytes at {:#x}: {:#x} is outside the guest memory QEMU shared "
+        "(SYNC_SYSMEM: {} ranges)",
+        settings_.label, write ? "write" : "read", buf.size(), gpa, gpa + done, sysmem_.size());
 }
 
 // ---- Interrupts --------------------------------------------------------------------------------

@@ -213,10 +213,10 @@ int main(int argc, char** argv) {
     srv->add_option("model", serve.model, "Model name (edu, multibar, ...)")->required();
     auto* sock_opt = srv->add_option("--socket", serve.socket,
                                      "Listen on this path (a stale socket is removed)");
-    auto* fd_opt = srv->add_option(
-                         "--fd", serve.fd,
-                         "Use this inherited fd: a listening socket, or one connected client")
-                       ->excludes(sock_opt);
+    auto* fd_opt =
+        srv->add_option("--fd", serve.fd,
+                        "Use this inherited fd: a listening socket, or one connected client")
+            ->excludes(sock_opt);
     srv->add_option("--mpqemu-fd", serve.mpqemu_fd,
                     "Serve QEMU's x-pci-proxy-dev (mpqemu protocol) on this inherited, connected "
                     "socket; exits when QEMU closes it")

@@ -14,10 +14,10 @@ struct QemuProxyOptions {
     std::string model;
     std::vector<std::string> params;  // KEY=VALUE, passed to `potemkin serve --param`
     std::string qemu = "qemu-system-x86_64";
-    unsigned memory_mib = 256;  // guest RAM; edu's 28-bit DMA mask covers 256 MiB
-    unsigned slot = 5;          // PCI slot (addr=) of the proxied device
-    double timeout = 0;         // seconds; 0 = none. Kills QEMU and returns 124
-    bool verbose = false;       // -v for the server
+    unsigned memory_mib = 256;           // guest RAM; edu's 28-bit DMA mask covers 256 MiB
+    unsigned slot = 5;                   // PCI slot (addr=) of the proxied device
+    double timeout = 0;                  // seconds; 0 = none. Kills QEMU and returns 124
+    bool verbose = false;                // -v for the server
     std::vector<std::string> qemu_args;  // appended to the QEMU command line
 };
 

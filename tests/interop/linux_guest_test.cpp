@@ -7,8 +7,8 @@
 //
 // The kernel is Debian 12's linux-image-6.1.0-*-amd64, fetched by scripts/fetch-linux.sh into
 // ${XDG_CACHE_HOME:-$HOME/.cache}/potemkin/linux/vmlinuz (POTEMKIN_LINUX_KERNEL overrides).
-#include <gtest/gtest.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -82,9 +82,9 @@ TEST(LinuxGuest, EduThroughXPciProxyDev) {
     ASSERT_TRUE(exists(kernel)) << "the Linux interop guest's kernel is missing: " << kernel
                                 << "\nFetch it with scripts/fetch-linux.sh (scripts/test.sh does)";
     ASSERT_TRUE(exists(POTEMKIN_LINUX_INITRAMFS)) << POTEMKIN_LINUX_INITRAMFS;
-    const ProcessRun r = run({POTEMKIN_BINARY, "qemu-proxy", "edu", "--qemu", POTEMKIN_QEMU, "--timeout",
-                       "240", "--", "-kernel", kernel, "-initrd", POTEMKIN_LINUX_INITRAMFS,
-                       "-append", "console=ttyS0 panic=-1 quiet"});
+    const ProcessRun r = run({POTEMKIN_BINARY, "qemu-proxy", "edu", "--qemu", POTEMKIN_QEMU,
+                              "--timeout", "240", "--", "-kernel", kernel, "-initrd",
+                              POTEMKIN_LINUX_INITRAMFS, "-append", "console=ttyS0 panic=-1 quiet"});
     const std::string context = "\n--- console ---\n" + r.out + "\n--- stderr ---\n" + r.err;
     ASSERT_TRUE(WIFEXITED(r.status)) << context;
     // isa-debug-exit: (0x2a << 1) | 1.
@@ -106,8 +106,7 @@ TEST(LinuxGuest, EduThroughXPciProxyDev) {
         // The serial console may end lines with \r\n.
         std::string crlf = line;
         crlf.insert(crlf.size() - 1, "\r");
-        EXPECT_TRUE(r.out.find(line) != std::string::npos ||
-                    r.out.find(crlf) != std::string::npos)
+        EXPECT_TRUE(r.out.find(line) != std::string::npos || r.out.find(crlf) != std::string::npos)
             << "missing: " << line << context;
     }
     EXPECT_EQ(r.out.find("FAILED"), std::string::npos) << context;
@@ -115,6 +114,32 @@ TEST(LinuxGuest, EduThroughXPciProxyDev) {
     EXPECT_EQ(r.err.find("dropping the proxy"), std::string::npos) << context;
     EXPECT_EQ(r.err.find("decodes to no BAR"), std::string::npos) << context;
     EXPECT_EQ(r.err.find("DMA refused"), std::string::npos) << context;
+}
+
+}  // namespace
+
+namespace {
+
+// The launcher alone: QEMU without a kernel sits in the firmware; --timeout stops it, the device
+// server sees EOF and exits by itself, and the launcher reports 124.
+TEST(QemuProxy, TimeoutStopsQemuAndTheServerFollows) {
+    const ProcessRun r = run(
+        {POTEMKIN_BINARY, "qemu-proxy", "edu", "-v", "--qemu", POTEMKIN_QEMU, "--timeout", "3"});
+    const std::string context = "\n--- console ---\n" + r.out + "\n--- stderr ---\n" + r.err;
+    ASSERT_TRUE(WIFEXITED(r.status)) << context;
+    EXPECT_EQ(WEXITSTATUS(r.status), 124) << context;
+    EXPECT_NE(r.err.find("timeout after 3 s"), std::string::npos) << context;
+    // The server served the proxy (its reset at machine start) and left on EOF, status 0.
+    EXPECT_NE(r.err.find("edu: DEVICE_RESET"), std::string::npos) << context;
+    EXPECT_NE(r.err.find("the proxy closed the connection"), std::string::npos) << context;
+    EXPECT_EQ(r.err.find("the device server exited with status"), std::string::npos) << context;
+}
+
+TEST(QemuProxy, UnknownModelFailsBeforeQemuStarts) {
+    const ProcessRun r = run({POTEMKIN_BINARY, "qemu-proxy", "no-such-model"});
+    ASSERT_TRUE(WIFEXITED(r.status));
+    EXPECT_EQ(WEXITSTATUS(r.status), 2);
+    EXPECT_NE(r.err.find("unknown device model 'no-such-model'"), std::string::npos) << r.err;
 }
 
 }  // namespace

@@ -87,8 +87,7 @@ struct Memfd {
     explicit Memfd(size_t n) : size(n) {
         fd = ::memfd_create("mpqemu-test-ram", MFD_CLOEXEC);
         EXPECT_EQ(::ftruncate(fd, static_cast<off_t>(n)), 0);
-        host = static_cast<uint8_t*>(
-            ::mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
+        host = static_cast<uint8_t*>(::mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
     }
     ~Memfd() {
         ::munmap(host, size);

@@ -206,8 +206,7 @@ int main(void) {
     snprintf(path, sizeof path, "%s/resource0", dir);
     int fd = open(path, O_RDWR | O_SYNC);
     volatile uint8_t* bar = MAP_FAILED;
-    if (fd >= 0)
-        bar = mmap(NULL, EDU_BAR0_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (fd >= 0) bar = mmap(NULL, EDU_BAR0_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (bar == MAP_FAILED) {
         printf("edu_user: mmap %s: %s\n", path, strerror(errno));
         ++failures;
