@@ -1,6 +1,7 @@
 #include "sdk/mpqemu_server.hpp"
 
 #include <fmt/format.h>
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -449,6 +450,12 @@ void MpqemuServer::watch_resample(bool on) {
 void MpqemuServer::signal_intx(bool asserted) {
     // No deassert message exists: a lowered line just is not re-signalled on resample.
     if (!asserted || !irqfd_) return;
+    // QEMU's irqfd is a non-blocking eventfd; whatever else a peer passed must not block us.
+    pollfd p{irqfd_.get(), POLLOUT, 0};
+    if (::poll(&p, 1, 0) != 1 || (p.revents & POLLOUT) == 0) {
+        log::warn("{}: the INTx irqfd is not writable; interrupt dropped", settings_.label);
+        return;
+    }
     ++stats_.irqfd_writes;
     signal_eventfd(irqfd_.get());
 }
@@ -456,9 +463,18 @@ void MpqemuServer::signal_intx(bool asserted) {
 void MpqemuServer::resample() {
     if (!resamplefd_) return;
     uint64_t count = 0;
-    // Non-blocking or not, the eventfd is readable (epoll said so); a failed read means another
-    // reader drained it, and there is nothing to resample.
-    if (::read(resamplefd_.get(), &count, sizeof count) != sizeof count) return;
+    // The eventfd is readable (epoll said so), so this does not block. EAGAIN means another
+    // reader drained it: nothing to resample. Anything else (EOF or an error: the peer passed
+    // something that is no eventfd) would wake us forever, so the fd stops being watched.
+    const ssize_t n = ::read(resamplefd_.get(), &count, sizeof count);
+    if (n != sizeof count) {
+        if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+        log::warn("{}: the INTx resamplefd is unreadable ({}); no more resampling", settings_.label,
+                  n < 0 ? std::strerror(errno) : "end of file");
+        watch_resample(false);
+        resamplefd_.reset();
+        return;
+    }
     // Re-signals the irqfd when the model's line is still asserted.
     server_->ack_intx();
 }

@@ -296,6 +296,25 @@ TEST_F(MpqemuServerTest, IntxThroughIrqfdAndResample) {
     ::close(resample);
 }
 
+TEST_F(MpqemuServerTest, ResamplefdThatIsNoEventfdIsDroppedNotSpunOn) {
+    const int irqfd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    int sv[2];
+    ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    ASSERT_TRUE(
+        mq::send_message(server_.sock(), mq::Cmd::set_irqfd, {}, std::vector<int>{irqfd, sv[0]}));
+    ::close(sv[0]);
+    ::close(sv[1]);  // the "resamplefd" is now at EOF: readable forever
+    EXPECT_EQ(cfg_read(0, 2), 0x1234u);
+    program_bar0();
+    EXPECT_EQ(bar_write(kBar0 + 0x60, 1, 4), 0u);
+    EXPECT_EQ(drain(irqfd), 1u);  // INTx itself still works
+    server_.close_socket();
+    EXPECT_EQ(exit_code(), 0);
+    EXPECT_NE(server_.log().find("resamplefd is unreadable (end of file)"), std::string::npos)
+        << server_.log();
+    ::close(irqfd);
+}
+
 TEST_F(MpqemuServerTest, DeviceResetRestoresPowerOnState) {
     program_bar0();
     EXPECT_EQ(bar_write(kBar0 + 0x04, 1, 4), 0u);
@@ -323,6 +342,11 @@ struct Malformed {
     int fds;               // eventfds attached
     const char* expected;  // in the server's log
 };
+
+// Test names in ctest's list instead of the object's bytes.
+void PrintTo(const Malformed& m, std::ostream* os) {
+    *os << m.name;
+}
 
 std::vector<uint8_t> frame(int32_t cmd, uint64_t size, std::vector<uint8_t> payload = {}) {
     std::vector<uint8_t> b(16 + payload.size());
