@@ -209,7 +209,9 @@ int main(int argc, char** argv) {
 
     ServeOptions serve;
     auto* srv = app.add_subcommand(
-        "serve", "Serve a device model to vfio-user clients (one at a time) on a UNIX socket");
+        "serve",
+        "Serve a device model to vfio-user clients (one at a time) on a UNIX socket, or to QEMU's "
+        "x-pci-proxy-dev (--mpqemu-fd)");
     srv->add_option("model", serve.model, "Model name (edu, multibar, ...)")->required();
     auto* sock_opt = srv->add_option("--socket", serve.socket,
                                      "Listen on this path (a stale socket is removed)");
@@ -246,7 +248,8 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(1u, 31u));
     qp->add_option("--timeout", proxy.timeout, "Stop QEMU after SEC seconds (exit status 124)")
         ->check(CLI::PositiveNumber);
-    qp->add_flag("-v,--verbose", proxy.verbose, "Log the device server's requests");
+    qp->add_flag("-v,--verbose", proxy.verbose,
+                 "The device server logs resets, interrupt setup and a summary");
     qp->footer(
         "Example: potemkin qemu-proxy edu -- -kernel vmlinuz -initrd initrd.gz -append "
         "console=ttyS0\nExit status: QEMU's (128 + signal if killed); 124 timeout; 1 a process "

@@ -161,6 +161,36 @@ TEST_F(MpqemuServerTest, BarAccessAtAbsoluteAddresses) {
     EXPECT_EQ(bar_read(0xfd000008, 4), 120u);
 }
 
+// multibar: an I/O BAR, a 64-bit BAR above 4 GiB and the expansion ROM, decoded from the
+// absolute addresses the proxy sends.
+class MpqemuMultibarTest : public MpqemuServerTest {
+  protected:
+    MpqemuMultibarTest() { server_.set_model("multibar"); }
+};
+
+TEST_F(MpqemuMultibarTest, IoMem64AndRomBars) {
+    EXPECT_EQ(cfg_read(0x00, 4), 0xff011b36u);
+    EXPECT_EQ(cfg_write(0x10, 0xc000, 4), 0u);        // BAR0: I/O ports 0xc000..0xc01f
+    EXPECT_EQ(cfg_write(0x18, 0x00000000, 4), 0u);    // BAR2 low
+    EXPECT_EQ(cfg_write(0x1c, 0x00000008, 4), 0u);    // BAR2 high: 0x8_0000_0000
+    EXPECT_EQ(cfg_write(0x30, 0xfebff001, 4), 0u);    // ROM at 0xfebff000, enabled
+    EXPECT_EQ(bar_read(0xc000, 4, false), kAllOnes);  // decoding still off
+    EXPECT_EQ(cfg_write(0x04, 0x0003, 2), 0u);        // I/O and memory space
+    EXPECT_EQ(bar_read(0xc000, 4, false), 0x7261626du);
+    EXPECT_EQ(bar_read(0xc000, 4, true), kAllOnes);  // not a memory address
+    EXPECT_EQ(bar_write(0xc008, 0xa5, 1, false), 0u);
+    EXPECT_EQ(bar_read(0xc008, 1, false), 0xa5u);
+    EXPECT_EQ(bar_read(0x800000010ULL, 4), 0x5eed0010u);
+    EXPECT_EQ(bar_read(0x800000010ULL, 8), 0x5eed00145eed0010ULL);
+    EXPECT_EQ(bar_write(0x8000fff00ULL, 0x1122334455667788ULL, 8), 0u);
+    EXPECT_EQ(bar_read(0x8000fff00ULL, 8), 0x1122334455667788ULL);
+    EXPECT_EQ(bar_read(0x000000010ULL, 4), kAllOnes);  // the low half alone is not the BAR
+    EXPECT_EQ(bar_read(0xfebff000, 2), 0xaa55u);       // ROM signature
+    EXPECT_EQ(bar_write(0xfebff000, 0, 2), kAllOnes);  // the ROM is read-only
+    server_.close_socket();
+    EXPECT_EQ(exit_code(), 0);
+}
+
 TEST_F(MpqemuServerTest, AddressDecodingToNothingReadsAllOnesAndLogsOnce) {
     program_bar0();
     EXPECT_EQ(bar_read(0x1000, 4), kAllOnes);

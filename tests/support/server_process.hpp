@@ -110,6 +110,9 @@ class MpqemuServerProcess {
         if (!log_path_.empty()) ::unlink(log_path_.c_str());
     }
 
+    // Before start().
+    void set_model(std::string model) { model_ = std::move(model); }
+
     bool start() {
         int sv[2];
         if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return false;
