@@ -21,6 +21,7 @@
 
 #include "clock.h"
 #include "nvme_ctrl.h"
+#include "spurious.h"
 
 #define MAX_READ_BYTES (4u << 20) /* default range cap, and the buffer limit */
 #define MAX_CHUNK_BYTES (256u << 10)
@@ -405,8 +406,11 @@ static int run(const struct options* o) {
     STEP(nvme_shutdown(&ctrl) == 0, "normal shutdown (CSTS.SHST = 10b)", "%s", ctrl.error);
 
     unsigned total = ctrl.irq_completions + ctrl.poll_completions;
-    printf("completions: %u, by interrupt %u, by polling %u; interrupts %u (spurious %u)\n", total,
-           ctrl.irq_completions, ctrl.poll_completions, ctrl.irqs, ctrl.spurious_irqs);
+    printf(
+        "completions: %u, by interrupt %u, by polling %u; interrupts %u (found nothing %u); "
+        "spurious PIC interrupts %u\n",
+        total, ctrl.irq_completions, ctrl.poll_completions, ctrl.irqs, ctrl.spurious_irqs,
+        spurious_count());
     if (o->use_irq) {
         STEP(ctrl.irq_completions == total && ctrl.missed_irqs == 0 && !ctrl.irq_masked_storm,
              "every completion signalled by INTx",
@@ -422,6 +426,7 @@ int main(void) {
     if (!parse_options(&o)) return 3;
     idt_init();
     pic_init(PIC_DEFAULT_MASTER_BASE, PIC_DEFAULT_SLAVE_BASE);
+    spurious_install();
     clock_start();
     int status = run(&o);
     cli();
