@@ -8,7 +8,6 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
@@ -17,8 +16,6 @@
 #include <vector>
 
 #include "../guest/guest_runner.hpp"
-#include "hostdev/host_device.hpp"
-#include "machine/builtins.hpp"
 
 using namespace potemkin;
 using namespace potemkin::testing;
@@ -63,10 +60,6 @@ bool has(const GuestRun& r, const std::string& text) {
 class NvmeGuest : public ::testing::Test {
   protected:
     void SetUp() override {
-        machine::register_builtins();
-        const auto schemes = hostdev::TransportRegistry::builtin().schemes();
-        if (std::find(schemes.begin(), schemes.end(), "qemu") == schemes.end())
-            GTEST_SKIP() << "this build has no qemu: hostdev transport (the mpqemu client)";
         dir_ = std::filesystem::path(POTEMKIN_BINARY_DIR) / "tmp" /
                ("nvme-guest-" + std::to_string(::getpid()) + "-" +
                 ::testing::UnitTest::GetInstance()->current_test_info()->name());
