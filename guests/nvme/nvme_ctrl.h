@@ -20,8 +20,8 @@
 #include "nvme_spec.h"
 
 #define NVME_QUEUE_DEPTH 16   /* entries per queue (lower if CAP.MQES says so) */
-#define NVME_IRQ_WAIT_MS 2000 /* interrupt mode: then look at the queue ourselves */
-#define NVME_COMMAND_TIMEOUT_MS 10000
+#define NVME_IRQ_WAIT_MS 5000 /* interrupt mode: then look at the queue ourselves */
+#define NVME_COMMAND_TIMEOUT_MS 20000
 #define NVME_SPURIOUS_LIMIT 10000 /* interrupts that found nothing before the line is masked */
 
 struct nvme_completion {
