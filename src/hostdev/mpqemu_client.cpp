@@ -236,6 +236,9 @@ void MpqemuClient::Impl::on_lost(const std::string& why) {
     if (lost_reported_) return;
     lost_reported_ = true;
     drop_intx();  // a device that is gone cannot hold its line
+    // Nor raise another interrupt: a halted guest must not wait for one.
+    if (external_held_ && s_.external_source) s_.external_source(-1);
+    external_held_ = false;
     s_.events->disconnected(fmt::format("{}: the remote went away: {}", s_.label, why));
 }
 
