@@ -204,6 +204,12 @@ class FakeRemote {
                         sock_.reset();
                         return;
                     }
+                    // Writing 0xFEED raises INTx before the reply, as a device whose register
+                    // write completes something does.
+                    if (m->cmd == mq::Cmd::bar_write && f.bar.val == 0xFEED && irq_) {
+                        const uint64_t one = 1;
+                        (void)!::write(irq_.get(), &one, 8);
+                    }
                     // Reads return the address's low bytes: easy to check per chunk.
                     if (m->cmd == mq::Cmd::bar_read)
                         reply = f.bar.size == 8 ? f.bar.addr * 0x0101 : f.bar.addr & 0xFFFFFFFF;
@@ -543,6 +549,13 @@ TEST(MpqemuClient, IntxThroughIrqfdAndResample) {
     ASSERT_TRUE(c.region_write(0, 0, w));
     EXPECT_FALSE(f.events.level);
     ASSERT_EQ(::poll(&p, 1, 1000), 1);
+    // An interrupt the write itself raises is delivered before the write returns, and that
+    // write does not count as its acknowledgement.
+    ASSERT_EQ(::read(f.remote.resamplefd(), &v, 8), 8);
+    const uint32_t feed = 0xFEED;
+    ASSERT_TRUE(c.region_write(3, 0, std::span(reinterpret_cast<const uint8_t*>(&feed), 4)));
+    EXPECT_TRUE(f.events.level);
+    EXPECT_EQ(::poll(&p, 1, 0), 0);  // no resample asked
     // MSI cannot be enabled on x-remote.
     EXPECT_FALSE(c.set_irqs(hostdev::IrqKind::msix, 4));
     EXPECT_TRUE(c.set_irqs(hostdev::IrqKind::intx, 1));
