@@ -143,7 +143,7 @@ class MpqemuClient::Impl : public std::enable_shared_from_this<Impl> {
     void post_drain();
     void deliver_intx();
     void drop_intx();
-    void after_write();
+    void after_write(bool was_asserted);
     void wake_poller();
     void poll_loop();
     void stop_poller();
@@ -236,6 +236,9 @@ void MpqemuClient::Impl::on_lost(const std::string& why) {
     if (lost_reported_) return;
     lost_reported_ = true;
     drop_intx();  // a device that is gone cannot hold its line
+    // Nor raise another interrupt: a halted guest must not wait for one.
+    if (external_held_ && s_.external_source) s_.external_source(-1);
+    external_held_ = false;
     s_.events->disconnected(fmt::format("{}: the remote went away: {}", s_.label, why));
 }
 
@@ -502,6 +505,7 @@ Result<void> MpqemuClient::Impl::config_read(uint32_t offset, std::span<uint8_t>
 
 Result<void> MpqemuClient::Impl::config_write(uint32_t offset, std::span<const uint8_t> in) {
     drain();
+    const bool was_asserted = intx_asserted_;
     if (offset > kConfigSize || in.size() > kConfigSize - offset)
         return failf(
             "{}: config write of {} bytes at {:#x}: only the first {} bytes of config "
@@ -544,7 +548,7 @@ Result<void> MpqemuClient::Impl::config_write(uint32_t offset, std::span<const u
         }
     }
     drain();
-    after_write();
+    after_write(was_asserted);
     return result;
 }
 
@@ -597,6 +601,7 @@ Result<void> MpqemuClient::Impl::region_write(uint32_t index, uint64_t offset,
         return config_write(static_cast<uint32_t>(offset), in);
     }
     drain();
+    const bool was_asserted = intx_asserted_;
     if (index >= bars_.size() || bars_[index].size == 0)
         return failf("{}: write to {}: no such region", s_.label, region_name(index));
     if (index == kRomRegion) return failf("{}: the ROM is read-only", s_.label);
@@ -625,7 +630,7 @@ Result<void> MpqemuClient::Impl::region_write(uint32_t index, uint64_t offset,
         }
     }
     drain();
-    after_write();
+    after_write(was_asserted);
     return result;
 }
 
@@ -718,8 +723,10 @@ void MpqemuClient::Impl::drop_intx() {
 
 // A guest write while INTx is up is most likely the handler's acknowledgement (there is no
 // deassert message): drop the line and let the remote re-fire if it is still up.
-void MpqemuClient::Impl::after_write() {
-    if (!intx_asserted_) return;
+// Only a line that was up before the write counts: an interrupt the write itself raised (its
+// irqfd arrives with the reply) has not been seen by the guest yet.
+void MpqemuClient::Impl::after_write(bool was_asserted) {
+    if (!was_asserted || !intx_asserted_) return;
     drop_intx();
     if (up_) signal_eventfd(resample_fd_.get());
 }

@@ -6,9 +6,12 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
+#include <sstream>
 #include <thread>
 
 #include "../guest/guest_runner.hpp"
@@ -121,6 +124,22 @@ bool eventually(hostdev::HostDevice& d, F cond) {
         std::this_thread::sleep_for(1ms);
     }
     return false;
+}
+
+// The QEMU processes this test process started (children of any of its threads).
+std::vector<pid_t> qemu_children() {
+    std::vector<pid_t> out;
+    for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+        std::ifstream children(task.path() / "children");
+        pid_t pid;
+        while (children >> pid) {
+            std::ifstream comm("/proc/" + std::to_string(pid) + "/comm");
+            std::string name;
+            comm >> name;
+            if (name.rfind("qemu-system", 0) == 0) out.push_back(pid);
+        }
+    }
+    return out;
 }
 
 }  // namespace
@@ -276,4 +295,61 @@ TEST(MpqemuInterop, PciFrontShowsNvmeToAGuest) {
         << potemkin::testing::describe(r);
     EXPECT_NE(r.console.find("BAR0: mem64"), std::string::npos) << potemkin::testing::describe(r);
     EXPECT_NE(r.console.find("[size 0x4000]"), std::string::npos) << potemkin::testing::describe(r);
+}
+
+// Interop test 3 through a whole VM: a guest keeps reading nvme's VS register through PCI_FRONT
+// while the test SIGKILLs QEMU; the VM survives, the guest sees all-ones and exits normally.
+TEST(MpqemuInterop, GuestSurvivesItsQemuBeingKilled) {
+    Disk disk("guestkill");
+    std::mutex mu;
+    std::condition_variable cv;
+    std::string console;
+    auto wait_for = [&](const std::string& text, std::chrono::seconds limit) {
+        std::unique_lock lk(mu);
+        return cv.wait_for(lk, limit, [&] { return console.find(text) != std::string::npos; });
+    };
+    const std::string devices = R"(<device class="PCI" id="pci0"/>)"
+                                R"(<device class="PCI_FRONT" id="nvme0" bus="pci0" hostdev=")" +
+                                nvme_url(disk) + R"(" slot="5"/>)";
+    auto doc = vm::ConfigDocument::load_string(
+        potemkin::testing::vm_xml({.guest = "mpqkill", .devices_xml = devices}), "test.xml");
+    ASSERT_TRUE(doc) << doc.error().message;
+    auto cfg = vm::parse_vm_config(*doc);
+    ASSERT_TRUE(cfg) << cfg.error().message;
+    machine::MachineSettings s;
+    s.config = std::move(*cfg);
+    s.timeout = 60s;
+    s.console = [&](std::string_view text) {
+        {
+            std::lock_guard lk(mu);
+            console.append(text);
+        }
+        cv.notify_all();
+    };
+    const auto before = qemu_children();
+    auto m = machine::Machine::create(std::move(s));
+    ASSERT_TRUE(m) << m.error().message;
+    std::vector<pid_t> mine;
+    for (pid_t p : qemu_children())
+        if (std::find(before.begin(), before.end(), p) == before.end()) mine.push_back(p);
+    ASSERT_EQ(mine.size(), 1u);
+
+    machine::RunResult result;
+    std::thread vm([&] { result = (*m)->run(); });
+    const bool phase1 = wait_for("phase 1", 30s);
+    bool gone = false;
+    if (phase1) {
+        EXPECT_EQ(::kill(mine[0], SIGKILL), 0);
+        gone = wait_for("all-ones", 30s);
+    }
+    vm.join();  // bounded by the VM's timeout
+    const std::string text = [&] {
+        std::lock_guard lk(mu);
+        return console;
+    }();
+    ASSERT_TRUE(phase1) << text << result.message;
+    EXPECT_TRUE(gone) << text;
+    EXPECT_EQ(result.outcome, machine::RunOutcome::exited) << result.message << "\n" << text;
+    EXPECT_EQ(result.exit_value, 0u) << text;
+    EXPECT_NE(text.find("mpqkill: done"), std::string::npos) << text;
 }
