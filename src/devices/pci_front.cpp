@@ -93,8 +93,9 @@ Result<void> PciFront::open(const PciFrontSettings& s) {
         return s.element ? s.element->attr_error("hostdev", e.message) : e.context(id());
     };
     const auto& transports = s.transports ? *s.transports : hostdev::TransportRegistry::builtin();
-    auto h = transports.open(
-        s.hostdev, hostdev::OpenContext{this, &ctx_.memory, ctx_.post, ctx_.external_source});
+    hostdev::OpenContext open_ctx{this, &ctx_.memory, ctx_.post, ctx_.external_source};
+    if (s.element) open_ctx.base_dir = s.element->document().directory();
+    auto h = transports.open(s.hostdev, open_ctx);
     if (!h) return fail(err(h.error()));
     host_ = std::move(*h);
 

@@ -116,6 +116,9 @@ struct OpenContext {
     // Thread-safe: +1/-1 while a transport thread may raise interrupts, so a halted guest waits
     // for it (machine::Machine::add_external_source). Null outside a VM.
     std::function<void(int)> external_source;
+    // Directory that relative paths in the URL are resolved against (the config file's);
+    // empty: the current directory.
+    std::string base_dir;
 };
 
 struct ParsedUrl {

@@ -4,6 +4,7 @@
 
 #include "common/log.hpp"
 #include "hostdev/host_device.hpp"
+#include "hostdev/mpqemu_client.hpp"
 #include "hostdev/vfio_user_client.hpp"
 #include "models/builtin.hpp"
 #include "sdk/inproc.hpp"
@@ -20,6 +21,8 @@ void register_builtins() {
         if (auto r = hostdev::register_vfio_user_transport(hostdev::TransportRegistry::builtin());
             !r)
             log::error("registering the vfio-user transport: {}", r.error().message);
+        if (auto r = hostdev::register_mpqemu_transports(hostdev::TransportRegistry::builtin()); !r)
+            log::error("registering the mpqemu transports: {}", r.error().message);
     });
 }
 
