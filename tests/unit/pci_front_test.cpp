@@ -59,6 +59,9 @@ struct FakeState {
     bool opened = false;
     int closes = 0;
     int destroyed = 0;
+    int acks = 0;    // ack_intx() calls
+    int resets = 0;  // reset() calls
+    std::function<void()> on_ack;
     hostdev::HostDeviceEvents* events = nullptr;
 
     bool wrote_config(uint32_t offset, std::vector<uint8_t> bytes) const {
@@ -115,8 +118,15 @@ class FakeDevice final : public hostdev::HostDevice {
         s_.irqs.emplace_back(kind, count);
         return ok();
     }
-    Result<void> ack_intx() override { return ok(); }
-    Result<void> reset() override { return ok(); }
+    Result<void> ack_intx() override {
+        ++s_.acks;
+        if (s_.on_ack) s_.on_ack();
+        return ok();
+    }
+    Result<void> reset() override {
+        ++s_.resets;
+        return ok();
+    }
     void close() override { ++s_.closes; }
 
   private:
@@ -594,6 +604,68 @@ TEST_F(PciFrontTest, IntxRoutedThroughBusAndInterruptDisable) {
     EXPECT_TRUE(env.sink.lines[line]);
     env.events().intx(false);
     EXPECT_FALSE(env.sink.lines[line]);
+}
+
+TEST_F(PciFrontTest, GuestEoiReachesTheHostDeviceOnlyWhileItDrivesTheLine) {
+    const uint8_t line = env.bus().intx_line(env.addr(), 1);
+    const uint8_t other = line == 10 ? 11 : 10;
+    env.bus().eoi(line);
+    EXPECT_EQ(env.state.acks, 0) << "not asserted: nothing to acknowledge";
+    env.events().intx(true);
+    env.bus().eoi(other);
+    EXPECT_EQ(env.state.acks, 0) << "an EOI on another line";
+    env.bus().eoi(line);
+    EXPECT_EQ(env.state.acks, 1);
+    EXPECT_TRUE(env.sink.lines[line]) << "the device did not lower it: still asserted";
+    // Interrupt Disable holds the line back: the guest took no interrupt of ours.
+    write(reg::kCommand, 2, kIntxOff);
+    env.bus().eoi(line);
+    EXPECT_EQ(env.state.acks, 1);
+    write(reg::kCommand, 2, 0);
+    // A transport that lowers the line on the acknowledgement (VFIO unmask, mpqemu resample):
+    // the line is down before the EOI write returns.
+    env.state.on_ack = [&] { env.events().intx(false); };
+    env.bus().eoi(line);
+    EXPECT_EQ(env.state.acks, 2);
+    EXPECT_FALSE(env.sink.lines[line]);
+    env.bus().eoi(line);
+    EXPECT_EQ(env.state.acks, 2);
+}
+
+TEST_F(PciFrontTest, VmResetRestoresThePowerOnShadowAndResetsTheDevice) {
+    const uint8_t line = env.bus().intx_line(env.addr(), 1);
+    bus_write(reg::bar(0), 4, 0xC000);
+    bus_write(reg::bar(1), 4, 0xE000'0000);
+    bus_write(reg::kCommand, 2, kIo | kMem | kMaster);
+    ASSERT_EQ(owner_at(0xE000'0000), "edu0");
+    ASSERT_EQ(port_owner_at(0xC000), "edu0");
+    env.events().intx(true);
+    ASSERT_TRUE(env.sink.lines[line]);
+    const uint8_t msi = cap(pci::cap_id::kMsi);
+    bus_write(msi + pci::msi::kControl, 2, pci::msi::kEnable);  // MSI on at the reset
+    env.events().msi(0);
+    ASSERT_EQ(env.sink.msis.size(), 1u);
+    const auto irq_calls = env.state.irqs.size();
+
+    env.manager->reset_all();  // the bus first, then the front-end, as in a VM reset
+
+    EXPECT_EQ(env.state.resets, 1);
+    EXPECT_EQ(bus_read(reg::kCommand, 2), 0u);
+    EXPECT_EQ(bus_read(reg::bar(1)), 0u) << "BARs unassigned";
+    EXPECT_EQ(bus_read(reg::bar(0)), 1u) << "I/O BAR: address 0, the I/O type bit";
+    EXPECT_EQ(bus_read(msi + pci::msi::kControl, 2) & pci::msi::kEnable, 0u);
+    EXPECT_EQ(bus_read(reg::kStatus, 2) & pci::status::kInterruptStatus, 0u);
+    EXPECT_EQ(owner_at(0xE000'0000), "(none)");
+    EXPECT_EQ(port_owner_at(0xC000), "(none)");
+    EXPECT_FALSE(env.sink.lines[line]) << "a reset function drives no INTx";
+    ASSERT_EQ(env.state.irqs.size(), irq_calls + 1);
+    EXPECT_EQ(env.state.irqs.back(), std::make_pair(IrqKind::intx, 1u)) << "back in INTx mode";
+    // It works again from scratch: the guest assigns the BAR anew, INTx is delivered.
+    bus_write(reg::bar(1), 4, 0xE100'0000);
+    bus_write(reg::kCommand, 2, kMem);
+    EXPECT_EQ(owner_at(0xE100'0000), "edu0");
+    env.events().intx(true);
+    EXPECT_TRUE(env.sink.lines[line]);
 }
 
 TEST_F(PciFrontTest, SetIrqsToldOnMsiEnable) {
