@@ -139,8 +139,8 @@ std::optional<uint8_t> Pic8259Pair::acknowledge() {
         vector = static_cast<uint8_t>(m.vector_base + *ir);
     }
     intack(kMaster, *ir);
-    update();
     report_eois();
+    update();
     return vector;
 }
 
@@ -151,8 +151,8 @@ uint8_t Pic8259Pair::poll_read(unsigned chip) {
     const auto ir = deliverable(chip);
     if (!ir) return 0;
     intack(chip, *ir);
-    update();
     report_eois();
+    update();
     return static_cast<uint8_t>(0x80 | *ir);
 }
 
@@ -232,8 +232,12 @@ void Pic8259Pair::write_command(unsigned chip, uint8_t value) {
         default:  // 0/4: rotate in AEOI clear/set; 2: no-op; 6: set priority. Not modelled.
             break;
     }
-    update();
+    // Before re-evaluating: a device that drops its line when told (a resampler) must not
+    // leave a request behind. Otherwise the slave's INT would rise for a moment after a slave
+    // EOI, the master would latch that edge on IR2, and the master's EOI would deliver the
+    // slave's spurious vector.
     report_eois();
+    update();
 }
 
 void Pic8259Pair::write_data(unsigned chip, uint8_t value) {

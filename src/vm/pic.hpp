@@ -20,7 +20,9 @@
 //   rotate bit) retire a bit; in auto-EOI mode the INTA cycle itself is the EOI, so a level
 //   line is reported when it is acknowledged. Not reported: edge lines, the cascade (master
 //   IR2), EOIs that clear nothing, in-service bits dropped by ICW1 or reset(). The report
-//   comes after the PIC's state is updated, so the listener may call set_irq().
+//   comes once the in-service bit is cleared and before the PIC re-evaluates its requests,
+//   so a line the listener lowers (set_irq) never requests again, and one it keeps or raises
+//   again requests as usual.
 //
 // Does not implement:
 // - Priority rotation. OCW2 "rotate on non-specific EOI" and "rotate on specific EOI" perform

@@ -584,6 +584,25 @@ TEST_F(PicEoiTest, ListenerMayLowerTheLineDuringTheEoi) {
     EXPECT_EQ(read_irr(0x20), 0);
 }
 
+TEST_F(PicEoiTest, SlaveLineLoweredAtItsEoiLeavesNoCascadeRequestBehind) {
+    // Regression: the report came after the PIC re-evaluated, so the slave's INT rose for a
+    // moment at the slave's EOI, the master latched that edge on IR2, and the master's EOI
+    // then delivered the slave's spurious vector 0x2f.
+    init();
+    level_lines();
+    pic.set_eoi_listener([this](unsigned line) {
+        heard.push_back(line);
+        pic.set_irq(line, false);
+    });
+    pic.set_irq(11, true);
+    ASSERT_EQ(pic.acknowledge(), 0x2b);
+    eoi_slave();
+    eoi_master();
+    EXPECT_EQ(heard, std::vector<unsigned>{11});
+    EXPECT_EQ(read_irr(0x20) & 0x04, 0) << "no cascade request latched";
+    EXPECT_FALSE(pic.output());
+}
+
 TEST_F(PicEoiTest, ResetReturnsToPowerOnButKeepsInputLevels) {
     init();
     level_lines();
