@@ -113,8 +113,10 @@ int main(void) {
         return 3;
     }
     unsigned wanted = (unsigned)cmdline_int("resets", 1);
-    if (resets == 0) first_boot();
-    else after_reset();
+    if (resets == 0)
+        first_boot();
+    else
+        after_reset();
     if (resets < wanted) {
         if (checks_failed()) return checks_finish(); /* do not hide a failure behind a reset */
         printf("resetting the VM (reset %u of %u)\n", resets + 1, wanted);

@@ -361,7 +361,8 @@ uint64_t PciBus::address_port_read(uint64_t offset, unsigned size) const {
 
 void PciBus::address_port_write(uint64_t offset, unsigned size, uint64_t value) {
     if (offset == 0 && size == 4) address_latch_ = static_cast<uint32_t>(value);
-    if (offset == kResetControlOffset && size == 1) reset_control_write(static_cast<uint8_t>(value));
+    if (offset == kResetControlOffset && size == 1)
+        reset_control_write(static_cast<uint8_t>(value));
 }
 
 // PIIX3 datasheet, "RC - Reset Control Register" (I/O 0CF9h): bit 1 chooses the reset type,
@@ -377,8 +378,8 @@ void PciBus::reset_control_write(uint8_t value) {
                   id(), kind, value);
         return;
     }
-    ctx_.request_reset(fmt::format("{} reset through the reset control register 0xCF9 ({:#04x})",
-                                   kind, value));
+    ctx_.request_reset(
+        fmt::format("{} reset through the reset control register 0xCF9 ({:#04x})", kind, value));
 }
 
 std::optional<std::pair<PciAddress, uint32_t>> PciBus::latched(uint64_t data_offset) const {

@@ -40,8 +40,8 @@ class PciFunction {
     virtual vm::BusHandler bar_handler(int bar) = 0;
     // The guest's EOI retired an interrupt on the PIC line this function's INTx `pin` reaches,
     // while the function asserted it (set_intx(addr, pin, true) and not deasserted since). Called
-    // synchronously inside the guest's EOI write; the function may call set_intx() (docs/pci-bus.md,
-    // "EOI fan-out").
+    // synchronously inside the guest's EOI write; the function may call set_intx()
+    // (docs/pci-bus.md, "EOI fan-out").
     virtual void intx_eoi(uint8_t pin) { (void)pin; }
 };
 
