@@ -2,6 +2,8 @@
 // after the bug it catches. The front-end is created through its device class with a real
 // PciBus, PortBus, MmioBus and GuestMemory.
 #include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <map>
@@ -782,6 +784,39 @@ TEST_F(PciFrontTest, FailedOpenClosesTheDevice) {
 std::string config_error(const std::string& device_xml) {
     Env env;
     return env.create(device_xml);
+}
+
+// A VM reset must take back what the front-end mapped straight into the guest: the machine's
+// mapping would otherwise outlive the BAR (and refuse the guest's next assignment there).
+TEST(PciFrontReset, VmResetRemovesDirectMappings) {
+    Env env;
+    const int fd = ::memfd_create("pci-front-test-bar2", MFD_CLOEXEC);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::ftruncate(fd, 0x4000), 0);
+    env.state.regions[2].fd = fd;
+    env.state.regions[2].mmap_areas = {{0, 0x4000}};
+    std::vector<std::pair<uint64_t, uint64_t>> mapped, unmapped;
+    env.ctx->map_direct = [&](Gpa base, uint64_t size, uint8_t*) -> Result<void> {
+        mapped.emplace_back(base.value, size);
+        return ok();
+    };
+    env.ctx->unmap_direct = [&](Gpa base, uint64_t size) -> Result<void> {
+        unmapped.emplace_back(base.value, size);
+        return ok();
+    };
+    ASSERT_EQ(env.create(), "");
+    env.bus().config_write(env.addr(), reg::bar(2), 4, 0xE100'0000);
+    env.bus().config_write(env.addr(), reg::bar(3), 4, 0);
+    env.bus().config_write(env.addr(), reg::kCommand, 2, kMem);
+    ASSERT_EQ(mapped, (std::vector<std::pair<uint64_t, uint64_t>>{{0xE100'0000, 0x4000}}));
+    ASSERT_EQ(env.front().direct_base(2), 0xE100'0000u);
+
+    env.manager->reset_all();
+    EXPECT_EQ(unmapped, mapped);
+    EXPECT_EQ(env.front().direct_base(2), std::nullopt);
+    EXPECT_EQ(env.state.resets, 1);
+    env.manager.reset();  // before the fd the fake region names goes
+    ::close(fd);
 }
 
 TEST(PciFrontConfig, UnknownBusIsRejectedWithLine) {
