@@ -7,6 +7,9 @@
 #include <string>
 
 #include "guest_runner.hpp"
+#include "machine/builtins.hpp"
+#include "models/edu.hpp"
+#include "sdk/device_model.hpp"
 #include "server_process.hpp"
 
 using namespace potemkin;
@@ -30,6 +33,43 @@ std::string socket_path(const char* what) {
     return "/tmp/potemkin-eoi-" + std::string(what) + "-" + std::to_string(::getpid()) + ".sock";
 }
 
+// edu, counting the EOIs that reach it (DeviceModel::intx_acknowledged, which ModelServer
+// calls from HostDevice::ack_intx): the in-process end of the EOI path, observed.
+class EoiCountingEdu final : public sdk::DeviceModel {
+  public:
+    static inline int acknowledged = 0;
+    const sdk::DeviceSpec& spec() const override { return edu_.spec(); }
+    void attach(sdk::DeviceServices& services) override { edu_.attach(services); }
+    uint64_t bar_read(int bar, uint64_t offset, unsigned size) override {
+        return edu_.bar_read(bar, offset, size);
+    }
+    void bar_write(int bar, uint64_t offset, unsigned size, uint64_t value) override {
+        edu_.bar_write(bar, offset, size, value);
+    }
+    void intx_acknowledged() override {
+        ++acknowledged;
+        edu_.intx_acknowledged();
+    }
+    void reset() override { edu_.reset(); }
+
+  private:
+    models::Edu edu_;
+};
+
+void register_counting_edu() {
+    static const bool once = [] {
+        machine::register_builtins();  // the built-in models and transports first
+        auto r = sdk::ModelRegistry::builtin().add(
+            "edu-eoi-count", "edu counting EOIs (test)",
+            [](const sdk::ModelParams&) -> Result<std::unique_ptr<sdk::DeviceModel>> {
+                return std::unique_ptr<sdk::DeviceModel>(new EoiCountingEdu());
+            });
+        EXPECT_TRUE(r) << r.error().message;
+        return true;
+    }();
+    (void)once;
+}
+
 bool has(const GuestRun& r, const std::string& text) {
     return r.console.find(text) != std::string::npos;
 }
@@ -48,6 +88,21 @@ TEST(EoiGuest, UnacknowledgedInterruptComesBackAfterEoiInProcess) {
     auto r = run_guest({.guest = "eoitest", .devices_xml = kPciBus + edu_inproc()});
     expect_passed(r);
     EXPECT_TRUE(has(r, "   3 deliveries")) << describe(r);
+}
+
+// Which EOIs reach the device: the two of the first interrupt's three deliveries the guest EOIs
+// without acknowledging in edu (the third is acknowledged first, so the line is already down at
+// its EOI), none for the interrupt acknowledged before its EOI, and one for the two-cause
+// interrupt (the first EOI, with one cause left).
+TEST(EoiGuest, EoisReachTheInProcessModelWhileItsLineIsUp) {
+    register_counting_edu();
+    EoiCountingEdu::acknowledged = 0;
+    auto r =
+        run_guest({.guest = "eoitest",
+                   .devices_xml = kPciBus + R"(<device class="PCI_FRONT" id="edu0" bus="pci0" )"
+                                            R"(hostdev="inproc:edu-eoi-count" slot="3"/>)"});
+    expect_passed(r);
+    EXPECT_EQ(EoiCountingEdu::acknowledged, 3) << describe(r);
 }
 
 // The server auto-masks INTx when it signals it; only the unmask the client sends on the
