@@ -142,6 +142,14 @@ TEST(ResetGuest, ResetSendsDeviceResetToAServerProcess) {
     EXPECT_TRUE(has(r, "reset_count 2")) << describe(r);
 }
 
+// With an application processor parked in cli; hlt (a halted vCPU that nothing can wake), the
+// reset still happens and the second boot runs: every vCPU is put back at the entry state.
+TEST(ResetGuest, ResetWithTwoVcpus) {
+    auto r = run_guest({.guest = "resettest", .devices_xml = kPciBus + edu_inproc(), .cores = 2});
+    expect_passed(r);
+    EXPECT_TRUE(has(r, "reset_count 1")) << describe(r);
+}
+
 TEST(ResetGuest, ResetLoopEndsWithAClearError) {
     auto r = run_guest({.guest = "resettest",
                         .devices_xml = kPciBus + edu_inproc(),
