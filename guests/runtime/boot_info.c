@@ -1,5 +1,6 @@
 /* Boot-info block and command-line parsing. */
 #include <potemkin/boot_info.h>
+#include <potemkin/io.h>
 #include <potemkin/string.h>
 #include <stdbool.h>
 
@@ -7,6 +8,19 @@ extern const struct potemkin_boot_info* __potemkin_boot_info; /* set by _start *
 
 const struct potemkin_boot_info* boot_info(void) {
     return __potemkin_boot_info;
+}
+
+unsigned boot_reset_count(void) {
+    const struct potemkin_boot_info* bi = __potemkin_boot_info;
+    if (!bi || bi->magic != POTEMKIN_BOOT_MAGIC || bi->version < 2) return 0;
+    return bi->reset_count;
+}
+
+void vm_reset(void) {
+    outb(0xcf9, 0x02); /* hard reset selected */
+    outb(0xcf9, 0x06); /* ... and started */
+    /* The VMM resets once the current instruction is done; give it time, then give up. */
+    for (volatile unsigned i = 0; i < 1000000u; i++) __asm__ volatile("pause");
 }
 
 const char* cmdline(void) {

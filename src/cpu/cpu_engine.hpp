@@ -90,6 +90,8 @@ class CpuEngine {
     virtual Result<void> map_host(Gpa base, uint64_t size, uint8_t* host) = 0;
     virtual Result<void> unmap_host(Gpa base, uint64_t size) = 0;
 
+    // The entry state of docs/guest-abi.md: `state`'s registers and GDT, no IDT (base 0, limit
+    // 0), paging off, CR0/CR3/CR4 as when the engine was created. Also a vCPU's reset.
     virtual Result<void> set_boot_state(const BootState& state) = 0;
     virtual Registers registers() = 0;
 

@@ -14,6 +14,7 @@
 #include <array>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <set>
 #include <vector>
 
@@ -129,6 +130,23 @@ class UnicornEngine final : public CpuEngine {
     }
 
     Result<void> set_boot_state(const BootState& s) override {
+        // The control registers as the engine came up (protected mode, paging off); a guest
+        // that changed them before a VM reset gets them back.
+        if (!initial_cr_) {
+            std::array<uint32_t, 3> cr{};
+            POTEMKIN_TRY(check(uc_reg_read(uc_, UC_X86_REG_CR0, &cr[0]), "read CR0"));
+            POTEMKIN_TRY(check(uc_reg_read(uc_, UC_X86_REG_CR3, &cr[1]), "read CR3"));
+            POTEMKIN_TRY(check(uc_reg_read(uc_, UC_X86_REG_CR4, &cr[2]), "read CR4"));
+            initial_cr_ = cr;
+        } else {
+            const int ids[] = {UC_X86_REG_CR0, UC_X86_REG_CR3, UC_X86_REG_CR4};
+            for (size_t i = 0; i < 3; ++i) {
+                uint32_t v = (*initial_cr_)[i];
+                POTEMKIN_TRY(check(uc_reg_write(uc_, ids[i], &v), "write control registers"));
+            }
+        }
+        uc_x86_mmr idtr{0, 0, 0, 0};
+        POTEMKIN_TRY(check(uc_reg_write(uc_, UC_X86_REG_IDTR, &idtr), "write IDTR"));
         uc_x86_mmr gdtr{0, s.gdt.base, s.gdt.limit, 0};
         POTEMKIN_TRY(check(uc_reg_write(uc_, UC_X86_REG_GDTR, &gdtr), "write GDTR"));
         const auto& r = s.regs;
@@ -413,6 +431,7 @@ class UnicornEngine final : public CpuEngine {
     EngineSettings settings_;
     uc_engine* uc_ = nullptr;
     uc_context* ctx_ = nullptr;
+    std::optional<std::array<uint32_t, 3>> initial_cr_;  // CR0, CR3, CR4 at the first boot
     struct Range {
         uint64_t begin, end;
     };

@@ -99,6 +99,7 @@ Generic::~Generic() {
 #endif
         if (h->map) munmap(h->map, h->map_length);
     }
+    if (eoi_listener_) ctx_.interrupts.remove_eoi_listener(eoi_listener_);
     if (host_) host_->close();
 }
 
@@ -166,6 +167,8 @@ Result<void> Generic::open_host() {
         return fail(device_error(
             fmt::format("cannot open hostdev=\"{}\": {}", settings_.hostdev, h.error().message)));
     host_ = std::move(*h);
+    if (settings_.irq)
+        eoi_listener_ = ctx_.interrupts.add_eoi_listener([this](unsigned line) { eoi(line); });
     return ok();
 }
 
@@ -376,6 +379,7 @@ void Generic::forward_write(const Hooked& h, uint64_t address, unsigned size, ui
 
 void Generic::intx(bool asserted) {
     if (settings_.irq) {
+        intx_level_ = asserted;
         ctx_.interrupts.set_irq(*settings_.irq, asserted);
         return;
     }
@@ -386,6 +390,17 @@ void Generic::intx(bool asserted) {
             "GENERIC {}: the host device drives INTx but no irq=\"N\" is configured; "
             "dropped (further ones are counted, not logged)",
             id());
+    }
+}
+
+void Generic::eoi(unsigned line) {
+    if (!host_ || !settings_.irq || line != *settings_.irq || !intx_level_ || disconnected_) return;
+    if (auto r = host_->ack_intx(); !r) {
+        if (stats_.failed_acks++ == 0)
+            log::warn(
+                "GENERIC {}: passing the guest's EOI to the host device failed (further "
+                "failures are counted, not logged): {}",
+                id(), r.error().message);
     }
 }
 

@@ -6,7 +6,10 @@
 // State: ranges, modes, the host device connection, the physical-access resources.
 // Features: the four Palacios modes; host-device forwarding with absolute port numbers and
 //   guest-physical addresses as region offsets (regions 8 and 9, see kPortRegion); optional
-//   INTx routing (irq="N"); DMA bounds-checked against guest RAM.
+//   INTx routing (irq="N"), with the guest's EOI of that line passed on as the host device's
+//   ack_intx() while the device holds it up (as PCI_FRONT does, docs/pci-front.md "INTx and
+//   EOI"; the line must be level-triggered in the ELCR for EOIs to be reported); DMA
+//   bounds-checked against guest RAM.
 // Missing: MSI delivery (GENERIC has no MSI address/data to send); forwarding of a VM reset
 //   to the host device; physical passthrough from any thread but the one that created the
 //   device (ioperm() permissions are per thread).
@@ -61,6 +64,7 @@ class Generic final : public vm::Device, private hostdev::HostDeviceEvents {
         uint64_t failed_reads = 0;   // host device reads answered with all-ones
         uint64_t failed_writes = 0;  // host device writes that failed (dropped)
         uint64_t dropped_intx = 0;   // INTx changes with no irq configured
+        uint64_t failed_acks = 0;    // ack_intx() calls on an EOI that failed
         uint64_t dropped_msi = 0;    // MSI vectors (GENERIC cannot deliver them)
         uint64_t failed_dma = 0;     // DMA outside guest RAM
     };
@@ -103,6 +107,8 @@ class Generic final : public vm::Device, private hostdev::HostDeviceEvents {
     Result<void> dma_write(uint64_t guest_address, std::span<const uint8_t> in) override;
     Result<void> dma_result(const char* direction, Result<void> r);
     void disconnected(std::string_view why) override;
+    // The guest EOId a level-triggered interrupt on `line` (the interrupt sink's listener).
+    void eoi(unsigned line);
 
     vm::DeviceContext& ctx_;
     Settings settings_;
@@ -115,6 +121,8 @@ class Generic final : public vm::Device, private hostdev::HostDeviceEvents {
     bool msi_drop_logged_ = false;
     bool dma_failure_logged_ = false;
     bool disconnected_ = false;
+    bool intx_level_ = false;    // what the host device last said, when irq="N" routes it
+    uint64_t eoi_listener_ = 0;  // handle from the interrupt sink
 };
 
 // Registers "GENERIC". `transports` null: hostdev::TransportRegistry::builtin() (tests pass

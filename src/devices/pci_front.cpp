@@ -127,6 +127,10 @@ Result<void> PciFront::open(const PciFrontSettings& s) {
         }
     }
     if (auto r = build_shadow(std::move(image)); !r) return fail(err(r.error()));
+    initial_cs_ = cs_;
+    // A VM reset restores the power-on status: no interrupt condition (the device's own reset
+    // drops its line, and intx() events set the bit again if it re-asserts).
+    (void)initial_cs_.update(reg::kStatus, 2, pci::status::kInterruptStatus, 0);
     open_direct();
     return ok();
 }
@@ -483,6 +487,46 @@ void PciFront::msi(unsigned vector) {
             log::debug("{}: MSI vector {} while MSI and MSI-X are disabled: dropped", id(), vector);
             return;
     }
+}
+
+// The guest EOId the line our pin drives. Only while we drive it: an EOI on a shared line for
+// another function's interrupt, or one while Interrupt Disable holds our line back, is not ours
+// to acknowledge (the device stays masked until the guest takes its interrupt).
+void PciFront::intx_eoi(uint8_t pin) {
+    if (pin != pin_ || !intx_driven_ || disconnected_) return;
+    if (auto r = host_->ack_intx(); !r) host_write_failed(r.error());
+}
+
+// ---- VM reset ----------------------------------------------------------------------------
+
+void PciFront::reset() {
+    // Nothing decodes after a reset: direct mappings, bus ranges and the INTx pin go first.
+    for (int i = 0; i < pci::kBarCount; ++i) unmap_direct(i);
+    if (bus_ && address_) bus_->function_reset(*address_);
+    intx_driven_ = false;
+    intx_level_ = false;
+    const Irqs before = irqs_;
+    cs_ = initial_cs_;
+    pending_.reset();
+    snapshot_ = Snapshot{};
+    if (msix_table_) {
+        // Cannot fail: the same vector count succeeded at open.
+        msix_table_.emplace(pci::MsixTable::create(msix_table_->vectors()).value());
+    }
+    irqs_ = Irqs{hostdev::IrqKind::intx, pin_ ? 1u : 0u};
+    if (!disconnected_) {
+        // The device back to its power-on state (vfio-user: DEVICE_RESET). It may raise intx()
+        // while doing so; that lands in the fresh shadow.
+        if (auto r = host_->reset(); !r) {
+            log::warn("{}: host device reset failed: {}", id(), r.error().message);
+            ++host_errors_;
+        }
+        // A reset device is in INTx mode; tell the transport, which still holds the mode the
+        // guest chose before.
+        if (irqs_ != before)
+            if (auto r = host_->set_irqs(irqs_.kind, irqs_.count); !r) host_write_failed(r.error());
+    }
+    update_intx();
 }
 
 // ---- DMA ---------------------------------------------------------------------------------

@@ -13,9 +13,16 @@
 // bus gated by interrupt-disable; MSI and MSI-X with masking and pending delivery; DMA
 // bounds-checked against guest RAM and gated by bus mastering; all-ones on failed reads.
 //
-// Missing: VM reset (reset() is not overridden: the shadow and the device keep their state),
-// INTx EOI acknowledgement to the device (ack_intx: no EOI notification reaches devices yet),
-// PCIe extended capabilities beyond forwarding.
+// INTx EOI: when the guest's EOI retires an interrupt on the line this function's INTx drives
+// (PciBus::eoi → intx_eoi), the host device hears ack_intx(), so a transport that latched or
+// masked the line on delivery resamples it (docs/pci-front.md, "INTx and EOI").
+//
+// VM reset (reset()): direct mappings and bus ranges dropped, the shadow back to its state at
+// open (BARs unassigned, command 0, MSI/MSI-X off, a fresh MSI-X table), then the host device's
+// reset() (vfio-user DEVICE_RESET, the in-process model's reset).
+//
+// Missing: PCIe extended capabilities beyond forwarding; function-level reset (FLR) from the
+// guest.
 //
 // Direct mapping: the page-aligned sparse-mmap areas a BAR region reports (RegionInfo::
 // mmap_areas with an fd) are mmapped here at open and mapped straight into guest-physical
@@ -67,6 +74,10 @@ class PciFront final : public vm::Device,
     void config_write_rejected() override;
     void config_write_applied() override;
     vm::BusHandler bar_handler(int bar) override;
+    void intx_eoi(uint8_t pin) override;
+
+    // ---- vm::Device --------------------------------------------------------------------------
+    void reset() override;
 
     // ---- hostdev::HostDeviceEvents (called by the transport) -------------------------------
     void intx(bool asserted) override;
@@ -149,6 +160,7 @@ class PciFront final : public vm::Device,
     std::unique_ptr<hostdev::HostDevice> host_;
     std::array<hostdev::RegionInfo, 7> regions_{};
     pci::ConfigSpace cs_;
+    pci::ConfigSpace initial_cs_;         // cs_ as built at open: what reset() restores
     std::vector<uint8_t> shadowed_;       // per config byte: 1 = local
     std::vector<uint8_t> write_through_;  // per config byte: local and also forwarded
     pci::BarLayout layout_;

@@ -64,6 +64,11 @@ enum class IrqKind : uint8_t { intx = 0, msi = 1, msix = 2 };
 class HostDeviceEvents {
   public:
     virtual ~HostDeviceEvents() = default;
+    // The device's INTx pin, level-triggered: asserted until the transport says otherwise.
+    // A transport that cannot see deassertion (vfio-user, VFIO, an irqfd) holds the line from
+    // its signal until HostDevice::ack_intx() and then resamples (see there). Calls for an
+    // unchanged level are harmless. Engine thread, possibly inside a HostDevice call
+    // (ack_intx, a register write that raises or lowers the line).
     virtual void intx(bool asserted) = 0;
     // Vector `vector` of the MSI or MSI-X block the guest enabled (see set_irqs) fired.
     virtual void msi(unsigned vector) = 0;
@@ -96,10 +101,29 @@ class HostDevice {
     // Which interrupt mechanism the guest enabled, and how many vectors (VFIO_DEVICE_SET_IRQS):
     // INTx by default; MSI or MSI-X once the guest sets their enable bits; count 0 disables.
     virtual Result<void> set_irqs(IrqKind kind, uint32_t count) = 0;
-    // The guest acknowledged a level-triggered INTx (EOI): the device may re-assert if its
-    // condition persists (Palacios' ack_irq, VFIO's unmask/resample).
+    // The guest's EOI of the INTx it was delivered (Palacios' ack_irq, VFIO's unmask, KVM's
+    // irqfd resample). The contract, both ways (docs/pci-front.md, "INTx and EOI"):
+    // - The front-end calls it on the engine thread, synchronously inside the guest's EOI
+    //   (before the guest's next instruction), once per EOI that retires an interrupt on the
+    //   PIC line this device's INTx reaches, and only while it drives that line (the device
+    //   said intx(true) last and the guest's Interrupt Disable bit is clear). Never for MSI or
+    //   MSI-X. On a shared line it is called for every asserting device.
+    // - The transport then makes the line follow the device's current level. Either it
+    //   already does (a transport that reports every level change, like inproc: nothing to
+    //   do, re-sending intx(true) for a level still high is harmless), or it lowers the line
+    //   with intx(false) and arranges for the device to re-assert with intx(true) if its
+    //   condition persists: during the call (vfio-user: a synchronous SET_IRQS unmask, the
+    //   re-trigger delivered before ack_intx returns) or later through OpenContext::post
+    //   (mpqemu: write the resample fd; the remote re-fires its irqfd if its line is still up).
+    //   Either way a level the device keeps asserted is delivered to the guest again after the
+    //   EOI, and a level it lowered is not.
+    // Writes to the device are not acknowledgements: a transport must not lower the line on
+    // them. Fails only when the device cannot be reached (the front-end logs and counts it).
     virtual Result<void> ack_intx() = 0;
 
+    // A VM reset (or a front-end's own reset): the device back to its power-on state,
+    // configuration space included, in INTx mode with its line deasserted (the transport
+    // sends intx(false) if it held the line). Synchronous. vfio-user: DEVICE_RESET.
     virtual Result<void> reset() = 0;
     // Release the connection and every resource; idempotent; no calls after it.
     virtual void close() = 0;

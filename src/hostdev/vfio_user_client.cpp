@@ -181,7 +181,6 @@ class VfioUserClient::Impl : public std::enable_shared_from_this<Impl> {
     void deliver_intx();
     void deliver_msi(unsigned vector);
     Result<void> drop_intx_and_unmask();
-    Result<void> after_write();
     void wake_poller();
     void poll_loop();
     void stop_poller();
@@ -761,8 +760,11 @@ void VfioUserClient::Impl::deliver_msi(unsigned vector) {
     s_.events->msi(vector);
 }
 
-// The guest answered the interrupt: drop the line and let the server re-trigger it if the
-// device still asserts (VFIO's unmask after an auto-masked INTx).
+// The guest EOId the interrupt (HostDevice::ack_intx): drop the line and let the server
+// re-trigger it if the device still asserts (VFIO's unmask after an auto-masked INTx, what
+// KVM's irqfd resampler does on EOI). Synchronous: a re-trigger the server sends before its
+// reply is collected right after the reply, so the line is up again before the guest's next
+// instruction.
 Result<void> VfioUserClient::Impl::drop_intx_and_unmask() {
     if (intx_asserted_) {
         intx_asserted_ = false;
@@ -780,13 +782,6 @@ Result<void> VfioUserClient::Impl::drop_intx_and_unmask() {
         request(vu::Command::device_set_irqs, vu::encode_irq_set(s), {}, "SET_IRQS unmask of INTx");
     if (!r) return fail(r.error());
     return ok();
-}
-
-// A write while INTx is up is most likely the handler's acknowledgement (vfio-user has no
-// deassert message, and the front-end sees no EOI): resample the line.
-Result<void> VfioUserClient::Impl::after_write() {
-    if (!intx_asserted_ || irq_kind_ != IrqKind::intx) return ok();
-    return drop_intx_and_unmask();
 }
 
 void VfioUserClient::Impl::wake_poller() {
@@ -1086,7 +1081,7 @@ Result<void> VfioUserClient::Impl::write(uint32_t region, uint64_t offset,
         if (!r) return fail(r.error());
         done += n;
     }
-    return after_write();
+    return ok();
 }
 
 Result<void> VfioUserClient::Impl::set_irqs(IrqKind kind, uint32_t count) {

@@ -13,11 +13,12 @@
 // engine thread right after the reply, so a guest that triggers an interrupt with a register
 // write sees it before its next instruction, as with the in-process transport.
 //
-// INTx: vfio-user signals assertion only (the trigger eventfd); there is no deassert message.
-// Like VFIO's auto-masked INTx, the line is treated as asserted until the guest writes to the
-// device (the interrupt handler's acknowledgement) or ack_intx() is called; then it is dropped
-// and the server is sent SET_IRQS(INTx, ACTION_UNMASK), which makes it trigger again if its
-// line is still up.
+// INTx: vfio-user signals assertion only (the trigger eventfd); there is no deassert message, and
+// the server auto-masks INTx when it signals. As with VFIO's auto-masked INTx, the line is held
+// asserted until ack_intx() (the front-end calls it on the guest's EOI, HostDevice contract);
+// then it is dropped and the server is sent SET_IRQS(INTx, ACTION_UNMASK), which makes it
+// trigger again, before its reply, if its line is still up. Writes to the device do not lower
+// the line: the device's state is resampled at the EOI, not guessed from an access.
 //
 // Death and reconnection: a closed socket, an I/O error or a timed-out reply marks the server
 // gone; every call fails (the front-end reads all-ones and drops writes) and the VM keeps

@@ -26,9 +26,9 @@ constexpr uint32_t kStackSize = 0x10000;
 // docs/guest-abi.md
 struct BootInfo {
     uint32_t magic = 0x4e4b5450;
-    uint32_t version = 1;
+    uint32_t version = 2;  // 2: reset_count (was reserved, 0, in version 1)
     uint32_t cpu_count = 0;
-    uint32_t reserved = 0;
+    uint32_t reset_count = 0;
     uint64_t ram_size = 0;
     uint32_t cmdline = kCmdlineBase;
     uint32_t cmdline_len = 0;
@@ -148,7 +148,8 @@ Result<void> Machine::build() {
                 remove_external_source();
         },
         [this](Gpa base, uint64_t size, uint8_t* host) { return map_direct(base, size, host); },
-        [this](Gpa base, uint64_t size) { return unmap_direct(base, size); }});
+        [this](Gpa base, uint64_t size) { return unmap_direct(base, size); },
+        [this](std::string why) { request_reset(std::move(why)); }});
     POTEMKIN_TRY(devices_->create_all(cfg.devices, *device_ctx_));
 
     for (unsigned i = 0; i < cfg.cores; ++i) {
@@ -168,6 +169,7 @@ Result<void> Machine::build() {
 
     auto path = resolve_guest_path();
     if (!path) return fail(path.error());
+    guest_path_ = *path;
     auto image = load_elf32(*path, *memory_);
     if (!image) return fail(image.error());
     POTEMKIN_TRY(write_boot_state(image->entry));
@@ -208,6 +210,7 @@ Result<void> Machine::write_boot_state(uint32_t entry) {
                      cfg.document->display_name(), cfg.cmdline.size(), kCmdlineMax);
     BootInfo info;
     info.cpu_count = cfg.cores;
+    info.reset_count = resets_;
     info.ram_size = memory_->total_size();
     info.cmdline_len = static_cast<uint32_t>(cfg.cmdline.size());
     POTEMKIN_TRY(memory_->write_obj(Gpa(kBootInfoBase), info));
@@ -235,6 +238,39 @@ void Machine::request_exit(uint32_t status) {
     exit_requested_ = true;
     exit_value_ = status;
     kick();
+}
+
+void Machine::request_reset(std::string why) {
+    if (reset_requested_) return;
+    reset_requested_ = true;
+    reset_reason_ = std::move(why);
+    kick();
+}
+
+std::optional<RunResult> Machine::reset_vm() {
+    reset_requested_ = false;
+    if (resets_ >= settings_.max_resets)
+        return RunResult{RunOutcome::fault, 0,
+                         fmt::format("the guest asked for VM reset number {} ({}), but at most {} "
+                                     "are allowed per run (max_resets): a reset loop?",
+                                     resets_ + 1, reset_reason_, settings_.max_resets)};
+    ++resets_;
+    log::info("VM reset {}: {}", resets_, reset_reason_);
+    // Devices first (vfio-user DEVICE_RESET, in-process models, PCI decode), while the
+    // interrupt controllers still listen to the lines they drop; then the controllers.
+    devices_->reset_all();
+    irq_->reset();
+    pit_->reset();
+    auto fail_run = [](const std::string& what) {
+        return RunResult{RunOutcome::fault, 0, "VM reset failed: " + what};
+    };
+    for (const auto& r : memory_->regions())
+        if (auto f = memory_->fill(r.base, 0, r.size); !f) return fail_run(f.error().message);
+    auto image = load_elf32(guest_path_, *memory_);
+    if (!image) return fail_run(image.error().message);
+    if (auto b = write_boot_state(image->entry); !b) return fail_run(b.error().message);
+    for (auto& v : vcpus_) v.halted = false;
+    return std::nullopt;
 }
 
 void Machine::kick() {
@@ -307,6 +343,8 @@ RunResult Machine::run() {
         run_posted();
         timers_.run_due(vm::Clock::now());
         if (exit_requested_) return {RunOutcome::exited, exit_value_, {}};
+        if (reset_requested_)
+            if (auto end = reset_vm()) return *end;
         if (timeout_at && vm::Clock::now() >= *timeout_at)
             return {RunOutcome::timeout, 0,
                     fmt::format("timeout: the guest ran for {} ms without exiting",
@@ -342,7 +380,9 @@ RunResult Machine::run() {
             if (ex.reason == cpu::ExitReason::fault) return fault(*ex.fault, i);
             if (ex.reason == cpu::ExitReason::halted) v.halted = true;
             if (exit_requested_) return {RunOutcome::exited, exit_value_, {}};
+            if (reset_requested_) break;  // no other vCPU runs before the reset
         }
+        if (reset_requested_) continue;
 
         if (all_halted ||
             std::all_of(vcpus_.begin(), vcpus_.end(), [](const Vcpu& v) { return v.halted; })) {

@@ -42,6 +42,9 @@ struct MachineSettings {
     const vm::DeviceClassRegistry* classes = nullptr;
     // Translation blocks a vCPU runs before the next one gets its turn (several vCPUs only).
     uint64_t preempt_blocks = 20000;
+    // VM resets the guest may trigger in one run (docs/guest-abi.md, "VM reset"); the one after
+    // that ends the run as a fault, so a guest stuck in a reset loop does not run forever.
+    unsigned max_resets = 16;
 };
 
 enum class RunOutcome { exited, timeout, halted, fault };
@@ -76,6 +79,8 @@ class Machine final : private cpu::CpuIo {
     vm::DeviceManager& devices() { return *devices_; }
     vm::InterruptController& interrupts() { return *irq_; }
     unsigned current_vcpu() const { return current_vcpu_; }
+    // VM resets performed so far (the guest sees it in its boot-info block).
+    unsigned resets() const { return resets_; }
 
   private:
     explicit Machine(MachineSettings settings);
@@ -83,6 +88,12 @@ class Machine final : private cpu::CpuIo {
     Result<std::string> resolve_guest_path() const;
     Result<void> write_boot_state(uint32_t entry);
     void request_exit(uint32_t status);
+    // DeviceContext::request_reset: reset once the running vCPU stops (the next turn of run()).
+    void request_reset(std::string why);
+    // The VM reset: devices, interrupt controllers and PIT to their power-on state, guest RAM
+    // cleared, the guest reloaded, every vCPU at the entry state. A result when the run must
+    // end (the reset limit, or the guest could not be reloaded).
+    std::optional<RunResult> reset_vm();
     void kicker_loop();
     void set_kicker_deadline(std::optional<vm::Clock::time_point> when);
     void wait_for_kick();
@@ -119,6 +130,10 @@ class Machine final : private cpu::CpuIo {
 
     std::atomic<bool> kick_{false};
     bool exit_requested_ = false;
+    bool reset_requested_ = false;
+    std::string reset_reason_;
+    unsigned resets_ = 0;
+    std::string guest_path_;  // resolved at build, reloaded by a VM reset
     // Threads outside the engine that may raise interrupts (out-of-process devices).
     std::atomic<unsigned> external_sources_{0};
     uint32_t exit_value_ = 0;

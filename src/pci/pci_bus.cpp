@@ -18,6 +18,9 @@ constexpr uint32_t kEnableBit = 1u << 31;
 constexpr uint8_t kSlots = 32;
 constexpr uint8_t kFunctions = 8;
 constexpr uint8_t kNoLine = 0xFF;  // "unknown / no connection" in the interrupt-line register
+constexpr uint64_t kResetControlOffset = 1;  // 0xCF9, in the 0xCF8-0xCFB range
+constexpr uint8_t kResetSystem = 0x02;       // RC bit 1, SRST: 1 hard reset, 0 soft reset
+constexpr uint8_t kResetCpu = 0x04;          // RC bit 2, RCPU: writing 1 starts the reset
 
 uint32_t all_ones(unsigned size) {
     return size >= 4 ? 0xFFFF'FFFFu : (1u << (size * 8)) - 1;
@@ -77,10 +80,12 @@ Result<void> PciBus::attach() {
                         [this](uint64_t o, unsigned n, uint64_t v) { data_port_write(o, n, v); }});
     if (!d) return fail(d.error());
     data_range_ = *d;
+    eoi_listener_ = ctx_.interrupts.add_eoi_listener([this](unsigned line) { eoi(line); });
     return ok();
 }
 
 PciBus::~PciBus() {
+    if (eoi_listener_) ctx_.interrupts.remove_eoi_listener(eoi_listener_);
     for (auto& [addr, entry] : functions_) unhook(entry);
     if (address_range_) ctx_.ports.remove(*address_range_);
     if (data_range_) ctx_.ports.remove(*data_range_);
@@ -88,7 +93,19 @@ PciBus::~PciBus() {
 
 void PciBus::reset() {
     address_latch_ = 0;
+    reset_control_ = 0;
     host_bridge_->reset();
+    std::vector<PciAddress> all;
+    for (const auto& [addr, entry] : functions_) all.push_back(addr);
+    for (const PciAddress& a : all) function_reset(a);
+}
+
+void PciBus::function_reset(const PciAddress& addr) {
+    Attached* e = find_attached(addr);
+    if (!e) return;
+    unhook(*e);
+    for (uint8_t pin = 1; pin <= 4; ++pin)
+        if (asserted_.erase({addr, pin})) drive_line(intx_line(addr, pin));
 }
 
 // ---- Placement -------------------------------------------------------------------------
@@ -334,15 +351,35 @@ bool PciBus::apply(const PciAddress& addr, Attached& entry, const BusChanges& ch
 // ---- Mechanism #1 ports -----------------------------------------------------------------
 
 // The latch is a dword register: only a 32-bit access at 0xCF8 reaches it. Byte and word
-// accesses to 0xCF8-0xCFB pass through to the ISA bus on PC chipsets (0xCF9 is the reset
-// control register there); nothing implements them here, so they behave as unassigned.
+// accesses to 0xCF8-0xCFB pass through to the ISA bus on PC chipsets; of those, a byte at 0xCF9
+// is PIIX3's reset control register, the rest behave as unassigned.
 uint64_t PciBus::address_port_read(uint64_t offset, unsigned size) const {
     if (offset == 0 && size == 4) return address_latch_;
+    if (offset == kResetControlOffset && size == 1) return reset_control_;
     return ~0ull;
 }
 
 void PciBus::address_port_write(uint64_t offset, unsigned size, uint64_t value) {
     if (offset == 0 && size == 4) address_latch_ = static_cast<uint32_t>(value);
+    if (offset == kResetControlOffset && size == 1)
+        reset_control_write(static_cast<uint8_t>(value));
+}
+
+// PIIX3 datasheet, "RC - Reset Control Register" (I/O 0CF9h): bit 1 chooses the reset type,
+// writing bit 2 as 1 starts it. A hard reset asserts PCIRST# and resets the CPU, a soft reset
+// is an INIT; here both are the VM reset of docs/guest-abi.md (no firmware could tell them
+// apart). Only bit 1 is kept: bit 2 reads 0, as the reset it starts is already over.
+void PciBus::reset_control_write(uint8_t value) {
+    reset_control_ = value & kResetSystem;
+    if (!(value & kResetCpu)) return;
+    const char* kind = (value & kResetSystem) ? "hard" : "soft";
+    if (!ctx_.request_reset) {
+        log::warn("{}: {} reset requested at 0xCF9 (value {:#04x}), but nothing resets this VM",
+                  id(), kind, value);
+        return;
+    }
+    ctx_.request_reset(
+        fmt::format("{} reset through the reset control register 0xCF9 ({:#04x})", kind, value));
 }
 
 std::optional<std::pair<PciAddress, uint32_t>> PciBus::latched(uint64_t data_offset) const {
@@ -388,6 +425,17 @@ void PciBus::set_intx(const PciAddress& addr, uint8_t pin, bool asserted) {
     else
         asserted_.erase({addr, pin});
     drive_line(intx_line(addr, pin));
+}
+
+void PciBus::eoi(unsigned line) {
+    std::vector<std::pair<PciAddress, uint8_t>> targets;
+    for (const auto& [a, pin] : asserted_)
+        if (intx_line(a, pin) == line) targets.emplace_back(a, pin);
+    // A function may deassert (or go away) in its intx_eoi(): look each one up again.
+    for (const auto& [a, pin] : targets) {
+        Attached* e = find_attached(a);
+        if (e && asserted_.count({a, pin})) e->fn->intx_eoi(pin);
+    }
 }
 
 // PCI interrupt lines are open-drain, wired-OR: the line is high while any function on it

@@ -38,6 +38,11 @@ class PciFunction {
     // Who answers accesses to a decoded BAR (0-5) or the ROM (kRomBarIndex). Offsets passed
     // to the handler are relative to the BAR base.
     virtual vm::BusHandler bar_handler(int bar) = 0;
+    // The guest's EOI retired an interrupt on the PIC line this function's INTx `pin` reaches,
+    // while the function asserted it (set_intx(addr, pin, true) and not deasserted since). Called
+    // synchronously inside the guest's EOI write; the function may call set_intx()
+    // (docs/pci-bus.md, "EOI fan-out").
+    virtual void intx_eoi(uint8_t pin) { (void)pin; }
 };
 
 struct PciAddress {
@@ -71,6 +76,13 @@ class PciBus final : public vm::Device {
     void set_intx(const PciAddress& addr, uint8_t pin, bool asserted);
     // The PIC line `addr`'s pin reaches (what a BIOS writes to the interrupt-line register).
     uint8_t intx_line(const PciAddress& addr, uint8_t pin) const;
+    // The guest EOId a level-triggered interrupt on PIC `line` (the interrupt sink's EOI
+    // notification calls this): every function asserting a pin routed to `line` hears
+    // intx_eoi(pin). Wired-OR: all of them, since the guest's handler may have served any.
+    void eoi(unsigned line);
+    // The function at `addr` returned to its power-on state (its own vm::Device::reset): it
+    // decodes nothing and asserts no INTx. Unhooks its ranges and releases its pins.
+    void function_reset(const PciAddress& addr);
 
     // Mechanism #1, for tests and for the port handlers.
     uint32_t config_read(const PciAddress& addr, uint32_t offset, unsigned size);
@@ -78,9 +90,13 @@ class PciBus final : public vm::Device {
 
     uint64_t rejected_writes() const { return rejected_writes_; }
 
-    // vm::Device: the address latch clears and the host bridge returns to its power-on state.
-    // Functions reset with their own devices.
+    // vm::Device: the address latch and the reset control register clear, the host bridge
+    // returns to its power-on state, and every function's ranges and INTx pins are released
+    // (a reset function decodes nothing). Functions reset their own state with their devices.
     void reset() override;
+
+    // The PIIX3 reset control register at 0xCF9 (docs/guest-abi.md, "VM reset").
+    uint8_t reset_control() const { return reset_control_; }
 
   private:
     // A bus registration made for a function's BAR: which space, which BAR, at which base.
@@ -121,6 +137,7 @@ class PciBus final : public vm::Device {
     void address_port_write(uint64_t offset, unsigned size, uint64_t value);
     uint64_t data_port_read(uint64_t offset, unsigned size);
     void data_port_write(uint64_t offset, unsigned size, uint64_t value);
+    void reset_control_write(uint8_t value);
     // The function and register the latch selects for a data port access, or nullopt when
     // the enable bit is clear.
     std::optional<std::pair<PciAddress, uint32_t>> latched(uint64_t data_offset) const;
@@ -133,6 +150,8 @@ class PciBus final : public vm::Device {
     std::map<PciAddress, Attached> functions_;           // bus 0 only, the host bridge included
     std::set<std::pair<PciAddress, uint8_t>> asserted_;  // (function, pin) driving INTx
     uint64_t rejected_writes_ = 0;
+    uint8_t reset_control_ = 0;  // 0xCF9: bit 1 system reset (hard) as last written
+    uint64_t eoi_listener_ = 0;  // handle from the interrupt sink
 };
 
 void register_pci_bus(vm::DeviceClassRegistry& registry);

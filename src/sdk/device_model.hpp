@@ -80,7 +80,10 @@ class DeviceModel {
     // BAR accesses: size is 1, 2, 4 or 8; offset + size is within the BAR.
     virtual uint64_t bar_read(int bar, uint64_t offset, unsigned size) = 0;
     virtual void bar_write(int bar, uint64_t offset, unsigned size, uint64_t value) = 0;
-    // The guest acknowledged INTx (EOI); a level-triggered condition that persists re-asserts.
+    // The guest EOId the INTx this device had up (HostDevice::ack_intx, called by the VMM only
+    // while the line is up, synchronously inside the guest's EOI). The server resamples after
+    // it: a level still set is delivered again. Models whose condition can clear without a
+    // register write (a timer, a read) re-check it here.
     virtual void intx_acknowledged() {}
     virtual void reset() = 0;
 

@@ -46,6 +46,7 @@ struct RunOptions {
     std::string guest;
     std::string trace;
     double timeout = 0;
+    unsigned max_resets = machine::MachineSettings{}.max_resets;
     bool verbose = false;
 };
 
@@ -67,6 +68,7 @@ int run_command(const RunOptions& o) {
     if (!o.trace.empty()) s.trace_path = o.trace;
     if (o.timeout > 0)
         s.timeout = std::chrono::milliseconds(static_cast<int64_t>(o.timeout * 1000));
+    s.max_resets = o.max_resets;
     s.guest_search_path = {self_dir() + "/guests"};
     auto m = machine::Machine::create(std::move(s));
     if (!m) {
@@ -191,6 +193,10 @@ int main(int argc, char** argv) {
                     "Write one record per device access to FILE (docs/trace.md)");
     cmd->add_option("--timeout", run.timeout, "End the run after SEC seconds (exit status 124)")
         ->check(CLI::PositiveNumber);
+    cmd->add_option("--max-resets", run.max_resets,
+                    "VM resets the guest may trigger (0xcf9); the next one is a fault (exit "
+                    "status 126)")
+        ->capture_default_str();
     cmd->add_flag("-v,--verbose", run.verbose, "Log device events");
     cmd->footer(
         "Exit status: the guest's exit value (port 0xf4) & 0xff; 2 configuration or usage error;\n"

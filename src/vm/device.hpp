@@ -47,6 +47,10 @@ struct DeviceContext {
     // tests (then nothing is mapped directly and every access traps).
     std::function<Result<void>(Gpa, uint64_t, uint8_t*)> map_direct;
     std::function<Result<void>(Gpa, uint64_t)> unmap_direct;
+    // A guest-visible reset trigger fired (the reset control register at 0xCF9): reset the VM
+    // once the current instruction completes (docs/guest-abi.md, "VM reset"). `why` is for the
+    // log. Engine thread. Filled by the machine; null in unit tests (then nothing resets).
+    std::function<void(std::string why)> request_reset;
 };
 
 class Device {
@@ -57,7 +61,9 @@ class Device {
     Device& operator=(const Device&) = delete;
 
     const std::string& id() const { return id_; }
-    // A VM reset: back to the power-on state.
+    // A VM reset: back to the power-on state. DeviceManager::reset_all() calls it on every
+    // device in creation order (buses before the devices on them), on the engine thread, with
+    // no vCPU running.
     virtual void reset() {}
 
   private:

@@ -1,5 +1,6 @@
 #include "vm/interrupt_controller.hpp"
 
+#include <algorithm>
 #include <utility>
 
 namespace potemkin::vm {
@@ -16,6 +17,24 @@ InterruptController::InterruptController(unsigned vcpu_count, std::function<void
     : kick_(std::move(kick)), pic_([this] {
           if (kick_) kick_();
       }) {
+    make_lapics(vcpu_count);
+    pic_.set_eoi_listener([this](unsigned line) {
+        // By handle, looked up again before each call: a listener may add or remove listeners
+        // (a device that goes away in its EOI path), and a removed one must not be called.
+        std::vector<uint64_t> handles;
+        for (const auto& l : eoi_listeners_) handles.push_back(l.first);
+        for (const uint64_t h : handles) {
+            auto it = std::find_if(eoi_listeners_.begin(), eoi_listeners_.end(),
+                                   [h](const auto& l) { return l.first == h; });
+            if (it == eoi_listeners_.end()) continue;
+            const EoiListener fn = it->second;  // the entry may go away while it runs
+            fn(line);
+        }
+    });
+}
+
+void InterruptController::make_lapics(unsigned vcpu_count) {
+    lapics_.clear();
     for (unsigned i = 0; i < vcpu_count; ++i) {
         lapics_.push_back(std::make_unique<LocalApic>(static_cast<uint8_t>(i), [this] {
             if (kick_) kick_();
@@ -23,6 +42,21 @@ InterruptController::InterruptController(unsigned vcpu_count, std::function<void
         lapics_.back()->set_ipi_handler(
             [this, i](const LocalApic::Ipi& ipi) { route_ipi(i, ipi); });
     }
+}
+
+void InterruptController::reset() {
+    make_lapics(static_cast<unsigned>(lapics_.size()));
+    pic_.reset();
+}
+
+uint64_t InterruptController::add_eoi_listener(EoiListener listener) {
+    const uint64_t handle = next_listener_++;
+    eoi_listeners_.emplace_back(handle, std::move(listener));
+    return handle;
+}
+
+void InterruptController::remove_eoi_listener(uint64_t handle) {
+    std::erase_if(eoi_listeners_, [handle](const auto& l) { return l.first == handle; });
 }
 
 void InterruptController::set_irq(unsigned line, bool level) {

@@ -55,6 +55,15 @@ class InterruptController final : public InterruptSink, public InterruptSource {
     // InterruptSink
     void set_irq(unsigned line, bool level) override;
     void send_msi(uint64_t address, uint32_t data) override;
+    // EOIs of level-triggered PIC lines (Pic8259Pair's EOI notification). The local APICs
+    // report nothing: MSIs are edge and there is no I/O APIC whose level lines an APIC EOI
+    // would retire.
+    uint64_t add_eoi_listener(EoiListener listener) override;
+    void remove_eoi_listener(uint64_t handle) override;
+
+    // A VM reset: the PIC pair and every local APIC back to their power-on state (the PIC's
+    // input levels stay; the devices drive them). Counters and EOI listeners stay.
+    void reset();
 
     // InterruptSource: the local APIC first, then (vCPU 0 only) the PIC.
     bool has_interrupt(unsigned vcpu) override;
@@ -92,8 +101,12 @@ class InterruptController final : public InterruptSink, public InterruptSource {
     bool matches(const LocalApic& a, const Message& m) const;
     void route_ipi(unsigned from, const LocalApic::Ipi& ipi);
 
+    void make_lapics(unsigned vcpu_count);
+
     std::function<void()> kick_;
     Pic8259Pair pic_;
+    std::vector<std::pair<uint64_t, EoiListener>> eoi_listeners_;
+    uint64_t next_listener_ = 1;
     std::vector<std::unique_ptr<LocalApic>> lapics_;
     uint64_t msi_bad_address_ = 0;
     uint64_t msi_bad_delivery_mode_ = 0;

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 
 namespace potemkin::vm {
@@ -15,6 +16,21 @@ class InterruptSink {
     // (ELCR) stay requested while high.
     virtual void set_irq(unsigned line, bool level) = 0;
     virtual void send_msi(uint64_t address, uint32_t data) = 0;
+
+    // EOI notification for level-triggered lines (docs/interrupts.md, "EOI notification"): the
+    // listener hears `line` each time the guest's EOI retires an in-service level-triggered
+    // interrupt on it (in auto-EOI mode: when the interrupt is acknowledged). It runs on the
+    // engine thread, synchronously inside the guest's EOI write, before the guest's next
+    // instruction, and may call set_irq(). Edge lines and MSIs are never reported. This is what
+    // lets a device whose line was masked or latched on delivery (VFIO's auto-masked INTx, an
+    // irqfd with a resample fd) re-evaluate its level. Sinks without a PIC report nothing.
+    using EoiListener = std::function<void(unsigned line)>;
+    // Returns a handle for remove_eoi_listener (never 0 from a sink that reports EOIs).
+    virtual uint64_t add_eoi_listener(EoiListener listener) {
+        (void)listener;
+        return 0;
+    }
+    virtual void remove_eoi_listener(uint64_t handle) { (void)handle; }
 };
 
 // What the CPU loop asks for each vCPU.

@@ -85,10 +85,36 @@ void Pic8259Pair::set_irq(unsigned line, bool level) {
     update();
 }
 
+void Pic8259Pair::retired(unsigned chip, unsigned ir) {
+    // The cascade input is edge-triggered (its ELCR bit is forced 0), so it never lands here.
+    if (chips_[chip].elcr & bit(ir)) retired_ |= static_cast<uint16_t>(1u << (chip * 8 + ir));
+}
+
+void Pic8259Pair::report_eois() {
+    while (retired_) {
+        const unsigned line = static_cast<unsigned>(__builtin_ctz(retired_));
+        retired_ &= static_cast<uint16_t>(~(1u << line));
+        if (eoi_listener_) eoi_listener_(line);
+    }
+}
+
+void Pic8259Pair::reset() {
+    for (Chip& c : chips_) {
+        const uint8_t lines = c.lines;
+        c = Chip{};
+        c.lines = lines;
+    }
+    retired_ = 0;
+    update();
+}
+
 void Pic8259Pair::intack(unsigned chip, unsigned ir) {
     Chip& c = chips_[chip];
     const uint8_t m = bit(ir);
-    if (!c.auto_eoi) c.isr |= m;
+    if (c.auto_eoi)
+        retired(chip, ir);  // the INTA cycle is the EOI
+    else
+        c.isr |= m;
     // A level request is not cleared: it follows the line and is blocked by the ISR bit,
     // so it comes back after the EOI if the device still holds the line high.
     if (!(c.elcr & m)) c.irr &= static_cast<uint8_t>(~m);
@@ -113,6 +139,7 @@ std::optional<uint8_t> Pic8259Pair::acknowledge() {
         vector = static_cast<uint8_t>(m.vector_base + *ir);
     }
     intack(kMaster, *ir);
+    report_eois();
     update();
     return vector;
 }
@@ -124,6 +151,7 @@ uint8_t Pic8259Pair::poll_read(unsigned chip) {
     const auto ir = deliverable(chip);
     if (!ir) return 0;
     intack(chip, *ir);
+    report_eois();
     update();
     return static_cast<uint8_t>(0x80 | *ir);
 }
@@ -185,16 +213,30 @@ void Pic8259Pair::write_command(unsigned chip, uint8_t value) {
         case 5: {  // rotate on non-specific EOI: EOI without rotating (rotation not modelled)
             // Clears the highest-priority ISR bit. Under special mask mode, per the datasheet,
             // software must use a specific EOI; we still clear the highest bit.
-            if (c.isr) c.isr &= static_cast<uint8_t>(~bit(lowest_bit(c.isr)));
+            if (c.isr) {
+                const unsigned ir = lowest_bit(c.isr);
+                c.isr &= static_cast<uint8_t>(~bit(ir));
+                retired(chip, ir);
+            }
             break;
         }
-        case 3:  // specific EOI
-        case 7:  // rotate on specific EOI: EOI without rotating
-            c.isr &= static_cast<uint8_t>(~bit(value & 7));
+        case 3:    // specific EOI
+        case 7: {  // rotate on specific EOI: EOI without rotating
+            const unsigned ir = value & 7;
+            if (c.isr & bit(ir)) {
+                c.isr &= static_cast<uint8_t>(~bit(ir));
+                retired(chip, ir);
+            }
             break;
+        }
         default:  // 0/4: rotate in AEOI clear/set; 2: no-op; 6: set priority. Not modelled.
             break;
     }
+    // Before re-evaluating: a device that drops its line when told (a resampler) must not
+    // leave a request behind. Otherwise the slave's INT would rise for a moment after a slave
+    // EOI, the master would latch that edge on IR2, and the master's EOI would deliver the
+    // slave's spurious vector.
+    report_eois();
     update();
 }
 

@@ -14,6 +14,15 @@
 // - Fixed priority, IR0 highest on each chip; the slave's lines sit at the master's IR2 slot.
 // - The INTA cycle (acknowledge()): IRR->ISR (edge requests cleared, level requests follow the
 //   line), no ISR bit in auto-EOI mode, spurious IR7 of the chip whose request vanished.
+// - EOI notification (not a pin of the 8259A; what KVM's ack notifiers and irqfd resamplers
+//   hook): when an EOI retires the in-service bit of a line the ELCR makes level-triggered,
+//   the listener hears the line (0-15). Specific and non-specific EOIs (with or without the
+//   rotate bit) retire a bit; in auto-EOI mode the INTA cycle itself is the EOI, so a level
+//   line is reported when it is acknowledged. Not reported: edge lines, the cascade (master
+//   IR2), EOIs that clear nothing, in-service bits dropped by ICW1 or reset(). The report
+//   comes once the in-service bit is cleared and before the PIC re-evaluates its requests,
+//   so a line the listener lowers (set_irq) never requests again, and one it keeps or raises
+//   again requests as usual.
 //
 // Does not implement:
 // - Priority rotation. OCW2 "rotate on non-specific EOI" and "rotate on specific EOI" perform
@@ -71,6 +80,15 @@ class Pic8259Pair {
     // stays registered.
     Result<void> attach(PortBus& bus, const std::string& owner);
 
+    // Who hears level-triggered lines retired by an EOI (see the header comment). It may call
+    // set_irq() and output(), but not the port writers or acknowledge().
+    void set_eoi_listener(std::function<void(unsigned line)> listener) {
+        eoi_listener_ = std::move(listener);
+    }
+    // Power-on state (a VM reset): both chips uninitialised, IMR 0xFF, ELCR 0, nothing requested
+    // or in service. The input levels stay: they are the devices' to change.
+    void reset();
+
     // For tests and tracing: the raw registers of chip 0 (master) or 1 (slave).
     uint8_t irr(unsigned chip) const { return chips_.at(chip).irr; }
     uint8_t isr(unsigned chip) const { return chips_.at(chip).isr; }
@@ -109,9 +127,15 @@ class Pic8259Pair {
     void write_data(unsigned chip, uint8_t value);
     uint8_t poll_read(unsigned chip);
     void write_elcr(unsigned chip, uint8_t value);
+    // In-service bit `ir` of `chip` retired by an EOI: remember a level line for the listener.
+    void retired(unsigned chip, unsigned ir);
+    // Tell the listener about the lines retired since the last call.
+    void report_eois();
 
     std::array<Chip, 2> chips_;
     std::function<void()> on_output_change_;
+    std::function<void(unsigned)> eoi_listener_;
+    uint16_t retired_ = 0;  // level lines retired and not reported yet (bit = line)
 };
 
 }  // namespace potemkin::vm

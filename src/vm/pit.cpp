@@ -38,6 +38,14 @@ Pit8254::~Pit8254() {
     cancel_timer();
 }
 
+void Pit8254::reset() {
+    cancel_timer();
+    channels_ = {};
+    next_edge_ = 0;
+    coalesced_ = 0;
+    set_irq0(false);
+}
+
 void Pit8254::settle(unsigned ch, Clock::time_point now) {
     Channel& c = channels_[ch];
     if (!c.next_reload || now < c.next_start) return;

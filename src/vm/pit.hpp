@@ -66,6 +66,9 @@ class Pit8254 {
     // Register 0x40-0x43 on `bus` under `owner`.
     Result<void> attach(PortBus& bus, const std::string& owner);
 
+    // A VM reset: every channel unprogrammed, channel 0's timer cancelled, IRQ 0 low.
+    void reset();
+
     // Channel 0 periods that elapsed without their own pulse because the VM was late.
     uint64_t coalesced_periods() const { return coalesced_; }
     // Whether channel 0 has a timer pending (for tests).

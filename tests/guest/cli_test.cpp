@@ -116,3 +116,18 @@ TEST(Cli, ProbeOverVfioUserShowsTheServedModel) {
         << r.out;
     EXPECT_NE(r.out.find("MSI-X: Enable- Count=4"), std::string::npos) << r.out;
 }
+
+// A guest that resets the VM (port 0xcf9) once more than --max-resets allows ends with the
+// guest-fault status and a message that names the limit.
+TEST(Cli, ResetLimitIsAnOptionAndEndsTheRunWithAClearMessage) {
+    const std::string guest = std::string(POTEMKIN_GUEST_DIR) + "/resettest.elf";
+    auto ok =
+        run_cli("run " POTEMKIN_SOURCE_DIR "/examples/edu.xml --guest " + guest + " --timeout 60");
+    EXPECT_EQ(ok.status, 0) << ok.out;
+    EXPECT_NE(ok.out.find("reset_count 1"), std::string::npos) << ok.out;
+    auto r = run_cli("run " POTEMKIN_SOURCE_DIR "/examples/edu.xml --guest " + guest +
+                     " --timeout 60 --max-resets 0");
+    EXPECT_EQ(r.status, 126) << r.out;
+    EXPECT_NE(r.out.find("at most 0 are allowed per run (max_resets)"), std::string::npos) << r.out;
+    EXPECT_EQ(r.out.find("reset_count 1"), std::string::npos) << r.out;
+}

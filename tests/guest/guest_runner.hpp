@@ -25,6 +25,7 @@ struct GuestVm {
     unsigned memory_mib = 64;
     int timeout_ms = 30000;
     std::string trace_path;
+    unsigned max_resets = machine::MachineSettings{}.max_resets;
 };
 
 inline std::string guest_path(const std::string& name) {
@@ -54,6 +55,7 @@ inline GuestRun run_guest(const GuestVm& g) {
     machine::MachineSettings s;
     s.config = std::move(*cfg);
     s.timeout = std::chrono::milliseconds(g.timeout_ms);
+    s.max_resets = g.max_resets;
     s.console = [&out](std::string_view text) { out.console.append(text); };
     if (!g.trace_path.empty()) s.trace_path = g.trace_path;
     auto m = machine::Machine::create(std::move(s));

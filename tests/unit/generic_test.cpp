@@ -29,6 +29,7 @@ struct FakeState {
     bool fail_writes = false;
     int opened = 0;
     int closed = 0;
+    int acks = 0;  // ack_intx() calls
     std::string url;
     hostdev::HostDeviceEvents* events = nullptr;
 };
@@ -65,7 +66,10 @@ class FakeHost final : public hostdev::HostDevice {
         return ok();
     }
     Result<void> set_irqs(hostdev::IrqKind, uint32_t) override { return ok(); }
-    Result<void> ack_intx() override { return ok(); }
+    Result<void> ack_intx() override {
+        ++s_.acks;
+        return ok();
+    }
     Result<void> reset() override { return ok(); }
     void close() override {
         if (!closed_) ++s_.closed;
@@ -88,6 +92,16 @@ struct RecordingSink final : InterruptSink {
     std::vector<std::pair<unsigned, bool>> lines;
     void set_irq(unsigned line, bool level) override { lines.emplace_back(line, level); }
     void send_msi(uint64_t, uint32_t) override {}
+    uint64_t add_eoi_listener(EoiListener l) override {
+        listeners[++next] = std::move(l);
+        return next;
+    }
+    void remove_eoi_listener(uint64_t h) override { listeners.erase(h); }
+    void eoi(unsigned line) {
+        for (auto& [h, l] : listeners) l(line);
+    }
+    std::map<uint64_t, EoiListener> listeners;
+    uint64_t next = 0;
 };
 
 struct NullTimers final : TimerService {
@@ -404,6 +418,29 @@ TEST_F(GenericTest, IntxGoesToTheConfiguredIrq) {
     fake.events->intx(false);
     EXPECT_EQ(sink.lines, (std::vector<std::pair<unsigned, bool>>{{4, true}, {4, false}}));
     EXPECT_EQ(spy().stats().dropped_intx, 0u);
+}
+
+TEST_F(GenericTest, GuestEoiOfTheIrqReachesTheHostDeviceWhileItIsUp) {
+    ASSERT_EQ(
+        create(
+            R"(    <device class="GENERIC" id="spy" forward="host_device" hostdev="fake:x" irq="5">
+      <ports><start>0x3f8</start><end>0x3ff</end><mode>PASSTHROUGH</mode></ports>
+    </device>
+)"),
+        "");
+    ASSERT_EQ(sink.listeners.size(), 1u);
+    sink.eoi(5);
+    EXPECT_EQ(fake.acks, 0) << "the line is not up";
+    fake.events->intx(true);
+    sink.eoi(4);
+    EXPECT_EQ(fake.acks, 0) << "another line";
+    sink.eoi(5);
+    EXPECT_EQ(fake.acks, 1);
+    fake.events->intx(false);
+    sink.eoi(5);
+    EXPECT_EQ(fake.acks, 1);
+    mgr.reset();
+    EXPECT_TRUE(sink.listeners.empty()) << "the listener goes with the device";
 }
 
 TEST_F(GenericTest, IntxWithoutIrqAndMsiAreDroppedAndCounted) {

@@ -227,5 +227,52 @@ TEST_F(InterruptControllerTest, FailedAttachLeavesNothingRegistered) {
     EXPECT_EQ(ports.find(Port(0x20)), nullptr);
 }
 
+// ---- EOI notification and reset ------------------------------------------------------------
+
+TEST_F(InterruptControllerTest, PicEoisReachEveryListenerAndApicEoisReachNone) {
+    init_pic();
+    ic.pic().io_write(0x4d1, 0x08);  // line 11 level
+    ic.pic().io_write(0x21, 0x00);
+    ic.pic().io_write(0xa1, 0x00);
+    std::vector<std::pair<int, unsigned>> heard;
+    uint64_t second = 0;
+    const uint64_t first = ic.add_eoi_listener([&](unsigned line) {
+        heard.emplace_back(1, line);
+        ic.remove_eoi_listener(second);  // a listener that removes another: it is not called
+    });
+    second = ic.add_eoi_listener([&](unsigned line) { heard.emplace_back(2, line); });
+    EXPECT_NE(first, 0u);
+    EXPECT_NE(first, second);
+
+    ic.set_irq(11, true);
+    ASSERT_EQ(ic.acknowledge(0), 0x2b);
+    ic.pic().io_write(0xa0, 0x20);
+    EXPECT_EQ(heard, (std::vector<std::pair<int, unsigned>>{{1, 11}}));
+
+    // MSIs are edge: an APIC EOI reports nothing.
+    ic.send_msi(msi_address(0), 0x41);
+    ASSERT_EQ(ic.acknowledge(0), 0x41);
+    ic.lapic(0).mmio_write(0xb0, 0);
+    ic.remove_eoi_listener(first);
+    ic.pic().io_write(0x20, 0x20);
+    ASSERT_EQ(ic.acknowledge(0), 0x2b);  // still high
+    ic.pic().io_write(0xa0, 0x20);
+    EXPECT_EQ(heard.size(), 1u);
+}
+
+TEST_F(InterruptControllerTest, ResetReturnsPicAndApicsToPowerOn) {
+    init_pic();
+    ic.pic().io_write(0x21, 0x00);
+    ic.send_msi(msi_address(1), 0x41);
+    ASSERT_TRUE(ic.has_interrupt(1));
+    ic.reset();
+    EXPECT_FALSE(ic.has_interrupt(1));
+    EXPECT_FALSE(ic.lapic(1).software_enabled());
+    EXPECT_EQ(ic.lapic(3).id(), 3u);
+    EXPECT_EQ(ic.pic().imr(0), 0xff);
+    ic.set_irq(3, true);
+    EXPECT_FALSE(ic.has_interrupt(0)) << "uninitialised PIC";
+}
+
 }  // namespace
 }  // namespace potemkin::vm

@@ -34,6 +34,17 @@ struct RecordingSink : vm::InterruptSink {
         events.emplace_back(line, l);
     }
     void send_msi(uint64_t, uint32_t) override {}
+    // The EOI notification, fired by hand (eoi()) as the PIC would.
+    uint64_t add_eoi_listener(EoiListener l) override {
+        listeners[++next] = std::move(l);
+        return next;
+    }
+    void remove_eoi_listener(uint64_t h) override { listeners.erase(h); }
+    void eoi(unsigned line) {
+        for (auto& [h, l] : listeners) l(line);
+    }
+    std::map<uint64_t, EoiListener> listeners;
+    uint64_t next = 0;
 };
 
 struct NullTimers : vm::TimerService {
@@ -97,9 +108,16 @@ class TestFunction final : public PciFunction {
                 }};
     }
 
+    void intx_eoi(uint8_t pin) override {
+        eois.push_back(pin);
+        if (on_eoi) on_eoi(pin);
+    }
+
     const ConfigSpace& cs() const { return cs_; }
 
     std::vector<Access> accesses;
+    std::vector<uint8_t> eois;  // intx_eoi() pins, in order
+    std::function<void(uint8_t)> on_eoi;
     std::function<void()> on_access;
     int rejections = 0;
 
@@ -218,7 +236,7 @@ TEST_F(PciBusTest, AddressLatchIsDwordOnlyAndSubDwordAccessesAreUnassigned) {
     p.ports.write(Port(0xCFA), 2, 0x0000);
     EXPECT_EQ(p.ports.read(Port(0xCF8), 4), 0x8000'1234u);
     EXPECT_EQ(p.ports.read(Port(0xCF8), 1), 0xFFu);
-    EXPECT_EQ(p.ports.read(Port(0xCF9), 1), 0xFFu);
+    EXPECT_EQ(p.ports.read(Port(0xCFB), 1), 0xFFu);
     EXPECT_EQ(p.ports.read(Port(0xCFA), 2), 0xFFFFu);
 }
 
@@ -566,6 +584,102 @@ TEST_F(PciBusTest, RemovingAnAssertingFunctionReleasesItsLine) {
     EXPECT_FALSE(p.sink.level[11]);
     bus->set_intx(aa, 1, true);  // gone: ignored
     EXPECT_FALSE(p.sink.level[11]);
+}
+
+// ---- EOI fan-out ---------------------------------------------------------------------------
+
+TEST_F(PciBusTest, EoiReachesEveryAssertingFunctionOnTheLineThroughTheSwizzle) {
+    TestFunction a("a"), b("b"), c("c", InterruptPin::intb), d("d");
+    const PciAddress aa = add(a, 1);  // INTA of slot 1 → PIRQB → line 10
+    const PciAddress ba = add(b, 4);  // INTA of slot 4 → PIRQA → line 10
+    const PciAddress ca = add(c, 2);  // INTB of slot 2 → PIRQD → line 11
+    const PciAddress da = add(d, 3);  // INTA of slot 3 → PIRQD → line 11, not asserting
+    ASSERT_EQ(bus->intx_line(aa, 1), 10u);
+    ASSERT_EQ(bus->intx_line(ba, 1), 10u);
+    ASSERT_EQ(bus->intx_line(ca, 2), 11u);
+    ASSERT_EQ(bus->intx_line(da, 1), 11u);
+    ASSERT_EQ(p.sink.listeners.size(), 1u) << "the bus listens for EOIs";
+    bus->set_intx(aa, 1, true);
+    bus->set_intx(ba, 1, true);
+    bus->set_intx(ca, 2, true);
+
+    p.sink.eoi(10);
+    EXPECT_EQ(a.eois, std::vector<uint8_t>{1});
+    EXPECT_EQ(b.eois, std::vector<uint8_t>{1});  // wired-OR: both may have interrupted
+    EXPECT_TRUE(c.eois.empty());
+    p.sink.eoi(11);
+    EXPECT_EQ(c.eois, std::vector<uint8_t>{2});  // swizzled INTB
+    EXPECT_TRUE(d.eois.empty()) << "a function that does not assert has nothing to resample";
+    p.sink.eoi(5);  // a line no function reaches
+    EXPECT_EQ(a.eois.size() + b.eois.size() + c.eois.size(), 3u);
+
+    // Deasserted: no longer told.
+    bus->set_intx(aa, 1, false);
+    p.sink.eoi(10);
+    EXPECT_EQ(a.eois.size(), 1u);
+    EXPECT_EQ(b.eois.size(), 2u);
+}
+
+TEST_F(PciBusTest, FunctionMayDeassertOrRemoveOthersInItsEoi) {
+    TestFunction a("a"), b("b");
+    const PciAddress aa = add(a, 1), ba = add(b, 5);  // both line 10
+    bus->set_intx(aa, 1, true);
+    bus->set_intx(ba, 1, true);
+    // a resamples, finds its condition gone, and (as a misbehaving test) removes b.
+    a.on_eoi = [&](uint8_t pin) {
+        bus->set_intx(aa, pin, false);
+        bus->remove_function(ba);
+    };
+    p.sink.eoi(10);
+    EXPECT_EQ(a.eois.size(), 1u);
+    EXPECT_TRUE(b.eois.empty());
+    EXPECT_FALSE(p.sink.level[10]);
+}
+
+TEST_F(PciBusTest, DestroyingTheBusStopsListeningForEois) {
+    bus.reset();
+    EXPECT_TRUE(p.sink.listeners.empty());
+}
+
+// ---- Reset -------------------------------------------------------------------------------
+
+TEST_F(PciBusTest, ResetControlRegisterAt0xCF9RequestsAVmReset) {
+    std::vector<std::string> requests;
+    p.ctx.request_reset = [&](std::string why) { requests.push_back(std::move(why)); };
+    p.ports.write(Port(0xCF8), 4, latch(0, 0, 0, 0));
+    p.ports.write(Port(0xCF9), 1, 0x02);  // SRST only: the type is chosen, nothing happens
+    EXPECT_TRUE(requests.empty());
+    EXPECT_EQ(p.ports.read(Port(0xCF9), 1), 0x02u);
+    EXPECT_EQ(p.ports.read(Port(0xCF8), 4), latch(0, 0, 0, 0)) << "the latch is untouched";
+    p.ports.write(Port(0xCF9), 1, 0x06);  // hard reset
+    ASSERT_EQ(requests.size(), 1u);
+    EXPECT_NE(requests[0].find("hard reset"), std::string::npos) << requests[0];
+    EXPECT_NE(requests[0].find("0xCF9"), std::string::npos) << requests[0];
+    p.ports.write(Port(0xCF9), 1, 0x04);  // soft reset: the same VM reset here
+    ASSERT_EQ(requests.size(), 2u);
+    EXPECT_NE(requests[1].find("soft reset"), std::string::npos) << requests[1];
+    // A word write covering 0xCF9 is not the register.
+    p.ports.write(Port(0xCF8), 2, 0x0600);
+    EXPECT_EQ(requests.size(), 2u);
+    bus->reset();
+    EXPECT_EQ(p.ports.read(Port(0xCF9), 1), 0u);
+}
+
+TEST_F(PciBusTest, ResetReleasesEveryFunctionsRangesAndIntx) {
+    TestFunction f("f1");
+    const PciAddress a = add(f, 2);
+    program(2, 0xC000, 0xE000'0000, 0x1'0000'4000, 0xE100'0000);
+    bus->set_intx(a, 1, true);
+    ASSERT_TRUE(p.sink.level[11]);
+    ASSERT_GT(ranges_owned_by("f1"), 0u);
+    bus->reset();
+    EXPECT_EQ(ranges_owned_by("f1"), 0u);
+    EXPECT_FALSE(p.sink.level[11]);
+    EXPECT_EQ(p.mmio.read(Gpa(0xE000'0000), 4), 0xFFFF'FFFFu);
+    p.sink.eoi(11);
+    EXPECT_TRUE(f.eois.empty()) << "a reset function asserts nothing";
+    // The function is still on the bus.
+    EXPECT_EQ(cfg_read(2, 0, reg::kVendorId, 2), kTestVendor);
 }
 
 // ---- Removal and teardown ----------------------------------------------------------------

@@ -2,6 +2,8 @@
 // after the bug it catches. The front-end is created through its device class with a real
 // PciBus, PortBus, MmioBus and GuestMemory.
 #include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <map>
@@ -59,6 +61,9 @@ struct FakeState {
     bool opened = false;
     int closes = 0;
     int destroyed = 0;
+    int acks = 0;    // ack_intx() calls
+    int resets = 0;  // reset() calls
+    std::function<void()> on_ack;
     hostdev::HostDeviceEvents* events = nullptr;
 
     bool wrote_config(uint32_t offset, std::vector<uint8_t> bytes) const {
@@ -115,8 +120,15 @@ class FakeDevice final : public hostdev::HostDevice {
         s_.irqs.emplace_back(kind, count);
         return ok();
     }
-    Result<void> ack_intx() override { return ok(); }
-    Result<void> reset() override { return ok(); }
+    Result<void> ack_intx() override {
+        ++s_.acks;
+        if (s_.on_ack) s_.on_ack();
+        return ok();
+    }
+    Result<void> reset() override {
+        ++s_.resets;
+        return ok();
+    }
     void close() override { ++s_.closes; }
 
   private:
@@ -596,6 +608,68 @@ TEST_F(PciFrontTest, IntxRoutedThroughBusAndInterruptDisable) {
     EXPECT_FALSE(env.sink.lines[line]);
 }
 
+TEST_F(PciFrontTest, GuestEoiReachesTheHostDeviceOnlyWhileItDrivesTheLine) {
+    const uint8_t line = env.bus().intx_line(env.addr(), 1);
+    const uint8_t other = line == 10 ? 11 : 10;
+    env.bus().eoi(line);
+    EXPECT_EQ(env.state.acks, 0) << "not asserted: nothing to acknowledge";
+    env.events().intx(true);
+    env.bus().eoi(other);
+    EXPECT_EQ(env.state.acks, 0) << "an EOI on another line";
+    env.bus().eoi(line);
+    EXPECT_EQ(env.state.acks, 1);
+    EXPECT_TRUE(env.sink.lines[line]) << "the device did not lower it: still asserted";
+    // Interrupt Disable holds the line back: the guest took no interrupt of ours.
+    write(reg::kCommand, 2, kIntxOff);
+    env.bus().eoi(line);
+    EXPECT_EQ(env.state.acks, 1);
+    write(reg::kCommand, 2, 0);
+    // A transport that lowers the line on the acknowledgement (VFIO unmask, mpqemu resample):
+    // the line is down before the EOI write returns.
+    env.state.on_ack = [&] { env.events().intx(false); };
+    env.bus().eoi(line);
+    EXPECT_EQ(env.state.acks, 2);
+    EXPECT_FALSE(env.sink.lines[line]);
+    env.bus().eoi(line);
+    EXPECT_EQ(env.state.acks, 2);
+}
+
+TEST_F(PciFrontTest, VmResetRestoresThePowerOnShadowAndResetsTheDevice) {
+    const uint8_t line = env.bus().intx_line(env.addr(), 1);
+    bus_write(reg::bar(0), 4, 0xC000);
+    bus_write(reg::bar(1), 4, 0xE000'0000);
+    bus_write(reg::kCommand, 2, kIo | kMem | kMaster);
+    ASSERT_EQ(owner_at(0xE000'0000), "edu0");
+    ASSERT_EQ(port_owner_at(0xC000), "edu0");
+    env.events().intx(true);
+    ASSERT_TRUE(env.sink.lines[line]);
+    const uint8_t msi = cap(pci::cap_id::kMsi);
+    bus_write(msi + pci::msi::kControl, 2, pci::msi::kEnable);  // MSI on at the reset
+    env.events().msi(0);
+    ASSERT_EQ(env.sink.msis.size(), 1u);
+    const auto irq_calls = env.state.irqs.size();
+
+    env.manager->reset_all();  // the bus first, then the front-end, as in a VM reset
+
+    EXPECT_EQ(env.state.resets, 1);
+    EXPECT_EQ(bus_read(reg::kCommand, 2), 0u);
+    EXPECT_EQ(bus_read(reg::bar(1)), 0u) << "BARs unassigned";
+    EXPECT_EQ(bus_read(reg::bar(0)), 1u) << "I/O BAR: address 0, the I/O type bit";
+    EXPECT_EQ(bus_read(msi + pci::msi::kControl, 2) & pci::msi::kEnable, 0u);
+    EXPECT_EQ(bus_read(reg::kStatus, 2) & pci::status::kInterruptStatus, 0u);
+    EXPECT_EQ(owner_at(0xE000'0000), "(none)");
+    EXPECT_EQ(port_owner_at(0xC000), "(none)");
+    EXPECT_FALSE(env.sink.lines[line]) << "a reset function drives no INTx";
+    ASSERT_EQ(env.state.irqs.size(), irq_calls + 1);
+    EXPECT_EQ(env.state.irqs.back(), std::make_pair(IrqKind::intx, 1u)) << "back in INTx mode";
+    // It works again from scratch: the guest assigns the BAR anew, INTx is delivered.
+    bus_write(reg::bar(1), 4, 0xE100'0000);
+    bus_write(reg::kCommand, 2, kMem);
+    EXPECT_EQ(owner_at(0xE100'0000), "edu0");
+    env.events().intx(true);
+    EXPECT_TRUE(env.sink.lines[line]);
+}
+
 TEST_F(PciFrontTest, SetIrqsToldOnMsiEnable) {
     const uint8_t msi = cap(pci::cap_id::kMsi);
     const uint8_t msix = cap(pci::cap_id::kMsix);
@@ -710,6 +784,39 @@ TEST_F(PciFrontTest, FailedOpenClosesTheDevice) {
 std::string config_error(const std::string& device_xml) {
     Env env;
     return env.create(device_xml);
+}
+
+// A VM reset must take back what the front-end mapped straight into the guest: the machine's
+// mapping would otherwise outlive the BAR (and refuse the guest's next assignment there).
+TEST(PciFrontReset, VmResetRemovesDirectMappings) {
+    Env env;
+    const int fd = ::memfd_create("pci-front-test-bar2", MFD_CLOEXEC);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::ftruncate(fd, 0x4000), 0);
+    env.state.regions[2].fd = fd;
+    env.state.regions[2].mmap_areas = {{0, 0x4000}};
+    std::vector<std::pair<uint64_t, uint64_t>> mapped, unmapped;
+    env.ctx->map_direct = [&](Gpa base, uint64_t size, uint8_t*) -> Result<void> {
+        mapped.emplace_back(base.value, size);
+        return ok();
+    };
+    env.ctx->unmap_direct = [&](Gpa base, uint64_t size) -> Result<void> {
+        unmapped.emplace_back(base.value, size);
+        return ok();
+    };
+    ASSERT_EQ(env.create(), "");
+    env.bus().config_write(env.addr(), reg::bar(2), 4, 0xE100'0000);
+    env.bus().config_write(env.addr(), reg::bar(3), 4, 0);
+    env.bus().config_write(env.addr(), reg::kCommand, 2, kMem);
+    ASSERT_EQ(mapped, (std::vector<std::pair<uint64_t, uint64_t>>{{0xE100'0000, 0x4000}}));
+    ASSERT_EQ(env.front().direct_base(2), 0xE100'0000u);
+
+    env.manager->reset_all();
+    EXPECT_EQ(unmapped, mapped);
+    EXPECT_EQ(env.front().direct_base(2), std::nullopt);
+    EXPECT_EQ(env.state.resets, 1);
+    env.manager.reset();  // before the fd the fake region names goes
+    ::close(fd);
 }
 
 TEST(PciFrontConfig, UnknownBusIsRejectedWithLine) {

@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <vector>
+
 #include "vm/bus.hpp"
 
 namespace potemkin::vm {
@@ -459,6 +461,163 @@ TEST_F(PicTest, FailedAttachLeavesNothingRegistered) {
     EXPECT_NE(r.error().message.find("other"), std::string::npos);
     EXPECT_EQ(bus.find(Port(0x20)), nullptr);
     EXPECT_EQ(bus.find(Port(0xa0)), nullptr);
+}
+
+// ---- EOI notification ---------------------------------------------------------------------
+
+// What the listener heard, in order.
+class PicEoiTest : public PicTest {
+  protected:
+    void SetUp() override {
+        pic.set_eoi_listener([this](unsigned line) { heard.push_back(line); });
+    }
+    // Lines 11 (slave IR3) and 5 (master IR5) level-triggered, as PCI INTx lines are.
+    void level_lines() {
+        pic.io_write(0x4d0, 0x20);
+        pic.io_write(0x4d1, 0x08);
+        pic.io_write(0x21, 0x00);
+        pic.io_write(0xa1, 0x00);
+    }
+    std::vector<unsigned> heard;
+};
+
+TEST_F(PicEoiTest, NonSpecificEoiOfALevelLineIsReported) {
+    init();
+    level_lines();
+    pic.set_irq(5, true);
+    ASSERT_EQ(pic.acknowledge(), 0x25);
+    EXPECT_TRUE(heard.empty()) << "no EOI yet";
+    eoi_master();
+    EXPECT_EQ(heard, std::vector<unsigned>{5});
+    // The line is still high: it requests again, and its next EOI is reported again.
+    ASSERT_EQ(pic.acknowledge(), 0x25);
+    eoi_master();
+    EXPECT_EQ(heard, (std::vector<unsigned>{5, 5}));
+}
+
+TEST_F(PicEoiTest, SlaveLineIsReportedByTheSlavesEoiNotTheCascade) {
+    init();
+    level_lines();
+    pic.set_irq(11, true);
+    ASSERT_EQ(pic.acknowledge(), 0x2b);
+    eoi_slave();
+    EXPECT_EQ(heard, std::vector<unsigned>{11});
+    eoi_master();  // retires IR2, the cascade: edge, never reported
+    EXPECT_EQ(heard, std::vector<unsigned>{11});
+}
+
+TEST_F(PicEoiTest, SpecificEoiReportsTheLineItRetires) {
+    init();
+    level_lines();
+    pic.set_irq(11, true);
+    ASSERT_EQ(pic.acknowledge(), 0x2b);
+    pic.io_write(0xa0, 0x60 | 3);  // specific EOI, slave IR3 = line 11
+    EXPECT_EQ(heard, std::vector<unsigned>{11});
+    pic.io_write(0xa0, 0x60 | 3);  // nothing in service any more: nothing retired
+    pic.io_write(0xa0, 0x60 | 4);  // another IR, not in service
+    EXPECT_EQ(heard, std::vector<unsigned>{11});
+    pic.io_write(0x20, 0xe0 | 2);  // rotate on specific EOI: the cascade, not reported
+    EXPECT_EQ(heard, std::vector<unsigned>{11});
+}
+
+TEST_F(PicEoiTest, EdgeLinesAreNeverReported) {
+    init();
+    level_lines();
+    pulse(3);  // edge (ELCR bit clear)
+    ASSERT_EQ(pic.acknowledge(), 0x23);
+    eoi_master();
+    pulse(10);  // edge on the slave
+    ASSERT_EQ(pic.acknowledge(), 0x2a);
+    eoi_slave();
+    eoi_master();
+    EXPECT_TRUE(heard.empty());
+}
+
+TEST_F(PicEoiTest, MaskedLineThatIsNotInServiceIsNotReported) {
+    init();
+    level_lines();
+    pic.io_write(0x21, 0x20);  // mask line 5
+    pic.set_irq(5, true);
+    EXPECT_FALSE(pic.output());
+    eoi_master();  // retires nothing
+    pic.io_write(0x20, 0x60 | 5);
+    EXPECT_TRUE(heard.empty());
+}
+
+TEST_F(PicEoiTest, LineMaskedWhileInServiceIsReportedWhenItsEoiRetiresIt) {
+    init();
+    level_lines();
+    pic.set_irq(5, true);
+    ASSERT_EQ(pic.acknowledge(), 0x25);
+    pic.io_write(0x21, 0x20);  // the handler masks its line, then EOIs
+    eoi_master();
+    EXPECT_EQ(heard, std::vector<unsigned>{5});
+    EXPECT_FALSE(pic.output());
+}
+
+TEST_F(PicEoiTest, AutoEoiReportsALevelLineAtTheInterruptAcknowledge) {
+    init(0x03);  // AEOI + 8086
+    level_lines();
+    pic.set_irq(11, true);
+    ASSERT_EQ(pic.acknowledge(), 0x2b);
+    EXPECT_EQ(heard, std::vector<unsigned>{11});
+    EXPECT_EQ(read_isr(0xa0), 0);
+    pulse(4);  // an edge line in AEOI mode: not reported
+    pic.set_irq(11, false);
+    ASSERT_EQ(pic.acknowledge(), 0x24);
+    EXPECT_EQ(heard, std::vector<unsigned>{11});
+}
+
+TEST_F(PicEoiTest, ListenerMayLowerTheLineDuringTheEoi) {
+    init();
+    level_lines();
+    // A device that resamples on EOI and finds its condition gone: no second interrupt.
+    pic.set_eoi_listener([this](unsigned line) {
+        heard.push_back(line);
+        pic.set_irq(line, false);
+    });
+    pic.set_irq(5, true);
+    ASSERT_EQ(pic.acknowledge(), 0x25);
+    eoi_master();
+    EXPECT_EQ(heard, std::vector<unsigned>{5});
+    EXPECT_FALSE(pic.output());
+    EXPECT_EQ(read_irr(0x20), 0);
+}
+
+TEST_F(PicEoiTest, SlaveLineLoweredAtItsEoiLeavesNoCascadeRequestBehind) {
+    // Regression: the report came after the PIC re-evaluated, so the slave's INT rose for a
+    // moment at the slave's EOI, the master latched that edge on IR2, and the master's EOI
+    // then delivered the slave's spurious vector 0x2f.
+    init();
+    level_lines();
+    pic.set_eoi_listener([this](unsigned line) {
+        heard.push_back(line);
+        pic.set_irq(line, false);
+    });
+    pic.set_irq(11, true);
+    ASSERT_EQ(pic.acknowledge(), 0x2b);
+    eoi_slave();
+    eoi_master();
+    EXPECT_EQ(heard, std::vector<unsigned>{11});
+    EXPECT_EQ(read_irr(0x20) & 0x04, 0) << "no cascade request latched";
+    EXPECT_FALSE(pic.output());
+}
+
+TEST_F(PicEoiTest, ResetReturnsToPowerOnButKeepsInputLevels) {
+    init();
+    level_lines();
+    pic.set_irq(5, true);
+    ASSERT_EQ(pic.acknowledge(), 0x25);
+    pic.reset();
+    EXPECT_TRUE(heard.empty()) << "a reset retires nothing by EOI";
+    EXPECT_EQ(pic.isr(0), 0);
+    EXPECT_EQ(pic.imr(0), 0xff);
+    EXPECT_EQ(pic.io_read(0x4d0), 0);
+    EXPECT_FALSE(pic.output());
+    EXPECT_EQ(pic.acknowledge(), std::nullopt);  // uninitialised again
+    init();
+    level_lines();  // line 5 is still high: level again, it requests at once
+    EXPECT_EQ(pic.acknowledge(), 0x25);
 }
 
 }  // namespace

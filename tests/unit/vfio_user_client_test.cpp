@@ -507,7 +507,7 @@ TEST(VfioUserClient, ReconnectRestoresConfigWritesAndInterrupts) {
     EXPECT_EQ(writes[1].second, (std::vector<uint8_t>{0x06, 0x00}));
 }
 
-TEST(VfioUserClient, IntxArrivesThroughTheEventfdAndIsResampledOnAWrite) {
+TEST(VfioUserClient, IntxArrivesThroughTheEventfdAndIsResampledOnAckIntxNotOnAWrite) {
     FakeServer server;
     Events ev;
     Engine engine;
@@ -520,10 +520,17 @@ TEST(VfioUserClient, IntxArrivesThroughTheEventfdAndIsResampledOnAWrite) {
     ASSERT_TRUE(eventually([&] { return !ev.intx_log.empty(); }, &engine));
     EXPECT_EQ(ev.intx_log, std::vector<bool>{true});
 
-    // The handler's acknowledgement: the line drops and the server is asked to resample.
+    // The handler's acknowledgement in the device is just a write: the line stays up (the
+    // server is auto-masked and vfio-user has no deassert message) until the guest's EOI.
     server.clear_seen();
     const std::array<uint8_t, 4> ack{1, 0, 0, 0};
     ASSERT_TRUE((*d)->region_write(0, 0x64, ack));
+    EXPECT_EQ(ev.intx_log, std::vector<bool>{true});
+    EXPECT_EQ(count_cmd(server.seen(), vu::Command::device_set_irqs), 0u);
+
+    // The EOI (HostDevice::ack_intx): the line drops and the server is asked to resample.
+    server.clear_seen();
+    ASSERT_TRUE((*d)->ack_intx());
     EXPECT_EQ(ev.intx_log, (std::vector<bool>{true, false}));
     const auto seen = server.seen();
     ASSERT_EQ(count_cmd(seen, vu::Command::device_set_irqs), 1u);
@@ -531,6 +538,11 @@ TEST(VfioUserClient, IntxArrivesThroughTheEventfdAndIsResampledOnAWrite) {
     ASSERT_TRUE(s);
     EXPECT_EQ(s->index, vu::kIrqIndexIntx);
     EXPECT_EQ(s->action(), vu::kIrqSetActionUnmask);
+
+    // The server signals again (its line was still up): the line comes back.
+    ASSERT_EQ(::write(fd, &one, sizeof one), 8);
+    ASSERT_TRUE(eventually([&] { return ev.intx_log.size() == 3; }, &engine));
+    EXPECT_EQ(ev.intx_log, (std::vector<bool>{true, false, true}));
 }
 
 TEST(VfioUserClient, GuestRamIsMappedWithTheMemfdAndUnmappedOnClose) {
