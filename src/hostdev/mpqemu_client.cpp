@@ -974,7 +974,7 @@ Result<void> register_mpqemu_transports(TransportRegistry& transports) {
             auto c = common_params(url, {});
             if (!c) return fail(c.error());
             MpqemuClientSettings s;
-            s.label = url.text;
+            s.label = "mpqemu-fd:" + url.path;  // parameters would only clutter messages
             // Taken over: a dup, so the number the caller gave stays theirs to close.
             const int dup = ::fcntl(static_cast<int>(*fd), F_DUPFD_CLOEXEC, 3);
             if (dup < 0) return failf("fd {}: {}", *fd, std::strerror(errno));
@@ -992,7 +992,7 @@ Result<void> register_mpqemu_transports(TransportRegistry& transports) {
             auto c = common_params(url, {"qemu", "start_timeout_ms"});
             if (!c) return fail(c.error());
             QemuLaunchSettings q;
-            q.label = url.text;
+            q.label = "qemu:" + url.path;  // parameters would only clutter messages
             q.device = spec->device;
             q.device_props = spec->props;
             if (const auto* bin = url.param("qemu")) q.binary = *bin;
@@ -1014,7 +1014,7 @@ Result<void> register_mpqemu_transports(TransportRegistry& transports) {
             auto proc = QemuProcess::launch(q, sock);
             if (!proc) return fail(proc.error());
             MpqemuClientSettings s;
-            s.label = url.text;
+            s.label = q.label;
             s.socket = std::move(sock);
             s.process = std::move(*proc);
             apply(s, *c, ctx);

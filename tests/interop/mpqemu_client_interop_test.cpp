@@ -353,3 +353,48 @@ TEST(MpqemuInterop, GuestSurvivesItsQemuBeingKilled) {
     EXPECT_EQ(result.exit_value, 0u) << text;
     EXPECT_NE(text.find("mpqkill: done"), std::string::npos) << text;
 }
+
+// The QEMU child inherits its socket at fd 3 and nothing else of ours, not even fds without
+// close-on-exec.
+TEST(MpqemuInterop, QemuInheritsOnlyItsSocket) {
+    int leak[2];
+    ASSERT_EQ(::pipe(leak), 0);  // deliberately without O_CLOEXEC
+    auto link = [](const std::string& path) {
+        std::error_code ec;
+        auto t = std::filesystem::read_symlink(path, ec);
+        return ec ? std::string() : t.string();
+    };
+    const std::string leak_name = link("/proc/self/fd/" + std::to_string(leak[0]));
+    Disk disk("fds");
+    auto o = open_nvme(disk);
+    ASSERT_TRUE(o.dev);
+    auto* c = dynamic_cast<hostdev::MpqemuClient*>(o.dev.get());
+    ASSERT_NE(c, nullptr);
+    const std::string dir = "/proc/" + std::to_string(c->qemu_pid()) + "/fd";
+    EXPECT_EQ(link(dir + "/3").rfind("socket:", 0), 0u) << link(dir + "/3");
+    EXPECT_EQ(link(dir + "/0"), "/dev/null");
+    EXPECT_EQ(link(dir + "/1"), "/dev/null");
+    for (const auto& e : std::filesystem::directory_iterator(dir))
+        EXPECT_NE(link(e.path().string()), leak_name) << e.path();
+    ::close(leak[0]);
+    ::close(leak[1]);
+}
+
+// `potemkin probe qemu:nvme,...` prints the lspci-like view of the device QEMU hosts.
+TEST(MpqemuInterop, ProbePrintsTheDevice) {
+    Disk disk("probe");
+    const std::string cmd = std::string(POTEMKIN_BINARY) + " probe '" + nvme_url(disk) + "' 2>&1";
+    FILE* p = ::popen(cmd.c_str(), "r");
+    ASSERT_NE(p, nullptr);
+    std::string out;
+    char buf[512];
+    while (size_t n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+    const int status = ::pclose(p);
+    EXPECT_EQ(status, 0) << out;
+    EXPECT_NE(out.find("[0108]"), std::string::npos) << out;
+    EXPECT_NE(out.find("IDs: 1b36:0010"), std::string::npos) << out;
+    EXPECT_NE(out.find("Interrupt: pin A"), std::string::npos) << out;
+    EXPECT_NE(out.find("Region 0: Memory (64-bit, non-prefetchable) [size=16K]"), std::string::npos)
+        << out;
+    EXPECT_EQ(out.find("Region 1:"), std::string::npos) << out;
+}
