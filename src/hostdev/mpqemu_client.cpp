@@ -152,6 +152,7 @@ class MpqemuClient::Impl : public std::enable_shared_from_this<Impl> {
 
     mutable std::mutex io_mu_;
     std::atomic<bool> up_{false};
+    std::string lost_why_;  // why up_ went false (io_mu_)
 
     std::mutex in_mu_;
     std::vector<std::function<void()>> inbox_;
@@ -175,7 +176,8 @@ class MpqemuClient::Impl : public std::enable_shared_from_this<Impl> {
 // ---- Messages ---------------------------------------------------------------------------------
 
 Error MpqemuClient::Impl::gone_error(const std::string& what) const {
-    return Error{fmt::format("{}: {}: the remote is gone", s_.label, what), ENOTCONN};
+    return Error{fmt::format("{}: {}: the remote is gone ({})", s_.label, what, lost_why_),
+                 ENOTCONN};
 }
 
 Result<uint64_t> MpqemuClient::Impl::request(mq::Cmd cmd, std::span<const uint8_t> payload,
@@ -227,6 +229,7 @@ Result<uint64_t> MpqemuClient::Impl::request_locked(mq::Cmd cmd, std::span<const
 void MpqemuClient::Impl::lose_locked(const std::string& why) {
     if (!up_) return;
     up_ = false;
+    lost_why_ = why;
     ::shutdown(s_.socket.get(), SHUT_RDWR);
     queue([this, why] { on_lost(why); });
     wake_poller();
@@ -785,6 +788,7 @@ void MpqemuClient::Impl::close() {
     stop_poller();
     {
         std::lock_guard lk(io_mu_);
+        if (up_) lost_why_ = "the client was closed";
         up_ = false;
         s_.socket.reset();  // x-remote exits on EOF
     }
