@@ -377,9 +377,8 @@ Result<void> MpqemuClient::Impl::probe_bars_locked() {
     return ok();
 }
 
-// The private layout in the remote: memory BARs (and the ROM) largest first, naturally
-// aligned, above guest RAM (the remote maps RAM over PCI memory, so they must not overlap);
-// I/O BARs from io_base.
+// The private layout in the remote: memory BARs (and the ROM) naturally aligned, above guest RAM
+// (the remote maps RAM over PCI memory, so they must not overlap); I/O BARs from io_base.
 Result<void> MpqemuClient::Impl::place_bars() {
     uint64_t mem = s_.mem_base;
     if (s_.memory != nullptr)
@@ -388,8 +387,14 @@ Result<void> MpqemuClient::Impl::place_bars() {
     std::vector<uint32_t> order;
     for (uint32_t i = 0; i < bars_.size(); ++i)
         if (bars_[i].size != 0) order.push_back(i);
-    std::stable_sort(order.begin(), order.end(),
-                     [&](uint32_t a, uint32_t b) { return bars_[a].size > bars_[b].size; });
+    // 32-bit BARs first (they must end below 4 GiB), then 64-bit ones; largest first within
+    // each, so natural alignment wastes nothing.
+    std::stable_sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) {
+        const bool a64 = bars_[a].kind == RegionKind::mem64,
+                   b64 = bars_[b].kind == RegionKind::mem64;
+        if (a64 != b64) return b64;
+        return bars_[a].size > bars_[b].size;
+    });
     uint64_t io = s_.io_base;
     decode_bits_ = 0;
     for (uint32_t i : order) {

@@ -380,6 +380,9 @@ TEST(MpqemuClient, OpenSendsSysmemIrqfdThenProbesAndProgramsBars) {
     EXPECT_EQ(b3.base % b3.size, 0u);
     EXPECT_EQ(rom.base % rom.size, 0u);
     EXPECT_EQ(b2.base, 0xC000u);
+    // 32-bit BARs (and the ROM) are placed before the 64-bit one, so they stay below 4 GiB.
+    EXPECT_GT(b0.base, b3.base);
+    EXPECT_GT(b0.base, rom.base);
     EXPECT_EQ(f.remote.cfg(0x10, 4) & ~0xFu, static_cast<uint32_t>(b0.base));
     EXPECT_EQ(f.remote.cfg(0x14, 4), static_cast<uint32_t>(b0.base >> 32));
     EXPECT_EQ(f.remote.cfg(0x18, 4) & ~3u, b2.base);
