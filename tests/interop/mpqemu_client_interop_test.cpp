@@ -46,8 +46,9 @@ class RecordingEvents final : public hostdev::HostDeviceEvents {
         ++disconnects;
         last_why = std::string(why);
     }
+    void reconnected() override { ++reconnects; }
     bool level = false;
-    int asserts = 0, msis = 0, disconnects = 0;
+    int asserts = 0, msis = 0, disconnects = 0, reconnects = 0;
     std::string last_why;
 
   private:
@@ -77,7 +78,7 @@ struct Opened {
     std::unique_ptr<hostdev::HostDevice> dev;
 };
 
-Opened open_nvme(const Disk& disk) {
+Opened open_nvme(const Disk& disk, const std::string& params = "") {
     machine::register_builtins();
     Opened o;
     auto mem = vm::GuestMemory::create({{Gpa{0}, 16u << 20}});
@@ -87,7 +88,7 @@ Opened open_nvme(const Disk& disk) {
     hostdev::OpenContext ctx;
     ctx.events = o.events.get();
     ctx.memory = o.mem.get();
-    auto dev = hostdev::TransportRegistry::builtin().open(nvme_url(disk), ctx);
+    auto dev = hostdev::TransportRegistry::builtin().open(nvme_url(disk) + params, ctx);
     EXPECT_TRUE(dev) << dev.error().message;
     if (dev) o.dev = std::move(*dev);
     return o;
@@ -434,4 +435,30 @@ TEST(MpqemuInterop, E1000IoBarAndRom) {
     EXPECT_EQ(cfg(d, 0x00, 2), 0x8086u);         // the remote is still there
     EXPECT_EQ(events.disconnects, 0);
     d.close();
+}
+
+// qemu:...?respawn=1: a killed QEMU is replaced; guest RAM, interrupts, the BAR layout, the
+// guest's command bits and the config bytes it wrote are restored, and the front-end hears
+// disconnected() then reconnected().
+TEST(MpqemuInterop, RespawnRestoresTheDevice) {
+    Disk disk("respawn");
+    auto o = open_nvme(disk, "&respawn=1");
+    ASSERT_TRUE(o.dev);
+    auto& d = *o.dev;
+    auto* c = dynamic_cast<hostdev::MpqemuClient*>(o.dev.get());
+    ASSERT_NE(c, nullptr);
+    const uint8_t cmd[2] = {0x06, 0x00};  // memory + bus master
+    ASSERT_TRUE(d.config_write(0x04, cmd));
+    const uint8_t cls = 0x10;  // cache line size: a plain read-write byte
+    ASSERT_TRUE(d.config_write(0x0C, std::span(&cls, 1)));
+    const pid_t first = c->qemu_pid();
+    ASSERT_EQ(::kill(first, SIGKILL), 0);
+    ASSERT_TRUE(eventually(d, [&] { return o.events->reconnects > 0; }));
+    EXPECT_EQ(o.events->disconnects, 1);
+    EXPECT_EQ(c->respawns(), 1u);
+    EXPECT_NE(c->qemu_pid(), first);
+    EXPECT_TRUE(c->connected());
+    EXPECT_EQ(rd(d, kVs, 4), 0x00010400u);
+    EXPECT_EQ(cfg(d, 0x0C, 1), 0x10u);
+    EXPECT_EQ(cfg(d, 0x04, 2) & 0x6, 0x6u);
 }
