@@ -14,6 +14,7 @@
 #include <charconv>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -25,6 +26,7 @@
 namespace potemkin::hostdev {
 
 namespace mq = mpqemu;
+using Clock = std::chrono::steady_clock;
 
 namespace {
 
@@ -114,7 +116,11 @@ class MpqemuClient::Impl : public std::enable_shared_from_this<Impl> {
     MpqemuBar bar(uint32_t index) const {
         return index < bars_.size() ? bars_[index] : MpqemuBar{};
     }
-    pid_t qemu_pid() const { return s_.process ? s_.process->pid() : -1; }
+    pid_t qemu_pid() const {
+        std::lock_guard lk(io_mu_);
+        return s_.process ? s_.process->pid() : -1;
+    }
+    uint64_t respawns() const { return respawns_.load(); }
 
   private:
     // ---- Messages ----
@@ -132,11 +138,16 @@ class MpqemuClient::Impl : public std::enable_shared_from_this<Impl> {
     Result<void> cfg_write_locked(uint32_t offset, uint32_t value, int len);
 
     // ---- Setup ----
+    Result<void> setup_locked();
     Result<void> sync_sysmem_locked();
     Result<void> set_irqfd_locked();
     Result<void> probe_bars_locked();
     Result<void> place_bars();
     Result<void> program_bars_locked();
+    Result<void> replay_config_locked();
+    void record_config(uint32_t offset, uint8_t value);
+    void try_respawn();
+    void adopt(UniqueFd sock, std::unique_ptr<QemuProcess> process);
 
     // ---- Interrupts ----
     void queue(std::function<void()> fn);
@@ -152,11 +163,16 @@ class MpqemuClient::Impl : public std::enable_shared_from_this<Impl> {
 
     mutable std::mutex io_mu_;
     std::atomic<bool> up_{false};
+    std::string lost_why_;  // why up_ went false (io_mu_)
+    // The socket the interrupt thread watches for hang-ups (s_.socket changes on a respawn).
+    std::atomic<int> watch_fd_{-1};
+    std::atomic<uint64_t> respawns_{0};
 
     std::mutex in_mu_;
     std::vector<std::function<void()>> inbox_;
     bool drain_posted_ = false;
     bool stopping_ = false;
+    bool adopt_pending_ = false;
     // Never closed before close(): the interrupt thread may be polling them.
     UniqueFd wake_fd_, irq_fd_, resample_fd_;
     std::thread poller_;
@@ -170,12 +186,17 @@ class MpqemuClient::Impl : public std::enable_shared_from_this<Impl> {
     bool draining_ = false;
     bool closed_ = false;
     bool external_held_ = false;
+    // Config bytes the guest wrote (other than BARs and command), replayed after a respawn:
+    // offset → (sequence, value).
+    std::map<uint32_t, std::pair<uint64_t, uint8_t>> config_log_;
+    uint64_t config_seq_ = 0;
 };
 
 // ---- Messages ---------------------------------------------------------------------------------
 
 Error MpqemuClient::Impl::gone_error(const std::string& what) const {
-    return Error{fmt::format("{}: {}: the remote is gone", s_.label, what), ENOTCONN};
+    return Error{fmt::format("{}: {}: the remote is gone ({})", s_.label, what, lost_why_),
+                 ENOTCONN};
 }
 
 Result<uint64_t> MpqemuClient::Impl::request(mq::Cmd cmd, std::span<const uint8_t> payload,
@@ -227,6 +248,7 @@ Result<uint64_t> MpqemuClient::Impl::request_locked(mq::Cmd cmd, std::span<const
 void MpqemuClient::Impl::lose_locked(const std::string& why) {
     if (!up_) return;
     up_ = false;
+    lost_why_ = why;
     ::shutdown(s_.socket.get(), SHUT_RDWR);
     queue([this, why] { on_lost(why); });
     wake_poller();
@@ -280,17 +302,8 @@ Result<void> MpqemuClient::Impl::start() {
     {
         std::lock_guard lk(io_mu_);
         up_ = true;
-        // The order QEMU's own proxy uses: guest RAM, interrupts, then config space.
-        POTEMKIN_TRY(sync_sysmem_locked());
-        POTEMKIN_TRY(set_irqfd_locked());
-        // Decode off while the BARs are sized (the remote may come from someone else's use).
-        POTEMKIN_TRY(cfg_write_locked(kCommandOffset, 0, 2));
-        POTEMKIN_TRY(probe_bars_locked());
-    }
-    POTEMKIN_TRY(place_bars());
-    {
-        std::lock_guard lk(io_mu_);
-        POTEMKIN_TRY(program_bars_locked());
+        POTEMKIN_TRY(setup_locked());
+        watch_fd_ = s_.socket.get();
     }
     if (s_.external_source) {
         s_.external_source(+1);
@@ -298,6 +311,34 @@ Result<void> MpqemuClient::Impl::start() {
     }
     poller_ = std::thread([this] { poll_loop(); });
     return ok();
+}
+
+// A fresh remote, in the order QEMU's own proxy uses: guest RAM, interrupts, then config space;
+// then the private BAR layout, and (after a respawn) the config bytes the guest wrote.
+Result<void> MpqemuClient::Impl::setup_locked() {
+    POTEMKIN_TRY(sync_sysmem_locked());
+    POTEMKIN_TRY(set_irqfd_locked());
+    // Decode off while the BARs are sized (the remote may come from someone else's use).
+    POTEMKIN_TRY(cfg_write_locked(kCommandOffset, 0, 2));
+    POTEMKIN_TRY(probe_bars_locked());
+    POTEMKIN_TRY(place_bars());
+    POTEMKIN_TRY(program_bars_locked());
+    return replay_config_locked();
+}
+
+Result<void> MpqemuClient::Impl::replay_config_locked() {
+    std::vector<std::pair<uint64_t, uint32_t>> order;
+    for (const auto& [off, e] : config_log_) order.emplace_back(e.first, off);
+    std::sort(order.begin(), order.end());
+    for (const auto& [seq, off] : order) {
+        (void)seq;
+        POTEMKIN_TRY(cfg_write_locked(off, config_log_[off].second, 1));
+    }
+    return ok();
+}
+
+void MpqemuClient::Impl::record_config(uint32_t offset, uint8_t value) {
+    config_log_[offset] = {++config_seq_, value};
 }
 
 // Guest RAM as the memfd, one entry per region (the remote maps entry i of fds[i] at its gpa).
@@ -374,9 +415,8 @@ Result<void> MpqemuClient::Impl::probe_bars_locked() {
     return ok();
 }
 
-// The private layout in the remote: memory BARs (and the ROM) largest first, naturally
-// aligned, above guest RAM (the remote maps RAM over PCI memory, so they must not overlap);
-// I/O BARs from io_base.
+// The private layout in the remote: memory BARs (and the ROM) naturally aligned, above guest RAM
+// (the remote maps RAM over PCI memory, so they must not overlap); I/O BARs from io_base.
 Result<void> MpqemuClient::Impl::place_bars() {
     uint64_t mem = s_.mem_base;
     if (s_.memory != nullptr)
@@ -385,8 +425,14 @@ Result<void> MpqemuClient::Impl::place_bars() {
     std::vector<uint32_t> order;
     for (uint32_t i = 0; i < bars_.size(); ++i)
         if (bars_[i].size != 0) order.push_back(i);
-    std::stable_sort(order.begin(), order.end(),
-                     [&](uint32_t a, uint32_t b) { return bars_[a].size > bars_[b].size; });
+    // 32-bit BARs first (they must end below 4 GiB), then 64-bit ones; largest first within
+    // each, so natural alignment wastes nothing.
+    std::stable_sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) {
+        const bool a64 = bars_[a].kind == RegionKind::mem64,
+                   b64 = bars_[b].kind == RegionKind::mem64;
+        if (a64 != b64) return b64;
+        return bars_[a].size > bars_[b].size;
+    });
     uint64_t io = s_.io_base;
     decode_bits_ = 0;
     for (uint32_t i : order) {
@@ -524,6 +570,8 @@ Result<void> MpqemuClient::Impl::config_write(uint32_t offset, std::span<const u
             guest_command_ = static_cast<uint16_t>((guest_command_ & ~(0xFFu << shift)) |
                                                    (uint32_t{bytes[i]} << shift));
             bytes[i] = static_cast<uint8_t>(bytes[i] | (decode_bits_ >> shift));
+        } else if (at != kCommandOffset + 2 && at != kCommandOffset + 3 && at + 4 <= kConfigSize) {
+            record_config(at, bytes[i]);  // not status (W1C): replaying it would clear bits
         }
     }
     Result<void> result;
@@ -657,6 +705,7 @@ Result<void> MpqemuClient::Impl::reset() {
         auto r = request_locked(mq::Cmd::device_reset, {}, "DEVICE_RESET");
         // The reset cleared the command register the guest programmed, and the remote's BARs.
         guest_command_ = 0;
+        config_log_.clear();
         if (!r)
             result = fail(r.error());
         else
@@ -738,17 +787,34 @@ void MpqemuClient::Impl::wake_poller() {
 // The interrupt thread: the irqfd, and hang-ups of the idle socket (the remote never sends
 // anything unasked, so its only news is dying).
 void MpqemuClient::Impl::poll_loop() {
+    auto next_try = Clock::now();
     for (;;) {
         {
             std::lock_guard lk(in_mu_);
             if (stopping_) return;
         }
+        bool respawning = false;
+        {
+            std::lock_guard lk(in_mu_);
+            respawning = !up_ && s_.respawn && !adopt_pending_;
+        }
+        if (respawning && Clock::now() >= next_try) {
+            try_respawn();
+            next_try = Clock::now() + s_.respawn_interval;
+            continue;
+        }
         std::array<pollfd, 3> p{};
         p[0] = {wake_fd_.get(), POLLIN, 0};
         p[1] = {irq_fd_.get(), POLLIN, 0};
         nfds_t n = 2;
-        if (up_) p[n++] = {s_.socket.get(), POLLRDHUP, 0};
-        const int r = ::poll(p.data(), n, -1);
+        const int sock = up_ ? watch_fd_.load() : -1;
+        if (sock >= 0) p[n++] = {sock, POLLRDHUP, 0};
+        int timeout = -1;
+        if (respawning)
+            timeout = static_cast<int>(std::max<int64_t>(
+                0, std::chrono::duration_cast<std::chrono::milliseconds>(next_try - Clock::now())
+                       .count()));
+        const int r = ::poll(p.data(), n, timeout);
         if (r < 0) {
             if (errno == EINTR) continue;
             log::error("{}: poll: {}; interrupts are no longer delivered", s_.label,
@@ -766,9 +832,68 @@ void MpqemuClient::Impl::poll_loop() {
         }
         if (n > 2 && p[2].revents != 0) {
             std::lock_guard lk(io_mu_);
-            lose_locked("the remote closed the connection");
+            if (s_.socket.get() == sock) lose_locked("the remote closed the connection");
         }
     }
+}
+
+// The interrupt thread, after a loss: start a new remote and hand it to the engine thread,
+// which owns the state the setup rebuilds.
+void MpqemuClient::Impl::try_respawn() {
+    log::info("{}: starting a new remote", s_.label);
+    auto r = s_.respawn();
+    if (!r) {
+        log::warn("{}: respawn failed, retrying: {}", s_.label, r.error().message);
+        return;
+    }
+    {
+        std::lock_guard lk(in_mu_);
+        adopt_pending_ = true;
+    }
+    auto fresh = std::make_shared<std::pair<UniqueFd, std::unique_ptr<QemuProcess>>>(std::move(*r));
+    queue([this, fresh] { adopt(std::move(fresh->first), std::move(fresh->second)); });
+}
+
+// Engine thread: set up the new remote like the first one, then restore the guest's config.
+void MpqemuClient::Impl::adopt(UniqueFd sock, std::unique_ptr<QemuProcess> process) {
+    {
+        std::lock_guard lk(in_mu_);
+        adopt_pending_ = false;
+    }
+    if (closed_) return;
+    std::unique_ptr<QemuProcess> old;
+    Result<void> r;
+    {
+        std::lock_guard lk(io_mu_);
+        old = std::move(s_.process);
+        s_.process = std::move(process);
+        s_.socket = std::move(sock);
+        up_ = true;
+        r = setup_locked();
+        if (r) {
+            watch_fd_ = s_.socket.get();
+        } else if (up_) {
+            lose_locked(r.error().message);
+        }
+    }
+    if (old) old->terminate();  // reaps the dead one
+    wake_poller();
+    if (!r) {
+        log::warn("{}: the new remote could not be set up, retrying: {}", s_.label,
+                  r.error().message);
+        return;
+    }
+    ++respawns_;
+    lost_reported_ = false;
+    if (!external_held_ && s_.external_source) {
+        s_.external_source(+1);
+        external_held_ = true;
+    }
+    log::warn(
+        "{}: new remote (qemu[{}]) set up: guest RAM, interrupts, BARs and {} config bytes "
+        "restored",
+        s_.label, s_.process ? s_.process->pid() : -1, config_log_.size());
+    s_.events->reconnected();
 }
 
 void MpqemuClient::Impl::stop_poller() {
@@ -785,6 +910,7 @@ void MpqemuClient::Impl::close() {
     stop_poller();
     {
         std::lock_guard lk(io_mu_);
+        if (up_) lost_why_ = "the client was closed";
         up_ = false;
         s_.socket.reset();  // x-remote exits on EOF
     }
@@ -858,6 +984,9 @@ MpqemuBar MpqemuClient::bar(uint32_t index) const {
 }
 pid_t MpqemuClient::qemu_pid() const {
     return impl_->qemu_pid();
+}
+uint64_t MpqemuClient::respawns() const {
+    return impl_->respawns();
 }
 void MpqemuClient::poll_events() {
     impl_->drain();
@@ -974,7 +1103,7 @@ Result<void> register_mpqemu_transports(TransportRegistry& transports) {
             auto c = common_params(url, {});
             if (!c) return fail(c.error());
             MpqemuClientSettings s;
-            s.label = url.text;
+            s.label = "mpqemu-fd:" + url.path;  // parameters would only clutter messages
             // Taken over: a dup, so the number the caller gave stays theirs to close.
             const int dup = ::fcntl(static_cast<int>(*fd), F_DUPFD_CLOEXEC, 3);
             if (dup < 0) return failf("fd {}: {}", *fd, std::strerror(errno));
@@ -989,10 +1118,10 @@ Result<void> register_mpqemu_transports(TransportRegistry& transports) {
         [](const ParsedUrl& url, const OpenContext& ctx) -> Result<std::unique_ptr<HostDevice>> {
             auto spec = parse_qemu_device(url.path);
             if (!spec) return fail(spec.error());
-            auto c = common_params(url, {"qemu", "start_timeout_ms"});
+            auto c = common_params(url, {"qemu", "start_timeout_ms", "respawn"});
             if (!c) return fail(c.error());
             QemuLaunchSettings q;
-            q.label = url.text;
+            q.label = "qemu:" + url.path;  // parameters would only clutter messages
             q.device = spec->device;
             q.device_props = spec->props;
             if (const auto* bin = url.param("qemu")) q.binary = *bin;
@@ -1010,14 +1139,28 @@ Result<void> register_mpqemu_transports(TransportRegistry& transports) {
                     return failf("drive '{}' ({}) is not a regular file", spec->drive, p.string());
                 q.drive = p.string();
             }
+            bool respawn = false;
+            if (const auto* v = url.param("respawn")) {
+                if (*v != "0" && *v != "1")
+                    return failf("parameter respawn='{}' is not 0 or 1", *v);
+                respawn = *v == "1";
+            }
             UniqueFd sock;
             auto proc = QemuProcess::launch(q, sock);
             if (!proc) return fail(proc.error());
             MpqemuClientSettings s;
-            s.label = url.text;
+            s.label = q.label;
             s.socket = std::move(sock);
             s.process = std::move(*proc);
             apply(s, *c, ctx);
+            if (respawn) {
+                s.respawn = [q]() -> Result<std::pair<UniqueFd, std::unique_ptr<QemuProcess>>> {
+                    UniqueFd fresh;
+                    auto p = QemuProcess::launch(q, fresh);
+                    if (!p) return fail(p.error());
+                    return std::make_pair(std::move(fresh), std::move(*p));
+                };
+            }
             auto client = MpqemuClient::open(std::move(s));
             if (!client) return fail(client.error());
             return std::unique_ptr<HostDevice>(std::move(*client));

@@ -28,8 +28,9 @@
 //   (x-remote has none).
 // - Reset: DEVICE_RESET, waiting for RET; the BAR layout and decode are programmed again.
 // - Death: a closed socket, I/O error or reply timeout marks the remote gone: reads return
-//   all-ones (and an error), writes are dropped, one warning is logged and
-//   HostDeviceEvents::disconnected() is sent once. No respawn.
+//   all-ones (and an error), writes are dropped, and HostDeviceEvents::disconnected() is sent
+//   once. With `respawn` (qemu:...?respawn=1) a new QEMU is started and set up again, and
+//   reconnected() follows.
 #pragma once
 
 #include <chrono>
@@ -37,6 +38,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "common/unique_fd.hpp"
 #include "hostdev/host_device.hpp"
@@ -60,6 +62,12 @@ struct MpqemuClientSettings {
     uint32_t io_base = 0xC000;
     // The QEMU process behind the socket, killed and reaped on close(); null for mpqemu-fd.
     std::unique_ptr<QemuProcess> process;
+    // Null: a lost remote stays lost. Otherwise called on the client's thread after a loss to
+    // start a new remote (`qemu:...?respawn=1`); the client then restores guest RAM, the
+    // interrupt eventfds, the BAR layout and the config bytes the guest wrote, and sends
+    // HostDeviceEvents::reconnected(). The device's own state (registers, queues) is new.
+    std::function<Result<std::pair<UniqueFd, std::unique_ptr<QemuProcess>>>()> respawn;
+    std::chrono::milliseconds respawn_interval{500};  // between failed attempts
 };
 
 // A BAR as the client sees it in the remote.
@@ -96,6 +104,7 @@ class MpqemuClient final : public HostDevice {
     bool connected() const;
     MpqemuBar bar(uint32_t index) const;  // 0-5 BARs, 6 the ROM
     pid_t qemu_pid() const;               // -1 without a process
+    uint64_t respawns() const;
     // Runs what the interrupt thread queued, on the calling thread. Only needed without `post`.
     void poll_events();
 

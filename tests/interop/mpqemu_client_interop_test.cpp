@@ -46,8 +46,9 @@ class RecordingEvents final : public hostdev::HostDeviceEvents {
         ++disconnects;
         last_why = std::string(why);
     }
+    void reconnected() override { ++reconnects; }
     bool level = false;
-    int asserts = 0, msis = 0, disconnects = 0;
+    int asserts = 0, msis = 0, disconnects = 0, reconnects = 0;
     std::string last_why;
 
   private:
@@ -77,7 +78,7 @@ struct Opened {
     std::unique_ptr<hostdev::HostDevice> dev;
 };
 
-Opened open_nvme(const Disk& disk) {
+Opened open_nvme(const Disk& disk, const std::string& params = "") {
     machine::register_builtins();
     Opened o;
     auto mem = vm::GuestMemory::create({{Gpa{0}, 16u << 20}});
@@ -87,7 +88,7 @@ Opened open_nvme(const Disk& disk) {
     hostdev::OpenContext ctx;
     ctx.events = o.events.get();
     ctx.memory = o.mem.get();
-    auto dev = hostdev::TransportRegistry::builtin().open(nvme_url(disk), ctx);
+    auto dev = hostdev::TransportRegistry::builtin().open(nvme_url(disk) + params, ctx);
     EXPECT_TRUE(dev) << dev.error().message;
     if (dev) o.dev = std::move(*dev);
     return o;
@@ -352,4 +353,112 @@ TEST(MpqemuInterop, GuestSurvivesItsQemuBeingKilled) {
     EXPECT_EQ(result.outcome, machine::RunOutcome::exited) << result.message << "\n" << text;
     EXPECT_EQ(result.exit_value, 0u) << text;
     EXPECT_NE(text.find("mpqkill: done"), std::string::npos) << text;
+}
+
+// The QEMU child inherits its socket at fd 3 and nothing else of ours, not even fds without
+// close-on-exec.
+TEST(MpqemuInterop, QemuInheritsOnlyItsSocket) {
+    int leak[2];
+    ASSERT_EQ(::pipe(leak), 0);  // deliberately without O_CLOEXEC
+    auto link = [](const std::string& path) {
+        std::error_code ec;
+        auto t = std::filesystem::read_symlink(path, ec);
+        return ec ? std::string() : t.string();
+    };
+    const std::string leak_name = link("/proc/self/fd/" + std::to_string(leak[0]));
+    Disk disk("fds");
+    auto o = open_nvme(disk);
+    ASSERT_TRUE(o.dev);
+    auto* c = dynamic_cast<hostdev::MpqemuClient*>(o.dev.get());
+    ASSERT_NE(c, nullptr);
+    const std::string dir = "/proc/" + std::to_string(c->qemu_pid()) + "/fd";
+    EXPECT_EQ(link(dir + "/3").rfind("socket:", 0), 0u) << link(dir + "/3");
+    EXPECT_EQ(link(dir + "/0"), "/dev/null");
+    EXPECT_EQ(link(dir + "/1"), "/dev/null");
+    for (const auto& e : std::filesystem::directory_iterator(dir))
+        EXPECT_NE(link(e.path().string()), leak_name) << e.path();
+    ::close(leak[0]);
+    ::close(leak[1]);
+}
+
+// `potemkin probe qemu:nvme,...` prints the lspci-like view of the device QEMU hosts.
+TEST(MpqemuInterop, ProbePrintsTheDevice) {
+    Disk disk("probe");
+    const std::string cmd = std::string(POTEMKIN_BINARY) + " probe '" + nvme_url(disk) + "' 2>&1";
+    FILE* p = ::popen(cmd.c_str(), "r");
+    ASSERT_NE(p, nullptr);
+    std::string out;
+    char buf[512];
+    while (size_t n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+    const int status = ::pclose(p);
+    EXPECT_EQ(status, 0) << out;
+    EXPECT_NE(out.find("[0108]"), std::string::npos) << out;
+    EXPECT_NE(out.find("IDs: 1b36:0010"), std::string::npos) << out;
+    EXPECT_NE(out.find("Interrupt: pin A"), std::string::npos) << out;
+    EXPECT_NE(out.find("Region 0: Memory (64-bit, non-prefetchable) [size=16K]"), std::string::npos)
+        << out;
+    EXPECT_EQ(out.find("Region 1:"), std::string::npos) << out;
+}
+
+// e1000 has what nvme lacks: an I/O BAR and an expansion ROM (QEMU's iPXE image). The ROM is
+// read through the ROM BAR the client programs in the remote; the I/O BAR is reached at the
+// port the client gave it.
+TEST(MpqemuInterop, E1000IoBarAndRom) {
+    machine::register_builtins();
+    RecordingEvents events(nullptr);
+    hostdev::OpenContext ctx;
+    ctx.events = &events;
+    auto dev = hostdev::TransportRegistry::builtin().open("qemu:e1000?qemu=" POTEMKIN_QEMU, ctx);
+    ASSERT_TRUE(dev) << dev.error().message;
+    auto& d = **dev;
+    EXPECT_EQ(cfg(d, 0x00, 4), 0x100e8086u);
+    EXPECT_EQ(d.region_info(0)->kind, hostdev::RegionKind::mem32);
+    EXPECT_EQ(d.region_info(1)->kind, hostdev::RegionKind::io);
+    auto rom = d.region_info(6);
+    ASSERT_TRUE(rom);
+    ASSERT_EQ(rom->kind, hostdev::RegionKind::rom);
+    uint8_t sig[2] = {};
+    ASSERT_TRUE(d.region_read(6, 0, sig));
+    EXPECT_EQ(sig[0], 0x55);  // PCI expansion ROM header signature (PCI 3.0 6.3.1.1)
+    EXPECT_EQ(sig[1], 0xAA);
+    uint8_t w[4] = {};
+    EXPECT_FALSE(d.region_write(6, 0, w));
+
+    // QEMU's e1000 implements its I/O window as a stub (reads 0, writes ignored), so only the
+    // decode is checked: a port the remote does not decode would have made it exit.
+    const uint32_t ioaddr = 0x8;
+    ASSERT_TRUE(d.region_write(1, 0, std::span(reinterpret_cast<const uint8_t*>(&ioaddr), 4)));
+    uint8_t iodata[4] = {};
+    ASSERT_TRUE(d.region_read(1, 4, iodata));
+    EXPECT_NE(rd(d, 0x8, 4), 0xFFFFFFFFu);       // STATUS through BAR0
+    EXPECT_FALSE(d.region_read(1, 64, iodata));  // past the 64-byte I/O BAR: never sent
+    EXPECT_EQ(cfg(d, 0x00, 2), 0x8086u);         // the remote is still there
+    EXPECT_EQ(events.disconnects, 0);
+    d.close();
+}
+
+// qemu:...?respawn=1: a killed QEMU is replaced; guest RAM, interrupts, the BAR layout, the
+// guest's command bits and the config bytes it wrote are restored, and the front-end hears
+// disconnected() then reconnected().
+TEST(MpqemuInterop, RespawnRestoresTheDevice) {
+    Disk disk("respawn");
+    auto o = open_nvme(disk, "&respawn=1");
+    ASSERT_TRUE(o.dev);
+    auto& d = *o.dev;
+    auto* c = dynamic_cast<hostdev::MpqemuClient*>(o.dev.get());
+    ASSERT_NE(c, nullptr);
+    const uint8_t cmd[2] = {0x06, 0x00};  // memory + bus master
+    ASSERT_TRUE(d.config_write(0x04, cmd));
+    const uint8_t cls = 0x10;  // cache line size: a plain read-write byte
+    ASSERT_TRUE(d.config_write(0x0C, std::span(&cls, 1)));
+    const pid_t first = c->qemu_pid();
+    ASSERT_EQ(::kill(first, SIGKILL), 0);
+    ASSERT_TRUE(eventually(d, [&] { return o.events->reconnects > 0; }));
+    EXPECT_EQ(o.events->disconnects, 1);
+    EXPECT_EQ(c->respawns(), 1u);
+    EXPECT_NE(c->qemu_pid(), first);
+    EXPECT_TRUE(c->connected());
+    EXPECT_EQ(rd(d, kVs, 4), 0x00010400u);
+    EXPECT_EQ(cfg(d, 0x0C, 1), 0x10u);
+    EXPECT_EQ(cfg(d, 0x04, 2) & 0x6, 0x6u);
 }

@@ -259,8 +259,9 @@ class Events final : public hostdev::HostDeviceEvents {
         ++disconnects;
         why = std::string(text);
     }
+    void reconnected() override { ++reconnects; }
     bool level = false;
-    int disconnects = 0;
+    int disconnects = 0, reconnects = 0;
     std::string why;
 };
 
@@ -380,6 +381,9 @@ TEST(MpqemuClient, OpenSendsSysmemIrqfdThenProbesAndProgramsBars) {
     EXPECT_EQ(b3.base % b3.size, 0u);
     EXPECT_EQ(rom.base % rom.size, 0u);
     EXPECT_EQ(b2.base, 0xC000u);
+    // 32-bit BARs (and the ROM) are placed before the 64-bit one, so they stay below 4 GiB.
+    EXPECT_GT(b0.base, b3.base);
+    EXPECT_GT(b0.base, rom.base);
     EXPECT_EQ(f.remote.cfg(0x10, 4) & ~0xFu, static_cast<uint32_t>(b0.base));
     EXPECT_EQ(f.remote.cfg(0x14, 4), static_cast<uint32_t>(b0.base >> 32));
     EXPECT_EQ(f.remote.cfg(0x18, 4) & ~3u, b2.base);
@@ -605,6 +609,60 @@ TEST(MpqemuClient, ClosedRemoteReadsAllOnes) {
     EXPECT_EQ(f.events.disconnects, 1);
 }
 
+// A respawned remote gets the whole setup again, the guest's command bits and the config bytes
+// the guest wrote (not BARs, not status), in the order written.
+TEST(MpqemuClient, RespawnSetsUpTheNewRemoteAndReplaysConfig) {
+    FakeRemote first;
+    Events events;
+    auto mem = vm::GuestMemory::create({{Gpa{0}, 1u << 20}});
+    ASSERT_TRUE(mem);
+    std::vector<std::unique_ptr<FakeRemote>> later;
+    std::mutex later_mu;
+    hostdev::MpqemuClientSettings s;
+    s.socket = std::move(first.client_end);
+    s.label = "mpqemu-fd:respawn";
+    s.events = &events;
+    s.memory = mem->get();
+    s.respawn_interval = 1ms;
+    s.respawn = [&]() -> Result<std::pair<UniqueFd, std::unique_ptr<hostdev::QemuProcess>>> {
+        auto r = std::make_unique<FakeRemote>();
+        UniqueFd fd = std::move(r->client_end);
+        std::lock_guard lk(later_mu);
+        later.push_back(std::move(r));
+        return std::make_pair(std::move(fd), std::unique_ptr<hostdev::QemuProcess>());
+    };
+    auto c = hostdev::MpqemuClient::open(std::move(s));
+    ASSERT_TRUE(c) << c.error().message;
+    auto& client = **c;
+    const uint8_t cmd[2] = {0x04, 0x00};
+    ASSERT_TRUE(client.config_write(0x04, cmd));
+    const uint8_t cls = 0x10, status[2] = {0xFF, 0xFF};
+    ASSERT_TRUE(client.config_write(0x0C, std::span(&cls, 1)));
+    ASSERT_TRUE(client.config_write(0x06, status));
+    const uint32_t bar0 = first.cfg(0x10, 4);
+    first.die();
+    ASSERT_TRUE(eventually(client, [&] { return events.reconnects > 0; }));
+    EXPECT_EQ(events.disconnects, 1);
+    EXPECT_EQ(client.respawns(), 1u);
+    std::lock_guard lk(later_mu);
+    ASSERT_EQ(later.size(), 1u);
+    FakeRemote& fresh = *later[0];
+    const auto fr = fresh.frames();
+    ASSERT_GE(fr.size(), 2u);
+    EXPECT_EQ(fr[0].cmd, mq::Cmd::sync_sysmem);
+    EXPECT_EQ(fr[1].cmd, mq::Cmd::set_irqfd);
+    EXPECT_EQ(fresh.cfg(0x10, 4), bar0);
+    EXPECT_EQ(fresh.cfg(0x04, 2), 0x0007u);
+    EXPECT_EQ(fresh.cfg(0x0C, 1), 0x10u);
+    for (const auto& x : fr) {
+        if (x.cmd == mq::Cmd::pci_cfgwrite) {
+            EXPECT_NE(x.conf.addr, 0x06u) << "status replayed";
+        }
+    }
+    EXPECT_EQ(read_bar(client, 0, 0, 4, true), client.bar(0).base & 0xFFFFFFFF);
+    client.close();
+}
+
 TEST(MpqemuClient, AnythingButRetLosesTheConnection) {
     Fixture f;
     ASSERT_TRUE(f.client);
@@ -672,7 +730,7 @@ TEST(MpqemuClient, TransportsAreRegisteredWithTheirParameters) {
     const int fd = remote.client_end.get();
     auto dev = r.open("mpqemu-fd:" + std::to_string(fd) + "?timeout_ms=2000", ctx);
     ASSERT_TRUE(dev) << dev.error().message;
-    EXPECT_EQ((*dev)->info()->name, "mpqemu-fd:" + std::to_string(fd) + "?timeout_ms=2000");
+    EXPECT_EQ((*dev)->info()->name, "mpqemu-fd:" + std::to_string(fd));
     (*dev)->close();
     EXPECT_GE(::fcntl(fd, F_GETFD), 0);
 }
