@@ -154,7 +154,6 @@ class MpqemuClient::Impl : public std::enable_shared_from_this<Impl> {
     void post_drain();
     void deliver_intx();
     void drop_intx();
-    void after_write(bool was_asserted);
     void wake_poller();
     void poll_loop();
     void stop_poller();
@@ -551,7 +550,6 @@ Result<void> MpqemuClient::Impl::config_read(uint32_t offset, std::span<uint8_t>
 
 Result<void> MpqemuClient::Impl::config_write(uint32_t offset, std::span<const uint8_t> in) {
     drain();
-    const bool was_asserted = intx_asserted_;
     if (offset > kConfigSize || in.size() > kConfigSize - offset)
         return failf(
             "{}: config write of {} bytes at {:#x}: only the first {} bytes of config "
@@ -596,7 +594,6 @@ Result<void> MpqemuClient::Impl::config_write(uint32_t offset, std::span<const u
         }
     }
     drain();
-    after_write(was_asserted);
     return result;
 }
 
@@ -649,7 +646,6 @@ Result<void> MpqemuClient::Impl::region_write(uint32_t index, uint64_t offset,
         return config_write(static_cast<uint32_t>(offset), in);
     }
     drain();
-    const bool was_asserted = intx_asserted_;
     if (index >= bars_.size() || bars_[index].size == 0)
         return failf("{}: write to {}: no such region", s_.label, region_name(index));
     if (index == kRomRegion) return failf("{}: the ROM is read-only", s_.label);
@@ -678,7 +674,6 @@ Result<void> MpqemuClient::Impl::region_write(uint32_t index, uint64_t offset,
         }
     }
     drain();
-    after_write(was_asserted);
     return result;
 }
 
@@ -768,16 +763,6 @@ void MpqemuClient::Impl::drop_intx() {
     if (!intx_asserted_) return;
     intx_asserted_ = false;
     s_.events->intx(false);
-}
-
-// A guest write while INTx is up is most likely the handler's acknowledgement (there is no
-// deassert message): drop the line and let the remote re-fire if it is still up.
-// Only a line that was up before the write counts: an interrupt the write itself raised (its
-// irqfd arrives with the reply) has not been seen by the guest yet.
-void MpqemuClient::Impl::after_write(bool was_asserted) {
-    if (!was_asserted || !intx_asserted_) return;
-    drop_intx();
-    if (up_) signal_eventfd(resample_fd_.get());
 }
 
 void MpqemuClient::Impl::wake_poller() {

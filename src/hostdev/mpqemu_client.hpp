@@ -22,10 +22,9 @@
 // - DMA: SYNC_SYSMEM hands the remote the guest RAM memfd (one entry per RAM region).
 // - INTx: SET_IRQFD with (irqfd, resamplefd). The remote writes irqfd when its line rises; a
 //   thread polls it and asserts intx(true) on the engine thread. The line stays asserted until
-//   ack_intx() (the guest's EOI) or a guest write to the device (most likely the handler's
-//   acknowledgement, as in the vfio-user client): then intx(false) is sent and the resamplefd
-//   written, and the remote writes irqfd again if the device still asserts. No MSI/MSI-X
-//   (x-remote has none).
+//   ack_intx() (PCI_FRONT calls it on the guest's EOI of this line): then intx(false) is sent
+//   and the resamplefd written, and the remote writes irqfd again if the device still asserts
+//   (KVM's resampling irqfd, done in the VMM). No MSI/MSI-X (x-remote has none).
 // - Reset: DEVICE_RESET, waiting for RET; the BAR layout and decode are programmed again.
 // - Death: a closed socket, I/O error or reply timeout marks the remote gone: reads return
 //   all-ones (and an error), writes are dropped, and HostDeviceEvents::disconnected() is sent

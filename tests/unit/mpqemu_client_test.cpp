@@ -548,18 +548,20 @@ TEST(MpqemuClient, IntxThroughIrqfdAndResample) {
     // The remote's line is still up: it fires again, the line is asserted again.
     ASSERT_EQ(::write(f.remote.irqfd(), &one, 8), 8);
     ASSERT_TRUE(eventually(c, [&] { return f.events.level; }));
-    // A guest write while asserted counts as the handler's acknowledgement.
+    // A guest write is no acknowledgement: only the EOI (ack_intx) drops the line.
     uint8_t w[4] = {};
     ASSERT_TRUE(c.region_write(0, 0, w));
+    EXPECT_TRUE(f.events.level);
+    EXPECT_EQ(::poll(&p, 1, 0), 0);  // no resample asked
+    // An EOI after the device lowered its line: dropped, resample asked, no new irqfd.
+    ASSERT_TRUE(c.ack_intx());
     EXPECT_FALSE(f.events.level);
     ASSERT_EQ(::poll(&p, 1, 1000), 1);
-    // An interrupt the write itself raises is delivered before the write returns, and that
-    // write does not count as its acknowledgement.
     ASSERT_EQ(::read(f.remote.resamplefd(), &v, 8), 8);
+    // An interrupt a write itself raises is delivered before the write returns.
     const uint32_t feed = 0xFEED;
     ASSERT_TRUE(c.region_write(3, 0, std::span(reinterpret_cast<const uint8_t*>(&feed), 4)));
     EXPECT_TRUE(f.events.level);
-    EXPECT_EQ(::poll(&p, 1, 0), 0);  // no resample asked
     // MSI cannot be enabled on x-remote.
     EXPECT_FALSE(c.set_irqs(hostdev::IrqKind::msix, 4));
     EXPECT_TRUE(c.set_irqs(hostdev::IrqKind::intx, 1));
