@@ -1,5 +1,5 @@
 // MpqemuServer: serves one DeviceModel (through a ModelServer) to QEMU's `x-pci-proxy-dev`
-// over QEMU's multi-process protocol (hostdev/mpqemu/protocol.hpp, docs/interop-serve.md,
+// over QEMU's multi-process protocol (hostdev/mpqemu/protocol.hpp, docs/interop.md,
 // ../shared/protocols/mpqemu.md). QEMU runs the guest; this process is the device. The device
 // side of `potemkin serve MODEL --mpqemu-fd N`.
 //

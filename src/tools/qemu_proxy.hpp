@@ -1,5 +1,5 @@
 // `potemkin qemu-proxy MODEL -- QEMU-ARGS...`: runs a QEMU guest with a potemkin device model
-// plugged in through QEMU's x-pci-proxy-dev (docs/interop-serve.md). Creates a socketpair,
+// plugged in through QEMU's x-pci-proxy-dev (docs/interop.md). Creates a socketpair,
 // starts `potemkin serve MODEL --mpqemu-fd N` on one end and qemu-system-x86_64 with
 // `-device x-pci-proxy-dev,fd=M` on the other, guest RAM memfd-backed and shared (so the model
 // can DMA), then waits for QEMU and returns its exit status.
