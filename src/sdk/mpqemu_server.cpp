@@ -177,6 +177,7 @@ Result<void> MpqemuServer::run() {
         }
         if (resampled) resample();
         if (!readable) continue;
+        ropt.readable = true;  // epoll said so: no poll before the header
         auto msg = mq::recv_message(sock_.get(), ropt);
         if (!msg) {
             if (msg.error().sys_errno == ECONNRESET) {

@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -288,22 +289,31 @@ Result<void> send_raw(int sock, std::span<const uint8_t> bytes, std::span<const 
 
 Result<Message> recv_message(int sock, const RecvOptions& options) {
     Message m;
-    uint8_t head[kHeaderSize]{};
+    // The header, and room for read_ahead payload bytes received in the same recvmsg.
+    uint8_t buf[kHeaderSize + kMaxPayload]{};
+    const size_t want = kHeaderSize + std::min(options.read_ahead, kMaxPayload);
     alignas(cmsghdr) uint8_t control[CMSG_SPACE(sizeof(int) * kRecvFdRoom)]{};
     msghdr msg{};
-    iovec iov{head, kHeaderSize};
+    iovec iov{buf, want};
     msg.msg_iov = &iov;
     msg.msg_iovlen = 1;
     msg.msg_control = control;
     msg.msg_controllen = sizeof control;
-    auto ready = wait_readable(sock, options.timeout_ms);
-    if (!ready) return fail(ready.error());
-    if (!*ready) return fail("timed out waiting for a message", ETIMEDOUT);
+    int flags = MSG_CMSG_CLOEXEC;
+    if (options.readable) {
+        flags |= MSG_DONTWAIT;
+    } else if (!options.rcvtimeo && options.timeout_ms >= 0) {
+        auto ready = wait_readable(sock, options.timeout_ms);
+        if (!ready) return fail(ready.error());
+        if (!*ready) return fail("timed out waiting for a message", ETIMEDOUT);
+        flags |= MSG_DONTWAIT;
+    }
     ssize_t n;
     do {
-        n = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+        n = ::recvmsg(sock, &msg, flags);
     } while (n < 0 && errno == EINTR);
     if (n < 0) {
+        // SO_RCVTIMEO expired, or the data a poll saw is gone.
         if (errno == EAGAIN || errno == EWOULDBLOCK)
             return fail("timed out waiting for a message", ETIMEDOUT);
         return sys_error("recvmsg", errno);
@@ -318,18 +328,27 @@ Result<Message> recv_message(int sock, const RecvOptions& options) {
     if (n == 0) return fail("peer closed the connection", ECONNRESET);
     if ((msg.msg_flags & MSG_CTRUNC) != 0)
         return proto_error(fmt::format("frame carries more than {} fds", kRecvFdRoom));
-    if (static_cast<size_t>(n) < kHeaderSize)
-        POTEMKIN_TRY(recv_exact(sock, std::span<uint8_t>(head).subspan(static_cast<size_t>(n)),
+    size_t got = static_cast<size_t>(n);
+    if (got < kHeaderSize) {
+        POTEMKIN_TRY(recv_exact(sock, std::span<uint8_t>(buf + got, kHeaderSize - got),
                                 options.timeout_ms, "header"));
-    m.cmd = static_cast<Cmd>(get<int32_t>(&head[0]));
-    const auto size = get<uint64_t>(&head[8]);
+        got = kHeaderSize;
+    }
+    m.cmd = static_cast<Cmd>(get<int32_t>(&buf[0]));
+    const auto size = get<uint64_t>(&buf[8]);
     if (size > kMaxPayload)
         return proto_error(
             fmt::format("{}: size {} exceeds {}", command_name(m.cmd), size, kMaxPayload));
+    // Read ahead past this frame's end: the caller broke read_ahead's promise.
+    if (got > kHeaderSize + size)
+        return proto_error(fmt::format("{}: {} bytes follow a frame of {}", command_name(m.cmd),
+                                       got - kHeaderSize - size, kHeaderSize + size));
+    m.payload.assign(buf + kHeaderSize, buf + got);
     m.payload.resize(size);
-    if (size > 0)
-        POTEMKIN_TRY(
-            recv_exact(sock, m.payload, options.timeout_ms, command_name(m.cmd) + " payload"));
+    const size_t have = got - kHeaderSize;
+    if (size > have)
+        POTEMKIN_TRY(recv_exact(sock, std::span<uint8_t>(m.payload).subspan(have),
+                                options.timeout_ms, command_name(m.cmd) + " payload"));
     POTEMKIN_TRY(validate(m));
     return m;
 }

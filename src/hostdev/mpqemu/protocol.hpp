@@ -107,6 +107,15 @@ Result<void> send_raw(int sock, std::span<const uint8_t> bytes, std::span<const 
 
 struct RecvOptions {
     int timeout_ms = -1;  // for the header and then for each piece of the payload; -1 forever
+    // The caller just saw the socket readable (poll/epoll): no poll before the header.
+    bool readable = false;
+    // The socket has SO_RCVTIMEO set to about timeout_ms: block in recvmsg instead of polling
+    // first (one system call instead of two); its expiry is ETIMEDOUT.
+    bool rcvtimeo = false;
+    // Payload bytes that may be read together with the header. Only safe when nothing can
+    // follow this frame before the caller's next request: a RET (the remote sends nothing
+    // unasked and the proxy has one request outstanding). Then a reply costs one recvmsg.
+    size_t read_ahead = 0;
 };
 // Receives one frame and validates it. Errors carry sys_errno: ECONNRESET when the peer closed,
 // ETIMEDOUT on timeout, EPROTO for a frame that breaks the rules (size > 192, too many fds,
