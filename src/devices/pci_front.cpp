@@ -94,7 +94,12 @@ Result<void> PciFront::open(const PciFrontSettings& s) {
     };
     const auto& transports = s.transports ? *s.transports : hostdev::TransportRegistry::builtin();
     hostdev::OpenContext open_ctx{this, &ctx_.memory, ctx_.post, ctx_.external_source};
-    if (s.element) open_ctx.base_dir = s.element->document().directory();
+    if (s.element) {
+        open_ctx.base_dir = s.element->document().directory();
+        auto files = vm::config_files(*s.element);
+        if (!files) return fail(files.error());
+        for (auto& f : *files) open_ctx.files.emplace_back(std::move(f.id), std::move(f.path));
+    }
     auto h = transports.open(s.hostdev, open_ctx);
     if (!h) return fail(err(h.error()));
     host_ = std::move(*h);

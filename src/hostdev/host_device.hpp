@@ -143,6 +143,14 @@ struct OpenContext {
     // Directory that relative paths in the URL are resolved against (the config file's);
     // empty: the current directory.
     std::string base_dir;
+    // The VM configuration's <files> (id → path, already resolved): a URL may name a file by
+    // its id where it takes a path (qemu:nvme,drive=ID).
+    std::vector<std::pair<std::string, std::string>> files;
+    const std::string* file(std::string_view id) const {
+        for (const auto& [k, v] : files)
+            if (k == id) return &v;
+        return nullptr;
+    }
 };
 
 struct ParsedUrl {

@@ -1125,7 +1125,9 @@ Result<void> register_mpqemu_transports(TransportRegistry& transports) {
                 q.timeout = std::chrono::milliseconds(*n);
             }
             if (!spec->drive.empty()) {
-                std::filesystem::path p(spec->drive);
+                // A <file> id from the VM configuration, or a path.
+                const std::string* named = ctx.file(spec->drive);
+                std::filesystem::path p(named ? *named : spec->drive);
                 if (p.is_relative() && !ctx.base_dir.empty()) p = ctx.base_dir / p;
                 std::error_code ec;
                 p = std::filesystem::absolute(p, ec);

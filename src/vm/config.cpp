@@ -1,5 +1,7 @@
 #include "vm/config.hpp"
 
+#include <filesystem>
+
 #include <algorithm>
 #include <charconv>
 #include <fstream>
@@ -165,6 +167,29 @@ unsigned ConfigDocument::line_of(ptrdiff_t offset) const {
     return static_cast<unsigned>(it - line_starts_.begin());
 }
 
+Result<std::vector<ConfigFile>> config_files(const ConfigElement& e) {
+    std::vector<ConfigFile> files;
+    auto section = e.document().root().child("files");
+    if (!section) return files;
+    for (const auto& f : section->children()) {
+        if (f.name() != "file") return fail(f.error("only <file> elements may appear in <files>"));
+        POTEMKIN_TRY(f.only_attributes({"id", "filename"}));
+        auto id = f.required("id");
+        if (!id) return fail(id.error());
+        auto name = f.required("filename");
+        if (!name) return fail(name.error());
+        if (id->empty()) return fail(f.attr_error("id", "must not be empty"));
+        for (const auto& other : files)
+            if (other.id == *id)
+                return fail(f.attr_error("id", fmt::format("'{}' is defined twice", *id)));
+        std::filesystem::path path(*name);
+        if (path.is_relative() && !e.document().directory().empty())
+            path = std::filesystem::path(e.document().directory()) / path;
+        files.push_back(ConfigFile{*id, path.string()});
+    }
+    return files;
+}
+
 Result<VmConfig> parse_vm_config(std::shared_ptr<ConfigDocument> doc) {
     VmConfig cfg;
     cfg.document = doc;
@@ -177,7 +202,7 @@ Result<VmConfig> parse_vm_config(std::shared_ptr<ConfigDocument> doc) {
 
     for (const auto& c : vm.children()) {
         if (c.name() != "memory" && c.name() != "cores" && c.name() != "guest" &&
-            c.name() != "devices")
+            c.name() != "files" && c.name() != "devices")
             return fail(c.error("unknown element inside <vm>"));
     }
     auto mem = vm.child("memory");
@@ -205,6 +230,10 @@ Result<VmConfig> parse_vm_config(std::shared_ptr<ConfigDocument> doc) {
         cfg.guest_file = *file;
         cfg.cmdline = guest->attr("cmdline").value_or("");
     }
+
+    auto files = config_files(vm);
+    if (!files) return fail(files.error());
+    cfg.files = std::move(*files);
 
     if (auto devices = vm.child("devices")) {
         for (const auto& d : devices->children()) {

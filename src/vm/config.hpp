@@ -77,12 +77,22 @@ class ConfigDocument : public std::enable_shared_from_this<ConfigDocument> {
 // Parses a decimal or 0x-prefixed number; nullopt when malformed or out of range.
 std::optional<uint64_t> parse_number(std::string_view text);
 
+// A file named in <files> (Palacios' <files><file id=".." filename=".."/></files>), which
+// devices refer to by id: a disk image for qemu:nvme, say.
+struct ConfigFile {
+    std::string id;
+    std::string path;  // resolved against the config file's directory
+};
+// The <files> of the document `e` belongs to; errors name the offending <file>.
+Result<std::vector<ConfigFile>> config_files(const ConfigElement& e);
+
 struct VmConfig {
     std::shared_ptr<ConfigDocument> document;
     uint64_t memory_mib = 0;
     unsigned cores = 1;
     std::string guest_file;  // as written
     std::string cmdline;
+    std::vector<ConfigFile> files;
     std::vector<ConfigElement> devices;
 };
 

@@ -20,6 +20,7 @@ struct GuestVm {
     std::string guest;        // name in guests/, without .elf
     std::string guest_file;   // or a path to any guest ELF (takes precedence)
     std::string devices_xml;  // inner XML of <devices>
+    std::string files_xml;    // inner XML of <files>; none when empty
     std::string cmdline;
     unsigned cores = 1;
     unsigned memory_mib = 64;
@@ -36,8 +37,9 @@ inline std::string vm_xml(const GuestVm& g) {
     const std::string file = g.guest_file.empty() ? guest_path(g.guest) : g.guest_file;
     return "<vm class=\"PC\">\n  <memory>" + std::to_string(g.memory_mib) +
            "</memory>\n  <cores count=\"" + std::to_string(g.cores) + "\"/>\n  <guest file=\"" +
-           file + "\" cmdline=\"" + g.cmdline + "\"/>\n  <devices>\n" + g.devices_xml +
-           "\n  </devices>\n</vm>\n";
+           file + "\" cmdline=\"" + g.cmdline + "\"/>\n" +
+           (g.files_xml.empty() ? "" : "  <files>\n" + g.files_xml + "\n  </files>\n") +
+           "  <devices>\n" + g.devices_xml + "\n  </devices>\n</vm>\n";
 }
 
 inline GuestRun run_guest(const GuestVm& g) {

@@ -75,13 +75,21 @@ class NvmeGuest : public ::testing::Test {
         if (!dir_.empty()) std::filesystem::remove_all(dir_, ec);
     }
 
-    GuestRun run(const std::string& serial, const std::string& cmdline) const {
+    // by_file_id: the image is a <file> of the VM configuration and drive= names its id.
+    GuestRun run(const std::string& serial, const std::string& cmdline,
+                 bool by_file_id = false) const {
         const std::string devices =
             R"(<device class="PCI" id="pci0"/>
     <device class="PCI_FRONT" id="nvme0" bus="pci0" slot="4" hostdev="qemu:nvme,drive=)" +
-            image_path_ + ",serial=" + serial + "?qemu=" + POTEMKIN_QEMU + R"("/>)";
-        return run_guest(
-            {.guest = "nvme", .devices_xml = devices, .cmdline = cmdline, .timeout_ms = 120000});
+            (by_file_id ? std::string("disk0") : image_path_) + ",serial=" + serial +
+            "?qemu=" + POTEMKIN_QEMU + R"("/>)";
+        const std::string files =
+            by_file_id ? R"(<file id="disk0" filename=")" + image_path_ + R"("/>)" : "";
+        return run_guest({.guest = "nvme",
+                          .devices_xml = devices,
+                          .files_xml = files,
+                          .cmdline = cmdline,
+                          .timeout_ms = 120000});
     }
 
     uint32_t sum(uint32_t lba, uint32_t blocks) const {
@@ -114,8 +122,8 @@ TEST_F(NvmeGuest, PollModeReadsTheWholeImage) {
 TEST_F(NvmeGuest, PollModeReadsARangeAcrossAPageBoundary) {
     // 8 blocks from LBA 100 at offset 512 in the buffer: they straddle two pages
     const uint32_t expected = sum(100, 8);
-    auto r =
-        run("pk-range", "mode=poll lba=100 blocks=8 pattern=lba expect_sum=" + hex32(expected));
+    auto r = run("pk-range", "mode=poll lba=100 blocks=8 pattern=lba expect_sum=" + hex32(expected),
+                 /*by_file_id=*/true);
     ASSERT_EQ(r.outcome, RunOutcome::exited) << describe(r);
     EXPECT_EQ(r.status, 0) << describe(r);
     EXPECT_TRUE(has(r, "serial number: \"pk-range\"")) << describe(r);

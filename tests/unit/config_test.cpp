@@ -120,6 +120,24 @@ TEST(Config, UnknownElementsAndAttributesAreRejected) {
               "vm.xml:2: <dev>: only <device> elements may appear in <devices>");
 }
 
+TEST(Config, FilesAreResolvedAndCheckedByLine) {
+    auto cfg = parse(
+        "<vm><memory>8</memory><files><file id=\"disk0\" filename=\"/tmp/d.raw\"/>"
+        "<file id=\"rel\" filename=\"d.raw\"/></files></vm>");
+    ASSERT_TRUE(cfg) << cfg.error().message;
+    ASSERT_EQ(cfg->files.size(), 2u);
+    EXPECT_EQ(cfg->files[0].id, "disk0");
+    EXPECT_EQ(cfg->files[0].path, "/tmp/d.raw");
+    EXPECT_EQ(cfg->files[1].path, "d.raw");  // a string config has no directory
+    EXPECT_EQ(error_of("<vm><memory>8</memory><files>\n<file id=\"a\" filename=\"x\"/>\n"
+                       "<file id=\"a\" filename=\"y\"/></files></vm>"),
+              "vm.xml:3: <file id=\"a\">: attribute 'id' 'a' is defined twice");
+    EXPECT_EQ(error_of("<vm><memory>8</memory><files>\n<file id=\"a\"/></files></vm>"),
+              "vm.xml:2: <file id=\"a\">: attribute 'filename' is required");
+    EXPECT_EQ(error_of("<vm><memory>8</memory><files>\n<disk/></files></vm>"),
+              "vm.xml:2: <disk>: only <file> elements may appear in <files>");
+}
+
 TEST(Config, UnknownDeviceClassIsRejected) {
     std::string e = create_error(
         "<vm><memory>8</memory>\n<devices>\n<device class=\"NOPE\" id=\"x\"/>\n</devices></vm>");
