@@ -1,12 +1,21 @@
 // vfio-user benchmark (issue: out-of-process devices). In one run:
-//  1. the floor: a raw AF_UNIX ping-pong between two processes with REGION_READ-sized messages
-//     (32-byte request, 36-byte reply), one send and one receive loop per side;
-//  2. potemkin's client → `potemkin serve edu` REGION_READ of 4 bytes (p50, p99, mean);
-//     1 and 2 alternate in 10 rounds, so that both figures see the same machine load;
+//  1. the floor: two processes exchanging REGION_READ-shaped vfio-user messages over AF_UNIX
+//     the way any peer must (a 32-byte request: header + region access struct; a 36-byte reply:
+//     header + struct + 4 data bytes; recvmsg with room for fds, the header parsed for the
+//     message size and the msg_id checked), but nothing else: no model, no validation;
+//  2. potemkin's client → `potemkin serve edu` REGION_READ of 4 bytes;
+//     1 and 2 run in alternating blocks (which one goes first alternates too), so that both
+//     see the same machine load; p50, p99 and mean of each, their ratios, and the median over
+//     block pairs of the ratio of block medians (the figure least moved by load changes);
 //  3. a guest loop reading edu's liveness register through PCI_FRONT, over vfio-user and over
 //     inproc, ns per access;
 //  4. DMA bandwidth into guest RAM through a second MAP_SHARED mapping of its memfd (what a
 //     server does after DMA_MAP), next to memcpy into private memory.
+//
+// Usage: bench_vfio_user [N] [--only rtt|floor|client]
+//   N round trips per figure (default 50000). --only runs one part: rtt = 1 and 2; floor or
+//   client = only that side of 1/2, N round trips, for counting system calls with
+//   `strace -c -f` (divide by N).
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -16,6 +25,7 @@
 #include <cstdio>
 #include <cstring>
 #include <numeric>
+#include <string_view>
 #include <vector>
 
 #include "bench_runner.hpp"
@@ -36,23 +46,98 @@ struct Latency {
     double p50, p99, mean;
 };
 
+double median(std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+}
+
 Latency summarize(std::vector<double> ns) {
     std::sort(ns.begin(), ns.end());
     double mean = std::accumulate(ns.begin(), ns.end(), 0.0) / double(ns.size());
     return {ns[ns.size() / 2], ns[ns.size() * 99 / 100], mean};
 }
 
-bool full_io(int fd, void* buf, size_t n, bool send) {
-    auto* p = static_cast<uint8_t*>(buf);
-    while (n) {
-        ssize_t k = send ? ::send(fd, p, n, MSG_NOSIGNAL) : ::recv(fd, p, n, 0);
-        if (k <= 0) return false;
-        p += k, n -= size_t(k);
-    }
-    return true;
+// The wire layout of a vfio-user header (16 bytes) and of REGION_READ's struct (16 bytes),
+// written out by hand: the floor must not share potemkin's code.
+constexpr size_t kHeader = 16, kAccess = 16;
+constexpr uint16_t kRegionRead = 9;
+
+void put_header(uint8_t* p, uint16_t id, uint16_t cmd, uint32_t size, uint32_t flags) {
+    std::memset(p, 0, kHeader);
+    std::memcpy(p, &id, 2);
+    std::memcpy(p + 2, &cmd, 2);
+    std::memcpy(p + 4, &size, 4);
+    std::memcpy(p + 8, &flags, 4);
 }
 
-// The floor: an echo child process on a socketpair, alive for the whole measurement.
+// A peer's receive side: one recvmsg per call, with room for SCM_RIGHTS fds as a vfio-user
+// peer must leave, buffering across calls, until one whole message (its size from the header)
+// is there. A split message or two messages in one read both work.
+class StreamIn {
+  public:
+    // Size of the next whole message at data(), or 0 on EOF, error or a bad size.
+    size_t next(int fd) {
+        for (;;) {
+            if (have_ >= kHeader) {
+                uint32_t size;
+                std::memcpy(&size, buf_ + 4, 4);
+                if (size < kHeader || size > sizeof buf_) return 0;
+                if (have_ >= size) return size;
+            }
+            alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 8)];
+            iovec iov{buf_ + have_, sizeof buf_ - have_};
+            msghdr m{};
+            m.msg_iov = &iov;
+            m.msg_iovlen = 1;
+            m.msg_control = control;
+            m.msg_controllen = sizeof control;
+            const ssize_t n = ::recvmsg(fd, &m, MSG_CMSG_CLOEXEC);
+            if (n <= 0) return 0;
+            have_ += size_t(n);
+        }
+    }
+    const uint8_t* data() const { return buf_; }
+    void consume(size_t size) {
+        std::memmove(buf_, buf_ + size, have_ - size);
+        have_ -= size;
+    }
+
+  private:
+    uint8_t buf_[4096];
+    size_t have_ = 0;
+};
+
+bool send_all(int fd, const uint8_t* p, size_t n) {
+    iovec iov{const_cast<uint8_t*>(p), n};
+    msghdr m{};
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    return ::sendmsg(fd, &m, MSG_NOSIGNAL) == ssize_t(n);
+}
+
+// The floor's device side: answers every REGION_READ with `count` bytes after a reply header.
+void floor_peer(int fd) {
+    StreamIn in;
+    uint8_t out[kHeader + kAccess + 64];
+    for (;;) {
+        const size_t size = in.next(fd);
+        if (size < kHeader + kAccess) return;
+        uint16_t id, cmd;
+        uint32_t count;
+        std::memcpy(&id, in.data(), 2);
+        std::memcpy(&cmd, in.data() + 2, 2);
+        std::memcpy(&count, in.data() + kHeader + 12, 4);
+        if (cmd != kRegionRead || count > 64) return;
+        const auto reply = uint32_t(kHeader + kAccess + count);
+        put_header(out, id, cmd, reply, 1);
+        std::memcpy(out + kHeader, in.data() + kHeader, kAccess);
+        std::memset(out + kHeader + kAccess, 0x5a, count);
+        in.consume(size);
+        if (!send_all(fd, out, reply)) return;
+    }
+}
+
+// The floor: a peer child process on a socketpair, alive for the whole measurement.
 class RawPingPong {
   public:
     RawPingPong() {
@@ -61,11 +146,7 @@ class RawPingPong {
         child_ = ::fork();
         if (child_ == 0) {
             ::close(sv[0]);
-            uint8_t req[32], rep[36] = {};
-            while (full_io(sv[1], req, sizeof req, false)) {
-                std::memcpy(rep, req, 16);
-                if (!full_io(sv[1], rep, sizeof rep, true)) break;
-            }
+            floor_peer(sv[1]);
             ::_exit(0);
         }
         ::close(sv[1]);
@@ -75,19 +156,30 @@ class RawPingPong {
         ::close(fd_);
         ::waitpid(child_, nullptr, 0);
     }
-    void run(unsigned n, std::vector<double>& ns) {
-        uint8_t req[32] = {}, rep[36];
-        for (unsigned i = 0; i < n; ++i) {
-            auto t0 = Clock::now();
-            full_io(fd_, req, sizeof req, true);
-            full_io(fd_, rep, sizeof rep, false);
-            ns.push_back(bench::ns_since(t0));
-        }
+    // One REGION_READ of 4 bytes at BAR0 + 4.
+    bool round_trip(uint8_t (&data)[4]) {
+        uint8_t req[kHeader + kAccess];
+        put_header(req, ++id_, kRegionRead, sizeof req, 0);
+        const uint64_t offset = 4;
+        const uint32_t region = 0, count = 4;
+        std::memcpy(req + kHeader, &offset, 8);
+        std::memcpy(req + kHeader + 8, &region, 4);
+        std::memcpy(req + kHeader + 12, &count, 4);
+        if (!send_all(fd_, req, sizeof req)) return false;
+        const size_t size = in_.next(fd_);
+        uint16_t id;
+        std::memcpy(&id, in_.data(), 2);
+        if (size != kHeader + kAccess + count || id != id_) return false;
+        std::memcpy(data, in_.data() + kHeader + kAccess, count);
+        in_.consume(size);
+        return true;
     }
 
   private:
     int fd_ = -1;
     pid_t child_ = -1;
+    uint16_t id_ = 0;
+    StreamIn in_;
 };
 
 class NoGuest final : public hostdev::HostDeviceEvents {
@@ -99,32 +191,78 @@ class NoGuest final : public hostdev::HostDeviceEvents {
     void disconnected(std::string_view) override {}
 };
 
-// The floor and the client, measured in interleaved rounds so that both see the same load on a
-// shared machine (one figure measured after the other would compare two moments).
-std::pair<Latency, Latency> floor_and_client(const std::string& url, unsigned n) {
+enum class Part { all, rtt, floor, client };
+
+struct RoundTrips {
+    Latency floor{}, client{};
+    double paired = 0;  // median over block pairs of client block p50 / floor block p50
+};
+
+// The floor and the client, measured in alternating blocks so that both see the same load on a
+// shared machine (one figure measured after the other would compare two moments). The client
+// is opened as PCI_FRONT opens it, with guest RAM to DMA_MAP.
+RoundTrips floor_and_client(const std::string& url, unsigned n, Part part) {
     NoGuest events;
-    auto dev = hostdev::TransportRegistry::builtin().open(url, hostdev::OpenContext{&events});
-    if (!dev) {
-        std::fprintf(stderr, "bench: %s\n", dev.error().message.c_str());
-        std::exit(1);
+    auto ram = vm::GuestMemory::create({{Gpa(0), 2u << 20}});
+    if (!ram) std::exit(1);
+    hostdev::OpenContext ctx{&events};
+    ctx.memory = ram->get();
+    std::unique_ptr<hostdev::HostDevice> dev;
+    if (part != Part::floor) {
+        auto d = hostdev::TransportRegistry::builtin().open(url, ctx);
+        if (!d) {
+            std::fprintf(stderr, "bench: %s\n", d.error().message.c_str());
+            std::exit(1);
+        }
+        dev = std::move(*d);
     }
-    RawPingPong raw;
-    std::vector<double> floor_ns, client_ns;
-    floor_ns.reserve(n);
-    client_ns.reserve(n);
-    uint8_t buf[4];
-    constexpr unsigned kRounds = 10;
-    for (unsigned r = 0; r < kRounds; ++r) {
-        const unsigned k = n / kRounds + (r < n % kRounds ? 1 : 0);
-        raw.run(k, floor_ns);
+    std::unique_ptr<RawPingPong> raw;
+    if (part != Part::client) raw = std::make_unique<RawPingPong>();
+    auto floor_block = [&](unsigned k, std::vector<double>& ns) {
+        uint8_t buf[4];
         for (unsigned i = 0; i < k; ++i) {
             auto t0 = Clock::now();
-            if (!(*dev)->region_read(0, 0x04, buf)) std::exit(1);
-            client_ns.push_back(bench::ns_since(t0));
+            if (!raw->round_trip(buf)) std::exit(1);
+            ns.push_back(bench::ns_since(t0));
         }
+    };
+    auto client_block = [&](unsigned k, std::vector<double>& ns) {
+        uint8_t buf[4];
+        for (unsigned i = 0; i < k; ++i) {
+            auto t0 = Clock::now();
+            if (!dev->region_read(0, 0x04, buf)) std::exit(1);
+            ns.push_back(bench::ns_since(t0));
+        }
+    };
+    std::vector<double> warm;
+    if (raw) floor_block(500, warm);
+    if (dev) client_block(500, warm);
+
+    std::vector<double> floor_ns, client_ns, pairs;
+    floor_ns.reserve(n);
+    client_ns.reserve(n);
+    constexpr unsigned kBlock = 250;
+    for (unsigned done = 0, b = 0; done < n; ++b) {
+        const unsigned k = std::min(kBlock, n - done);
+        std::vector<double> f, c;
+        if (b % 2 == 0) {
+            if (raw) floor_block(k, f);
+            if (dev) client_block(k, c);
+        } else {
+            if (dev) client_block(k, c);
+            if (raw) floor_block(k, f);
+        }
+        if (raw && dev) pairs.push_back(median(c) / median(f));
+        floor_ns.insert(floor_ns.end(), f.begin(), f.end());
+        client_ns.insert(client_ns.end(), c.begin(), c.end());
+        done += k;
     }
-    (*dev)->close();
-    return {summarize(std::move(floor_ns)), summarize(std::move(client_ns))};
+    if (dev) dev->close();
+    RoundTrips out;
+    if (raw) out.floor = summarize(std::move(floor_ns));
+    if (dev) out.client = summarize(std::move(client_ns));
+    if (!pairs.empty()) out.paired = median(std::move(pairs));
+    return out;
 }
 
 constexpr uint32_t kBar0 = 0xc000'0000;
@@ -174,25 +312,48 @@ double bandwidth(uint8_t* dst, const uint8_t* src, size_t bytes) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    const unsigned n = argc > 1 ? unsigned(std::atoi(argv[1])) : 50'000;
+    unsigned n = 50'000;
+    Part part = Part::all;
+    for (int i = 1; i < argc; ++i) {
+        const std::string_view a = argv[i];
+        if (a == "--only" && i + 1 < argc) {
+            const std::string_view p = argv[++i];
+            part = p == "rtt"      ? Part::rtt
+                   : p == "floor"  ? Part::floor
+                   : p == "client" ? Part::client
+                                   : Part::all;
+            if (part == Part::all) {
+                std::fprintf(stderr, "bench: --only rtt|floor|client\n");
+                return 2;
+            }
+        } else {
+            n = unsigned(std::atoi(argv[i]));
+        }
+    }
+    if (n == 0) n = 1;
     machine::register_builtins();
     const std::string sock = "/tmp/potemkin-bench-" + std::to_string(::getpid()) + ".sock";
     testing::ServerProcess server(sock);
-    if (!server.start()) {
+    if (part != Part::floor && !server.start()) {
         std::fprintf(stderr, "bench: could not start potemkin serve edu\n");
         return 1;
     }
     const std::string url = "vfio-user:" + sock;
 
     std::printf("potemkin bench_vfio_user: %u round trips per figure\n\n", n);
-    const auto [floor, client] = floor_and_client(url, n);
+    const RoundTrips rt = floor_and_client(url, n, part);
     std::printf("%-46s %9s %9s %9s\n", "round trip (ns)", "p50", "p99", "mean");
-    std::printf("%-46s %9.0f %9.0f %9.0f\n", "raw AF_UNIX ping-pong, 32 B / 36 B (floor)",
-                floor.p50, floor.p99, floor.mean);
-    std::printf("%-46s %9.0f %9.0f %9.0f\n", "client -> potemkin serve edu, REGION_READ 4 B",
-                client.p50, client.p99, client.mean);
-    std::printf("%-46s %8.2fx %8.2fx %8.2fx\n\n", "ratio to the floor", client.p50 / floor.p50,
-                client.p99 / floor.p99, client.mean / floor.mean);
+    if (part != Part::client)
+        std::printf("%-46s %9.0f %9.0f %9.0f\n", "floor: raw REGION_READ 4 B between processes",
+                    rt.floor.p50, rt.floor.p99, rt.floor.mean);
+    if (part != Part::floor)
+        std::printf("%-46s %9.0f %9.0f %9.0f\n", "client -> potemkin serve edu, REGION_READ 4 B",
+                    rt.client.p50, rt.client.p99, rt.client.mean);
+    if (part != Part::all && part != Part::rtt) return 0;
+    std::printf("%-46s %8.2fx %8.2fx %8.2fx\n", "ratio to the floor", rt.client.p50 / rt.floor.p50,
+                rt.client.p99 / rt.floor.p99, rt.client.mean / rt.floor.mean);
+    std::printf("%-46s %8.2fx\n\n", "ratio of block p50s, median of block pairs", rt.paired);
+    if (part == Part::rtt) return 0;
 
     const uint32_t g = std::max(1000u, n / 5);
     double over_vfu = bench::per_iteration([&](uint32_t k) { return guest_run(url, k); }, g);
