@@ -43,8 +43,8 @@ struct VfioUserClientSettings {
     std::chrono::milliseconds timeout{5000};            // per reply (and for connect)
     std::chrono::milliseconds reconnect_interval{200};  // between attempts while gone
     // Off: a lost server stays lost, and HostDeviceEvents::disconnected() is sent. On (the
-    // default): the client reconnects; disconnected() is not sent, because it is final for
-    // devices::PciFront (it would read all-ones forever), and the loss is logged instead.
+    // default): disconnected() is sent too (saying a reconnect is coming), the client
+    // reconnects, and HostDeviceEvents::reconnected() follows.
     bool reconnect = true;
     HostDeviceEvents* events = nullptr;  // required
     // Guest RAM to DMA_MAP with its memfd; null: nothing mapped (DMA_READ/DMA_WRITE only).
