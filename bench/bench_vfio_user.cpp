@@ -12,10 +12,10 @@
 //  4. DMA bandwidth into guest RAM through a second MAP_SHARED mapping of its memfd (what a
 //     server does after DMA_MAP), next to memcpy into private memory.
 //
-// Usage: bench_vfio_user [N] [--only rtt|floor|client]   (--floor-peer FD: internal)
+// Usage: bench_vfio_user [N] [--only rtt|floor|client|guest]   (--floor-peer FD: internal)
 //   N round trips per figure (default 50000). --only runs one part: rtt = 1 and 2; floor or
 //   client = only that side of 1/2, N round trips, for counting system calls with
-//   `strace -c -f` (divide by N).
+//   `strace -c -f` (divide by N); guest = one run of 3 over vfio-user with N accesses.
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -197,7 +197,7 @@ class NoGuest final : public hostdev::HostDeviceEvents {
     void disconnected(std::string_view) override {}
 };
 
-enum class Part { all, rtt, floor, client };
+enum class Part { all, rtt, floor, client, guest };
 
 struct RoundTrips {
     Latency floor{}, client{};
@@ -331,9 +331,10 @@ int main(int argc, char** argv) {
             part = p == "rtt"      ? Part::rtt
                    : p == "floor"  ? Part::floor
                    : p == "client" ? Part::client
+                   : p == "guest"  ? Part::guest
                                    : Part::all;
             if (part == Part::all) {
-                std::fprintf(stderr, "bench: --only rtt|floor|client\n");
+                std::fprintf(stderr, "bench: --only rtt|floor|client|guest\n");
                 return 2;
             }
         } else {
@@ -350,6 +351,14 @@ int main(int argc, char** argv) {
     }
     const std::string url = "vfio-user:" + sock;
 
+    if (part == Part::guest) {
+        const double ns = guest_run(url, n);
+        std::printf(
+            "guest edu liveness read over vfio-user: %u accesses, %.0f ns each (with "
+            "start-up)\n",
+            n, ns / n);
+        return 0;
+    }
     std::printf("potemkin bench_vfio_user: %u round trips per figure\n\n", n);
     const RoundTrips rt = floor_and_client(url, n, part);
     std::printf("%-46s %9s %9s %9s\n", "round trip (ns)", "p50", "p99", "mean");

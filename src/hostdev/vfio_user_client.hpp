@@ -10,8 +10,9 @@
 // HostDeviceEvents itself: what it finds goes into an inbox that runs on the engine thread,
 // either through OpenContext::post (the machine's post) or, without one, at the start of the
 // next HostDevice call. Interrupts raised while a request is in flight are collected on the
-// engine thread right after the reply, so a guest that triggers an interrupt with a register
-// write sees it before its next instruction, as with the in-process transport.
+// engine thread right after the reply (every request but REGION_READ, which stays at one
+// sendmsg and one recvmsg), so a guest that triggers an interrupt with a register write sees
+// it before its next instruction, as with the in-process transport.
 //
 // INTx: vfio-user signals assertion only (the trigger eventfd); there is no deassert message.
 // Like VFIO's auto-masked INTx, the line is treated as asserted until the guest writes to the
