@@ -80,15 +80,16 @@ bool consume_eventfd(int fd) {
 }
 
 // Names a request in messages, formatted only when one is needed: the per-access path never
-// builds the string. Only ever a parameter (it points at its argument).
+// builds the string. Only ever a parameter (it points at its argument); implicit, so that a
+// literal, a string or a lambda returning one can be passed as they are.
 class What {
   public:
-    What(const char* text)  // NOLINT(google-explicit-constructor): literals are the usual case
+    What(const char* text)
         : obj_(text), fn_([](const void* p) { return std::string(static_cast<const char*>(p)); }) {}
-    What(const std::string& text)  // NOLINT(google-explicit-constructor)
+    What(const std::string& text)
         : obj_(&text), fn_([](const void* p) { return *static_cast<const std::string*>(p); }) {}
     template <typename F, typename = std::enable_if_t<std::is_invocable_r_v<std::string, const F&>>>
-    What(const F& make)  // NOLINT(google-explicit-constructor)
+    What(const F& make)
         : obj_(&make), fn_([](const void* p) { return (*static_cast<const F*>(p))(); }) {}
     std::string str() const { return fn_(obj_); }
 
