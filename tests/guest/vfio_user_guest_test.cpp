@@ -77,12 +77,16 @@ TEST(VfioUserGuest, PcitestPassesWithMultibarOverVfioUser) {
     EXPECT_FALSE(has(r, "skipping multibar")) << describe(r);
 }
 
+namespace {
+
 // edu and multibar, each in its own server process, both killed and started again while the
-// guest runs. The new multibar process has new memory behind BAR2: PCI_FRONT must map that in
-// place of the old process's (the guest writes through BAR2 and reads the model's view of it).
-TEST(VfioUserGuest, GuestSurvivesItsServerBeingKilledAndRestarted) {
-    const std::string sock = socket_path("kill");
-    const std::string mb_sock = socket_path("kill-mb");
+// guest (vfukill) runs. The new multibar process has new memory behind BAR2: PCI_FRONT must
+// map that in place of the old process's (the guest writes through BAR2 and reads the model's
+// view of it). `mappable_after` false: the new multibar offers no fd for BAR2 (mmap=0), so
+// BAR2 must trap from then on, to the new server.
+void kill_and_restart(bool mappable_after) {
+    const std::string sock = socket_path(mappable_after ? "kill" : "kill-trap");
+    const std::string mb_sock = socket_path(mappable_after ? "kill-mb" : "kill-trap-mb");
     ServerProcess server(sock);
     ServerProcess mb_server(mb_sock, "multibar");
     ASSERT_TRUE(server.start()) << "potemkin serve edu did not come up at " << sock;
@@ -126,6 +130,7 @@ TEST(VfioUserGuest, GuestSurvivesItsServerBeingKilledAndRestarted) {
     if (phase1) {
         server.kill_hard();
         mb_server.kill_hard();
+        if (!mappable_after) mb_server.set_params({"mmap=0"});
         gone = wait_for("all-ones", 20s);
         restarted = server.start() && mb_server.start();
     }
@@ -143,9 +148,19 @@ TEST(VfioUserGuest, GuestSurvivesItsServerBeingKilledAndRestarted) {
     EXPECT_NE(text.find("a BAR2 write reaches the server"), std::string::npos) << text;
     EXPECT_NE(text.find("a BAR2 write reaches the new server"), std::string::npos) << text;
     EXPECT_NE(text.find("vfukill: done"), std::string::npos) << text;
-    // BAR2 was mapped straight into the guest after the restart too: the check above went
-    // through the new mapping, not through traps.
+    // Mappable: BAR2 was mapped straight into the guest after the restart too, so the check
+    // above went through the new mapping, not through traps. Not mappable: it trapped.
     auto* mb = (*m)->devices().find_as<devices::PciFront>("mb0");
     ASSERT_NE(mb, nullptr);
-    EXPECT_TRUE(mb->direct_base(2).has_value());
+    EXPECT_EQ(mb->direct_base(2).has_value(), mappable_after);
+}
+
+}  // namespace
+
+TEST(VfioUserGuest, GuestSurvivesItsServerBeingKilledAndRestarted) {
+    kill_and_restart(true);
+}
+
+TEST(VfioUserGuest, MappedBarTrapsWhenTheRestartedServerOffersNoMapping) {
+    kill_and_restart(false);
 }
