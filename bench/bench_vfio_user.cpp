@@ -12,11 +12,13 @@
 //  4. DMA bandwidth into guest RAM through a second MAP_SHARED mapping of its memfd (what a
 //     server does after DMA_MAP), next to memcpy into private memory.
 //
-// Usage: bench_vfio_user [N] [--only rtt|floor|client|guest]   (--floor-peer FD: internal)
+// Usage: bench_vfio_user [N] [--only rtt|floor|client|guest] [--no-pin]
+//   (--floor-peer FD: internal)
 //   N round trips per figure (default 50000). --only runs one part: rtt = 1 and 2; floor or
 //   client = only that side of 1/2, N round trips, for counting system calls with
 //   `strace -c -f` (divide by N); guest = one run of 3 over vfio-user with N accesses.
 #include <fcntl.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -199,6 +201,42 @@ class NoGuest final : public hostdev::HostDeviceEvents {
 
 enum class Part { all, rtt, floor, client, guest };
 
+// Where the processes run. Left to the scheduler, the device process (potemkin serve, or the
+// floor peer) lands next to the client or not, and on a loaded 2-core machine the two
+// placements differ by up to 2x, run to run, which compares placements instead of code. So
+// both device processes are started on one CPU and the measuring thread (with the client's
+// poll thread, which it starts) runs on another: the same cross-CPU round trip for both, as a
+// VMM and a device process on two cores. --no-pin leaves it to the scheduler.
+class Pinning {
+  public:
+    explicit Pinning(bool on) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        if (!on || ::sched_getaffinity(0, sizeof set, &set) != 0) return;
+        int found = 0;
+        for (int c = 0; c < CPU_SETSIZE && found < 2; ++c)
+            if (CPU_ISSET(c, &set)) (found++ == 0 ? client_ : device_) = c;
+        if (found < 2) client_ = device_ = -1;
+    }
+    bool on() const { return device_ >= 0; }
+    int client_cpu() const { return client_; }
+    int device_cpu() const { return device_; }
+    // Children started from now on (fork inherits the mask) run on the device CPU.
+    void to_device() const { set(device_); }
+    // This thread, and threads it starts from now on, run on the client CPU.
+    void to_client() const { set(client_); }
+
+  private:
+    static void set(int cpu) {
+        if (cpu < 0) return;
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(cpu, &set);
+        (void)::sched_setaffinity(0, sizeof set, &set);
+    }
+    int client_ = -1, device_ = -1;
+};
+
 struct RoundTrips {
     Latency floor{}, client{};
     double paired = 0;  // median over block pairs of client block p50 / floor block p50
@@ -207,12 +245,16 @@ struct RoundTrips {
 // The floor and the client, measured in alternating blocks so that both see the same load on a
 // shared machine (one figure measured after the other would compare two moments). The client
 // is opened as PCI_FRONT opens it, with guest RAM to DMA_MAP.
-RoundTrips floor_and_client(const std::string& url, unsigned n, Part part) {
+RoundTrips floor_and_client(const std::string& url, unsigned n, Part part, const Pinning& pin) {
     NoGuest events;
     auto ram = vm::GuestMemory::create({{Gpa(0), 2u << 20}});
     if (!ram) std::exit(1);
     hostdev::OpenContext ctx{&events};
     ctx.memory = ram->get();
+    // The floor peer first: it inherits the device-process CPU (see Pinning), as the server did.
+    std::unique_ptr<RawPingPong> raw;
+    if (part != Part::client) raw = std::make_unique<RawPingPong>();
+    pin.to_client();
     std::unique_ptr<hostdev::HostDevice> dev;
     if (part != Part::floor) {
         auto d = hostdev::TransportRegistry::builtin().open(url, ctx);
@@ -222,8 +264,6 @@ RoundTrips floor_and_client(const std::string& url, unsigned n, Part part) {
         }
         dev = std::move(*d);
     }
-    std::unique_ptr<RawPingPong> raw;
-    if (part != Part::client) raw = std::make_unique<RawPingPong>();
     auto floor_block = [&](unsigned k, std::vector<double>& ns) {
         uint8_t buf[4];
         for (unsigned i = 0; i < k; ++i) {
@@ -320,11 +360,16 @@ double bandwidth(uint8_t* dst, const uint8_t* src, size_t bytes) {
 int main(int argc, char** argv) {
     unsigned n = 50'000;
     Part part = Part::all;
+    bool pin_on = true;
     for (int i = 1; i < argc; ++i) {
         const std::string_view a = argv[i];
         if (a == "--floor-peer" && i + 1 < argc) {
             floor_peer(std::atoi(argv[i + 1]));
             return 0;
+        }
+        if (a == "--no-pin") {
+            pin_on = false;
+            continue;
         }
         if (a == "--only" && i + 1 < argc) {
             const std::string_view p = argv[++i];
@@ -344,6 +389,8 @@ int main(int argc, char** argv) {
     if (n == 0) n = 1;
     machine::register_builtins();
     const std::string sock = "/tmp/potemkin-bench-" + std::to_string(::getpid()) + ".sock";
+    const Pinning pin(pin_on);
+    pin.to_device();
     testing::ServerProcess server(sock);
     if (part != Part::floor && !server.start()) {
         std::fprintf(stderr, "bench: could not start potemkin serve edu\n");
@@ -351,6 +398,7 @@ int main(int argc, char** argv) {
     }
     const std::string url = "vfio-user:" + sock;
 
+    if (part == Part::guest) pin.to_client();
     if (part == Part::guest) {
         const double ns = guest_run(url, n);
         std::printf(
@@ -359,8 +407,13 @@ int main(int argc, char** argv) {
             n, ns / n);
         return 0;
     }
-    std::printf("potemkin bench_vfio_user: %u round trips per figure\n\n", n);
-    const RoundTrips rt = floor_and_client(url, n, part);
+    std::printf("potemkin bench_vfio_user: %u round trips per figure\n", n);
+    if (pin.on())
+        std::printf("pinned: client on CPU %d, device processes on CPU %d (--no-pin: not)\n\n",
+                    pin.client_cpu(), pin.device_cpu());
+    else
+        std::printf("not pinned\n\n");
+    const RoundTrips rt = floor_and_client(url, n, part, pin);
     std::printf("%-46s %9s %9s %9s\n", "round trip (ns)", "p50", "p99", "mean");
     if (part != Part::client)
         std::printf("%-46s %9.0f %9.0f %9.0f\n", "floor: raw REGION_READ 4 B between processes",
