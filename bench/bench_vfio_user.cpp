@@ -12,7 +12,7 @@
 //  4. DMA bandwidth into guest RAM through a second MAP_SHARED mapping of its memfd (what a
 //     server does after DMA_MAP), next to memcpy into private memory.
 //
-// Usage: bench_vfio_user [N] [--only rtt|floor|client|guest] [--no-pin]
+// Usage: bench_vfio_user [N] [--only rtt|floor|client|guest] [--pin]
 //   (--floor-peer FD: internal)
 //   N round trips per figure (default 50000). --only runs one part: rtt = 1 and 2; floor or
 //   client = only that side of 1/2, N round trips, for counting system calls with
@@ -201,12 +201,12 @@ class NoGuest final : public hostdev::HostDeviceEvents {
 
 enum class Part { all, rtt, floor, client, guest };
 
-// Where the processes run. Left to the scheduler, the device process (potemkin serve, or the
-// floor peer) lands next to the client or not, and on a loaded 2-core machine the two
-// placements differ by up to 2x, run to run, which compares placements instead of code. So
-// both device processes are started on one CPU and the measuring thread (with the client's
-// poll thread, which it starts) runs on another: the same cross-CPU round trip for both, as a
-// VMM and a device process on two cores. --no-pin leaves it to the scheduler.
+// Where the processes run. Left to the scheduler (the default), the device process (potemkin
+// serve, or the floor peer) may land on the client's CPU or not, and on a loaded 2-core VM
+// the placements differ by up to 2x from run to run. --pin starts both device processes on one
+// CPU and runs the measuring thread (with the client's poll thread, which it starts) on
+// another: the same cross-CPU round trip for both, as a VMM and a device process on two cores.
+// (Not the default: on this VM a cross-CPU wakeup is at times 5x slower than a same-CPU one.)
 class Pinning {
   public:
     explicit Pinning(bool on) {
@@ -360,15 +360,15 @@ double bandwidth(uint8_t* dst, const uint8_t* src, size_t bytes) {
 int main(int argc, char** argv) {
     unsigned n = 50'000;
     Part part = Part::all;
-    bool pin_on = true;
+    bool pin_on = false;
     for (int i = 1; i < argc; ++i) {
         const std::string_view a = argv[i];
         if (a == "--floor-peer" && i + 1 < argc) {
             floor_peer(std::atoi(argv[i + 1]));
             return 0;
         }
-        if (a == "--no-pin") {
-            pin_on = false;
+        if (a == "--pin") {
+            pin_on = true;
             continue;
         }
         if (a == "--only" && i + 1 < argc) {
@@ -409,10 +409,10 @@ int main(int argc, char** argv) {
     }
     std::printf("potemkin bench_vfio_user: %u round trips per figure\n", n);
     if (pin.on())
-        std::printf("pinned: client on CPU %d, device processes on CPU %d (--no-pin: not)\n\n",
-                    pin.client_cpu(), pin.device_cpu());
+        std::printf("pinned: client on CPU %d, device processes on CPU %d\n\n", pin.client_cpu(),
+                    pin.device_cpu());
     else
-        std::printf("not pinned\n\n");
+        std::printf("not pinned (--pin: client and device processes on two CPUs)\n\n");
     const RoundTrips rt = floor_and_client(url, n, part, pin);
     std::printf("%-46s %9s %9s %9s\n", "round trip (ns)", "p50", "p99", "mean");
     if (part != Part::client)
