@@ -1,12 +1,24 @@
 // vfio-user benchmark (issue: out-of-process devices). In one run:
-//  1. the floor: a raw AF_UNIX ping-pong between two processes with REGION_READ-sized messages
-//     (32-byte request, 36-byte reply), one send and one receive loop per side;
-//  2. potemkin's client → `potemkin serve edu` REGION_READ of 4 bytes (p50, p99, mean);
-//     1 and 2 alternate in 10 rounds, so that both figures see the same machine load;
+//  1. the floor: two processes exchanging REGION_READ-shaped vfio-user messages over AF_UNIX
+//     the way any peer must (a 32-byte request: header + region access struct; a 36-byte reply:
+//     header + struct + 4 data bytes; recvmsg with room for fds, the header parsed for the
+//     message size and the msg_id checked), but nothing else: no model, no validation;
+//  2. potemkin's client → `potemkin serve edu` REGION_READ of 4 bytes;
+//     1 and 2 run in alternating blocks (which one goes first alternates too), so that both
+//     see the same machine load; p50, p99 and mean of each, their ratios, and the median over
+//     block pairs of the ratio of block medians (the figure least moved by load changes);
 //  3. a guest loop reading edu's liveness register through PCI_FRONT, over vfio-user and over
 //     inproc, ns per access;
 //  4. DMA bandwidth into guest RAM through a second MAP_SHARED mapping of its memfd (what a
 //     server does after DMA_MAP), next to memcpy into private memory.
+//
+// Usage: bench_vfio_user [N] [--only rtt|floor|client|guest] [--pin]
+//   (--floor-peer FD: internal)
+//   N round trips per figure (default 50000). --only runs one part: rtt = 1 and 2; floor or
+//   client = only that side of 1/2, N round trips, for counting system calls with
+//   `strace -c -f` (divide by N); guest = one run of 3 over vfio-user with N accesses.
+#include <fcntl.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -16,6 +28,7 @@
 #include <cstdio>
 #include <cstring>
 #include <numeric>
+#include <string_view>
 #include <vector>
 
 #include "bench_runner.hpp"
@@ -36,23 +49,99 @@ struct Latency {
     double p50, p99, mean;
 };
 
+double median(std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+}
+
 Latency summarize(std::vector<double> ns) {
     std::sort(ns.begin(), ns.end());
     double mean = std::accumulate(ns.begin(), ns.end(), 0.0) / double(ns.size());
     return {ns[ns.size() / 2], ns[ns.size() * 99 / 100], mean};
 }
 
-bool full_io(int fd, void* buf, size_t n, bool send) {
-    auto* p = static_cast<uint8_t*>(buf);
-    while (n) {
-        ssize_t k = send ? ::send(fd, p, n, MSG_NOSIGNAL) : ::recv(fd, p, n, 0);
-        if (k <= 0) return false;
-        p += k, n -= size_t(k);
-    }
-    return true;
+// The wire layout of a vfio-user header (16 bytes) and of REGION_READ's struct (16 bytes),
+// written out by hand: the floor must not share potemkin's code.
+constexpr size_t kHeader = 16, kAccess = 16;
+constexpr uint16_t kRegionRead = 9;
+
+void put_header(uint8_t* p, uint16_t id, uint16_t cmd, uint32_t size, uint32_t flags) {
+    std::memset(p, 0, kHeader);
+    std::memcpy(p, &id, 2);
+    std::memcpy(p + 2, &cmd, 2);
+    std::memcpy(p + 4, &size, 4);
+    std::memcpy(p + 8, &flags, 4);
 }
 
-// The floor: an echo child process on a socketpair, alive for the whole measurement.
+// A peer's receive side: one recvmsg per call, with room for SCM_RIGHTS fds as a vfio-user
+// peer must leave, buffering across calls, until one whole message (its size from the header)
+// is there. A split message or two messages in one read both work.
+class StreamIn {
+  public:
+    // Size of the next whole message at data(), or 0 on EOF, error or a bad size.
+    size_t next(int fd) {
+        for (;;) {
+            if (have_ >= kHeader) {
+                uint32_t size;
+                std::memcpy(&size, buf_ + 4, 4);
+                if (size < kHeader || size > sizeof buf_) return 0;
+                if (have_ >= size) return size;
+            }
+            alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 8)];
+            iovec iov{buf_ + have_, sizeof buf_ - have_};
+            msghdr m{};
+            m.msg_iov = &iov;
+            m.msg_iovlen = 1;
+            m.msg_control = control;
+            m.msg_controllen = sizeof control;
+            const ssize_t n = ::recvmsg(fd, &m, MSG_CMSG_CLOEXEC);
+            if (n <= 0) return 0;
+            have_ += size_t(n);
+        }
+    }
+    const uint8_t* data() const { return buf_; }
+    void consume(size_t size) {
+        std::memmove(buf_, buf_ + size, have_ - size);
+        have_ -= size;
+    }
+
+  private:
+    uint8_t buf_[4096];
+    size_t have_ = 0;
+};
+
+bool send_all(int fd, const uint8_t* p, size_t n) {
+    iovec iov{const_cast<uint8_t*>(p), n};
+    msghdr m{};
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    return ::sendmsg(fd, &m, MSG_NOSIGNAL) == ssize_t(n);
+}
+
+// The floor's device side: answers every REGION_READ with `count` bytes after a reply header.
+void floor_peer(int fd) {
+    StreamIn in;
+    uint8_t out[kHeader + kAccess + 64];
+    for (;;) {
+        const size_t size = in.next(fd);
+        if (size < kHeader + kAccess) return;
+        uint16_t id, cmd;
+        uint32_t count;
+        std::memcpy(&id, in.data(), 2);
+        std::memcpy(&cmd, in.data() + 2, 2);
+        std::memcpy(&count, in.data() + kHeader + 12, 4);
+        if (cmd != kRegionRead || count > 64) return;
+        const auto reply = uint32_t(kHeader + kAccess + count);
+        put_header(out, id, cmd, reply, 1);
+        std::memcpy(out + kHeader, in.data() + kHeader, kAccess);
+        std::memset(out + kHeader + kAccess, 0x5a, count);
+        in.consume(size);
+        if (!send_all(fd, out, reply)) return;
+    }
+}
+
+// The floor: a peer process (this program again, --floor-peer FD) on a socketpair, alive for
+// the whole measurement.
 class RawPingPong {
   public:
     RawPingPong() {
@@ -60,13 +149,13 @@ class RawPingPong {
         ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv);
         child_ = ::fork();
         if (child_ == 0) {
+            // A fresh program, as `potemkin serve` is: a forked copy of this process measures
+            // slower here (its copy-on-write address space, it seems), which is no floor.
             ::close(sv[0]);
-            uint8_t req[32], rep[36] = {};
-            while (full_io(sv[1], req, sizeof req, false)) {
-                std::memcpy(rep, req, 16);
-                if (!full_io(sv[1], rep, sizeof rep, true)) break;
-            }
-            ::_exit(0);
+            ::fcntl(sv[1], F_SETFD, 0);
+            const std::string fd = std::to_string(sv[1]);
+            ::execl("/proc/self/exe", "bench_vfio_user", "--floor-peer", fd.c_str(), nullptr);
+            ::_exit(127);
         }
         ::close(sv[1]);
         fd_ = sv[0];
@@ -75,19 +164,30 @@ class RawPingPong {
         ::close(fd_);
         ::waitpid(child_, nullptr, 0);
     }
-    void run(unsigned n, std::vector<double>& ns) {
-        uint8_t req[32] = {}, rep[36];
-        for (unsigned i = 0; i < n; ++i) {
-            auto t0 = Clock::now();
-            full_io(fd_, req, sizeof req, true);
-            full_io(fd_, rep, sizeof rep, false);
-            ns.push_back(bench::ns_since(t0));
-        }
+    // One REGION_READ of 4 bytes at BAR0 + 4.
+    bool round_trip(uint8_t (&data)[4]) {
+        uint8_t req[kHeader + kAccess];
+        put_header(req, ++id_, kRegionRead, sizeof req, 0);
+        const uint64_t offset = 4;
+        const uint32_t region = 0, count = 4;
+        std::memcpy(req + kHeader, &offset, 8);
+        std::memcpy(req + kHeader + 8, &region, 4);
+        std::memcpy(req + kHeader + 12, &count, 4);
+        if (!send_all(fd_, req, sizeof req)) return false;
+        const size_t size = in_.next(fd_);
+        uint16_t id;
+        std::memcpy(&id, in_.data(), 2);
+        if (size != kHeader + kAccess + count || id != id_) return false;
+        std::memcpy(data, in_.data() + kHeader + kAccess, count);
+        in_.consume(size);
+        return true;
     }
 
   private:
     int fd_ = -1;
     pid_t child_ = -1;
+    uint16_t id_ = 0;
+    StreamIn in_;
 };
 
 class NoGuest final : public hostdev::HostDeviceEvents {
@@ -99,32 +199,116 @@ class NoGuest final : public hostdev::HostDeviceEvents {
     void disconnected(std::string_view) override {}
 };
 
-// The floor and the client, measured in interleaved rounds so that both see the same load on a
-// shared machine (one figure measured after the other would compare two moments).
-std::pair<Latency, Latency> floor_and_client(const std::string& url, unsigned n) {
-    NoGuest events;
-    auto dev = hostdev::TransportRegistry::builtin().open(url, hostdev::OpenContext{&events});
-    if (!dev) {
-        std::fprintf(stderr, "bench: %s\n", dev.error().message.c_str());
-        std::exit(1);
+enum class Part { all, rtt, floor, client, guest };
+
+// Where the processes run. Left to the scheduler (the default), the device process (potemkin
+// serve, or the floor peer) may land on the client's CPU or not, and on a loaded 2-core VM
+// the placements differ by up to 2x from run to run. --pin starts both device processes on one
+// CPU and runs the measuring thread (with the client's poll thread, which it starts) on
+// another: the same cross-CPU round trip for both, as a VMM and a device process on two cores.
+// (Not the default: on this VM a cross-CPU wakeup is at times 5x slower than a same-CPU one.)
+class Pinning {
+  public:
+    explicit Pinning(bool on) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        if (!on || ::sched_getaffinity(0, sizeof set, &set) != 0) return;
+        int found = 0;
+        for (int c = 0; c < CPU_SETSIZE && found < 2; ++c)
+            if (CPU_ISSET(c, &set)) (found++ == 0 ? client_ : device_) = c;
+        if (found < 2) client_ = device_ = -1;
     }
-    RawPingPong raw;
-    std::vector<double> floor_ns, client_ns;
-    floor_ns.reserve(n);
-    client_ns.reserve(n);
-    uint8_t buf[4];
-    constexpr unsigned kRounds = 10;
-    for (unsigned r = 0; r < kRounds; ++r) {
-        const unsigned k = n / kRounds + (r < n % kRounds ? 1 : 0);
-        raw.run(k, floor_ns);
+    bool on() const { return device_ >= 0; }
+    int client_cpu() const { return client_; }
+    int device_cpu() const { return device_; }
+    // Children started from now on (fork inherits the mask) run on the device CPU.
+    void to_device() const { set(device_); }
+    // This thread, and threads it starts from now on, run on the client CPU.
+    void to_client() const { set(client_); }
+
+  private:
+    static void set(int cpu) {
+        if (cpu < 0) return;
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(cpu, &set);
+        (void)::sched_setaffinity(0, sizeof set, &set);
+    }
+    int client_ = -1, device_ = -1;
+};
+
+struct RoundTrips {
+    Latency floor{}, client{};
+    double paired = 0;  // median over block pairs of client block p50 / floor block p50
+};
+
+// The floor and the client, measured in alternating blocks so that both see the same load on a
+// shared machine (one figure measured after the other would compare two moments). The client
+// is opened as PCI_FRONT opens it, with guest RAM to DMA_MAP.
+RoundTrips floor_and_client(const std::string& url, unsigned n, Part part, const Pinning& pin) {
+    NoGuest events;
+    auto ram = vm::GuestMemory::create({{Gpa(0), 2u << 20}});
+    if (!ram) std::exit(1);
+    hostdev::OpenContext ctx{&events};
+    ctx.memory = ram->get();
+    // The floor peer first: it inherits the device-process CPU (see Pinning), as the server did.
+    std::unique_ptr<RawPingPong> raw;
+    if (part != Part::client) raw = std::make_unique<RawPingPong>();
+    pin.to_client();
+    std::unique_ptr<hostdev::HostDevice> dev;
+    if (part != Part::floor) {
+        auto d = hostdev::TransportRegistry::builtin().open(url, ctx);
+        if (!d) {
+            std::fprintf(stderr, "bench: %s\n", d.error().message.c_str());
+            std::exit(1);
+        }
+        dev = std::move(*d);
+    }
+    auto floor_block = [&](unsigned k, std::vector<double>& ns) {
+        uint8_t buf[4];
         for (unsigned i = 0; i < k; ++i) {
             auto t0 = Clock::now();
-            if (!(*dev)->region_read(0, 0x04, buf)) std::exit(1);
-            client_ns.push_back(bench::ns_since(t0));
+            if (!raw->round_trip(buf)) std::exit(1);
+            ns.push_back(bench::ns_since(t0));
         }
+    };
+    auto client_block = [&](unsigned k, std::vector<double>& ns) {
+        uint8_t buf[4];
+        for (unsigned i = 0; i < k; ++i) {
+            auto t0 = Clock::now();
+            if (!dev->region_read(0, 0x04, buf)) std::exit(1);
+            ns.push_back(bench::ns_since(t0));
+        }
+    };
+    std::vector<double> warm;
+    if (raw) floor_block(500, warm);
+    if (dev) client_block(500, warm);
+
+    std::vector<double> floor_ns, client_ns, pairs;
+    floor_ns.reserve(n);
+    client_ns.reserve(n);
+    constexpr unsigned kBlock = 250;
+    for (unsigned done = 0, b = 0; done < n; ++b) {
+        const unsigned k = std::min(kBlock, n - done);
+        std::vector<double> f, c;
+        if (b % 2 == 0) {
+            if (raw) floor_block(k, f);
+            if (dev) client_block(k, c);
+        } else {
+            if (dev) client_block(k, c);
+            if (raw) floor_block(k, f);
+        }
+        if (raw && dev) pairs.push_back(median(c) / median(f));
+        floor_ns.insert(floor_ns.end(), f.begin(), f.end());
+        client_ns.insert(client_ns.end(), c.begin(), c.end());
+        done += k;
     }
-    (*dev)->close();
-    return {summarize(std::move(floor_ns)), summarize(std::move(client_ns))};
+    if (dev) dev->close();
+    RoundTrips out;
+    if (raw) out.floor = summarize(std::move(floor_ns));
+    if (dev) out.client = summarize(std::move(client_ns));
+    if (!pairs.empty()) out.paired = median(std::move(pairs));
+    return out;
 }
 
 constexpr uint32_t kBar0 = 0xc000'0000;
@@ -174,25 +358,74 @@ double bandwidth(uint8_t* dst, const uint8_t* src, size_t bytes) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    const unsigned n = argc > 1 ? unsigned(std::atoi(argv[1])) : 50'000;
+    unsigned n = 50'000;
+    Part part = Part::all;
+    bool pin_on = false;
+    for (int i = 1; i < argc; ++i) {
+        const std::string_view a = argv[i];
+        if (a == "--floor-peer" && i + 1 < argc) {
+            floor_peer(std::atoi(argv[i + 1]));
+            return 0;
+        }
+        if (a == "--pin") {
+            pin_on = true;
+            continue;
+        }
+        if (a == "--only" && i + 1 < argc) {
+            const std::string_view p = argv[++i];
+            part = p == "rtt"      ? Part::rtt
+                   : p == "floor"  ? Part::floor
+                   : p == "client" ? Part::client
+                   : p == "guest"  ? Part::guest
+                                   : Part::all;
+            if (part == Part::all) {
+                std::fprintf(stderr, "bench: --only rtt|floor|client|guest\n");
+                return 2;
+            }
+        } else {
+            n = unsigned(std::atoi(argv[i]));
+        }
+    }
+    if (n == 0) n = 1;
     machine::register_builtins();
     const std::string sock = "/tmp/potemkin-bench-" + std::to_string(::getpid()) + ".sock";
+    const Pinning pin(pin_on);
+    pin.to_device();
     testing::ServerProcess server(sock);
-    if (!server.start()) {
+    if (part != Part::floor && !server.start()) {
         std::fprintf(stderr, "bench: could not start potemkin serve edu\n");
         return 1;
     }
     const std::string url = "vfio-user:" + sock;
 
-    std::printf("potemkin bench_vfio_user: %u round trips per figure\n\n", n);
-    const auto [floor, client] = floor_and_client(url, n);
+    if (part == Part::guest) pin.to_client();
+    if (part == Part::guest) {
+        const double ns = guest_run(url, n);
+        std::printf(
+            "guest edu liveness read over vfio-user: %u accesses, %.0f ns each (with "
+            "start-up)\n",
+            n, ns / n);
+        return 0;
+    }
+    std::printf("potemkin bench_vfio_user: %u round trips per figure\n", n);
+    if (pin.on())
+        std::printf("pinned: client on CPU %d, device processes on CPU %d\n\n", pin.client_cpu(),
+                    pin.device_cpu());
+    else
+        std::printf("not pinned (--pin: client and device processes on two CPUs)\n\n");
+    const RoundTrips rt = floor_and_client(url, n, part, pin);
     std::printf("%-46s %9s %9s %9s\n", "round trip (ns)", "p50", "p99", "mean");
-    std::printf("%-46s %9.0f %9.0f %9.0f\n", "raw AF_UNIX ping-pong, 32 B / 36 B (floor)",
-                floor.p50, floor.p99, floor.mean);
-    std::printf("%-46s %9.0f %9.0f %9.0f\n", "client -> potemkin serve edu, REGION_READ 4 B",
-                client.p50, client.p99, client.mean);
-    std::printf("%-46s %8.2fx %8.2fx %8.2fx\n\n", "ratio to the floor", client.p50 / floor.p50,
-                client.p99 / floor.p99, client.mean / floor.mean);
+    if (part != Part::client)
+        std::printf("%-46s %9.0f %9.0f %9.0f\n", "floor: raw REGION_READ 4 B between processes",
+                    rt.floor.p50, rt.floor.p99, rt.floor.mean);
+    if (part != Part::floor)
+        std::printf("%-46s %9.0f %9.0f %9.0f\n", "client -> potemkin serve edu, REGION_READ 4 B",
+                    rt.client.p50, rt.client.p99, rt.client.mean);
+    if (part != Part::all && part != Part::rtt) return 0;
+    std::printf("%-46s %8.2fx %8.2fx %8.2fx\n", "ratio to the floor", rt.client.p50 / rt.floor.p50,
+                rt.client.p99 / rt.floor.p99, rt.client.mean / rt.floor.mean);
+    std::printf("%-46s %8.2fx\n\n", "ratio of block p50s, median of block pairs", rt.paired);
+    if (part == Part::rtt) return 0;
 
     const uint32_t g = std::max(1000u, n / 5);
     double over_vfu = bench::per_iteration([&](uint32_t k) { return guest_run(url, k); }, g);

@@ -555,6 +555,9 @@ Result<void> PciFront::dma_write(uint64_t guest_address, std::span<const uint8_t
 }
 
 void PciFront::reconnected() {
+    // Called whether or not disconnected() was (a transport that reconnects by itself does not
+    // report the loss).
+    refresh_direct();
     if (!disconnected_) return;
     disconnected_ = false;
     log::warn("{}: host device is back; accesses reach it again", id());
@@ -625,50 +628,90 @@ void PciFront::region_access_write(int bar, uint64_t offset, unsigned size, uint
 // ---- Direct mapping of mmap areas ---------------------------------------------------------
 
 void PciFront::open_direct() {
+    if (!ctx_.map_direct || !ctx_.unmap_direct) return;
+    for (int i = 0; i < pci::kBarCount; ++i) open_direct_bar(i);
+}
+
+// mmaps BAR `bar`'s region fd (regions_) if it has usable areas; mapping it into the guest is
+// sync_direct's business.
+void PciFront::open_direct_bar(int i) {
     constexpr uint64_t kPage = 4096;
+    const auto& ri = regions_[static_cast<size_t>(i)];
+    const auto& b = layout_.bars[static_cast<size_t>(i)];
+    if (ri.fd < 0 || ri.mmap_areas.empty() || !b || b->kind == pci::BarKind::io) return;
+    std::vector<hostdev::MmapArea> areas;
+    for (const auto& a : ri.mmap_areas) {
+        bool usable = a.size != 0 && (a.offset | a.size) % kPage == 0 && a.offset <= b->size &&
+                      a.size <= b->size - a.offset;
+        if (usable && msix_table_) {
+            if (i == msix_.table_bir &&
+                overlaps(a.offset, a.size, msix_.table_offset, msix_table_->table_bytes()))
+                usable = false;
+            if (i == msix_.pba_bir &&
+                overlaps(a.offset, a.size, msix_.pba_offset, msix_table_->pba_bytes()))
+                usable = false;
+        }
+        if (usable)
+            areas.push_back(a);
+        else
+            log::info(
+                "{}: BAR{} mmap area {:#x}+{:#x} is not mapped directly (not whole "
+                "pages, or it holds MSI-X structures); it traps",
+                id(), i, a.offset, a.size);
+    }
+    if (areas.empty()) return;
+    if (ri.fd_offset % kPage != 0) {
+        log::info("{}: BAR{} region fd offset {:#x} is not page-aligned; the BAR traps", id(), i,
+                  ri.fd_offset);
+        return;
+    }
+    void* p = ::mmap(nullptr, b->size, PROT_READ | PROT_WRITE, MAP_SHARED, ri.fd,
+                     static_cast<off_t>(ri.fd_offset));
+    if (p == MAP_FAILED) {
+        log::warn("{}: BAR{}: mmap of the region fd failed ({}); the BAR traps", id(), i,
+                  std::strerror(errno));
+        return;
+    }
+    auto& d = direct_[static_cast<size_t>(i)];
+    d.host = static_cast<uint8_t*>(p);
+    d.length = b->size;
+    d.areas = std::move(areas);
+}
+
+// The transport is connected to a server again, which may be a new process with new memory
+// behind its BARs: the old mappings show memory nobody serves any more. Ask for every BAR's
+// region info again (new fds), drop the old mappings and map the new memory where the BARs
+// decode now. A BAR whose region changed size, or lost its fd, traps from now on.
+void PciFront::refresh_direct() {
     if (!ctx_.map_direct || !ctx_.unmap_direct) return;
     for (int i = 0; i < pci::kBarCount; ++i) {
-        const auto& ri = regions_[static_cast<size_t>(i)];
-        const auto& b = layout_.bars[static_cast<size_t>(i)];
-        if (ri.fd < 0 || ri.mmap_areas.empty() || !b || b->kind == pci::BarKind::io) continue;
-        std::vector<hostdev::MmapArea> areas;
-        for (const auto& a : ri.mmap_areas) {
-            bool usable = a.size != 0 && (a.offset | a.size) % kPage == 0 && a.offset <= b->size &&
-                          a.size <= b->size - a.offset;
-            if (usable && msix_table_) {
-                if (i == msix_.table_bir &&
-                    overlaps(a.offset, a.size, msix_.table_offset, msix_table_->table_bytes()))
-                    usable = false;
-                if (i == msix_.pba_bir &&
-                    overlaps(a.offset, a.size, msix_.pba_offset, msix_table_->pba_bytes()))
-                    usable = false;
-            }
-            if (usable)
-                areas.push_back(a);
-            else
-                log::info(
-                    "{}: BAR{} mmap area {:#x}+{:#x} is not mapped directly (not whole "
-                    "pages, or it holds MSI-X structures); it traps",
-                    id(), i, a.offset, a.size);
-        }
-        if (areas.empty()) continue;
-        if (ri.fd_offset % kPage != 0) {
-            log::info("{}: BAR{} region fd offset {:#x} is not page-aligned; the BAR traps", id(),
-                      i, ri.fd_offset);
-            continue;
-        }
-        void* p = ::mmap(nullptr, b->size, PROT_READ | PROT_WRITE, MAP_SHARED, ri.fd,
-                         static_cast<off_t>(ri.fd_offset));
-        if (p == MAP_FAILED) {
-            log::warn("{}: BAR{}: mmap of the region fd failed ({}); the BAR traps", id(), i,
-                      std::strerror(errno));
-            continue;
-        }
+        auto& old = regions_[static_cast<size_t>(i)];
+        if (old.size == 0 || !layout_.bars[static_cast<size_t>(i)]) continue;
+        auto ri = host_->region_info(static_cast<uint32_t>(i));
+        unmap_direct(i);
         auto& d = direct_[static_cast<size_t>(i)];
-        d.host = static_cast<uint8_t*>(p);
-        d.length = b->size;
-        d.areas = std::move(areas);
+        if (d.host) ::munmap(d.host, d.length);
+        d = DirectBar{};
+        if (!ri) {
+            log::warn("{}: BAR{}: region info after reconnecting: {}; the BAR traps", id(), i,
+                      ri.error().message);
+            old.fd = -1;
+            old.mmap_areas.clear();
+            continue;
+        }
+        if (ri->size != old.size) {
+            log::warn("{}: BAR{}: the server now reports {:#x} bytes (was {:#x}); the BAR traps",
+                      id(), i, ri->size, old.size);
+            old.fd = -1;
+            old.mmap_areas.clear();
+            continue;
+        }
+        old.fd = ri->fd;
+        old.fd_offset = ri->fd_offset;
+        old.mmap_areas = ri->mmap_areas;
+        open_direct_bar(i);
     }
+    sync_direct();
 }
 
 std::optional<uint64_t> PciFront::direct_base(int bar) const {

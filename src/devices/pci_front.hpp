@@ -28,7 +28,9 @@
 // mmap_areas with an fd) are mmapped here at open and mapped straight into guest-physical
 // space (DeviceContext::map_direct) while the BAR decodes, so accesses there do not exit;
 // they are unmapped when the BAR stops decoding or moves. The rest of the BAR (and areas that
-// are not whole 4 KiB pages or overlap the MSI-X table or PBA) traps and is forwarded.
+// are not whole 4 KiB pages or overlap the MSI-X table or PBA) traps and is forwarded. After
+// the transport reconnects (reconnected()), the region infos are asked for again and the new
+// fds replace the old mappings, wherever the BARs decode then.
 #pragma once
 
 #include <array>
@@ -144,6 +146,8 @@ class PciFront final : public vm::Device,
     void host_write_failed(const Error& e);
     // Direct mapping of mmap areas (see the header comment).
     void open_direct();
+    void open_direct_bar(int bar);
+    void refresh_direct();
     void sync_direct();
     void unmap_direct(int bar);
 

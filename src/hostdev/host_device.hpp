@@ -44,7 +44,9 @@ struct RegionInfo {
     bool writable = false;
     bool prefetchable = false;
     std::vector<MmapArea> mmap_areas;  // empty: every access traps
-    int fd = -1;                       // for mmap_areas; owned by the HostDevice
+    // For mmap_areas; owned by the HostDevice, valid until region_info() is asked for this
+    // region again or the device is closed (a mapping made from it stays valid).
+    int fd = -1;
     uint64_t fd_offset = 0;
 };
 
@@ -78,7 +80,8 @@ class HostDeviceEvents {
     // (and unless) the transport reconnects.
     virtual void disconnected(std::string_view why) = 0;
     // The transport reached the implementation again and restored its state (DMA maps,
-    // interrupts, the config the guest programmed): accesses work again.
+    // interrupts, the config the guest programmed): accesses work again. It may be a new
+    // process: region fds from before are stale, region_info() gives the current ones.
     virtual void reconnected() {}
 };
 

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -78,6 +79,25 @@ bool consume_eventfd(int fd) {
     return ::read(fd, &v, sizeof v) == static_cast<ssize_t>(sizeof v) && v != 0;
 }
 
+// Names a request in messages, formatted only when one is needed: the per-access path never
+// builds the string. Only ever a parameter (it points at its argument); implicit, so that a
+// literal, a string or a lambda returning one can be passed as they are.
+class What {
+  public:
+    What(const char* text)
+        : obj_(text), fn_([](const void* p) { return std::string(static_cast<const char*>(p)); }) {}
+    What(const std::string& text)
+        : obj_(&text), fn_([](const void* p) { return *static_cast<const std::string*>(p); }) {}
+    template <typename F, typename = std::enable_if_t<std::is_invocable_r_v<std::string, const F&>>>
+    What(const F& make)
+        : obj_(&make), fn_([](const void* p) { return (*static_cast<const F*>(p))(); }) {}
+    std::string str() const { return fn_(obj_); }
+
+  private:
+    const void* obj_;
+    std::string (*fn_)(const void*);
+};
+
 // A blocking AF_UNIX stream connection to `path`. Non-blocking connect: a listener whose
 // backlog is full must not stall the caller (the poll thread retries instead).
 Result<UniqueFd> connect_unix(const std::string& path, std::chrono::milliseconds timeout) {
@@ -129,7 +149,13 @@ class VfioUserClient::Impl : public std::enable_shared_from_this<Impl> {
     Result<void> set_irqs(IrqKind kind, uint32_t count);
     Result<void> ack_intx();
     Result<void> reset();
+    // Runs what the poll thread queued, and takes the interrupts the eventfds hold right now.
     void drain();
+    // Runs what the poll thread queued, if anything: a flag test when nothing was (no system
+    // call), so every HostDevice call can start with it.
+    void run_inbox() {
+        if (inbox_pending_.load(std::memory_order_acquire)) drain();
+    }
 
     VfioUserCaps caps() const {
         std::lock_guard lk(io_mu_);
@@ -154,12 +180,20 @@ class VfioUserClient::Impl : public std::enable_shared_from_this<Impl> {
 
     // ---- Messages ----
     Result<Reply> request(vu::Command cmd, std::span<const uint8_t> payload,
-                          std::span<const int> fds, const std::string& what);
+                          std::span<const int> fds, What what);
     Result<Reply> request_locked(vu::Command cmd, std::span<const uint8_t> payload,
-                                 std::span<const int> fds, const std::string& what);
+                                 std::span<const int> fds, What what);
+    // One request and its reply: the reply stays in rx_ (valid until the next exchange), so
+    // the per-access path allocates nothing.
+    Result<const vu::Message*> exchange_locked(vu::Command cmd,
+                                               std::span<const std::span<const uint8_t>> payload,
+                                               std::span<const int> fds, What what);
+    // Serves the server's requests that arrived with a reply and wait in the reader.
+    void serve_buffered_locked();
+    vu::RecvOptions recv_options() const;
     void serve_locked(const vu::Message& m);
     void serve_later(std::shared_ptr<vu::Message> m, uint64_t generation);
-    Error gone_error(const std::string& what) const;
+    Error gone_error(What what) const;
     void lose_locked(const std::string& why, bool report);
 
     // ---- Setup ----
@@ -193,6 +227,8 @@ class VfioUserClient::Impl : public std::enable_shared_from_this<Impl> {
     // Socket and what was negotiated on it (io_mu_).
     mutable std::mutex io_mu_;
     UniqueFd sock_;
+    vu::MessageReader reader_;  // sock_'s incoming bytes
+    vu::Message rx_;            // the last reply exchange_locked received
     uint16_t next_id_ = 0;
     VfioUserCaps caps_;
     vu::DeviceInfo device_;
@@ -216,10 +252,15 @@ class VfioUserClient::Impl : public std::enable_shared_from_this<Impl> {
     // may be polling them, and a closed number could be reused by anything.
     std::mutex in_mu_;
     std::vector<std::function<void()>> inbox_;
+    std::atomic<bool> inbox_pending_{false};  // inbox_ is not empty (read without in_mu_)
     bool drain_posted_ = false;
     UniqueFd wake_fd_;
     UniqueFd intx_fd_;
     std::vector<UniqueFd> vector_fds_;
+    // Every interrupt eventfd (tag 0: INTx, v + 1: vector v), so that one epoll_wait tells
+    // which fired however many vectors there are; the poll thread polls this one fd.
+    UniqueFd irq_ep_;
+    Result<void> watch_eventfd(int fd, uint32_t tag);
     bool stopping_ = false;
     bool adopt_pending_ = false;
     std::thread poller_;
@@ -238,8 +279,8 @@ class VfioUserClient::Impl : public std::enable_shared_from_this<Impl> {
 
 // ---- Messages ---------------------------------------------------------------------------------
 
-Error VfioUserClient::Impl::gone_error(const std::string& what) const {
-    return Error{fmt::format("{}: {}: the server is gone{}", s_.label, what,
+Error VfioUserClient::Impl::gone_error(What what) const {
+    return Error{fmt::format("{}: {}: the server is gone{}", s_.label, what.str(),
                              s_.reconnect ? " (reconnecting)" : ""),
                  ENOTCONN};
 }
@@ -247,7 +288,7 @@ Error VfioUserClient::Impl::gone_error(const std::string& what) const {
 Result<VfioUserClient::Impl::Reply> VfioUserClient::Impl::request(vu::Command cmd,
                                                                   std::span<const uint8_t> payload,
                                                                   std::span<const int> fds,
-                                                                  const std::string& what) {
+                                                                  What what) {
     Result<Reply> r = [&] {
         std::lock_guard lk(io_mu_);
         return request_locked(cmd, payload, fds, what);
@@ -259,8 +300,26 @@ Result<VfioUserClient::Impl::Reply> VfioUserClient::Impl::request(vu::Command cm
 }
 
 Result<VfioUserClient::Impl::Reply> VfioUserClient::Impl::request_locked(
-    vu::Command cmd, std::span<const uint8_t> payload, std::span<const int> fds,
-    const std::string& what) {
+    vu::Command cmd, std::span<const uint8_t> payload, std::span<const int> fds, What what) {
+    std::span<const uint8_t> parts[1] = {payload};
+    auto m = exchange_locked(cmd, parts, fds, what);
+    if (!m) return fail(m.error());
+    Reply reply{rx_.header, std::move(rx_.payload), std::move(rx_.fds)};
+    rx_.fds.clear();
+    return reply;
+}
+
+vu::RecvOptions VfioUserClient::Impl::recv_options() const {
+    vu::RecvOptions o;
+    o.max_size = vu::kHeaderSize + 2 * vu::kRegionAccessSize + kOurMaxDataXfer;
+    o.max_fds = kOurMaxMsgFds;
+    o.timeout_ms = static_cast<int>(s_.timeout.count());
+    return o;
+}
+
+Result<const vu::Message*> VfioUserClient::Impl::exchange_locked(
+    vu::Command cmd, std::span<const std::span<const uint8_t>> payload, std::span<const int> fds,
+    What what) {
     if (!up_ || !sock_) return fail(gone_error(what));
     in_flight_.store(true, std::memory_order_relaxed);
     requests_.fetch_add(1, std::memory_order_relaxed);
@@ -273,50 +332,67 @@ Result<VfioUserClient::Impl::Reply> VfioUserClient::Impl::request_locked(
     h.cmd = static_cast<uint16_t>(cmd);
     h.flags = vu::kTypeCommand;
     if (auto r = vu::send_message(sock_.get(), h, payload, fds); !r) {
-        lose_locked(fmt::format("{}: sending: {}", what, r.error().message), true);
+        lose_locked(fmt::format("{}: sending: {}", what.str(), r.error().message), true);
         return fail(gone_error(what));
     }
-    h.msg_size = vu::kHeaderSize + static_cast<uint32_t>(payload.size());
+    h.msg_size = vu::kHeaderSize;
+    for (const auto& part : payload) h.msg_size += static_cast<uint32_t>(part.size());
     const auto deadline = Clock::now() + s_.timeout;
+    vu::RecvOptions o = recv_options();
+    // One blocking recvmsg normally brings the whole reply; connect_unix set SO_RCVTIMEO to
+    // s_.timeout, which bounds it.
+    o.rcvtimeo = true;
     for (;;) {
-        const auto left =
-            std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-        if (left.count() <= 0) {
-            lose_locked(fmt::format("{}: no reply within {} ms", what, s_.timeout.count()), true);
-            return fail(Error{
-                fmt::format("{}: {}: no reply within {} ms", s_.label, what, s_.timeout.count()),
-                ETIMEDOUT});
+        auto r = reader_.next(sock_.get(), rx_, o);
+        if (!r && r.error().sys_errno == ETIMEDOUT && Clock::now() < deadline) continue;
+        if (!r && r.error().sys_errno == ETIMEDOUT) {
+            const std::string text =
+                fmt::format("{}: no reply within {} ms", what.str(), s_.timeout.count());
+            lose_locked(text, true);
+            return fail(Error{fmt::format("{}: {}", s_.label, text), ETIMEDOUT});
         }
-        vu::RecvOptions o;
-        o.max_size = vu::kHeaderSize + 2 * vu::kRegionAccessSize + kOurMaxDataXfer;
-        o.max_fds = kOurMaxMsgFds;
-        o.timeout_ms = static_cast<int>(left.count());
-        o.rcvtimeo = true;  // connect_unix set SO_RCVTIMEO to s_.timeout
-        auto m = vu::recv_message(sock_.get(), o);
-        if (!m) {
-            if (m.error().sys_errno == ETIMEDOUT) continue;  // the deadline check reports it
-            lose_locked(fmt::format("{}: {}", what, m.error().message), true);
+        if (!r) {
+            lose_locked(fmt::format("{}: {}", what.str(), r.error().message), true);
             return fail(gone_error(what));
         }
-        if (m->header.is_command()) {
+        if (rx_.header.is_command()) {
             // A DMA request from the server while it works on ours (the protocol shares one
             // socket for both directions): served inline, since the server waits for it.
-            serve_locked(*m);
+            serve_locked(rx_);
             if (!up_) return fail(gone_error(what));
             continue;
         }
-        if (m->header.msg_id != h.msg_id || m->header.cmd != h.cmd) {
-            log::debug("{}: dropping a stray reply (id {}, {})", s_.label, m->header.msg_id,
-                       vu::command_name(m->header.cmd));
+        if (rx_.header.msg_id != h.msg_id || rx_.header.cmd != h.cmd) {
+            log::debug("{}: dropping a stray reply (id {}, {})", s_.label, rx_.header.msg_id,
+                       vu::command_name(rx_.header.cmd));
             continue;
         }
-        if (auto ok = vu::check_reply(h, m->header); !ok) {
+        if (auto ok = vu::check_reply(h, rx_.header); !ok) {
             const int e = ok.error().sys_errno != 0 ? ok.error().sys_errno : EINVAL;
             return fail(Error{fmt::format("{}: {} failed: the server replied {} ({})", s_.label,
-                                          what, std::strerror(e), e),
+                                          what.str(), std::strerror(e), e),
                               e});
         }
-        return Reply{m->header, std::move(m->payload), std::move(m->fds)};
+        // A request of the server's that came in the same read must not wait for our next
+        // request (the server waits for its reply).
+        if (reader_.pending()) serve_buffered_locked();
+        if (!up_) return fail(gone_error(what));
+        return &rx_;
+    }
+}
+
+void VfioUserClient::Impl::serve_buffered_locked() {
+    const vu::RecvOptions o = recv_options();
+    while (up_ && reader_.has_message()) {
+        vu::Message m;
+        if (auto r = reader_.next(sock_.get(), m, o); !r) {
+            lose_locked(r.error().message, true);
+            return;
+        }
+        if (m.header.is_command())
+            serve_locked(m);
+        else
+            log::debug("{}: dropping a reply nobody waits for (id {})", s_.label, m.header.msg_id);
     }
 }
 
@@ -379,6 +455,7 @@ void VfioUserClient::Impl::lose_locked(const std::string& why, bool report) {
     up_ = false;
     watch_fd_ = -1;
     sock_.reset();
+    reader_.reset();
     armed_ = {};
     dma_maps_.clear();
     if (report) queue([this, why] { on_lost(why); });
@@ -409,6 +486,9 @@ Result<void> VfioUserClient::Impl::start() {
         auto i = make_eventfd();
         if (!i) return fail(i.error().context(s_.label));
         intx_fd_ = std::move(*i);
+        irq_ep_.reset(::epoll_create1(EPOLL_CLOEXEC));
+        if (!irq_ep_) return failf("{}: epoll_create1: {}", s_.label, std::strerror(errno));
+        POTEMKIN_TRY(watch_eventfd(intx_fd_.get(), 0));
     }
     auto sock = connect_unix(s_.socket_path, s_.timeout);
     if (!sock) return fail(sock.error().context(s_.label));
@@ -426,6 +506,7 @@ Result<void> VfioUserClient::Impl::start() {
 Result<void> VfioUserClient::Impl::setup(UniqueFd sock, bool first) {
     std::lock_guard lk(io_mu_);
     sock_ = std::move(sock);
+    reader_.reset();
     ++generation_;
     up_ = true;
     in_setup_ = true;
@@ -614,6 +695,8 @@ Result<void> VfioUserClient::Impl::irq_trigger_locked(uint32_t index, uint32_t c
             while (vector_fds_.size() < count) {
                 auto e = make_eventfd();
                 if (!e) return fail(e.error().context(s_.label));
+                POTEMKIN_TRY(
+                    watch_eventfd(e->get(), static_cast<uint32_t>(vector_fds_.size()) + 1));
                 vector_fds_.push_back(std::move(*e));
             }
             for (uint32_t v = 0; v < count; ++v) fds.push_back(vector_fds_[v].get());
@@ -695,14 +778,34 @@ void VfioUserClient::Impl::record_config(uint32_t offset, std::span<const uint8_
 
 // ---- Interrupts and the inbox ----------------------------------------------------------------
 
-// Moves fired eventfds into the inbox (in_mu_ held).
+Result<void> VfioUserClient::Impl::watch_eventfd(int fd, uint32_t tag) {
+    epoll_event e{};
+    e.events = EPOLLIN;
+    e.data.u32 = tag;
+    if (::epoll_ctl(irq_ep_.get(), EPOLL_CTL_ADD, fd, &e) != 0)
+        return failf("{}: epoll_ctl: {}", s_.label, std::strerror(errno));
+    return ok();
+}
+
+// Moves fired eventfds into the inbox (in_mu_ held): one epoll_wait says which, and only those
+// are read.
 void VfioUserClient::Impl::collect_locked() {
-    if (intx_fd_ && consume_eventfd(intx_fd_.get())) inbox_.push_back([this] { deliver_intx(); });
-    for (size_t v = 0; v < vector_fds_.size(); ++v) {
-        if (consume_eventfd(vector_fds_[v].get())) {
-            inbox_.push_back([this, v] { deliver_msi(static_cast<unsigned>(v)); });
+    if (!irq_ep_) return;
+    epoll_event evs[64];
+    for (;;) {
+        const int n = ::epoll_wait(irq_ep_.get(), evs, 64, 0);
+        for (int i = 0; i < n; ++i) {
+            const uint32_t tag = evs[i].data.u32;
+            if (tag == 0) {
+                if (consume_eventfd(intx_fd_.get())) inbox_.push_back([this] { deliver_intx(); });
+            } else if (tag - 1 < vector_fds_.size() &&
+                       consume_eventfd(vector_fds_[tag - 1].get())) {
+                inbox_.push_back([this, v = tag - 1] { deliver_msi(v); });
+            }
         }
+        if (n < 64) break;
     }
+    if (!inbox_.empty()) inbox_pending_.store(true, std::memory_order_release);
 }
 
 // Arranges for the inbox to run on the engine thread (in_mu_ held); the post itself happens
@@ -719,6 +822,7 @@ void VfioUserClient::Impl::queue(std::function<void()> fn) {
     {
         std::lock_guard lk(in_mu_);
         inbox_.push_back(std::move(fn));
+        inbox_pending_.store(true, std::memory_order_release);
         schedule_locked(post_now);
     }
     if (post_now) {
@@ -738,6 +842,7 @@ void VfioUserClient::Impl::drain() {
             std::lock_guard lk(in_mu_);
             collect_locked();
             work.swap(inbox_);
+            inbox_pending_.store(false, std::memory_order_release);
             drain_posted_ = false;
         }
         if (work.empty()) break;
@@ -806,8 +911,7 @@ void VfioUserClient::Impl::poll_loop() {
             std::lock_guard lk(in_mu_);
             if (stopping_) return;
             pfds.push_back({wake_fd_.get(), POLLIN, 0});
-            pfds.push_back({intx_fd_.get(), POLLIN, 0});
-            for (const auto& fd : vector_fds_) pfds.push_back({fd.get(), POLLIN, 0});
+            pfds.push_back({irq_ep_.get(), POLLIN, 0});  // every interrupt eventfd
             reconnecting = !up_ && s_.reconnect && !adopt_pending_;
         }
         // The idle socket: hang-ups always; data only when the server may send DMA requests
@@ -865,26 +969,30 @@ void VfioUserClient::Impl::poll_loop() {
             std::unique_lock lk(io_mu_);
             // The engine thread may have used the socket meanwhile: look again.
             if (up_ && generation_ == generation && sock_) {
-                auto readable = vu::wait_readable(sock_.get(), 0);
+                auto readable =
+                    reader_.has_message() ? Result<bool>(true) : vu::wait_readable(sock_.get(), 0);
                 if (readable && *readable) {
-                    vu::RecvOptions o;
-                    o.max_size = vu::kHeaderSize + 2 * vu::kRegionAccessSize + kOurMaxDataXfer;
-                    o.max_fds = kOurMaxMsgFds;
-                    o.timeout_ms = static_cast<int>(s_.timeout.count());
+                    vu::RecvOptions o = recv_options();
                     o.readable = true;  // just seen
-                    auto m = vu::recv_message(sock_.get(), o);
-                    if (!m) {
-                        lose_locked(m.error().sys_errno == ECONNRESET
-                                        ? std::string("the socket was closed")
-                                        : m.error().message,
-                                    true);
-                    } else if (m->header.is_command()) {
-                        lk.unlock();
-                        serve_later(std::make_shared<vu::Message>(std::move(*m)), generation);
-                    } else {
-                        log::debug("{}: dropping a reply nobody waits for (id {})", s_.label,
-                                   m->header.msg_id);
-                    }
+                    // This message and any more that came in the same read; the engine thread
+                    // serves them.
+                    std::vector<std::shared_ptr<vu::Message>> commands;
+                    do {
+                        auto m = std::make_shared<vu::Message>();
+                        if (auto r = reader_.next(sock_.get(), *m, o); !r) {
+                            lose_locked(r.error().sys_errno == ECONNRESET
+                                            ? std::string("the socket was closed")
+                                            : r.error().message,
+                                        true);
+                        } else if (m->header.is_command()) {
+                            commands.push_back(std::move(m));
+                        } else {
+                            log::debug("{}: dropping a reply nobody waits for (id {})", s_.label,
+                                       m->header.msg_id);
+                        }
+                    } while (up_ && reader_.has_message());
+                    lk.unlock();
+                    for (auto& m : commands) serve_later(std::move(m), generation);
                 } else if (!readable) {
                     lose_locked(readable.error().message, true);
                 } else if ((pfds[sock_index].revents & (POLLHUP | POLLRDHUP | POLLERR)) != 0) {
@@ -950,7 +1058,7 @@ void VfioUserClient::Impl::close() {
 // ----------------------------------------------------------------------------
 
 Result<DeviceInfo> VfioUserClient::Impl::info() {
-    drain();
+    run_inbox();
     std::lock_guard lk(io_mu_);
     DeviceInfo d;
     d.name = s_.label;
@@ -961,7 +1069,7 @@ Result<DeviceInfo> VfioUserClient::Impl::info() {
 }
 
 Result<RegionInfo> VfioUserClient::Impl::region_info(uint32_t index) {
-    drain();
+    run_inbox();
     if (index >= device_.num_regions)
         return failf("{}: region {} does not exist (the device has {})", s_.label, index,
                      device_.num_regions);
@@ -1042,50 +1150,74 @@ Result<RegionInfo> VfioUserClient::Impl::region_info(uint32_t index) {
     return out;
 }
 
+// The per-access path: one sendmsg and one recvmsg, nothing allocated, the request's name
+// formatted only for an error. Reads do not look at the interrupt eventfds afterwards (writes
+// do): a device that raises an interrupt because it was read is rare, and its interrupt still
+// comes, through the poll thread, a moment later, as any interrupt the device raises by itself.
 Result<void> VfioUserClient::Impl::read(uint32_t region, uint64_t offset, std::span<uint8_t> out) {
-    drain();
-    const uint64_t chunk_max = caps().max_data_xfer_size;
-    for (size_t done = 0; done < out.size();) {
-        const auto n = static_cast<uint32_t>(std::min<uint64_t>(out.size() - done, chunk_max));
-        const uint64_t off = offset + done;
-        const std::string what =
-            fmt::format("REGION_READ of {} at {:#x} ({} bytes)", region_name(region), off, n);
-        auto r =
-            request(vu::Command::region_read, vu::encode_region_access(off, region, n), {}, what);
-        if (!r) return fail(r.error());
-        auto a =
-            vu::decode_region_access(vu::Command::region_read, true, r->payload, kOurMaxDataXfer);
-        if (!a) return fail(a.error().context(fmt::format("{}: {} reply", s_.label, what)));
-        if (a->offset != off || a->region != region || a->count != n || a->data.size() != n)
-            return failf("{}: {}: the reply is for {} bytes of region {} at {:#x}", s_.label, what,
-                         a->count, a->region, a->offset);
-        std::copy(a->data.begin(), a->data.end(), out.begin() + static_cast<ptrdiff_t>(done));
-        done += n;
-    }
-    return ok();
+    run_inbox();
+    Result<void> result = [&]() -> Result<void> {
+        std::lock_guard lk(io_mu_);
+        const uint64_t chunk_max = caps_.max_data_xfer_size;
+        for (size_t done = 0; done < out.size();) {
+            const auto n = static_cast<uint32_t>(std::min<uint64_t>(out.size() - done, chunk_max));
+            const uint64_t off = offset + done;
+            auto what = [&] {
+                return fmt::format("REGION_READ of {} at {:#x} ({} bytes)", region_name(region),
+                                   off, n);
+            };
+            const auto head = vu::encode_region_access_head(off, region, n);
+            std::span<const uint8_t> parts[1] = {head};
+            auto r = exchange_locked(vu::Command::region_read, parts, {}, what);
+            if (!r) return fail(r.error());
+            auto a = vu::decode_region_access_view(vu::Command::region_read, true, (*r)->payload,
+                                                   kOurMaxDataXfer);
+            if (!a) return fail(a.error().context(fmt::format("{}: {} reply", s_.label, what())));
+            if (a->offset != off || a->region != region || a->count != n || a->data.size() != n)
+                return failf("{}: {}: the reply is for {} bytes of region {} at {:#x}", s_.label,
+                             what(), a->count, a->region, a->offset);
+            std::copy(a->data.begin(), a->data.end(), out.begin() + static_cast<ptrdiff_t>(done));
+            done += n;
+        }
+        return ok();
+    }();
+    // What the exchange queued (a lost connection's report, the server's requests).
+    run_inbox();
+    return result;
 }
 
 Result<void> VfioUserClient::Impl::write(uint32_t region, uint64_t offset,
                                          std::span<const uint8_t> in) {
-    drain();
+    run_inbox();
     if (region == kConfigRegion && offset + in.size() <= 4096)
         record_config(static_cast<uint32_t>(offset), in);
-    const uint64_t chunk_max = caps().max_data_xfer_size;
-    for (size_t done = 0; done < in.size();) {
-        const auto n = static_cast<uint32_t>(std::min<uint64_t>(in.size() - done, chunk_max));
-        const uint64_t off = offset + done;
-        const std::string what =
-            fmt::format("REGION_WRITE of {} at {:#x} ({} bytes)", region_name(region), off, n);
-        auto r = request(vu::Command::region_write,
-                         vu::encode_region_access(off, region, n, in.subspan(done, n)), {}, what);
-        if (!r) return fail(r.error());
-        done += n;
-    }
-    return ok();
+    Result<void> result = [&]() -> Result<void> {
+        std::lock_guard lk(io_mu_);
+        const uint64_t chunk_max = caps_.max_data_xfer_size;
+        for (size_t done = 0; done < in.size();) {
+            const auto n = static_cast<uint32_t>(std::min<uint64_t>(in.size() - done, chunk_max));
+            const uint64_t off = offset + done;
+            auto what = [&] {
+                return fmt::format("REGION_WRITE of {} at {:#x} ({} bytes)", region_name(region),
+                                   off, n);
+            };
+            const auto head = vu::encode_region_access_head(off, region, n);
+            std::span<const uint8_t> parts[2] = {head, in.subspan(done, n)};
+            auto r = exchange_locked(vu::Command::region_write, parts, {}, what);
+            if (!r) return fail(r.error());
+            done += n;
+        }
+        return ok();
+    }();
+    // A write is how a guest makes a device raise an interrupt: it reaches the front-end before
+    // the guest's next instruction (the server writes the eventfd before it replies).
+    // The line stays up until the guest's EOI (ack_intx), however the handler acknowledged.
+    drain();
+    return result;
 }
 
 Result<void> VfioUserClient::Impl::set_irqs(IrqKind kind, uint32_t count) {
-    drain();
+    run_inbox();
     const auto index = static_cast<uint32_t>(kind);
     if (index >= 3) return failf("{}: unknown interrupt kind {}", s_.label, index);
     {
@@ -1111,13 +1243,13 @@ Result<void> VfioUserClient::Impl::set_irqs(IrqKind kind, uint32_t count) {
 }
 
 Result<void> VfioUserClient::Impl::ack_intx() {
-    drain();
+    run_inbox();
     if (irq_kind_ != IrqKind::intx) return ok();
     return drop_intx_and_unmask();
 }
 
 Result<void> VfioUserClient::Impl::reset() {
-    drain();
+    run_inbox();
     auto r = request(vu::Command::device_reset, {}, {}, "DEVICE_RESET");
     // What the guest programmed before the reset is not what a reconnect should restore.
     config_log_.clear();

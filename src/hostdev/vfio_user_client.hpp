@@ -10,8 +10,9 @@
 // HostDeviceEvents itself: what it finds goes into an inbox that runs on the engine thread,
 // either through OpenContext::post (the machine's post) or, without one, at the start of the
 // next HostDevice call. Interrupts raised while a request is in flight are collected on the
-// engine thread right after the reply, so a guest that triggers an interrupt with a register
-// write sees it before its next instruction, as with the in-process transport.
+// engine thread right after the reply (every request but REGION_READ, which stays at one
+// sendmsg and one recvmsg), so a guest that triggers an interrupt with a register write sees
+// it before its next instruction, as with the in-process transport.
 //
 // INTx: vfio-user signals assertion only (the trigger eventfd); there is no deassert message, and
 // the server auto-masks INTx when it signals. As with VFIO's auto-masked INTx, the line is held
@@ -44,8 +45,8 @@ struct VfioUserClientSettings {
     std::chrono::milliseconds timeout{5000};            // per reply (and for connect)
     std::chrono::milliseconds reconnect_interval{200};  // between attempts while gone
     // Off: a lost server stays lost, and HostDeviceEvents::disconnected() is sent. On (the
-    // default): the client reconnects; disconnected() is not sent, because it is final for
-    // devices::PciFront (it would read all-ones forever), and the loss is logged instead.
+    // default): disconnected() is sent too (saying a reconnect is coming), the client
+    // reconnects, and HostDeviceEvents::reconnected() follows.
     bool reconnect = true;
     HostDeviceEvents* events = nullptr;  // required
     // Guest RAM to DMA_MAP with its memfd; null: nothing mapped (DMA_READ/DMA_WRITE only).

@@ -85,6 +85,7 @@ void Multibar::reset() {
     }
     irq_status_ = 0;
     doorbells_ = 0;
+    window_ = 0;
     if (services_ != nullptr) services_->set_intx(false);
 }
 
@@ -114,6 +115,10 @@ uint64_t Multibar::bar_read(int bar, uint64_t offset, unsigned size) {
                     return irq_status_;
                 case kRegDoorbellCount:
                     return doorbells_;
+                case kRegBar2Window:
+                    return window_;
+                case kRegBar2Peek:
+                    return read_le(bar2_.data() + window_, 4);
                 default:
                     return 0;
             }
@@ -141,6 +146,8 @@ void Multibar::bar_write(int bar, uint64_t offset, unsigned size, uint64_t value
                 write_le(scratch_.data() + (offset - kScratchStart), size, value);
             } else if (size == 4 && offset == kRegDoorbell) {
                 ring(static_cast<uint32_t>(value));
+            } else if (size == 4 && offset == kRegBar2Window) {
+                window_ = static_cast<uint32_t>(value) & static_cast<uint32_t>(kMem64Size - 4);
             } else if (size == 4 && offset == kRegIrqAck) {
                 irq_status_ &= ~static_cast<uint32_t>(value);
                 if (irq_status_ == 0 && services_ != nullptr) services_->set_intx(false);

@@ -19,6 +19,10 @@
 //   0x008 RO  interrupt status (INTx mode)
 //   0x00C W1C interrupt acknowledge: clears the written bits; INTx drops when status is 0
 //   0x010 RO  doorbell count (writes to 0x004 since reset)
+//   0x014 RW  BAR2 window offset (0 at reset; the low 20 bits count, dword-aligned)
+//   0x018 RO  the BAR2 dword at the window offset, read by the model: a trapped view of BAR2
+//             that shows what the device sees when BAR2 itself is mapped straight into the
+//             guest (a write through the mapping must land in the device's memory)
 //   0x100..0x7FF RW scratch RAM (any size 1..8, 0 at reset)
 //   0x800..0x83F MSI-X table (4 vectors), 0xC00..0xC07 PBA: served by the ModelServer
 //   everything else reads 0, writes ignored
@@ -65,6 +69,8 @@ class Multibar final : public sdk::DeviceModel {
     static constexpr uint64_t kRegIrqStatus = 0x008;
     static constexpr uint64_t kRegIrqAck = 0x00C;
     static constexpr uint64_t kRegDoorbellCount = 0x010;
+    static constexpr uint64_t kRegBar2Window = 0x014;
+    static constexpr uint64_t kRegBar2Peek = 0x018;
     static constexpr uint64_t kScratchStart = 0x100;
     static constexpr uint64_t kScratchEnd = 0x800;
     static constexpr uint32_t kMsixTable = 0x800;
@@ -98,6 +104,7 @@ class Multibar final : public sdk::DeviceModel {
     std::vector<uint8_t> mem24_;
     uint32_t irq_status_ = 0;
     uint32_t doorbells_ = 0;
+    uint32_t window_ = 0;  // BAR1 0x014: offset of the BAR2 dword 0x018 shows
 };
 
 }  // namespace potemkin::models

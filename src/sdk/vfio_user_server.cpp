@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 
 #include "common/log.hpp"
@@ -108,6 +109,8 @@ struct VfioUserServer::DmaRegion {
 
 struct VfioUserServer::Connection {
     vu::UniqueFd fd;
+    vu::MessageReader reader;  // every read of fd goes through it
+    vu::Message rx;            // the request being handled (reused: no allocation per request)
     bool negotiated = false;
     bool close = false;  // drop the connection after this message
     vu::Capabilities client;
@@ -228,7 +231,17 @@ Result<void> VfioUserServer::run() {
     return ok();
 }
 
+// How the next request is waited for. Busy (requests keep coming, no resample eventfd): a
+// blocking recvmsg on the socket alone, bounded by SO_RCVTIMEO = kBusyWaitMs, so a request
+// costs one recvmsg and one sendmsg, as between two bare processes. Otherwise, and at least
+// every kBusyWaitMs while busy (so that a stop is seen even under a stream of requests):
+// epoll_wait over the socket, the stop fds and the INTx resample eventfd, then recvmsg.
+namespace {
+constexpr int kBusyWaitMs = 50;
+}
+
 Result<void> VfioUserServer::serve_connection(int conn_fd) {
+    using Clock = std::chrono::steady_clock;
     Connection conn;
     conn.fd.reset(conn_fd);
     conn_ = &conn;
@@ -237,9 +250,8 @@ Result<void> VfioUserServer::serve_connection(int conn_fd) {
     vu::RecvOptions ropt;
     ropt.max_size = vu::kServerMaxMsgSize;
     ropt.timeout_ms = settings_.io_timeout_ms;
-    ropt.readable = true;  // read only after epoll said so
     // An epoll set built once per connection (tags: 0 the socket, 1 a stop request, 2 the INTx
-    // resample eventfd): cheaper per request than poll() registering four fds every time.
+    // resample eventfd): cheaper per wait than poll() registering four fds every time.
     vu::UniqueFd ep(::epoll_create1(EPOLL_CLOEXEC));
     auto watch = [&](int fd, uint32_t tag) {
         epoll_event e{};
@@ -255,47 +267,76 @@ Result<void> VfioUserServer::serve_connection(int conn_fd) {
         epoll_fd_ = ep.get();
         if (intx_unmask_fd_) set_intx_unmask_fd(std::move(intx_unmask_fd_));
     }
-    while (!conn.close) {
-        epoll_event evs[4];
-        const int nev = ::epoll_wait(ep.get(), evs, 4, -1);
-        if (nev < 0) {
-            if (errno == EINTR) continue;
-            log::error("{}: epoll_wait: {}", settings_.label, std::strerror(errno));
-            break;
+    timeval busy_tv{0, kBusyWaitMs * 1000};
+    const bool busy_ok =
+        ::setsockopt(conn.fd.get(), SOL_SOCKET, SO_RCVTIMEO, &busy_tv, sizeof busy_tv) == 0;
+    auto last_epoll = Clock::now();
+
+    // The next request into conn.rx: true; false when there is none yet (an event was handled,
+    // or a stop: stopped_); an error drops the client.
+    auto receive = [&]() -> Result<bool> {
+        vu::RecvOptions o = ropt;
+        if (!conn.reader.has_message() && !conn.reader.pending()) {
+            if (busy_ok && !intx_unmask_fd_ &&
+                Clock::now() - last_epoll < std::chrono::milliseconds(kBusyWaitMs)) {
+                vu::RecvOptions busy = ropt;
+                busy.rcvtimeo = true;
+                auto r = conn.reader.next(conn.fd.get(), conn.rx, busy);
+                if (r) return true;
+                if (r.error().sys_errno != ETIMEDOUT) return fail(r.error());
+                // Quiet for a while, or a piece of a message: on to the full wait.
+            }
+            if (!conn.reader.pending()) {
+                epoll_event evs[4];
+                const int nev = ::epoll_wait(ep.get(), evs, 4, -1);
+                last_epoll = Clock::now();
+                if (nev < 0) {
+                    if (errno == EINTR) return false;
+                    return failf("epoll_wait: {}", std::strerror(errno));
+                }
+                bool readable = false, stop = false, unmask = false;
+                for (int i = 0; i < nev; ++i) {
+                    readable = readable || evs[i].data.u32 == 0;
+                    stop = stop || evs[i].data.u32 == 1;
+                    unmask = unmask || evs[i].data.u32 == 2;
+                }
+                if (stop) {
+                    stopped_ = true;
+                    return false;
+                }
+                if (unmask && intx_unmask_fd_) {
+                    uint64_t count;
+                    if (::read(intx_unmask_fd_.get(), &count, sizeof count) == sizeof count)
+                        unmask_intx();
+                }
+                if (!readable) return false;
+                o.readable = true;  // epoll said so: no second wait
+            }
         }
-        bool readable = false, stop = false, unmask = false;
-        for (int i = 0; i < nev; ++i) {
-            readable = readable || evs[i].data.u32 == 0;
-            stop = stop || evs[i].data.u32 == 1;
-            unmask = unmask || evs[i].data.u32 == 2;
-        }
-        if (stop) {
-            stopped_ = true;
-            break;
-        }
-        if (unmask && intx_unmask_fd_) {
-            uint64_t count;
-            if (::read(intx_unmask_fd_.get(), &count, sizeof count) == sizeof count) unmask_intx();
-        }
-        if (!readable) continue;
-        auto msg = vu::recv_message(conn.fd.get(), ropt);
-        if (!msg) {
-            if (msg.error().sys_errno == ECONNRESET)
-                log::info("{}: client disconnected ({})", settings_.label, msg.error().message);
+        POTEMKIN_TRY(conn.reader.next(conn.fd.get(), conn.rx, o));
+        return true;
+    };
+
+    while (!conn.close && !stopped_) {
+        auto got = receive();
+        if (!got) {
+            if (got.error().sys_errno == ECONNRESET)
+                log::info("{}: client disconnected ({})", settings_.label, got.error().message);
             else
-                log::warn("{}: dropping the client: {}", settings_.label, msg.error().message);
+                log::warn("{}: dropping the client: {}", settings_.label, got.error().message);
             break;
         }
+        if (!*got) continue;
+        vu::Message& msg = conn.rx;
         ++stats_.requests;
-        auto r = handle(conn, *msg);
+        auto r = handle(conn, msg);
         if (!r) {
             ++stats_.error_replies;
             const int e = r.error().sys_errno != 0 ? r.error().sys_errno : EINVAL;
             log::warn("{}: {} (msg_id {}): {} → error {}", settings_.label,
-                      vu::command_name(msg->header.cmd), msg->header.msg_id, r.error().message, e);
-            if (!msg->header.no_reply() && !conn.close) {
-                if (auto s =
-                        vu::send_message(conn.fd.get(), vu::error_reply_header(msg->header, e));
+                      vu::command_name(msg.header.cmd), msg.header.msg_id, r.error().message, e);
+            if (!msg.header.no_reply() && !conn.close) {
+                if (auto s = vu::send_message(conn.fd.get(), vu::error_reply_header(msg.header, e));
                     !s) {
                     log::warn("{}: sending an error reply: {}", settings_.label, s.error().message);
                     break;
@@ -552,10 +593,11 @@ Result<void> VfioUserServer::dma_message(const DmaRegion&, uint64_t iova, std::s
             conn.close = true;
             return fail(s.error().context(vu::command_name(cmd)));
         }
-        auto r = vu::recv_message(conn.fd.get(), ropt);
-        if (!r) {
+        // The handler's request is conn.rx: the reply goes elsewhere.
+        auto r = std::make_unique<vu::Message>();
+        if (auto got = conn.reader.next(conn.fd.get(), *r, ropt); !got) {
             conn.close = true;
-            return fail(r.error().context(fmt::format("{} reply", vu::command_name(cmd))));
+            return fail(got.error().context(fmt::format("{} reply", vu::command_name(cmd))));
         }
         if (!r->header.is_reply()) {
             // The client sent a command while it owed us a reply: we cannot interleave.
@@ -646,7 +688,7 @@ Result<void> VfioUserServer::handle_region_access(Connection& conn, vu::Message&
     POTEMKIN_TRY(no_fds(msg));
     const auto cmd = static_cast<vu::Command>(msg.header.cmd);
     const bool write = cmd == vu::Command::region_write;
-    auto a = vu::decode_region_access(cmd, false, msg.payload, vu::kDefaultMaxDataXferSize);
+    auto a = vu::decode_region_access_view(cmd, false, msg.payload, vu::kDefaultMaxDataXferSize);
     if (!a) return fail(a.error());
     const char* name = write ? "REGION_WRITE" : "REGION_READ";
     if (a->region >= vu::kPciNumRegions)
@@ -657,17 +699,19 @@ Result<void> VfioUserServer::handle_region_access(Connection& conn, vu::Message&
         return invalid("{}: offset {:#x} count {} runs past the end of region {} ({:#x} bytes)",
                        name, a->offset, a->count, a->region, size);
     if (a->count == 0) return reply(conn, msg);
-    auto head = vu::encode_region_access(a->offset, a->region, a->count);
+    const auto head = vu::encode_region_access_head(a->offset, a->region, a->count);
     if (write) {
         auto r = server_->region_write(a->region, a->offset, a->data);
         if (!r) return fail(r.error().message, EINVAL);
-        std::span<const uint8_t> parts[1] = {bytes_of(head)};
+        std::span<const uint8_t> parts[1] = {head};
         return reply(conn, msg, parts);
     }
-    std::vector<uint8_t> data(a->count);
+    // Reused across requests: the per-access path allocates nothing once it has grown.
+    if (scratch_.size() < a->count) scratch_.resize(a->count);
+    auto data = std::span<uint8_t>(scratch_.data(), a->count);
     auto r = server_->region_read(a->region, a->offset, data);
     if (!r) return fail(r.error().message, EINVAL);
-    std::span<const uint8_t> parts[2] = {bytes_of(head), bytes_of(data)};
+    std::span<const uint8_t> parts[2] = {head, data};
     return reply(conn, msg, parts);
 }
 

@@ -151,6 +151,7 @@ class VfioUserServer {
     int epoll_fd_ = -1;  // serve_connection's wait set, while it runs
     void set_intx_unmask_fd(hostdev::vfio_user::UniqueFd fd);
     uint16_t next_msg_id_ = 0x8000;  // our requests (DMA_READ/WRITE) to the client
+    std::vector<uint8_t> scratch_;   // REGION_READ data, reused
     Stats stats_;
 };
 

@@ -1,7 +1,8 @@
 // Out-of-process devices over vfio-user, with real processes: `potemkin serve edu` runs as a
 // child process and the VM projects it with PCI_FRONT hostdev="vfio-user:...". pcitest passes
 // through it (INTx and MSI through eventfds, DMA through the shared memfd), and a guest that
-// keeps reading the device survives its server being killed and started again.
+// keeps reading the device survives its server being killed and started again; multibar's
+// BAR2, mapped straight into the guest, then shows the new server's memory.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -16,6 +17,7 @@
 #include <mutex>
 #include <thread>
 
+#include "devices/pci_front.hpp"
 #include "guest_runner.hpp"
 #include "server_process.hpp"
 
@@ -75,10 +77,23 @@ TEST(VfioUserGuest, PcitestPassesWithMultibarOverVfioUser) {
     EXPECT_FALSE(has(r, "skipping multibar")) << describe(r);
 }
 
-TEST(VfioUserGuest, GuestSurvivesItsServerBeingKilledAndRestarted) {
-    const std::string sock = socket_path("kill");
+namespace {
+
+// edu and multibar, each in its own server process, both killed and started again while the
+// guest (vfukill) runs. The new multibar process has new memory behind BAR2: PCI_FRONT must
+// map that in place of the old process's (the guest writes through BAR2 and reads the model's
+// view of it). `mappable_after` false: the new multibar offers no fd for BAR2 (mmap=0), so
+// BAR2 must trap from then on, to the new server.
+void kill_and_restart(bool mappable_after) {
+    const std::string sock = socket_path(mappable_after ? "kill" : "kill-trap");
+    const std::string mb_sock = socket_path(mappable_after ? "kill-mb" : "kill-trap-mb");
     ServerProcess server(sock);
+    ServerProcess mb_server(mb_sock, "multibar");
     ASSERT_TRUE(server.start()) << "potemkin serve edu did not come up at " << sock;
+    ASSERT_TRUE(mb_server.start()) << "potemkin serve multibar did not come up at " << mb_sock;
+    const std::string multibar =
+        R"(<device class="PCI_FRONT" id="mb0" bus="pci0" hostdev="vfio-user:)" + mb_sock +
+        R"(" slot="4"/>)";
 
     // The guest's console, watched from this thread while the VM runs on another.
     std::mutex mu;
@@ -90,7 +105,8 @@ TEST(VfioUserGuest, GuestSurvivesItsServerBeingKilledAndRestarted) {
     };
 
     auto doc = vm::ConfigDocument::load_string(
-        vm_xml({.guest = "vfukill", .devices_xml = kPciBus + edu_over(sock)}), "test.xml");
+        vm_xml({.guest = "vfukill", .devices_xml = kPciBus + edu_over(sock) + multibar}),
+        "test.xml");
     ASSERT_TRUE(doc) << doc.error().message;
     auto cfg = vm::parse_vm_config(*doc);
     ASSERT_TRUE(cfg) << cfg.error().message;
@@ -113,8 +129,10 @@ TEST(VfioUserGuest, GuestSurvivesItsServerBeingKilledAndRestarted) {
     bool gone = false, restarted = false;
     if (phase1) {
         server.kill_hard();
+        mb_server.kill_hard();
+        if (!mappable_after) mb_server.set_params({"mmap=0"});
         gone = wait_for("all-ones", 20s);
-        restarted = server.start();
+        restarted = server.start() && mb_server.start();
     }
     vm.join();  // bounded by the VM's timeout
     const std::string text = [&] {
@@ -127,5 +145,22 @@ TEST(VfioUserGuest, GuestSurvivesItsServerBeingKilledAndRestarted) {
     EXPECT_EQ(result.outcome, RunOutcome::exited) << result.message << "\n" << text;
     EXPECT_EQ(result.exit_value, 0u) << text;
     EXPECT_NE(text.find("id again"), std::string::npos) << text;
+    EXPECT_NE(text.find("a BAR2 write reaches the server"), std::string::npos) << text;
+    EXPECT_NE(text.find("a BAR2 write reaches the new server"), std::string::npos) << text;
     EXPECT_NE(text.find("vfukill: done"), std::string::npos) << text;
+    // Mappable: BAR2 was mapped straight into the guest after the restart too, so the check
+    // above went through the new mapping, not through traps. Not mappable: it trapped.
+    auto* mb = (*m)->devices().find_as<devices::PciFront>("mb0");
+    ASSERT_NE(mb, nullptr);
+    EXPECT_EQ(mb->direct_base(2).has_value(), mappable_after);
+}
+
+}  // namespace
+
+TEST(VfioUserGuest, GuestSurvivesItsServerBeingKilledAndRestarted) {
+    kill_and_restart(true);
+}
+
+TEST(VfioUserGuest, MappedBarTrapsWhenTheRestartedServerOffersNoMapping) {
+    kill_and_restart(false);
 }

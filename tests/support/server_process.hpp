@@ -50,8 +50,14 @@ class ServerProcess {
         pid_ = ::fork();
         if (pid_ < 0) return false;
         if (pid_ == 0) {
-            ::execl(POTEMKIN_BINARY, "potemkin", "serve", model_.c_str(), "--socket", path_.c_str(),
-                    static_cast<char*>(nullptr));
+            std::vector<const char*> argv{"potemkin", "serve", model_.c_str(), "--socket",
+                                          path_.c_str()};
+            for (const auto& p : params_) {
+                argv.push_back("--param");
+                argv.push_back(p.c_str());
+            }
+            argv.push_back(nullptr);
+            ::execv(POTEMKIN_BINARY, const_cast<char* const*>(argv.data()));
             ::_exit(127);
         }
         const auto end = std::chrono::steady_clock::now() + 10s;
@@ -69,6 +75,8 @@ class ServerProcess {
         }
         return false;
     }
+    // Model parameters ("key=value") for the next start().
+    void set_params(std::vector<std::string> params) { params_ = std::move(params); }
     void kill_hard() { finish(SIGKILL); }
     void stop() { finish(SIGTERM); }
 
@@ -91,6 +99,7 @@ class ServerProcess {
 
     std::string path_;
     std::string model_;
+    std::vector<std::string> params_;
     pid_t pid_ = -1;
 };
 

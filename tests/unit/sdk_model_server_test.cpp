@@ -217,6 +217,17 @@ TEST_F(MultibarTest, Mem64PatternAndSeedParameter) {
     EXPECT_EQ(rd(2, 0x100, 4), 0x101u);
 }
 
+TEST_F(MultibarTest, Bar1WindowShowsTheBar2DwordTheModelSees) {
+    EXPECT_EQ(rd(1, Multibar::kRegBar2Peek, 4), 0u ^ 0x5eed0000u);
+    wr(2, 0x2340, 4, 0xfeedf00d);
+    wr(1, Multibar::kRegBar2Window, 4, 0x2340);
+    EXPECT_EQ(rd(1, Multibar::kRegBar2Window, 4), 0x2340u);
+    EXPECT_EQ(rd(1, Multibar::kRegBar2Peek, 4), 0xfeedf00du);
+    wr(1, Multibar::kRegBar2Window, 4, 0xfff02346);  // beyond 1 MiB, unaligned: masked
+    EXPECT_EQ(rd(1, Multibar::kRegBar2Window, 4), 0x2344u);
+    EXPECT_EQ(rd(1, Multibar::kRegBar2Peek, 4), 0x2344u ^ 0x5eed0000u);
+}
+
 TEST_F(MultibarTest, BulkReadCoversEveryByte) {
     std::vector<uint8_t> buf(4096);
     ASSERT_TRUE(dev->region_read(2, 0x3, buf));

@@ -605,5 +605,48 @@ TEST(VfioUserClient, ServerDmaRequestsDuringARequestAreServedInline) {
     EXPECT_EQ(ev.written, (std::vector<uint8_t>{9, 8, 7}));
 }
 
+TEST(VfioUserClient, ServerRequestArrivingWithTheReplyIsServed) {
+    // The reply and a DMA_READ in one sendmsg: the client's one recvmsg takes both, so the
+    // request waits in its buffer, not in the socket. It must be answered although the client
+    // goes idle after the reply.
+    FakeServer server;
+    std::atomic<bool> answered{false};
+    server.set_hook([&answered](const vu::Message& m, int c) {
+        if (m.header.cmd != static_cast<uint16_t>(vu::Command::region_read)) return false;
+        auto a = vu::decode_region_access(vu::Command::region_read, false, m.payload, 1 << 20);
+        const std::vector<uint8_t> data(a->count, 0x5a);
+        auto body = vu::encode_region_access(a->offset, a->region, a->count, data);
+        auto head =
+            vu::encode_header(vu::reply_header(m.header, static_cast<uint32_t>(body.size())));
+        std::vector<uint8_t> wire(head.begin(), head.end());
+        wire.insert(wire.end(), body.begin(), body.end());
+        vu::Header h;
+        h.msg_id = 90;
+        h.cmd = static_cast<uint16_t>(vu::Command::dma_read);
+        h.msg_size = vu::kHeaderSize + vu::kDmaAccessSize;
+        auto rh = vu::encode_header(h);
+        auto rb = vu::encode_dma_access(0x10, 4);
+        wire.insert(wire.end(), rh.begin(), rh.end());
+        wire.insert(wire.end(), rb.begin(), rb.end());
+        (void)vu::send_raw(c, wire);
+        auto r = vu::recv_message(c, {.timeout_ms = 2000});
+        if (r && r->header.is_reply() && r->header.msg_id == 90 && !r->header.is_error()) {
+            auto d = vu::decode_dma_access(vu::Command::dma_read, true, r->payload, 1 << 20);
+            answered = d && d->data == std::vector<uint8_t>{0x10, 0x11, 0x12, 0x13};
+        }
+        return true;
+    });
+    Events ev;
+    auto d = open_url("vfio-user:" + server.path(), ev);
+    ASSERT_TRUE(d) << d.error().message;
+    std::array<uint8_t, 4> buf{};
+    ASSERT_TRUE((*d)->region_read(0, 0, buf));
+    EXPECT_EQ(buf, (std::array<uint8_t, 4>{0x5a, 0x5a, 0x5a, 0x5a}));
+    EXPECT_TRUE(eventually([&] {
+        dynamic_cast<hostdev::VfioUserClient*>(d->get())->poll_events();
+        return answered.load();
+    }));
+}
+
 }  // namespace
 }  // namespace potemkin

@@ -4,10 +4,13 @@
 #include <gtest/gtest.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+#include <thread>
+#include <vector>
 
 #include "hostdev/vfio_user/protocol.hpp"
 #include "hostdev/vfio_user/socket.hpp"
@@ -613,6 +616,125 @@ TEST(VfioUserSocket, EofAndShortBodyAndTimeout) {
         SocketPair sp;
         expect_error(recv_message(sp.b.get(), o), "timed out waiting", ETIMEDOUT);
     }
+}
+
+// ---- MessageReader: one recvmsg for header and body, messages split or batched -----------------
+
+std::vector<uint8_t> wire(uint16_t id, std::vector<uint8_t> payload) {
+    Header h;
+    h.msg_id = id;
+    h.cmd = static_cast<uint16_t>(Command::region_read);
+    h.msg_size = kHeaderSize + static_cast<uint32_t>(payload.size());
+    auto head = encode_header(h);
+    std::vector<uint8_t> out(head.begin(), head.end());
+    out.insert(out.end(), payload.begin(), payload.end());
+    return out;
+}
+
+bool same_file(int a, int b) {
+    struct stat sa {
+    }, sb{};
+    return ::fstat(a, &sa) == 0 && ::fstat(b, &sb) == 0 && sa.st_ino == sb.st_ino &&
+           sa.st_dev == sb.st_dev;
+}
+
+TEST(VfioUserReader, TwoMessagesInOneReadAreBothReturned) {
+    SocketPair sp;
+    auto bytes = wire(1, {1, 2, 3});
+    auto second = wire(2, {4});
+    bytes.insert(bytes.end(), second.begin(), second.end());
+    ASSERT_TRUE(send_raw(sp.a.get(), bytes));
+    MessageReader reader;
+    RecvOptions o;
+    o.timeout_ms = 1000;
+    Message m;
+    ASSERT_TRUE(reader.next(sp.b.get(), m, o));
+    EXPECT_EQ(m.header.msg_id, 1);
+    EXPECT_EQ(m.payload, (std::vector<uint8_t>{1, 2, 3}));
+    // The second one is buffered: no wait, even with a socket that has nothing more.
+    EXPECT_TRUE(reader.has_message());
+    o.readable = true;  // a recvmsg would fail with ETIMEDOUT: the socket is empty
+    ASSERT_TRUE(reader.next(sp.b.get(), m, o));
+    EXPECT_EQ(m.header.msg_id, 2);
+    EXPECT_EQ(m.payload, (std::vector<uint8_t>{4}));
+    EXPECT_FALSE(reader.pending());
+    expect_error(reader.next(sp.b.get(), m, o), "timed out waiting", ETIMEDOUT);
+}
+
+TEST(VfioUserReader, SplitMessageIsAssembledAcrossTimeouts) {
+    SocketPair sp;
+    const auto bytes = wire(7, {9, 8, 7, 6, 5});
+    MessageReader reader;
+    RecvOptions o;
+    o.timeout_ms = 20;
+    Message m;
+    // Half a header, then the rest of the header, then the body: a timeout in between keeps
+    // what came, and the next call goes on with the same message.
+    ASSERT_TRUE(send_raw(sp.a.get(), std::span(bytes).first(8)));
+    expect_error(reader.next(sp.b.get(), m, o), "header: timed out after 8 of 16 bytes", ETIMEDOUT);
+    EXPECT_TRUE(reader.pending());
+    EXPECT_FALSE(reader.has_message());
+    ASSERT_TRUE(send_raw(sp.a.get(), std::span(bytes).subspan(8, 10)));
+    expect_error(reader.next(sp.b.get(), m, o), "message: timed out after 18 of 21 bytes",
+                 ETIMEDOUT);
+    ASSERT_TRUE(send_raw(sp.a.get(), std::span(bytes).subspan(18)));
+    ASSERT_TRUE(reader.next(sp.b.get(), m, o));
+    EXPECT_EQ(m.header.msg_id, 7);
+    EXPECT_EQ(m.payload, (std::vector<uint8_t>{9, 8, 7, 6, 5}));
+}
+
+TEST(VfioUserReader, FdsGoWithTheirMessage) {
+    SocketPair sp;
+    UniqueFd e1(::eventfd(0, EFD_CLOEXEC)), e2(::eventfd(0, EFD_CLOEXEC));
+    // Three messages before the reader looks: none, one fd, one fd. The kernel stops a read
+    // after data with fds, so several reads happen; each fd must land on its own message.
+    ASSERT_TRUE(send_raw(sp.a.get(), wire(1, {1})));
+    int f1[1] = {e1.get()}, f2[1] = {e2.get()};
+    ASSERT_TRUE(send_raw(sp.a.get(), wire(2, {2, 2}), f1));
+    ASSERT_TRUE(send_raw(sp.a.get(), wire(3, {3, 3, 3}), f2));
+    MessageReader reader;
+    RecvOptions o;
+    o.timeout_ms = 1000;
+    o.max_fds = 4;
+    Message m;
+    ASSERT_TRUE(reader.next(sp.b.get(), m, o));
+    EXPECT_EQ(m.header.msg_id, 1);
+    EXPECT_TRUE(m.fds.empty());
+    ASSERT_TRUE(reader.next(sp.b.get(), m, o));
+    EXPECT_EQ(m.header.msg_id, 2);
+    ASSERT_EQ(m.fds.size(), 1u);
+    EXPECT_TRUE(same_file(m.fds[0].get(), e1.get()));
+    ASSERT_TRUE(reader.next(sp.b.get(), m, o));
+    EXPECT_EQ(m.header.msg_id, 3);
+    ASSERT_EQ(m.fds.size(), 1u);
+    EXPECT_TRUE(same_file(m.fds[0].get(), e2.get()));
+}
+
+TEST(VfioUserReader, LargeMessageGrowsTheBufferAndErrorsAreReported) {
+    SocketPair sp;
+    std::vector<uint8_t> big(200 * 1024);
+    for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<uint8_t>(i * 7);
+    const auto bytes = wire(5, big);
+    // A writer thread: the message is larger than the socket buffer.
+    std::thread writer([&] { EXPECT_TRUE(send_raw(sp.a.get(), bytes)); });
+    MessageReader reader;
+    RecvOptions o;
+    o.timeout_ms = 1000;
+    Message m;
+    ASSERT_TRUE(reader.next(sp.b.get(), m, o));
+    writer.join();
+    EXPECT_EQ(m.payload, big);
+
+    Header h;
+    h.msg_size = 8;
+    auto b = encode_header(h);
+    ASSERT_TRUE(send_raw(sp.a.get(), b));
+    expect_error(reader.next(sp.b.get(), m, o), "msg_size 8 is smaller", EPROTO);
+    reader.reset();
+    const auto cut = wire(6, {1, 2});
+    ASSERT_TRUE(send_raw(sp.a.get(), std::span(cut).first(10)));
+    sp.a.reset();
+    expect_error(reader.next(sp.b.get(), m, o), "peer closed after 10 of 16 bytes", ECONNRESET);
 }
 
 }  // namespace

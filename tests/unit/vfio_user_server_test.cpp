@@ -595,6 +595,59 @@ TEST_F(VfioUserServerTest, SetIrqsErrors) {
     expect_alive(fd.get());
 }
 
+// ---- Framing the server must take: batched and split requests -----------------------------------
+
+TEST_F(VfioUserServerTest, TwoRequestsInOneWriteGetTwoReplies) {
+    UniqueFd fd = connect_negotiated();
+    std::vector<uint8_t> wire;
+    for (uint16_t id : {201, 202}) {
+        vu::Header h;
+        h.msg_id = id;
+        h.cmd = static_cast<uint16_t>(Command::region_read);
+        h.msg_size = 32;
+        auto head = vu::encode_header(h);
+        auto body = vu::encode_region_access(0, 7, 4);  // config: the edu ids
+        wire.insert(wire.end(), head.begin(), head.end());
+        wire.insert(wire.end(), body.begin(), body.end());
+    }
+    ASSERT_TRUE(vu::send_raw(fd.get(), wire));
+    for (uint16_t id : {201, 202}) {
+        vu::Header sent;
+        sent.msg_id = id;
+        sent.cmd = static_cast<uint16_t>(Command::region_read);
+        auto r = receive(fd.get(), sent);
+        ASSERT_TRUE(r) << r.error().message;
+        auto a = vu::decode_region_access(Command::region_read, true, r->payload, 1u << 20);
+        ASSERT_TRUE(a) << a.error().message;
+        EXPECT_EQ(a->data, le32(0x11e81234u));
+    }
+    expect_alive(fd.get());
+}
+
+TEST_F(VfioUserServerTest, RequestInPiecesSlowerThanTheBusyWaitIsAssembled) {
+    UniqueFd fd = connect_negotiated();
+    expect_alive(fd.get());  // the server is in its busy wait now
+    vu::Header h;
+    h.msg_id = 300;
+    h.cmd = static_cast<uint16_t>(Command::region_read);
+    h.msg_size = 32;
+    auto head = vu::encode_header(h);
+    auto body = vu::encode_region_access(0, 7, 4);
+    std::vector<uint8_t> wire(head.begin(), head.end());
+    wire.insert(wire.end(), body.begin(), body.end());
+    // Three pieces 120 ms apart: longer than the server's 50 ms busy wait, well inside its
+    // 500 ms io_timeout_ms.
+    for (size_t at : {size_t{0}, size_t{10}, size_t{20}}) {
+        if (at > 0) std::this_thread::sleep_for(std::chrono::milliseconds(120));
+        const size_t n = at == 20 ? wire.size() - 20 : 10;
+        ASSERT_TRUE(vu::send_raw(fd.get(), std::span(wire).subspan(at, n)));
+    }
+    auto r = receive(fd.get(), h);
+    ASSERT_TRUE(r) << r.error().message;
+    EXPECT_FALSE(r->header.is_error());
+    expect_alive(fd.get());
+}
+
 // ---- Malformed ---------------------------------------------------------------------------------
 
 TEST_F(VfioUserServerTest, ShortHeaderClosesConnection) {

@@ -633,13 +633,23 @@ std::vector<uint8_t> encode_region_access(uint64_t offset, uint32_t region, uint
     return w.take();
 }
 
-Result<RegionAccess> decode_region_access(Command cmd, bool reply, std::span<const uint8_t> payload,
-                                          uint32_t max_data_xfer_size) {
+std::array<uint8_t, kRegionAccessSize> encode_region_access_head(uint64_t offset, uint32_t region,
+                                                                 uint32_t count) {
+    std::array<uint8_t, kRegionAccessSize> out{};
+    std::memcpy(out.data(), &offset, 8);
+    std::memcpy(out.data() + 8, &region, 4);
+    std::memcpy(out.data() + 12, &count, 4);
+    return out;
+}
+
+Result<RegionAccessView> decode_region_access_view(Command cmd, bool reply,
+                                                   std::span<const uint8_t> payload,
+                                                   uint32_t max_data_xfer_size) {
     // The name is built only for an error: this is the per-access hot path.
     auto name = [&] { return command_name(cmd) + (reply ? " reply" : ""); };
     if (payload.size() < kRegionAccessSize) return fail(need(name(), payload, 16).error());
     Reader r(payload);
-    RegionAccess a;
+    RegionAccessView a;
     a.offset = r.get<uint64_t>();
     a.region = r.get<uint32_t>();
     a.count = r.get<uint32_t>();
@@ -651,12 +661,24 @@ Result<RegionAccess> decode_region_access(Command cmd, bool reply, std::span<con
     if (carries_data) {
         if (extra != a.count)
             return invalid("{}: count {} but {} data bytes follow", name(), a.count, extra);
-        a.data.assign(payload.begin() + kRegionAccessSize, payload.end());
+        a.data = payload.subspan(kRegionAccessSize);
     } else if (extra != 0) {
         return invalid("{}: {} unexpected data bytes after the struct", name(), extra);
     }
     if (a.offset + a.count < a.offset)
         return invalid("{}: offset {:#x} + count {} overflows", name(), a.offset, a.count);
+    return a;
+}
+
+Result<RegionAccess> decode_region_access(Command cmd, bool reply, std::span<const uint8_t> payload,
+                                          uint32_t max_data_xfer_size) {
+    auto v = decode_region_access_view(cmd, reply, payload, max_data_xfer_size);
+    if (!v) return fail(v.error());
+    RegionAccess a;
+    a.offset = v->offset;
+    a.region = v->region;
+    a.count = v->count;
+    a.data.assign(v->data.begin(), v->data.end());
     return a;
 }
 

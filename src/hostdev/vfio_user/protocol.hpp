@@ -323,6 +323,20 @@ std::vector<uint8_t> encode_region_access(uint64_t offset, uint32_t region, uint
 Result<RegionAccess> decode_region_access(Command cmd, bool reply, std::span<const uint8_t> payload,
                                           uint32_t max_data_xfer_size);
 
+// The same without allocating, for the per-access path: the struct alone (send the data as a
+// second payload part), and a decode whose data is a view into `payload`.
+std::array<uint8_t, kRegionAccessSize> encode_region_access_head(uint64_t offset, uint32_t region,
+                                                                 uint32_t count);
+struct RegionAccessView {
+    uint64_t offset = 0;
+    uint32_t region = 0;
+    uint32_t count = 0;
+    std::span<const uint8_t> data;  // points into the decoded payload
+};
+Result<RegionAccessView> decode_region_access_view(Command cmd, bool reply,
+                                                   std::span<const uint8_t> payload,
+                                                   uint32_t max_data_xfer_size);
+
 struct DmaAccess {
     uint64_t addr = 0;
     uint64_t count = 0;

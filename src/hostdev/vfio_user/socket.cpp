@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -25,17 +26,25 @@ std::vector<cmsghdr> cmsg_buffer(size_t nfds) {
     return std::vector<cmsghdr>(cmsg_words(nfds));
 }
 
-// Sends the iovecs, the fds riding on the first sendmsg; continues a short send.
-Result<void> send_iov(int sock, std::vector<iovec> iov, std::span<const int> fds) {
-    std::vector<cmsghdr> control;
+// Sends the iovecs, the fds riding on the first sendmsg; continues a short send. The iovecs
+// are the caller's and may be modified.
+Result<void> send_iov(int sock, iovec* iov, size_t iovlen, std::span<const int> fds) {
+    // Room for a few fds without allocating (the common case: none, or one).
+    alignas(cmsghdr) char small[CMSG_SPACE(sizeof(int) * 16)];
+    std::vector<cmsghdr> large;
     msghdr msg{};
-    msg.msg_iov = iov.data();
-    msg.msg_iovlen = iov.size();
+    msg.msg_iov = iov;
+    msg.msg_iovlen = iovlen;
     if (!fds.empty()) {
         if (fds.size() > kMaxMsgFdsLimit)
             return failf("sendmsg: {} fds exceed the limit {}", fds.size(), kMaxMsgFdsLimit);
-        control = cmsg_buffer(fds.size());
-        msg.msg_control = control.data();
+        if (CMSG_SPACE(sizeof(int) * fds.size()) <= sizeof small) {
+            std::memset(small, 0, sizeof small);
+            msg.msg_control = small;
+        } else {
+            large = cmsg_buffer(fds.size());
+            msg.msg_control = large.data();
+        }
         msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
         cmsghdr* c = CMSG_FIRSTHDR(&msg);
         c->cmsg_level = SOL_SOCKET;
@@ -44,7 +53,7 @@ Result<void> send_iov(int sock, std::vector<iovec> iov, std::span<const int> fds
         std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
     }
     size_t total = 0;
-    for (const iovec& v : iov) total += v.iov_len;
+    for (size_t i = 0; i < iovlen; ++i) total += iov[i].iov_len;
     size_t sent = 0;
     while (true) {
         ssize_t n = ::sendmsg(sock, &msg, MSG_NOSIGNAL);
@@ -120,17 +129,25 @@ Result<void> send_message(int sock, Header header,
     if (size > UINT32_MAX) return failf("{}: message of {} bytes", command_name(header.cmd), size);
     header.msg_size = static_cast<uint32_t>(size);
     auto bytes = encode_header(header);
-    std::vector<iovec> iov;
-    iov.reserve(payload.size() + 1);
-    iov.push_back({bytes.data(), bytes.size()});
+    // The iovecs on the stack for the usual few parts: this is every request's path.
+    constexpr size_t kSmall = 8;
+    iovec small[kSmall];
+    std::vector<iovec> large;
+    iovec* iov = small;
+    if (payload.size() + 1 > kSmall) {
+        large.resize(payload.size() + 1);
+        iov = large.data();
+    }
+    size_t n = 0;
+    iov[n++] = {bytes.data(), bytes.size()};
     for (const auto& part : payload)
-        if (!part.empty()) iov.push_back({const_cast<uint8_t*>(part.data()), part.size()});
-    return send_iov(sock, std::move(iov), fds);
+        if (!part.empty()) iov[n++] = {const_cast<uint8_t*>(part.data()), part.size()};
+    return send_iov(sock, iov, n, fds);
 }
 
 Result<void> send_raw(int sock, std::span<const uint8_t> bytes, std::span<const int> fds) {
-    std::vector<iovec> iov{{const_cast<uint8_t*>(bytes.data()), bytes.size()}};
-    return send_iov(sock, std::move(iov), fds);
+    iovec iov{const_cast<uint8_t*>(bytes.data()), bytes.size()};
+    return send_iov(sock, &iov, 1, fds);
 }
 
 Result<Message> recv_message(int sock, const RecvOptions& options) {
@@ -198,6 +215,161 @@ Result<Message> recv_message(int sock, const RecvOptions& options) {
         POTEMKIN_TRY(
             recv_exact(sock, m.payload, options.timeout_ms, command_name(m.header.cmd) + " body"));
     return m;
+}
+
+}  // namespace potemkin::hostdev::vfio_user
+
+namespace potemkin::hostdev::vfio_user {
+
+// ---- MessageReader -----------------------------------------------------------------------------
+
+namespace {
+
+// Room for a typical message and then some: a REGION_READ reply, a batch of DMA requests.
+constexpr size_t kReaderBuffer = 64 * 1024;
+
+uint32_t buffered_size(const uint8_t* header) {
+    uint32_t size;
+    std::memcpy(&size, header + 4, 4);
+    return size;
+}
+
+}  // namespace
+
+void MessageReader::reset() {
+    head_ = tail_ = 0;
+    pos_ = 0;
+    fds_.clear();
+}
+
+bool MessageReader::has_message() const {
+    if (tail_ - head_ < kHeaderSize) return false;
+    const uint32_t size = buffered_size(buf_.data() + head_);
+    return size < kHeaderSize || tail_ - head_ >= size;
+}
+
+Result<bool> MessageReader::take(Message& out, const RecvOptions& options) {
+    if (tail_ - head_ < kHeaderSize) return false;
+    const Header h =
+        decode_header(std::span<const uint8_t, kHeaderSize>(buf_.data() + head_, kHeaderSize));
+    POTEMKIN_TRY(check_framing(h, options.max_size));
+    if (tail_ - head_ < h.msg_size) return false;
+    out.header = h;
+    out.payload.assign(buf_.begin() + static_cast<ptrdiff_t>(head_ + kHeaderSize),
+                       buf_.begin() + static_cast<ptrdiff_t>(head_ + h.msg_size));
+    out.fds.clear();
+    const uint64_t end = pos_ + h.msg_size;
+    size_t batches = 0;
+    for (; batches < fds_.size() && fds_[batches].end <= end; ++batches)
+        for (auto& fd : fds_[batches].fds) out.fds.push_back(std::move(fd));
+    fds_.erase(fds_.begin(), fds_.begin() + static_cast<ptrdiff_t>(batches));
+    head_ += h.msg_size;
+    pos_ += h.msg_size;
+    if (head_ == tail_) head_ = tail_ = 0;
+    if (out.fds.size() > options.max_fds)
+        return fail(fmt::format("{} carries {} fds, more than {}", command_name(h.cmd),
+                                out.fds.size(), options.max_fds),
+                    EPROTO);
+    return true;
+}
+
+Result<void> MessageReader::fill(int sock, int flags, size_t want, uint32_t max_fds) {
+    // The message being assembled must fit from head_ on, and a read should have room.
+    const size_t free_wanted = std::max<size_t>(want - (tail_ - head_), 4096);
+    if (head_ > 0 && buf_.size() - tail_ < free_wanted) {
+        std::memmove(buf_.data(), buf_.data() + head_, tail_ - head_);
+        tail_ -= head_;
+        head_ = 0;
+    }
+    if (buf_.size() < std::max(want, kReaderBuffer)) buf_.resize(std::max(want, kReaderBuffer));
+
+    // Reused per thread: the hot path should not allocate for it.
+    thread_local std::vector<cmsghdr> control;
+    if (max_fds > 0) {
+        const size_t words = cmsg_words(max_fds);
+        if (control.size() < words) control.resize(words);
+    }
+    msghdr msg{};
+    iovec iov{buf_.data() + tail_, buf_.size() - tail_};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    if (max_fds > 0) {
+        msg.msg_control = control.data();
+        msg.msg_controllen = CMSG_SPACE(sizeof(int) * max_fds);
+    }
+    ssize_t n;
+    do {
+        n = ::recvmsg(sock, &msg, flags | MSG_CMSG_CLOEXEC);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return fail("nothing to read", ETIMEDOUT);
+        return sys_error("recvmsg", errno);
+    }
+    // Collect the fds first, so every error path below closes them.
+    std::vector<UniqueFd> fds;
+    if (max_fds > 0) {
+        for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+            if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+            const size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            for (size_t i = 0; i < count; ++i) {
+                int fd;
+                std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+                fds.emplace_back(fd);
+            }
+        }
+    }
+    if (n == 0) {
+        if (tail_ == head_) return fail("peer closed the connection", ECONNRESET);
+        return fail(fmt::format("peer closed after {} of {} bytes", tail_ - head_, want),
+                    ECONNRESET);
+    }
+    // CMSG_SPACE rounds up, so the kernel may fit an fd more than asked for: count too.
+    if ((msg.msg_flags & MSG_CTRUNC) != 0 || fds.size() > max_fds)
+        return fail(
+            fmt::format("message carries more than {} fds (control data truncated)", max_fds),
+            EPROTO);
+    tail_ += static_cast<size_t>(n);
+    if (!fds.empty()) fds_.push_back({pos_ + (tail_ - head_), std::move(fds)});
+    return ok();
+}
+
+Result<void> MessageReader::next(int sock, Message& out, const RecvOptions& options) {
+    for (;;) {
+        auto taken = take(out, options);
+        if (!taken) return fail(taken.error());
+        if (*taken) return ok();
+        const size_t have = tail_ - head_;
+        const size_t want = have >= kHeaderSize ? buffered_size(buf_.data() + head_) : kHeaderSize;
+        if (have == 0) {
+            // Nothing of the next message yet.
+            int flags = MSG_DONTWAIT;
+            if (options.rcvtimeo) {
+                flags = 0;
+            } else if (!options.readable) {
+                auto ready = wait_readable(sock, options.timeout_ms);
+                if (!ready) return fail(ready.error());
+                if (!*ready) return fail("timed out waiting for a message", ETIMEDOUT);
+            }
+            if (auto r = fill(sock, flags, want, options.max_fds); !r) {
+                if (r.error().sys_errno == ETIMEDOUT)
+                    return fail("timed out waiting for a message", ETIMEDOUT);
+                return fail(r.error());
+            }
+            continue;
+        }
+        // The rest of a message whose first bytes are here: the sender wrote it at once, so
+        // it normally is queued already.
+        const std::string_view what = have >= kHeaderSize ? "message" : "header";
+        auto r = fill(sock, options.rcvtimeo ? 0 : MSG_DONTWAIT, want, options.max_fds);
+        if (r) continue;
+        if (r.error().sys_errno != ETIMEDOUT) return fail(r.error().context(what));
+        if (!options.rcvtimeo) {
+            auto ready = wait_readable(sock, options.timeout_ms);
+            if (!ready) return fail(ready.error());
+            if (*ready) continue;
+        }
+        return fail(fmt::format("{}: timed out after {} of {} bytes", what, have, want), ETIMEDOUT);
+    }
 }
 
 }  // namespace potemkin::hostdev::vfio_user
