@@ -28,18 +28,10 @@
 
 using namespace potemkin;
 using bench::Clock;
+using bench::Latency;
+using bench::summarize;
 
 namespace {
-
-struct Latency {
-    double p50, p99, mean;
-};
-
-Latency summarize(std::vector<double> ns) {
-    std::sort(ns.begin(), ns.end());
-    const double mean = std::accumulate(ns.begin(), ns.end(), 0.0) / double(ns.size());
-    return {ns[ns.size() / 2], ns[ns.size() * 99 / 100], mean};
-}
 
 class NoGuest final : public hostdev::HostDeviceEvents {
   public:

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <numeric>
 #include <vector>
 
 namespace potemkin::bench {
@@ -18,6 +19,16 @@ double per_iteration(F run, uint32_t n) {
     for (int i = 0; i < 5; ++i) v.push_back((run(2 * n) - run(n)) / n);
     std::sort(v.begin(), v.end());
     return v[v.size() / 2];
+}
+
+// Percentiles and mean of a sample of latencies (any unit).
+struct Latency {
+    double p50, p99, mean;
+};
+inline Latency summarize(std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    const double mean = std::accumulate(v.begin(), v.end(), 0.0) / double(v.size());
+    return {v[v.size() / 2], v[v.size() * 99 / 100], mean};
 }
 
 inline double ns_since(Clock::time_point t0) {

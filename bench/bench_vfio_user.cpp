@@ -42,22 +42,14 @@
 
 using namespace potemkin;
 using bench::Clock;
+using bench::Latency;
+using bench::summarize;
 
 namespace {
-
-struct Latency {
-    double p50, p99, mean;
-};
 
 double median(std::vector<double> v) {
     std::sort(v.begin(), v.end());
     return v[v.size() / 2];
-}
-
-Latency summarize(std::vector<double> ns) {
-    std::sort(ns.begin(), ns.end());
-    double mean = std::accumulate(ns.begin(), ns.end(), 0.0) / double(ns.size());
-    return {ns[ns.size() / 2], ns[ns.size() * 99 / 100], mean};
 }
 
 // The wire layout of a vfio-user header (16 bytes) and of REGION_READ's struct (16 bytes),

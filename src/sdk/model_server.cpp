@@ -1,5 +1,7 @@
 #include "sdk/model_server.hpp"
 
+#include "common/bytes.hpp"
+
 #include <fmt/format.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -43,16 +45,6 @@ hostdev::RegionKind region_kind(pci::BarKind kind) {
             return hostdev::RegionKind::rom;
     }
     return hostdev::RegionKind::other;
-}
-
-uint64_t load_le(std::span<const uint8_t> bytes) {
-    uint64_t v = 0;
-    for (size_t i = 0; i < bytes.size(); ++i) v |= uint64_t{bytes[i]} << (8 * i);
-    return v;
-}
-
-void store_le(std::span<uint8_t> bytes, uint64_t v) {
-    for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<uint8_t>(v >> (8 * i));
 }
 
 uint64_t size_mask(unsigned size) {

@@ -1,5 +1,7 @@
 #include "sdk/mpqemu_server.hpp"
 
+#include "common/bytes.hpp"
+
 #include <fmt/format.h>
 #include <poll.h>
 #include <sys/epoll.h>
@@ -35,16 +37,6 @@ void signal_eventfd(int fd) {
     // already pending, which is all a signal means.
     ssize_t n = ::write(fd, &one, sizeof one);
     (void)n;
-}
-
-uint64_t load_le(std::span<const uint8_t> bytes) {
-    uint64_t v = 0;
-    for (size_t i = 0; i < bytes.size(); ++i) v |= uint64_t{bytes[i]} << (8 * i);
-    return v;
-}
-
-void store_le(std::span<uint8_t> bytes, uint64_t v) {
-    for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<uint8_t>(v >> (8 * i));
 }
 
 }  // namespace

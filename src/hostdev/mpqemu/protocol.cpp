@@ -1,5 +1,7 @@
 #include "hostdev/mpqemu/protocol.hpp"
 
+#include "hostdev/socket_io.hpp"
+
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <poll.h>
@@ -10,6 +12,10 @@
 #include <cstring>
 
 namespace potemkin::hostdev::mpqemu {
+
+using hostdev::recv_exact;
+using hostdev::sys_error;
+using hostdev::wait_readable;
 
 namespace {
 
@@ -24,47 +30,8 @@ T get(const uint8_t* at) {
     return v;
 }
 
-Unexpected<Error> sys_error(std::string_view what, int e) {
-    return fail(fmt::format("{}: {}", what, std::strerror(e)), e);
-}
 Unexpected<Error> proto_error(std::string message) {
     return fail(std::move(message), EPROTO);
-}
-
-Result<bool> wait_readable(int fd, int timeout_ms) {
-    pollfd p{fd, POLLIN, 0};
-    while (true) {
-        int n = ::poll(&p, 1, timeout_ms);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            return sys_error("poll", errno);
-        }
-        return n > 0;
-    }
-}
-
-// Exactly out.size() bytes; tries first without waiting (the sender wrote the frame at once).
-Result<void> recv_exact(int sock, std::span<uint8_t> out, int timeout_ms, std::string_view what) {
-    size_t got = 0;
-    while (got < out.size()) {
-        ssize_t n = ::recv(sock, out.data() + got, out.size() - got, MSG_DONTWAIT);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK) return sys_error(what, errno);
-            auto ready = wait_readable(sock, timeout_ms);
-            if (!ready) return fail(ready.error());
-            if (!*ready)
-                return fail(
-                    fmt::format("{}: timed out after {} of {} bytes", what, got, out.size()),
-                    ETIMEDOUT);
-            continue;
-        }
-        if (n == 0)
-            return fail(fmt::format("{}: peer closed after {} of {} bytes", what, got, out.size()),
-                        ECONNRESET);
-        got += static_cast<size_t>(n);
-    }
-    return ok();
 }
 
 bool power_of_two_up_to_8(uint64_t v) {
@@ -222,54 +189,6 @@ Result<uint64_t> decode_ret(const Message& m) {
     return get<uint64_t>(m.payload.data());
 }
 
-namespace {
-
-Result<void> send_iov(int sock, iovec* iov, size_t iovcnt, std::span<const int> fds) {
-    alignas(cmsghdr) uint8_t control[CMSG_SPACE(sizeof(int) * kRecvFdRoom)]{};
-    msghdr msg{};
-    msg.msg_iov = iov;
-    msg.msg_iovlen = iovcnt;
-    if (!fds.empty()) {
-        if (fds.size() > kRecvFdRoom) return failf("sendmsg: {} fds", fds.size());
-        msg.msg_control = control;
-        msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
-        cmsghdr* c = CMSG_FIRSTHDR(&msg);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-        std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
-    }
-    size_t total = 0;
-    for (size_t i = 0; i < iovcnt; ++i) total += iov[i].iov_len;
-    size_t sent = 0;
-    while (true) {
-        ssize_t n = ::sendmsg(sock, &msg, MSG_NOSIGNAL);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            return sys_error("sendmsg", errno);
-        }
-        sent += static_cast<size_t>(n);
-        if (sent >= total) return ok();
-        // Short send (never for frames this small, but be exact): continue without the fds.
-        msg.msg_control = nullptr;
-        msg.msg_controllen = 0;
-        size_t skip = static_cast<size_t>(n);
-        while (skip > 0 && msg.msg_iovlen > 0) {
-            if (skip >= msg.msg_iov->iov_len) {
-                skip -= msg.msg_iov->iov_len;
-                ++msg.msg_iov;
-                --msg.msg_iovlen;
-            } else {
-                msg.msg_iov->iov_base = static_cast<uint8_t*>(msg.msg_iov->iov_base) + skip;
-                msg.msg_iov->iov_len -= skip;
-                skip = 0;
-            }
-        }
-    }
-}
-
-}  // namespace
-
 Result<void> send_message(int sock, Cmd cmd, std::span<const uint8_t> payload,
                           std::span<const int> fds) {
     if (payload.size() > kMaxPayload)
@@ -279,12 +198,12 @@ Result<void> send_message(int sock, Cmd cmd, std::span<const uint8_t> payload,
     put(&head[0], static_cast<int32_t>(cmd));
     put(&head[8], static_cast<uint64_t>(payload.size()));
     iovec iov[2] = {{head, kHeaderSize}, {const_cast<uint8_t*>(payload.data()), payload.size()}};
-    return send_iov(sock, iov, payload.empty() ? 1 : 2, fds);
+    return send_with_fds(sock, iov, payload.empty() ? 1 : 2, fds, kRecvFdRoom);
 }
 
 Result<void> send_raw(int sock, std::span<const uint8_t> bytes, std::span<const int> fds) {
     iovec iov{const_cast<uint8_t*>(bytes.data()), bytes.size()};
-    return send_iov(sock, &iov, 1, fds);
+    return send_with_fds(sock, &iov, 1, fds, kRecvFdRoom);
 }
 
 Result<Message> recv_message(int sock, const RecvOptions& options) {

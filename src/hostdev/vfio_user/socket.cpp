@@ -11,115 +11,8 @@
 
 namespace potemkin::hostdev::vfio_user {
 
-namespace {
-
-Unexpected<Error> sys_error(std::string_view what, int e) {
-    return fail(fmt::format("{}: {}", what, std::strerror(e)), e);
-}
-
-// The cmsg buffer for `n` fds, aligned for struct cmsghdr.
-size_t cmsg_words(size_t nfds) {
-    const size_t bytes = CMSG_SPACE(sizeof(int) * nfds);
-    return (bytes + sizeof(cmsghdr) - 1) / sizeof(cmsghdr) + 1;
-}
-std::vector<cmsghdr> cmsg_buffer(size_t nfds) {
-    return std::vector<cmsghdr>(cmsg_words(nfds));
-}
-
-// Sends the iovecs, the fds riding on the first sendmsg; continues a short send. The iovecs
-// are the caller's and may be modified.
-Result<void> send_iov(int sock, iovec* iov, size_t iovlen, std::span<const int> fds) {
-    // Room for a few fds without allocating (the common case: none, or one).
-    alignas(cmsghdr) char small[CMSG_SPACE(sizeof(int) * 16)];
-    std::vector<cmsghdr> large;
-    msghdr msg{};
-    msg.msg_iov = iov;
-    msg.msg_iovlen = iovlen;
-    if (!fds.empty()) {
-        if (fds.size() > kMaxMsgFdsLimit)
-            return failf("sendmsg: {} fds exceed the limit {}", fds.size(), kMaxMsgFdsLimit);
-        if (CMSG_SPACE(sizeof(int) * fds.size()) <= sizeof small) {
-            std::memset(small, 0, sizeof small);
-            msg.msg_control = small;
-        } else {
-            large = cmsg_buffer(fds.size());
-            msg.msg_control = large.data();
-        }
-        msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
-        cmsghdr* c = CMSG_FIRSTHDR(&msg);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-        std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
-    }
-    size_t total = 0;
-    for (size_t i = 0; i < iovlen; ++i) total += iov[i].iov_len;
-    size_t sent = 0;
-    while (true) {
-        ssize_t n = ::sendmsg(sock, &msg, MSG_NOSIGNAL);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            return sys_error("sendmsg", errno);
-        }
-        sent += static_cast<size_t>(n);
-        if (sent >= total) return ok();
-        // A short send: the fds went with the first bytes; skip what was sent and go on.
-        msg.msg_control = nullptr;
-        msg.msg_controllen = 0;
-        size_t skip = static_cast<size_t>(n);
-        while (skip > 0 && msg.msg_iovlen > 0) {
-            if (skip >= msg.msg_iov->iov_len) {
-                skip -= msg.msg_iov->iov_len;
-                ++msg.msg_iov;
-                --msg.msg_iovlen;
-            } else {
-                msg.msg_iov->iov_base = static_cast<uint8_t*>(msg.msg_iov->iov_base) + skip;
-                msg.msg_iov->iov_len -= skip;
-                skip = 0;
-            }
-        }
-    }
-}
-
-// Reads exactly out.size() bytes with recv. Each piece is first tried without waiting (the
-// sender wrote the whole message at once, so it is normally queued already); only when nothing
-// is there does it wait, up to timeout_ms, for the socket to become readable.
-Result<void> recv_exact(int sock, std::span<uint8_t> out, int timeout_ms, std::string_view what) {
-    size_t got = 0;
-    while (got < out.size()) {
-        ssize_t n = ::recv(sock, out.data() + got, out.size() - got, MSG_DONTWAIT);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK) return sys_error(what, errno);
-            auto ready = wait_readable(sock, timeout_ms);
-            if (!ready) return fail(ready.error());
-            if (!*ready)
-                return fail(
-                    fmt::format("{}: timed out after {} of {} bytes", what, got, out.size()),
-                    ETIMEDOUT);
-            continue;
-        }
-        if (n == 0)
-            return fail(fmt::format("{}: peer closed after {} of {} bytes", what, got, out.size()),
-                        ECONNRESET);
-        got += static_cast<size_t>(n);
-    }
-    return ok();
-}
-
-}  // namespace
-
-Result<bool> wait_readable(int fd, int timeout_ms) {
-    pollfd p{fd, POLLIN, 0};
-    while (true) {
-        int n = ::poll(&p, 1, timeout_ms);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            return sys_error("poll", errno);
-        }
-        return n > 0;
-    }
-}
+using hostdev::recv_exact;
+using hostdev::sys_error;
 
 Result<void> send_message(int sock, Header header,
                           std::span<const std::span<const uint8_t>> payload,
@@ -142,12 +35,12 @@ Result<void> send_message(int sock, Header header,
     iov[n++] = {bytes.data(), bytes.size()};
     for (const auto& part : payload)
         if (!part.empty()) iov[n++] = {const_cast<uint8_t*>(part.data()), part.size()};
-    return send_iov(sock, iov, n, fds);
+    return send_with_fds(sock, iov, n, fds, kMaxMsgFdsLimit);
 }
 
 Result<void> send_raw(int sock, std::span<const uint8_t> bytes, std::span<const int> fds) {
     iovec iov{const_cast<uint8_t*>(bytes.data()), bytes.size()};
-    return send_iov(sock, &iov, 1, fds);
+    return send_with_fds(sock, &iov, 1, fds, kMaxMsgFdsLimit);
 }
 
 Result<Message> recv_message(int sock, const RecvOptions& options) {

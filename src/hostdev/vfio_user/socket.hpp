@@ -30,6 +30,7 @@
 
 #include "common/result.hpp"
 #include "common/unique_fd.hpp"
+#include "hostdev/socket_io.hpp"
 #include "hostdev/vfio_user/protocol.hpp"
 
 namespace potemkin::hostdev::vfio_user {
@@ -120,7 +121,6 @@ class MessageReader {
     std::vector<FdBatch> fds_;
 };
 
-// Waits until `fd` is readable (or hung up): true, or the timeout passed: false.
-Result<bool> wait_readable(int fd, int timeout_ms);
+using hostdev::wait_readable;
 
 }  // namespace potemkin::hostdev::vfio_user
