@@ -21,31 +21,15 @@ using namespace potemkin;
 
 namespace {
 
-constexpr uint32_t kBar0 = 0xc000'0000;
+constexpr uint32_t kBar0 = bench::kBenchBar0;
 using bench::per_iteration;
 
-// mov ecx, n; mov ebx, BAR0+4; loop: mov eax,[ebx] | mov [ebx],ecx; dec ecx; jnz loop;
-// mov eax, 0; out 0xf4, eax; hlt
-std::vector<uint8_t> loop_code(bool write, uint32_t n) {
-    const uint32_t reg = kBar0 + 4;
-    std::vector<uint8_t> c = {
-        0xb9, uint8_t(n),   uint8_t(n >> 8),   uint8_t(n >> 16),   uint8_t(n >> 24),
-        0xbb, uint8_t(reg), uint8_t(reg >> 8), uint8_t(reg >> 16), uint8_t(reg >> 24)};
-    if (write)
-        c.insert(c.end(), {0x89, 0x0b});
-    else
-        c.insert(c.end(), {0x8b, 0x03});
-    c.insert(c.end(), {0x49, 0x75, uint8_t(-5)});
-    c.insert(c.end(), {0xb8, 0, 0, 0, 0, 0xe7, 0xf4, 0xf4});
-    return c;
-}
-
 double bare_run(bool write, uint32_t n) {
-    return bench::time_bare_unicorn(loop_code(write, n), {true, kBar0});
+    return bench::time_bare_unicorn(bench::mmio_loop(kBar0 + 4, n, write), {true, kBar0});
 }
 
 double potemkin_run(bool write, uint32_t n) {
-    return bench::time_pci_front(loop_code(write, n), "inproc:edu", kBar0);
+    return bench::time_pci_front(bench::mmio_loop(kBar0 + 4, n, write), "inproc:edu", kBar0);
 }
 
 }  // namespace

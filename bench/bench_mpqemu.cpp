@@ -45,35 +45,7 @@ class NoGuest final : public hostdev::HostDeviceEvents {
     }
 };
 
-constexpr uint32_t kBar0 = 0xc000'0000;
-
-// mov ecx, n; mov ebx, BAR0 + VS; 1: mov eax, [ebx]; dec ecx; jnz 1b; exit 0 through port 0xF4.
-std::vector<uint8_t> read_loop(uint32_t n) {
-    const uint32_t reg = kBar0 + 0x08;
-    return {0xb9,
-            uint8_t(n),
-            uint8_t(n >> 8),
-            uint8_t(n >> 16),
-            uint8_t(n >> 24),
-            0xbb,
-            uint8_t(reg),
-            uint8_t(reg >> 8),
-            uint8_t(reg >> 16),
-            uint8_t(reg >> 24),
-            0x8b,
-            0x03,
-            0x49,
-            0x75,
-            uint8_t(-5),
-            0xb8,
-            0,
-            0,
-            0,
-            0,
-            0xe7,
-            0xf4,
-            0xf4};
-}
+constexpr uint32_t kBar0 = bench::kBenchBar0;
 
 // Section 5: one guest loop, the edu model behind each transport, rounds alternating so that
 // load on this shared machine hits every transport alike; the median round is reported.
@@ -97,7 +69,8 @@ int compare_transports(uint32_t g) {
             const uint32_t k = i == 0 ? g * 200 : g;
             rounds[i].push_back(bench::per_iteration(
                 [&](uint32_t m) {
-                    return bench::time_pci_front(read_loop(m), urls[i].first, kBar0);
+                    return bench::time_pci_front(bench::mmio_loop(kBar0 + 0x08, m), urls[i].first,
+                                                 kBar0);
                 },
                 k));
         }
@@ -149,7 +122,10 @@ int main(int argc, char** argv) {
     const std::string url = "qemu:nvme,drive=" + disk + ",serial=b1";
     const uint32_t g = std::max(500u, n / 10);
     const double guest_ns = bench::per_iteration(
-        [&](uint32_t k) { return bench::time_pci_front(read_loop(k), url, kBar0); }, g);
+        [&](uint32_t k) {
+            return bench::time_pci_front(bench::mmio_loop(kBar0 + 0x08, k), url, kBar0);
+        },
+        g);
     std::filesystem::remove(disk);
     const Latency bar = summarize(bar_ns), cfg = summarize(cfg_ns);
     std::printf("open qemu:nvme (spawn to programmed)   %8.1f ms\n", open_ns / 1e6);

@@ -19,6 +19,32 @@
 namespace potemkin::bench {
 
 inline constexpr uint32_t kCodeBase = 0x100000;
+// Where the guest-driven benchmarks put BAR0 of the device under test.
+inline constexpr uint32_t kBenchBar0 = 0xc000'0000;
+
+// The guest loop every device benchmark runs: n 4-byte MMIO reads (or writes of the counter)
+// of `address`, then exit 0 through port 0xF4.
+//   mov ecx, n; mov ebx, address; 1: mov eax,[ebx] | mov [ebx],ecx; dec ecx; jnz 1b;
+//   mov eax, 0; out 0xf4, eax; hlt
+inline std::vector<uint8_t> mmio_loop(uint32_t address, uint32_t n, bool write = false) {
+    std::vector<uint8_t> c = {0xb9,
+                              uint8_t(n),
+                              uint8_t(n >> 8),
+                              uint8_t(n >> 16),
+                              uint8_t(n >> 24),
+                              0xbb,
+                              uint8_t(address),
+                              uint8_t(address >> 8),
+                              uint8_t(address >> 16),
+                              uint8_t(address >> 24)};
+    if (write)
+        c.insert(c.end(), {0x89, 0x0b});
+    else
+        c.insert(c.end(), {0x8b, 0x03});
+    c.insert(c.end(), {0x49, 0x75, uint8_t(-5)});
+    c.insert(c.end(), {0xb8, 0, 0, 0, 0, 0xe7, 0xf4, 0xf4});
+    return c;
+}
 
 struct BareSettings {
     // The UC_HOOK_BLOCK potemkin needs for safe stops; off measures the engine's own floor.

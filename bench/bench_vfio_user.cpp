@@ -303,37 +303,10 @@ RoundTrips floor_and_client(const std::string& url, unsigned n, Part part, const
     return out;
 }
 
-constexpr uint32_t kBar0 = 0xc000'0000;
-
-std::vector<uint8_t> read_loop(uint32_t n) {
-    const uint32_t reg = kBar0 + 4;
-    return {0xb9,
-            uint8_t(n),
-            uint8_t(n >> 8),
-            uint8_t(n >> 16),
-            uint8_t(n >> 24),  // mov ecx, n
-            0xbb,
-            uint8_t(reg),
-            uint8_t(reg >> 8),
-            uint8_t(reg >> 16),
-            uint8_t(reg >> 24),
-            0x8b,
-            0x03,
-            0x49,
-            0x75,
-            uint8_t(-5),  // mov eax,[ebx]; dec; jnz
-            0xb8,
-            0,
-            0,
-            0,
-            0,
-            0xe7,
-            0xf4,
-            0xf4};  // exit 0
-}
+constexpr uint32_t kBar0 = bench::kBenchBar0;
 
 double guest_run(const std::string& url, uint32_t n) {
-    return bench::time_pci_front(read_loop(n), url, kBar0);
+    return bench::time_pci_front(bench::mmio_loop(kBar0 + 4, n), url, kBar0);
 }
 
 // GB/s of memcpy of `bytes` into dst, best of 5.

@@ -1,6 +1,7 @@
 #include "sdk/mpqemu_server.hpp"
 
 #include "common/bytes.hpp"
+#include "sdk/server_events.hpp"
 
 #include <fmt/format.h>
 #include <poll.h>
@@ -40,26 +41,6 @@ void signal_eventfd(int fd) {
 }
 
 }  // namespace
-
-// The ModelServer's event sink: interrupts and DMA come back into the server.
-class MpqemuServer::Events final : public hostdev::HostDeviceEvents {
-  public:
-    explicit Events(MpqemuServer& s) : s_(s) {}
-    void intx(bool asserted) override { s_.signal_intx(asserted); }
-    void msi(unsigned) override { ++s_.stats_.dropped_msi; }
-    Result<void> dma_read(uint64_t guest_address, std::span<uint8_t> out) override {
-        return s_.dma(guest_address, out, false);
-    }
-    Result<void> dma_write(uint64_t guest_address, std::span<const uint8_t> in) override {
-        // dma() only reads the buffer when writing.
-        return s_.dma(guest_address, std::span<uint8_t>(const_cast<uint8_t*>(in.data()), in.size()),
-                      true);
-    }
-    void disconnected(std::string_view) override {}
-
-  private:
-    MpqemuServer& s_;
-};
 
 // One SYNC_SYSMEM entry, mapped.
 struct MpqemuServer::Mapping {
@@ -113,7 +94,7 @@ Result<std::unique_ptr<MpqemuServer>> MpqemuServer::create(std::unique_ptr<Devic
     if (type != SOCK_STREAM)
         return failf("{}: fd {} is not a stream socket (mpqemu runs over AF_UNIX SOCK_STREAM)",
                      settings.label, settings.fd);
-    s->events_ = std::make_unique<Events>(*s);
+    s->events_ = std::make_unique<ServerEvents<MpqemuServer>>(*s);
     auto server = ModelServer::create(std::move(model), s->events_.get(), settings.model);
     if (!server) return fail(server.error().context(settings.label));
     s->server_ = std::move(server).value();

@@ -51,6 +51,9 @@
 
 namespace potemkin::sdk {
 
+template <typename Server>
+class ServerEvents;
+
 struct MpqemuServerSettings {
     // The connected socket to the proxy (inherited; ownership is taken).
     int fd = -1;
@@ -93,7 +96,7 @@ class MpqemuServer {
     Stats stats() const { return stats_; }
 
   private:
-    class Events;
+    friend class ServerEvents<MpqemuServer>;
     struct Mapping;
     // A BAR the function decodes right now: region index (0-5, 6 = ROM), kind, range.
     struct Window {
@@ -118,9 +121,11 @@ class MpqemuServer {
                                                          bool memory) const;
     Result<void> map_sysmem(std::vector<hostdev::mpqemu::SysmemEntry> entries,
                             std::vector<UniqueFd> fds);
-    // The model's DMA, from Events.
+    // The model's DMA, from ServerEvents.
     Result<void> dma(uint64_t gpa, std::span<uint8_t> buf, bool write);
     void signal_intx(bool asserted);
+    // QEMU's proxy has no MSI: a model's MSI is counted and dropped.
+    void signal_msi(unsigned) { ++stats_.dropped_msi; }
     void resample();
     void watch_resample(bool on);
 
@@ -128,7 +133,7 @@ class MpqemuServer {
     UniqueFd sock_;
     UniqueFd stop_event_;
     UniqueFd epoll_;
-    std::unique_ptr<Events> events_;
+    std::unique_ptr<ServerEvents<MpqemuServer>> events_;
     std::unique_ptr<ModelServer> server_;
     std::vector<Window> windows_;
     std::vector<Mapping> sysmem_;  // by gpa

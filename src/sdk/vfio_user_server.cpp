@@ -16,6 +16,7 @@
 #include <cstring>
 
 #include "common/log.hpp"
+#include "sdk/server_events.hpp"
 
 namespace potemkin::sdk {
 
@@ -54,26 +55,6 @@ std::span<const uint8_t> bytes_of(const std::vector<uint8_t>& v) {
 }  // namespace
 
 // ---- Pieces ------------------------------------------------------------------------------------
-
-// The ModelServer's event sink: interrupts and DMA come back into the server.
-class VfioUserServer::Events final : public hostdev::HostDeviceEvents {
-  public:
-    explicit Events(VfioUserServer& s) : s_(s) {}
-    void intx(bool asserted) override { s_.signal_intx(asserted); }
-    void msi(unsigned vector) override { s_.signal_msi(vector); }
-    Result<void> dma_read(uint64_t guest_address, std::span<uint8_t> out) override {
-        return s_.dma(guest_address, out, false);
-    }
-    Result<void> dma_write(uint64_t guest_address, std::span<const uint8_t> in) override {
-        // dma() only reads the buffer when writing.
-        return s_.dma(guest_address, std::span<uint8_t>(const_cast<uint8_t*>(in.data()), in.size()),
-                      true);
-    }
-    void disconnected(std::string_view) override {}
-
-  private:
-    VfioUserServer& s_;
-};
 
 // One DMA_MAP'ed range of the client's (guest) memory.
 struct VfioUserServer::DmaRegion {
@@ -131,7 +112,7 @@ Result<std::unique_ptr<VfioUserServer>> VfioUserServer::create(
         return failf("{}: give exactly one of a socket path and a listening fd", settings.label);
     std::unique_ptr<VfioUserServer> s(new VfioUserServer(settings));
     if (settings.listen_fd >= 0) s->listen_.reset(settings.listen_fd);
-    s->events_ = std::make_unique<Events>(*s);
+    s->events_ = std::make_unique<ServerEvents<VfioUserServer>>(*s);
     auto server = ModelServer::create(std::move(model), s->events_.get(), settings.model);
     if (!server) return fail(server.error().context(settings.label));
     s->server_ = std::move(server).value();

@@ -44,6 +44,9 @@
 
 namespace potemkin::sdk {
 
+template <typename Server>
+class ServerEvents;
+
 struct VfioUserServerSettings {
     // Where to listen: bind a new socket at `socket_path`, or use the listening socket
     // `listen_fd` (inherited; ownership is taken). Exactly one must be given.
@@ -97,7 +100,7 @@ class VfioUserServer {
     Stats stats() const { return stats_; }
 
   private:
-    class Events;
+    friend class ServerEvents<VfioUserServer>;
     struct DmaRegion;
     struct Connection;
 
@@ -123,7 +126,7 @@ class VfioUserServer {
 
     uint32_t irq_count(uint32_t index) const;
     void disconnect_cleanup();
-    // The model's DMA, from Events.
+    // The model's DMA, from ServerEvents.
     Result<void> dma(uint64_t iova, std::span<uint8_t> buf, bool write);
     Result<void> dma_message(const DmaRegion& region, uint64_t iova, std::span<uint8_t> buf,
                              bool write);
@@ -133,7 +136,7 @@ class VfioUserServer {
     void tell_irq_mode();
 
     VfioUserServerSettings settings_;
-    std::unique_ptr<Events> events_;
+    std::unique_ptr<ServerEvents<VfioUserServer>> events_;
     std::unique_ptr<ModelServer> server_;
     hostdev::vfio_user::UniqueFd listen_;
     hostdev::vfio_user::UniqueFd stop_event_;
