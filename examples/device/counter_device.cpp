@@ -24,7 +24,7 @@
 #include <string>
 
 #include "sdk/device_model.hpp"
-#include "sdk/vfio_user_server.hpp"
+#include "vfio_user/server.hpp"
 
 namespace {
 
@@ -114,7 +114,7 @@ int usage() {
 }  // namespace
 
 int main(int argc, char** argv) {
-    sdk::VfioUserServerSettings settings;
+    vfio_user::VfioUserServerSettings settings;
     settings.label = "counter";
     for (int i = 1; i < argc; ++i) {
         std::string a = argv[i];
@@ -135,7 +135,7 @@ int main(int argc, char** argv) {
     sigprocmask(SIG_BLOCK, &stop, nullptr);
     settings.stop_fd = signalfd(-1, &stop, SFD_CLOEXEC);
 
-    auto server = sdk::VfioUserServer::create(std::make_unique<Counter>(), settings);
+    auto server = vfio_user::VfioUserServer::create(std::make_unique<Counter>(), settings);
     if (!server) {
         std::fprintf(stderr, "counter-device: %s\n", server.error().message.c_str());
         return 1;

@@ -14,8 +14,8 @@
 #include "machine/builtins.hpp"
 #include "machine/machine.hpp"
 #include "sdk/device_model.hpp"
-#include "sdk/mpqemu_server.hpp"
-#include "sdk/vfio_user_server.hpp"
+#include "mpqemu/server.hpp"
+#include "vfio_user/server.hpp"
 #include "tools/probe.hpp"
 #include "tools/qemu_proxy.hpp"
 
@@ -92,11 +92,11 @@ struct ServeOptions {
 
 // QEMU's x-pci-proxy-dev on the other end of an inherited socket: one connection, then exit.
 int serve_mpqemu(const ServeOptions& o, std::unique_ptr<sdk::DeviceModel> model, int stop_fd) {
-    sdk::MpqemuServerSettings s;
+    mpqemu::MpqemuServerSettings s;
     s.fd = o.mpqemu_fd;
     s.stop_fd = stop_fd;
     s.label = o.model;
-    auto server = sdk::MpqemuServer::create(std::move(model), s);
+    auto server = mpqemu::MpqemuServer::create(std::move(model), s);
     if (!server) {
         std::fprintf(stderr, "potemkin serve: %s\n", server.error().message.c_str());
         return 1;
@@ -151,12 +151,12 @@ int serve_command(const ServeOptions& o) {
         ::close(sfd);
         return rc;
     }
-    sdk::VfioUserServerSettings s;
+    vfio_user::VfioUserServerSettings s;
     s.socket_path = o.socket;
     s.listen_fd = o.fd;
     s.stop_fd = sfd;
     s.label = o.model;
-    auto server = sdk::VfioUserServer::create(std::move(model).value(), s);
+    auto server = vfio_user::VfioUserServer::create(std::move(model).value(), s);
     if (!server) {
         std::fprintf(stderr, "potemkin serve: %s\n", server.error().message.c_str());
         return 1;

@@ -15,8 +15,8 @@
 #include <thread>
 
 #include "../guest/guest_runner.hpp"
-#include "hostdev/mpqemu_client.hpp"
 #include "machine/builtins.hpp"
+#include "mpqemu/client.hpp"
 #include "vm/guest_memory.hpp"
 
 using namespace potemkin;
@@ -117,7 +117,7 @@ uint32_t cfg(hostdev::HostDevice& d, uint32_t off, size_t n) {
 // Polls `cond` while letting the client deliver what its thread queued; bounded.
 template <typename F>
 bool eventually(hostdev::HostDevice& d, F cond) {
-    auto* c = dynamic_cast<hostdev::MpqemuClient*>(&d);
+    auto* c = dynamic_cast<mpqemu::MpqemuClient*>(&d);
     const auto deadline = std::chrono::steady_clock::now() + 10s;
     while (std::chrono::steady_clock::now() < deadline) {
         if (c) c->poll_events();
@@ -229,7 +229,7 @@ TEST(MpqemuInterop, NvmeIdentifyByDmaWithIntx) {
     ASSERT_TRUE(d.ack_intx());     // the EOI: dropped, and the remote does not fire again
     EXPECT_FALSE(o.events->level);
     for (int i = 0; i < 200 && !o.events->level; ++i) {  // 200 ms for a wrong re-fire
-        dynamic_cast<hostdev::MpqemuClient&>(d).poll_events();
+        dynamic_cast<mpqemu::MpqemuClient&>(d).poll_events();
         std::this_thread::sleep_for(1ms);
     }
     EXPECT_FALSE(o.events->level);
@@ -254,7 +254,7 @@ TEST(MpqemuInterop, KilledRemoteReadsAllOnes) {
     Disk disk("kill");
     auto o = open_nvme(disk);
     ASSERT_TRUE(o.dev);
-    auto* c = dynamic_cast<hostdev::MpqemuClient*>(o.dev.get());
+    auto* c = dynamic_cast<mpqemu::MpqemuClient*>(o.dev.get());
     ASSERT_NE(c, nullptr);
     EXPECT_EQ(rd(*o.dev, kVs, 4), 0x00010400u);
     ASSERT_GT(c->qemu_pid(), 0);
@@ -376,7 +376,7 @@ TEST(MpqemuInterop, QemuInheritsOnlyItsSocket) {
     Disk disk("fds");
     auto o = open_nvme(disk);
     ASSERT_TRUE(o.dev);
-    auto* c = dynamic_cast<hostdev::MpqemuClient*>(o.dev.get());
+    auto* c = dynamic_cast<mpqemu::MpqemuClient*>(o.dev.get());
     ASSERT_NE(c, nullptr);
     const std::string dir = "/proc/" + std::to_string(c->qemu_pid()) + "/fd";
     EXPECT_EQ(link(dir + "/3").rfind("socket:", 0), 0u) << link(dir + "/3");
@@ -452,7 +452,7 @@ TEST(MpqemuInterop, RespawnRestoresTheDevice) {
     auto o = open_nvme(disk, "&respawn=1");
     ASSERT_TRUE(o.dev);
     auto& d = *o.dev;
-    auto* c = dynamic_cast<hostdev::MpqemuClient*>(o.dev.get());
+    auto* c = dynamic_cast<mpqemu::MpqemuClient*>(o.dev.get());
     ASSERT_NE(c, nullptr);
     const uint8_t cmd[2] = {0x06, 0x00};  // memory + bus master
     ASSERT_TRUE(d.config_write(0x04, cmd));

@@ -1,5 +1,5 @@
 // `potemkin serve edu --mpqemu-fd N` at the wire level: the test plays QEMU's x-pci-proxy-dev
-// on the other end of the socketpair, with the codec of hostdev/mpqemu/protocol.hpp (checked
+// on the other end of the socketpair, with the codec of mpqemu/protocol.hpp (checked
 // against QEMU itself by linux_guest_test.cpp).
 #include <gtest/gtest.h>
 #include <poll.h>
@@ -10,13 +10,13 @@
 
 #include <cstring>
 
-#include "hostdev/mpqemu/protocol.hpp"
+#include "mpqemu/protocol.hpp"
 #include "server_process.hpp"
 
 namespace {
 
 using namespace potemkin;
-namespace mq = potemkin::hostdev::mpqemu;
+namespace mq = potemkin::mpqemu;
 using potemkin::testing::MpqemuServerProcess;
 
 constexpr uint64_t kAllOnes = ~uint64_t{0};

@@ -6,10 +6,10 @@
 #include <numeric>
 
 #include "hostdev/host_device.hpp"
+#include "inproc/transport.hpp"
 #include "models/builtin.hpp"
 #include "models/edu.hpp"
 #include "pci/registers.hpp"
-#include "sdk/inproc.hpp"
 
 namespace potemkin::models {
 namespace {
@@ -46,14 +46,14 @@ class EduTest : public ::testing::Test {
   protected:
     void SetUp() override {
         ASSERT_TRUE(register_builtin_models(models));
-        ASSERT_TRUE(sdk::register_inproc_transport(transports, models));
+        ASSERT_TRUE(inproc::register_inproc_transport(transports, models));
         open("inproc:edu");
     }
     void open(const std::string& url) {
         auto d = transports.open(url, {&vmm});
         ASSERT_TRUE(d) << d.error().message;
         dev = std::move(d).value();
-        edu = dynamic_cast<Edu*>(&dynamic_cast<sdk::InprocHostDevice&>(*dev).server()->model());
+        edu = dynamic_cast<Edu*>(&dynamic_cast<inproc::InprocHostDevice&>(*dev).server()->model());
         ASSERT_NE(edu, nullptr);
     }
     uint64_t rd(uint64_t offset, unsigned size = 4) {

@@ -17,15 +17,15 @@
 #include <mutex>
 #include <thread>
 
-#include "hostdev/mpqemu/protocol.hpp"
-#include "hostdev/mpqemu_client.hpp"
-#include "hostdev/qemu_launcher.hpp"
+#include "mpqemu/client.hpp"
+#include "mpqemu/protocol.hpp"
+#include "mpqemu/qemu_process.hpp"
 #include "vm/guest_memory.hpp"
 
 namespace potemkin {
 namespace {
 
-namespace mq = hostdev::mpqemu;
+namespace mq = mpqemu;
 using hostdev::RegionKind;
 using namespace std::chrono_literals;
 
@@ -269,7 +269,7 @@ struct Fixture {
     FakeRemote remote;
     Events events;
     std::unique_ptr<vm::GuestMemory> mem;
-    std::unique_ptr<hostdev::MpqemuClient> client;
+    std::unique_ptr<mpqemu::MpqemuClient> client;
 
     explicit Fixture(bool with_memory = true) {
         if (with_memory) {
@@ -277,13 +277,13 @@ struct Fixture {
             EXPECT_TRUE(m);
             mem = std::move(*m);
         }
-        hostdev::MpqemuClientSettings s;
+        mpqemu::MpqemuClientSettings s;
         s.socket = std::move(remote.client_end);
         s.label = "mpqemu-fd:test";
         s.timeout = 2000ms;
         s.events = &events;
         s.memory = mem.get();
-        auto c = hostdev::MpqemuClient::open(std::move(s));
+        auto c = mpqemu::MpqemuClient::open(std::move(s));
         EXPECT_TRUE(c) << c.error().message;
         if (c) client = std::move(*c);
     }
@@ -299,7 +299,7 @@ uint64_t read_bar(hostdev::HostDevice& d, uint32_t bar, uint64_t off, size_t n, 
 }
 
 template <typename F>
-bool eventually(hostdev::MpqemuClient& c, F cond) {
+bool eventually(mpqemu::MpqemuClient& c, F cond) {
     const auto deadline = std::chrono::steady_clock::now() + 5s;
     while (std::chrono::steady_clock::now() < deadline) {
         c.poll_events();
@@ -403,12 +403,12 @@ TEST(MpqemuClient, MemoryBarsGoAboveGuestRam) {
     Events events;
     auto mem = vm::GuestMemory::create({{Gpa{0xF000'0000}, 1u << 20}});
     ASSERT_TRUE(mem);
-    hostdev::MpqemuClientSettings s;
+    mpqemu::MpqemuClientSettings s;
     s.socket = std::move(remote.client_end);
     s.events = &events;
     s.memory = mem->get();
     s.mem_base = 0xE000'0000;
-    auto c = hostdev::MpqemuClient::open(std::move(s));
+    auto c = mpqemu::MpqemuClient::open(std::move(s));
     ASSERT_TRUE(c) << c.error().message;
     EXPECT_GE((*c)->bar(0).base, 0xF010'0000u);
     // The 32-bit BAR3 and ROM still fit below 4 GiB.
@@ -620,20 +620,20 @@ TEST(MpqemuClient, RespawnSetsUpTheNewRemoteAndReplaysConfig) {
     ASSERT_TRUE(mem);
     std::vector<std::unique_ptr<FakeRemote>> later;
     std::mutex later_mu;
-    hostdev::MpqemuClientSettings s;
+    mpqemu::MpqemuClientSettings s;
     s.socket = std::move(first.client_end);
     s.label = "mpqemu-fd:respawn";
     s.events = &events;
     s.memory = mem->get();
     s.respawn_interval = 1ms;
-    s.respawn = [&]() -> Result<std::pair<UniqueFd, std::unique_ptr<hostdev::QemuProcess>>> {
+    s.respawn = [&]() -> Result<std::pair<UniqueFd, std::unique_ptr<mpqemu::QemuProcess>>> {
         auto r = std::make_unique<FakeRemote>();
         UniqueFd fd = std::move(r->client_end);
         std::lock_guard lk(later_mu);
         later.push_back(std::move(r));
-        return std::make_pair(std::move(fd), std::unique_ptr<hostdev::QemuProcess>());
+        return std::make_pair(std::move(fd), std::unique_ptr<mpqemu::QemuProcess>());
     };
-    auto c = hostdev::MpqemuClient::open(std::move(s));
+    auto c = mpqemu::MpqemuClient::open(std::move(s));
     ASSERT_TRUE(c) << c.error().message;
     auto& client = **c;
     const uint8_t cmd[2] = {0x04, 0x00};
@@ -677,28 +677,28 @@ TEST(MpqemuClient, AnythingButRetLosesTheConnection) {
 }
 
 TEST(MpqemuClient, QemuDeviceUrlParsing) {
-    auto s = hostdev::parse_qemu_device("nvme,drive=disk.raw,serial=pk1,num_queues=4");
+    auto s = mpqemu::parse_qemu_device("nvme,drive=disk.raw,serial=pk1,num_queues=4");
     ASSERT_TRUE(s) << s.error().message;
     EXPECT_EQ(s->device, "nvme");
     EXPECT_EQ(s->drive, "disk.raw");
     ASSERT_EQ(s->props.size(), 2u);
     EXPECT_EQ(s->props[0], (std::pair<std::string, std::string>{"serial", "pk1"}));
-    EXPECT_TRUE(hostdev::parse_qemu_device("e1000"));
-    EXPECT_FALSE(hostdev::parse_qemu_device(",serial=1"));
-    EXPECT_FALSE(hostdev::parse_qemu_device("nvme,,serial=1"));
-    EXPECT_FALSE(hostdev::parse_qemu_device("nvme,serial"));
-    EXPECT_FALSE(hostdev::parse_qemu_device("nvme,id=x"));
-    EXPECT_FALSE(hostdev::parse_qemu_device("nvme,drive="));
-    EXPECT_FALSE(hostdev::parse_qemu_device("nvme,serial=1,serial=2"));
-    EXPECT_FALSE(hostdev::parse_qemu_device("drive=x"));
+    EXPECT_TRUE(mpqemu::parse_qemu_device("e1000"));
+    EXPECT_FALSE(mpqemu::parse_qemu_device(",serial=1"));
+    EXPECT_FALSE(mpqemu::parse_qemu_device("nvme,,serial=1"));
+    EXPECT_FALSE(mpqemu::parse_qemu_device("nvme,serial"));
+    EXPECT_FALSE(mpqemu::parse_qemu_device("nvme,id=x"));
+    EXPECT_FALSE(mpqemu::parse_qemu_device("nvme,drive="));
+    EXPECT_FALSE(mpqemu::parse_qemu_device("nvme,serial=1,serial=2"));
+    EXPECT_FALSE(mpqemu::parse_qemu_device("drive=x"));
 }
 
 TEST(MpqemuClient, QemuCommandLine) {
-    hostdev::QemuLaunchSettings q;
+    mpqemu::QemuLaunchSettings q;
     q.device = "nvme";
     q.drive = "/tmp/a,b.raw";
     q.device_props = {{"serial", "pk1"}};
-    const auto argv = hostdev::qemu_remote_command(q, 3, "/tmp/q.sock");
+    const auto argv = mpqemu::qemu_remote_command(q, 3, "/tmp/q.sock");
     std::string joined;
     for (const auto& a : argv) joined += a + " ";
     EXPECT_EQ(joined,
@@ -711,7 +711,7 @@ TEST(MpqemuClient, QemuCommandLine) {
 
 TEST(MpqemuClient, TransportsAreRegisteredWithTheirParameters) {
     hostdev::TransportRegistry r;
-    ASSERT_TRUE(hostdev::register_mpqemu_transports(r));
+    ASSERT_TRUE(mpqemu::register_mpqemu_transports(r));
     const auto schemes = r.schemes();
     EXPECT_NE(std::find(schemes.begin(), schemes.end(), "qemu"), schemes.end());
     EXPECT_NE(std::find(schemes.begin(), schemes.end(), "mpqemu-fd"), schemes.end());

@@ -9,12 +9,12 @@
 #include <cerrno>
 #include <cstring>
 
-#include "hostdev/mpqemu/protocol.hpp"
+#include "mpqemu/protocol.hpp"
 
 namespace potemkin {
 namespace {
 
-namespace mq = hostdev::mpqemu;
+namespace mq = mpqemu;
 
 struct Pair {
     UniqueFd a, b;

@@ -7,11 +7,11 @@
 #include <cstring>
 
 #include "hostdev/host_device.hpp"
+#include "inproc/transport.hpp"
 #include "models/builtin.hpp"
 #include "models/multibar.hpp"
 #include "pci/capabilities.hpp"
 #include "pci/registers.hpp"
-#include "sdk/inproc.hpp"
 #include "sdk/model_server.hpp"
 #include "sdk/params.hpp"
 
@@ -20,6 +20,8 @@ namespace {
 
 using hostdev::IrqKind;
 using hostdev::RegionKind;
+using inproc::InprocHostDevice;
+using inproc::register_inproc_transport;
 using models::Multibar;
 
 class RecordingEvents final : public hostdev::HostDeviceEvents {

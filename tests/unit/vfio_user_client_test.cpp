@@ -16,15 +16,15 @@
 #include <mutex>
 #include <thread>
 
-#include "hostdev/vfio_user/protocol.hpp"
-#include "hostdev/vfio_user/socket.hpp"
-#include "hostdev/vfio_user_client.hpp"
+#include "vfio_user/client.hpp"
+#include "vfio_user/protocol.hpp"
+#include "vfio_user/socket.hpp"
 #include "vm/guest_memory.hpp"
 
 namespace potemkin {
 namespace {
 
-namespace vu = hostdev::vfio_user;
+namespace vu = vfio_user;
 using namespace std::chrono_literals;
 
 std::span<const uint8_t> bytes(const std::vector<uint8_t>& v) {
@@ -282,7 +282,7 @@ struct Engine {
 
 hostdev::TransportRegistry registry() {
     hostdev::TransportRegistry r;
-    EXPECT_TRUE(hostdev::register_vfio_user_transport(r));
+    EXPECT_TRUE(vfio_user::register_vfio_user_transport(r));
     return r;
 }
 
@@ -318,7 +318,7 @@ TEST(VfioUserClient, NegotiatesAndDescribesTheDevice) {
     Events ev;
     auto d = open_url("vfio-user:" + server.path(), ev);
     ASSERT_TRUE(d) << d.error().message;
-    auto* client = dynamic_cast<hostdev::VfioUserClient*>(d->get());
+    auto* client = dynamic_cast<vfio_user::VfioUserClient*>(d->get());
     ASSERT_NE(client, nullptr);
     const auto caps = client->caps();
     EXPECT_EQ(caps.major, 0);
@@ -374,7 +374,7 @@ TEST(VfioUserClient, ErrorReplyCarriesTheServersErrno) {
     EXPECT_NE(r.error().message.find("REGION_READ"), std::string::npos) << r.error().message;
     EXPECT_NE(r.error().message.find(server.path()), std::string::npos) << r.error().message;
     // An error reply is an answer: the connection stays up.
-    EXPECT_TRUE(dynamic_cast<hostdev::VfioUserClient*>(d->get())->connected());
+    EXPECT_TRUE(dynamic_cast<vfio_user::VfioUserClient*>(d->get())->connected());
 }
 
 TEST(VfioUserClient, TimeoutFailsTheRequestAndDropsTheConnection) {
@@ -394,7 +394,7 @@ TEST(VfioUserClient, TimeoutFailsTheRequestAndDropsTheConnection) {
     EXPECT_NE(r.error().message.find("no reply within 100 ms"), std::string::npos)
         << r.error().message;
     EXPECT_LT(took, 2s);
-    EXPECT_FALSE(dynamic_cast<hostdev::VfioUserClient*>(d->get())->connected());
+    EXPECT_FALSE(dynamic_cast<vfio_user::VfioUserClient*>(d->get())->connected());
     ASSERT_EQ(ev.gone.size(), 1u);
     EXPECT_NE(ev.gone[0].find("server went away"), std::string::npos) << ev.gone[0];
 }
@@ -454,7 +454,7 @@ TEST(VfioUserClient, ReconnectRestoresConfigWritesAndInterrupts) {
     Engine engine;
     auto d = open_url("vfio-user:" + server.path() + "?timeout_ms=300", ev, &engine);
     ASSERT_TRUE(d) << d.error().message;
-    auto* client = dynamic_cast<hostdev::VfioUserClient*>(d->get());
+    auto* client = dynamic_cast<vfio_user::VfioUserClient*>(d->get());
     const std::array<uint8_t, 2> command{0x06, 0x00};
     const std::array<uint8_t, 1> line{0x0b};
     ASSERT_TRUE((*d)->config_write(0x3c, line));
@@ -643,7 +643,7 @@ TEST(VfioUserClient, ServerRequestArrivingWithTheReplyIsServed) {
     ASSERT_TRUE((*d)->region_read(0, 0, buf));
     EXPECT_EQ(buf, (std::array<uint8_t, 4>{0x5a, 0x5a, 0x5a, 0x5a}));
     EXPECT_TRUE(eventually([&] {
-        dynamic_cast<hostdev::VfioUserClient*>(d->get())->poll_events();
+        dynamic_cast<vfio_user::VfioUserClient*>(d->get())->poll_events();
         return answered.load();
     }));
 }

@@ -1,4 +1,4 @@
-// The vfio-user codec (hostdev/vfio_user/protocol.hpp) and framing (socket.hpp): round trips of
+// The vfio-user codec (vfio_user/protocol.hpp) and framing (socket.hpp): round trips of
 // every payload, the exact wire bytes of the fixed structs, and each validation error with the
 // field it names and the errno a server replies with.
 #include <gtest/gtest.h>
@@ -12,10 +12,10 @@
 #include <thread>
 #include <vector>
 
-#include "hostdev/vfio_user/protocol.hpp"
-#include "hostdev/vfio_user/socket.hpp"
+#include "vfio_user/protocol.hpp"
+#include "vfio_user/socket.hpp"
 
-namespace potemkin::hostdev::vfio_user {
+namespace potemkin::vfio_user {
 namespace {
 
 std::vector<uint8_t> bytes(std::string_view s, bool nul = true) {
@@ -738,4 +738,4 @@ TEST(VfioUserReader, LargeMessageGrowsTheBufferAndErrorsAreReported) {
 }
 
 }  // namespace
-}  // namespace potemkin::hostdev::vfio_user
+}  // namespace potemkin::vfio_user

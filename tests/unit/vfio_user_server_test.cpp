@@ -1,4 +1,4 @@
-// sdk::VfioUserServer at the wire level: a raw socket client written here (no client library)
+// vfio_user::VfioUserServer at the wire level: a raw socket client written here (no client library)
 // against the edu model served on a thread. Every command's happy path, the malformed set with
 // the exact error replies, and that the server keeps serving after each error and across
 // reconnects (the device state survives).
@@ -16,18 +16,16 @@
 #include <filesystem>
 #include <thread>
 
-#include "hostdev/vfio_user/protocol.hpp"
-#include "hostdev/vfio_user/socket.hpp"
 #include "machine/builtins.hpp"
 #include "sdk/device_model.hpp"
-#include "sdk/vfio_user_server.hpp"
+#include "vfio_user/protocol.hpp"
+#include "vfio_user/server.hpp"
+#include "vfio_user/socket.hpp"
 
-namespace potemkin::sdk {
+namespace potemkin::vfio_user {
+using sdk::DeviceModel;
+using sdk::ModelRegistry;
 namespace {
-
-namespace vu = hostdev::vfio_user;
-using vu::Command;
-using vu::UniqueFd;
 
 constexpr int kTimeoutMs = 2000;  // generous: only reached when something is broken
 
@@ -97,26 +95,26 @@ class VfioUserServerTest : public ::testing::Test {
     }
     UniqueFd connect_negotiated() {
         UniqueFd fd = connect_raw();
-        vu::Version v;
-        auto r = request(fd.get(), Command::version, vu::encode_version(v));
+        Version v;
+        auto r = request(fd.get(), Command::version, encode_version(v));
         EXPECT_TRUE(r && !r->header.is_error());
         return fd;
     }
 
     // Sends a command and returns the reply (error replies included: check header.is_error()).
-    Result<vu::Message> request(int fd, Command cmd, const std::vector<uint8_t>& payload,
-                                std::span<const int> fds = {}, uint32_t extra_flags = 0) {
-        vu::Header h;
+    Result<Message> request(int fd, Command cmd, const std::vector<uint8_t>& payload,
+                            std::span<const int> fds = {}, uint32_t extra_flags = 0) {
+        Header h;
         h.msg_id = ++msg_id_;
         h.cmd = static_cast<uint16_t>(cmd);
-        h.flags = vu::kTypeCommand | extra_flags;
-        POTEMKIN_TRY(vu::send_message(fd, h, as_bytes(payload), fds));
+        h.flags = kTypeCommand | extra_flags;
+        POTEMKIN_TRY(send_message(fd, h, as_bytes(payload), fds));
         return receive(fd, h);
     }
-    Result<vu::Message> receive(int fd, const vu::Header& sent) {
-        vu::RecvOptions o;
+    Result<Message> receive(int fd, const Header& sent) {
+        RecvOptions o;
         o.timeout_ms = kTimeoutMs;
-        auto m = vu::recv_message(fd, o);
+        auto m = recv_message(fd, o);
         if (!m) return m;
         EXPECT_TRUE(m->header.is_reply());
         EXPECT_EQ(m->header.msg_id, sent.msg_id);
@@ -128,7 +126,7 @@ class VfioUserServerTest : public ::testing::Test {
                             std::span<const int> fds = {}) {
         auto r = request(fd, cmd, payload, fds);
         ASSERT_TRUE(r) << r.error().message;
-        EXPECT_TRUE(r->header.is_error()) << vu::command_name(cmd);
+        EXPECT_TRUE(r->header.is_error()) << command_name(cmd);
         EXPECT_EQ(r->header.flags, 0x21u);
         EXPECT_EQ(r->header.error_no, static_cast<uint32_t>(err));
         EXPECT_EQ(r->header.msg_size, 16u);
@@ -136,10 +134,10 @@ class VfioUserServerTest : public ::testing::Test {
 
     Result<std::vector<uint8_t>> region_read(int fd, uint32_t region, uint64_t offset,
                                              uint32_t count) {
-        auto r = request(fd, Command::region_read, vu::encode_region_access(offset, region, count));
+        auto r = request(fd, Command::region_read, encode_region_access(offset, region, count));
         if (!r) return fail(r.error());
         if (r->header.is_error()) return failf("error reply {}", r->header.error_no);
-        auto a = vu::decode_region_access(Command::region_read, true, r->payload, 1u << 20);
+        auto a = decode_region_access(Command::region_read, true, r->payload, 1u << 20);
         if (!a) return fail(a.error());
         EXPECT_EQ(a->offset, offset);
         EXPECT_EQ(a->region, region);
@@ -154,9 +152,9 @@ class VfioUserServerTest : public ::testing::Test {
         return v;
     }
     void write_bytes(int fd, uint32_t region, uint64_t offset, const std::vector<uint8_t>& data) {
-        auto r = request(
-            fd, Command::region_write,
-            vu::encode_region_access(offset, region, static_cast<uint32_t>(data.size()), data));
+        auto r =
+            request(fd, Command::region_write,
+                    encode_region_access(offset, region, static_cast<uint32_t>(data.size()), data));
         ASSERT_TRUE(r) << r.error().message;
         ASSERT_FALSE(r->header.is_error()) << r->header.error_no;
         EXPECT_EQ(r->header.msg_size, 32u);  // the 16-byte struct echoed, no data
@@ -165,12 +163,12 @@ class VfioUserServerTest : public ::testing::Test {
         write_bytes(fd, region, offset, le32(v));
     }
     void set_irq_eventfd(int sock, uint32_t index, int efd) {
-        vu::IrqSet s;
-        s.flags = vu::kIrqSetDataEventfd | vu::kIrqSetActionTrigger;
+        IrqSet s;
+        s.flags = kIrqSetDataEventfd | kIrqSetActionTrigger;
         s.index = index;
         s.count = 1;
         int fds[1] = {efd};
-        auto r = request(sock, Command::device_set_irqs, vu::encode_irq_set(s), fds);
+        auto r = request(sock, Command::device_set_irqs, encode_irq_set(s), fds);
         ASSERT_TRUE(r);
         ASSERT_FALSE(r->header.is_error()) << r->header.error_no;
     }
@@ -188,30 +186,30 @@ class VfioUserServerTest : public ::testing::Test {
 
 TEST_F(VfioUserServerTest, VersionNegotiation) {
     UniqueFd fd = connect_raw();
-    vu::Version v;
+    Version v;
     v.minor = 7;  // newer than ours: the reply says 2
     v.caps.max_msg_fds = 4;
-    auto r = request(fd.get(), Command::version, vu::encode_version(v));
+    auto r = request(fd.get(), Command::version, encode_version(v));
     ASSERT_TRUE(r);
     ASSERT_FALSE(r->header.is_error());
-    auto back = vu::decode_version(r->payload);
+    auto back = decode_version(r->payload);
     ASSERT_TRUE(back) << back.error().message;
     EXPECT_EQ(back->major, 0);
     EXPECT_EQ(back->minor, 2);
     EXPECT_EQ(back->caps.max_msg_fds, 8u);
     EXPECT_EQ(back->caps.max_data_xfer_size, 1048576u);
     // Only once per connection.
-    expect_error_reply(fd.get(), Command::version, vu::encode_version(v), EINVAL);
+    expect_error_reply(fd.get(), Command::version, encode_version(v), EINVAL);
     expect_alive(fd.get());
 }
 
 TEST_F(VfioUserServerTest, VersionBadMajorThenGoodOne) {
     UniqueFd fd = connect_raw();
-    vu::Version v;
+    Version v;
     v.major = 1;
-    expect_error_reply(fd.get(), Command::version, vu::encode_version(v), EINVAL);
+    expect_error_reply(fd.get(), Command::version, encode_version(v), EINVAL);
     v.major = 0;
-    auto r = request(fd.get(), Command::version, vu::encode_version(v));
+    auto r = request(fd.get(), Command::version, encode_version(v));
     ASSERT_TRUE(r);
     EXPECT_FALSE(r->header.is_error());
 }
@@ -244,17 +242,17 @@ TEST_F(VfioUserServerTest, VersionMalformed) {
     // A VERSION with fds.
     UniqueFd ev(::eventfd(0, EFD_CLOEXEC));
     int fds[1] = {ev.get()};
-    expect_error_reply(fd.get(), Command::version, vu::encode_version({}), EINVAL, fds);
+    expect_error_reply(fd.get(), Command::version, encode_version({}), EINVAL, fds);
     // Still negotiable afterwards.
-    auto r = request(fd.get(), Command::version, vu::encode_version({}));
+    auto r = request(fd.get(), Command::version, encode_version({}));
     ASSERT_TRUE(r);
     EXPECT_FALSE(r->header.is_error());
 }
 
 TEST_F(VfioUserServerTest, CommandBeforeVersionIsRefused) {
     UniqueFd fd = connect_raw();
-    expect_error_reply(fd.get(), Command::region_read, vu::encode_region_access(0, 7, 4), EINVAL);
-    auto r = request(fd.get(), Command::version, vu::encode_version({}));
+    expect_error_reply(fd.get(), Command::region_read, encode_region_access(0, 7, 4), EINVAL);
+    auto r = request(fd.get(), Command::version, encode_version({}));
     ASSERT_TRUE(r);
     EXPECT_FALSE(r->header.is_error());
     expect_alive(fd.get());
@@ -264,72 +262,72 @@ TEST_F(VfioUserServerTest, CommandBeforeVersionIsRefused) {
 
 TEST_F(VfioUserServerTest, DeviceGetInfo) {
     UniqueFd fd = connect_negotiated();
-    auto r = request(fd.get(), Command::device_get_info, vu::encode_device_info({}));
+    auto r = request(fd.get(), Command::device_get_info, encode_device_info({}));
     ASSERT_TRUE(r);
-    auto d = vu::decode_device_info(r->payload);
+    auto d = decode_device_info(r->payload);
     ASSERT_TRUE(d);
     EXPECT_EQ(d->argsz, 16u);
     EXPECT_EQ(d->flags, 3u);  // PCI | RESET
     EXPECT_EQ(d->num_regions, 9u);
     EXPECT_EQ(d->num_irqs, 5u);
-    vu::DeviceInfo small;
+    DeviceInfo small;
     small.argsz = 8;
-    expect_error_reply(fd.get(), Command::device_get_info, vu::encode_device_info(small), EINVAL);
+    expect_error_reply(fd.get(), Command::device_get_info, encode_device_info(small), EINVAL);
 }
 
 TEST_F(VfioUserServerTest, RegionInfo) {
     UniqueFd fd = connect_negotiated();
     auto info = [&](uint32_t index) {
         auto r = request(fd.get(), Command::device_get_region_info,
-                         vu::encode_region_info_request(index, 32));
+                         encode_region_info_request(index, 32));
         EXPECT_TRUE(r && !r->header.is_error());
         EXPECT_TRUE(r->fds.empty());
-        auto i = vu::decode_region_info_reply(r->payload);
+        auto i = decode_region_info_reply(r->payload);
         EXPECT_TRUE(i);
         return *i;
     };
     auto config = info(7);
     EXPECT_EQ(config.size, 256u);
-    EXPECT_EQ(config.flags, vu::kRegionFlagRead | vu::kRegionFlagWrite);
+    EXPECT_EQ(config.flags, kRegionFlagRead | kRegionFlagWrite);
     EXPECT_EQ(config.argsz, 32u);
     auto bar0 = info(0);
     EXPECT_EQ(bar0.size, 1u << 20);
-    EXPECT_EQ(bar0.flags, vu::kRegionFlagRead | vu::kRegionFlagWrite);
+    EXPECT_EQ(bar0.flags, kRegionFlagRead | kRegionFlagWrite);
     auto bar1 = info(1);  // edu has BAR0 only
     EXPECT_EQ(bar1.size, 0u);
     EXPECT_EQ(bar1.flags, 0u);
     auto vga = info(8);
     EXPECT_EQ(vga.size, 0u);
-    expect_error_reply(fd.get(), Command::device_get_region_info,
-                       vu::encode_region_info_request(9, 32), EINVAL);
-    expect_error_reply(fd.get(), Command::device_get_region_info,
-                       vu::encode_region_info_request(0, 16), EINVAL);
+    expect_error_reply(fd.get(), Command::device_get_region_info, encode_region_info_request(9, 32),
+                       EINVAL);
+    expect_error_reply(fd.get(), Command::device_get_region_info, encode_region_info_request(0, 16),
+                       EINVAL);
     expect_alive(fd.get());
 }
 
 TEST_F(VfioUserServerTest, RegionIoFdsAndIrqInfo) {
     UniqueFd fd = connect_negotiated();
-    vu::RegionIoFds io;
+    RegionIoFds io;
     io.index = 0;
-    auto r = request(fd.get(), Command::device_get_region_io_fds, vu::encode_region_io_fds(io));
+    auto r = request(fd.get(), Command::device_get_region_io_fds, encode_region_io_fds(io));
     ASSERT_TRUE(r && !r->header.is_error());
     EXPECT_EQ(r->payload.size(), 16u);
     auto irq = [&](uint32_t index) {
-        vu::IrqInfo i;
+        IrqInfo i;
         i.index = index;
-        auto rr = request(fd.get(), Command::device_get_irq_info, vu::encode_irq_info(i));
+        auto rr = request(fd.get(), Command::device_get_irq_info, encode_irq_info(i));
         EXPECT_TRUE(rr && !rr->header.is_error());
-        return *vu::decode_irq_info(rr->payload);
+        return *decode_irq_info(rr->payload);
     };
-    EXPECT_EQ(irq(vu::kIrqIndexIntx).count, 1u);
-    EXPECT_NE(irq(vu::kIrqIndexIntx).flags & vu::kIrqInfoFlagEventfd, 0u);
-    EXPECT_EQ(irq(vu::kIrqIndexMsi).count, 1u);  // edu: MSI with 1 vector
-    EXPECT_EQ(irq(vu::kIrqIndexMsix).count, 0u);
-    EXPECT_EQ(irq(vu::kIrqIndexErr).count, 0u);
-    EXPECT_EQ(irq(vu::kIrqIndexReq).count, 0u);
-    vu::IrqInfo bad;
+    EXPECT_EQ(irq(kIrqIndexIntx).count, 1u);
+    EXPECT_NE(irq(kIrqIndexIntx).flags & kIrqInfoFlagEventfd, 0u);
+    EXPECT_EQ(irq(kIrqIndexMsi).count, 1u);  // edu: MSI with 1 vector
+    EXPECT_EQ(irq(kIrqIndexMsix).count, 0u);
+    EXPECT_EQ(irq(kIrqIndexErr).count, 0u);
+    EXPECT_EQ(irq(kIrqIndexReq).count, 0u);
+    IrqInfo bad;
     bad.index = 5;
-    expect_error_reply(fd.get(), Command::device_get_irq_info, vu::encode_irq_info(bad), EINVAL);
+    expect_error_reply(fd.get(), Command::device_get_irq_info, encode_irq_info(bad), EINVAL);
 }
 
 TEST_F(VfioUserServerTest, ConfigReadGivesEduIds) {
@@ -340,7 +338,7 @@ TEST_F(VfioUserServerTest, ConfigReadGivesEduIds) {
     ASSERT_TRUE(d);
     EXPECT_EQ(*d, (std::vector<uint8_t>{0x12, 0xe8}));
     // count 0: a header-only reply.
-    auto r = request(fd.get(), Command::region_read, vu::encode_region_access(0, 7, 0));
+    auto r = request(fd.get(), Command::region_read, encode_region_access(0, 7, 0));
     ASSERT_TRUE(r);
     EXPECT_FALSE(r->header.is_error());
     EXPECT_EQ(r->header.msg_size, 16u);
@@ -370,16 +368,16 @@ TEST_F(VfioUserServerTest, DmaMapMemfdZeroCopy) {
         ::mmap(nullptr, 0x10000, PROT_READ | PROT_WRITE, MAP_SHARED, mem.get(), 0));
     ASSERT_NE(ram, MAP_FAILED);
     for (int i = 0; i < 16; ++i) ram[0x1000 + i] = static_cast<uint8_t>(0xa0 + i);
-    vu::DmaMap m;
+    DmaMap m;
     m.addr = 0x100000;
     m.size = 0x10000;
     int fds[1] = {mem.get()};
-    auto r = request(fd.get(), Command::dma_map, vu::encode_dma_map(m), fds);
+    auto r = request(fd.get(), Command::dma_map, encode_dma_map(m), fds);
     ASSERT_TRUE(r);
     ASSERT_FALSE(r->header.is_error()) << r->header.error_no;
     EXPECT_EQ(r->header.msg_size, 16u);
     // Mapping the same thing again is idempotent.
-    r = request(fd.get(), Command::dma_map, vu::encode_dma_map(m), fds);
+    r = request(fd.get(), Command::dma_map, encode_dma_map(m), fds);
     ASSERT_TRUE(r);
     EXPECT_FALSE(r->header.is_error());
 
@@ -393,10 +391,10 @@ TEST_F(VfioUserServerTest, DmaMapMemfdZeroCopy) {
     write_bytes(fd.get(), 0, 0x98, le64(3));
     for (int i = 0; i < 16; ++i) EXPECT_EQ(ram[0x2000 + i], 0xa0 + i) << i;
 
-    vu::DmaUnmap u;
+    DmaUnmap u;
     u.addr = 0x100000;
     u.size = 0x10000;
-    r = request(fd.get(), Command::dma_unmap, vu::encode_dma_unmap(u));
+    r = request(fd.get(), Command::dma_unmap, encode_dma_unmap(u));
     ASSERT_TRUE(r);
     ASSERT_FALSE(r->header.is_error());
     EXPECT_EQ(r->payload.size(), 24u);
@@ -413,33 +411,33 @@ TEST_F(VfioUserServerTest, DmaMapErrors) {
     ASSERT_EQ(0, ::ftruncate(mem.get(), 0x4000));
     int one[1] = {mem.get()};
     int two[2] = {mem.get(), mem.get()};
-    vu::DmaMap m;
+    DmaMap m;
     m.addr = 0;
     m.size = 0x4000;
-    expect_error_reply(fd.get(), Command::dma_map, vu::encode_dma_map(m), EINVAL, two);
+    expect_error_reply(fd.get(), Command::dma_map, encode_dma_map(m), EINVAL, two);
     m.size = 0x8000;  // past the end of the memfd: would SIGBUS
-    expect_error_reply(fd.get(), Command::dma_map, vu::encode_dma_map(m), EINVAL, one);
+    expect_error_reply(fd.get(), Command::dma_map, encode_dma_map(m), EINVAL, one);
     m.size = 0x4000;
-    m.flags |= vu::kDmaMapFlagMmap;  // MMAP without an fd
-    expect_error_reply(fd.get(), Command::dma_map, vu::encode_dma_map(m), EINVAL);
+    m.flags |= kDmaMapFlagMmap;  // MMAP without an fd
+    expect_error_reply(fd.get(), Command::dma_map, encode_dma_map(m), EINVAL);
     m.flags = 3;
-    auto r = request(fd.get(), Command::dma_map, vu::encode_dma_map(m), one);
+    auto r = request(fd.get(), Command::dma_map, encode_dma_map(m), one);
     ASSERT_TRUE(r && !r->header.is_error());
     m.addr = 0x2000;  // overlaps
-    expect_error_reply(fd.get(), Command::dma_map, vu::encode_dma_map(m), EINVAL, one);
+    expect_error_reply(fd.get(), Command::dma_map, encode_dma_map(m), EINVAL, one);
     m.addr = 0;
     m.offset = 0x1000;  // same range, different offset
     m.size = 0x3000;
-    expect_error_reply(fd.get(), Command::dma_map, vu::encode_dma_map(m), EINVAL, one);
-    vu::DmaUnmap u;
+    expect_error_reply(fd.get(), Command::dma_map, encode_dma_map(m), EINVAL, one);
+    DmaUnmap u;
     u.addr = 0x1000;
     u.size = 0x1000;  // not a mapping
-    expect_error_reply(fd.get(), Command::dma_unmap, vu::encode_dma_unmap(u), EINVAL);
+    expect_error_reply(fd.get(), Command::dma_unmap, encode_dma_unmap(u), EINVAL);
     u.addr = u.size = 0;
-    u.flags = vu::kDmaUnmapFlagAll;
-    r = request(fd.get(), Command::dma_unmap, vu::encode_dma_unmap(u));
+    u.flags = kDmaUnmapFlagAll;
+    r = request(fd.get(), Command::dma_unmap, encode_dma_unmap(u));
     ASSERT_TRUE(r && !r->header.is_error());
-    auto short_map = vu::encode_dma_map(m);
+    auto short_map = encode_dma_map(m);
     short_map.resize(24);
     expect_error_reply(fd.get(), Command::dma_map, short_map, EINVAL);
     expect_alive(fd.get());
@@ -447,33 +445,33 @@ TEST_F(VfioUserServerTest, DmaMapErrors) {
 
 TEST_F(VfioUserServerTest, DmaByMessageWhenMappedWithoutFd) {
     UniqueFd fd = connect_negotiated();
-    vu::DmaMap m;
+    DmaMap m;
     m.addr = 0x100000;
     m.size = 0x1000;
-    auto r = request(fd.get(), Command::dma_map, vu::encode_dma_map(m));
+    auto r = request(fd.get(), Command::dma_map, encode_dma_map(m));
     ASSERT_TRUE(r && !r->header.is_error());
     write_bytes(fd.get(), 0, 0x80, le64(0x100010));
     write_bytes(fd.get(), 0, 0x88, le64(0x40000));
     write_bytes(fd.get(), 0, 0x90, le64(8));
     // Starting the DMA: the server asks us for the bytes before it answers the write.
-    vu::Header h;
+    Header h;
     h.msg_id = ++msg_id_;
     h.cmd = static_cast<uint16_t>(Command::region_write);
     auto cmd = le64(1);
-    ASSERT_TRUE(vu::send_message(fd.get(), h, as_bytes(vu::encode_region_access(0x98, 0, 8, cmd))));
-    vu::RecvOptions o;
+    ASSERT_TRUE(send_message(fd.get(), h, as_bytes(encode_region_access(0x98, 0, 8, cmd))));
+    RecvOptions o;
     o.timeout_ms = kTimeoutMs;
-    auto dma = vu::recv_message(fd.get(), o);
+    auto dma = recv_message(fd.get(), o);
     ASSERT_TRUE(dma) << dma.error().message;
     ASSERT_TRUE(dma->header.is_command());
     ASSERT_EQ(dma->header.cmd, static_cast<uint16_t>(Command::dma_read));
-    auto a = vu::decode_dma_access(Command::dma_read, false, dma->payload, 1u << 20);
+    auto a = decode_dma_access(Command::dma_read, false, dma->payload, 1u << 20);
     ASSERT_TRUE(a);
     EXPECT_EQ(a->addr, 0x100010u);
     EXPECT_EQ(a->count, 8u);
     const std::vector<uint8_t> data = {1, 2, 3, 4, 5, 6, 7, 8};
-    ASSERT_TRUE(vu::send_message(fd.get(), vu::reply_header(dma->header),
-                                 as_bytes(vu::encode_dma_access(0x100010, 8, data))));
+    ASSERT_TRUE(send_message(fd.get(), reply_header(dma->header),
+                             as_bytes(encode_dma_access(0x100010, 8, data))));
     auto rep = receive(fd.get(), h);
     ASSERT_TRUE(rep);
     EXPECT_FALSE(rep->header.is_error());
@@ -483,16 +481,16 @@ TEST_F(VfioUserServerTest, DmaByMessageWhenMappedWithoutFd) {
     write_bytes(fd.get(), 0, 0x88, le64(0x100020));
     h.msg_id = ++msg_id_;
     cmd = le64(3);
-    ASSERT_TRUE(vu::send_message(fd.get(), h, as_bytes(vu::encode_region_access(0x98, 0, 8, cmd))));
-    dma = vu::recv_message(fd.get(), o);
+    ASSERT_TRUE(send_message(fd.get(), h, as_bytes(encode_region_access(0x98, 0, 8, cmd))));
+    dma = recv_message(fd.get(), o);
     ASSERT_TRUE(dma);
     ASSERT_EQ(dma->header.cmd, static_cast<uint16_t>(Command::dma_write));
-    a = vu::decode_dma_access(Command::dma_write, false, dma->payload, 1u << 20);
+    a = decode_dma_access(Command::dma_write, false, dma->payload, 1u << 20);
     ASSERT_TRUE(a);
     EXPECT_EQ(a->addr, 0x100020u);
     EXPECT_EQ(a->data, data);
-    ASSERT_TRUE(vu::send_message(fd.get(), vu::reply_header(dma->header),
-                                 as_bytes(vu::encode_dma_access(0x100020, 8))));
+    ASSERT_TRUE(send_message(fd.get(), reply_header(dma->header),
+                             as_bytes(encode_dma_access(0x100020, 8))));
     rep = receive(fd.get(), h);
     ASSERT_TRUE(rep);
     EXPECT_FALSE(rep->header.is_error());
@@ -502,31 +500,31 @@ TEST_F(VfioUserServerTest, DmaByMessageWhenMappedWithoutFd) {
 TEST_F(VfioUserServerTest, MsiEventfdFiresOnEduRaise) {
     UniqueFd fd = connect_negotiated();
     UniqueFd ev(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-    set_irq_eventfd(fd.get(), vu::kIrqIndexMsi, ev.get());
+    set_irq_eventfd(fd.get(), kIrqIndexMsi, ev.get());
     write32(fd.get(), 0, 0x60, 1);  // raise
     ASSERT_TRUE(readable(ev.get(), kTimeoutMs));
     uint64_t n = 0;
     ASSERT_EQ(::read(ev.get(), &n, 8), 8);
     EXPECT_EQ(n, 1u);
     // Masked: no signal until unmasked, then the pending one arrives.
-    vu::IrqSet mask;
-    mask.flags = vu::kIrqSetDataNone | vu::kIrqSetActionMask;
-    mask.index = vu::kIrqIndexMsi;
+    IrqSet mask;
+    mask.flags = kIrqSetDataNone | kIrqSetActionMask;
+    mask.index = kIrqIndexMsi;
     mask.count = 1;
-    auto r = request(fd.get(), Command::device_set_irqs, vu::encode_irq_set(mask));
+    auto r = request(fd.get(), Command::device_set_irqs, encode_irq_set(mask));
     ASSERT_TRUE(r && !r->header.is_error());
     write32(fd.get(), 0, 0x60, 2);
     EXPECT_FALSE(readable(ev.get(), 0));
-    mask.flags = vu::kIrqSetDataNone | vu::kIrqSetActionUnmask;
-    r = request(fd.get(), Command::device_set_irqs, vu::encode_irq_set(mask));
+    mask.flags = kIrqSetDataNone | kIrqSetActionUnmask;
+    r = request(fd.get(), Command::device_set_irqs, encode_irq_set(mask));
     ASSERT_TRUE(r && !r->header.is_error());
     EXPECT_TRUE(readable(ev.get(), kTimeoutMs));
     // Disabling MSI (count 0) brings the device back to INTx: no MSI signal any more.
     ASSERT_EQ(::read(ev.get(), &n, 8), 8);
-    vu::IrqSet off;
-    off.flags = vu::kIrqSetDataNone | vu::kIrqSetActionTrigger;
-    off.index = vu::kIrqIndexMsi;
-    r = request(fd.get(), Command::device_set_irqs, vu::encode_irq_set(off));
+    IrqSet off;
+    off.flags = kIrqSetDataNone | kIrqSetActionTrigger;
+    off.index = kIrqIndexMsi;
+    r = request(fd.get(), Command::device_set_irqs, encode_irq_set(off));
     ASSERT_TRUE(r && !r->header.is_error());
     write32(fd.get(), 0, 0x60, 4);
     EXPECT_FALSE(readable(ev.get(), 0));
@@ -535,7 +533,7 @@ TEST_F(VfioUserServerTest, MsiEventfdFiresOnEduRaise) {
 TEST_F(VfioUserServerTest, IntxEventfdAutomaskAndUnmaskResample) {
     UniqueFd fd = connect_negotiated();
     UniqueFd ev(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-    set_irq_eventfd(fd.get(), vu::kIrqIndexIntx, ev.get());
+    set_irq_eventfd(fd.get(), kIrqIndexIntx, ev.get());
     write32(fd.get(), 0, 0x60, 1);  // raise: line asserted
     ASSERT_TRUE(readable(ev.get(), kTimeoutMs));
     uint64_t n;
@@ -543,26 +541,26 @@ TEST_F(VfioUserServerTest, IntxEventfdAutomaskAndUnmaskResample) {
     // Auto-masked: the line stays asserted but nothing more until the unmask...
     write32(fd.get(), 0, 0x60, 2);
     EXPECT_FALSE(readable(ev.get(), 0));
-    vu::IrqSet unmask;
-    unmask.flags = vu::kIrqSetDataNone | vu::kIrqSetActionUnmask;
-    unmask.index = vu::kIrqIndexIntx;
+    IrqSet unmask;
+    unmask.flags = kIrqSetDataNone | kIrqSetActionUnmask;
+    unmask.index = kIrqIndexIntx;
     unmask.count = 1;
-    auto r = request(fd.get(), Command::device_set_irqs, vu::encode_irq_set(unmask));
+    auto r = request(fd.get(), Command::device_set_irqs, encode_irq_set(unmask));
     ASSERT_TRUE(r && !r->header.is_error());
     // ...which resamples: still asserted, so signalled again.
     ASSERT_TRUE(readable(ev.get(), kTimeoutMs));
     ASSERT_EQ(::read(ev.get(), &n, 8), 8);
     // Acknowledge everything: the line drops; an unmask now signals nothing.
     write32(fd.get(), 0, 0x64, 3);
-    r = request(fd.get(), Command::device_set_irqs, vu::encode_irq_set(unmask));
+    r = request(fd.get(), Command::device_set_irqs, encode_irq_set(unmask));
     ASSERT_TRUE(r && !r->header.is_error());
     EXPECT_FALSE(readable(ev.get(), 50));
 
     // The resample eventfd: writing it is an unmask.
     UniqueFd resample(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-    unmask.flags = vu::kIrqSetDataEventfd | vu::kIrqSetActionUnmask;
+    unmask.flags = kIrqSetDataEventfd | kIrqSetActionUnmask;
     int fds[1] = {resample.get()};
-    r = request(fd.get(), Command::device_set_irqs, vu::encode_irq_set(unmask), fds);
+    r = request(fd.get(), Command::device_set_irqs, encode_irq_set(unmask), fds);
     ASSERT_TRUE(r && !r->header.is_error());
     write32(fd.get(), 0, 0x60, 1);
     ASSERT_TRUE(readable(ev.get(), kTimeoutMs));
@@ -576,22 +574,22 @@ TEST_F(VfioUserServerTest, SetIrqsErrors) {
     UniqueFd fd = connect_negotiated();
     UniqueFd e1(::eventfd(0, EFD_CLOEXEC)), e2(::eventfd(0, EFD_CLOEXEC));
     int two[2] = {e1.get(), e2.get()};
-    vu::IrqSet s;
-    s.flags = vu::kIrqSetDataEventfd | vu::kIrqSetActionTrigger;
-    s.index = vu::kIrqIndexMsi;
+    IrqSet s;
+    s.flags = kIrqSetDataEventfd | kIrqSetActionTrigger;
+    s.index = kIrqIndexMsi;
     s.count = 1;
-    expect_error_reply(fd.get(), Command::device_set_irqs, vu::encode_irq_set(s), EINVAL, two);
+    expect_error_reply(fd.get(), Command::device_set_irqs, encode_irq_set(s), EINVAL, two);
     s.start = 1;  // edu has one MSI vector
-    expect_error_reply(fd.get(), Command::device_set_irqs, vu::encode_irq_set(s), EINVAL,
+    expect_error_reply(fd.get(), Command::device_set_irqs, encode_irq_set(s), EINVAL,
                        std::span<const int>(two, 1));
     s.start = 0;
-    s.flags = vu::kIrqSetDataNone | vu::kIrqSetActionTrigger | vu::kIrqSetActionMask;
-    expect_error_reply(fd.get(), Command::device_set_irqs, vu::encode_irq_set(s), EINVAL);
-    s.flags = vu::kIrqSetDataBool | vu::kIrqSetActionTrigger;  // no bool bytes
-    expect_error_reply(fd.get(), Command::device_set_irqs, vu::encode_irq_set(s), EINVAL);
-    s.flags = vu::kIrqSetDataNone | vu::kIrqSetActionTrigger;
-    s.index = vu::kIrqIndexErr;  // 0 ERR irqs
-    expect_error_reply(fd.get(), Command::device_set_irqs, vu::encode_irq_set(s), EINVAL);
+    s.flags = kIrqSetDataNone | kIrqSetActionTrigger | kIrqSetActionMask;
+    expect_error_reply(fd.get(), Command::device_set_irqs, encode_irq_set(s), EINVAL);
+    s.flags = kIrqSetDataBool | kIrqSetActionTrigger;  // no bool bytes
+    expect_error_reply(fd.get(), Command::device_set_irqs, encode_irq_set(s), EINVAL);
+    s.flags = kIrqSetDataNone | kIrqSetActionTrigger;
+    s.index = kIrqIndexErr;  // 0 ERR irqs
+    expect_error_reply(fd.get(), Command::device_set_irqs, encode_irq_set(s), EINVAL);
     expect_alive(fd.get());
 }
 
@@ -601,23 +599,23 @@ TEST_F(VfioUserServerTest, TwoRequestsInOneWriteGetTwoReplies) {
     UniqueFd fd = connect_negotiated();
     std::vector<uint8_t> wire;
     for (uint16_t id : {201, 202}) {
-        vu::Header h;
+        Header h;
         h.msg_id = id;
         h.cmd = static_cast<uint16_t>(Command::region_read);
         h.msg_size = 32;
-        auto head = vu::encode_header(h);
-        auto body = vu::encode_region_access(0, 7, 4);  // config: the edu ids
+        auto head = encode_header(h);
+        auto body = encode_region_access(0, 7, 4);  // config: the edu ids
         wire.insert(wire.end(), head.begin(), head.end());
         wire.insert(wire.end(), body.begin(), body.end());
     }
-    ASSERT_TRUE(vu::send_raw(fd.get(), wire));
+    ASSERT_TRUE(send_raw(fd.get(), wire));
     for (uint16_t id : {201, 202}) {
-        vu::Header sent;
+        Header sent;
         sent.msg_id = id;
         sent.cmd = static_cast<uint16_t>(Command::region_read);
         auto r = receive(fd.get(), sent);
         ASSERT_TRUE(r) << r.error().message;
-        auto a = vu::decode_region_access(Command::region_read, true, r->payload, 1u << 20);
+        auto a = decode_region_access(Command::region_read, true, r->payload, 1u << 20);
         ASSERT_TRUE(a) << a.error().message;
         EXPECT_EQ(a->data, le32(0x11e81234u));
     }
@@ -627,12 +625,12 @@ TEST_F(VfioUserServerTest, TwoRequestsInOneWriteGetTwoReplies) {
 TEST_F(VfioUserServerTest, RequestInPiecesSlowerThanTheBusyWaitIsAssembled) {
     UniqueFd fd = connect_negotiated();
     expect_alive(fd.get());  // the server is in its busy wait now
-    vu::Header h;
+    Header h;
     h.msg_id = 300;
     h.cmd = static_cast<uint16_t>(Command::region_read);
     h.msg_size = 32;
-    auto head = vu::encode_header(h);
-    auto body = vu::encode_region_access(0, 7, 4);
+    auto head = encode_header(h);
+    auto body = encode_region_access(0, 7, 4);
     std::vector<uint8_t> wire(head.begin(), head.end());
     wire.insert(wire.end(), body.begin(), body.end());
     // Three pieces 120 ms apart: longer than the server's 50 ms busy wait, well inside its
@@ -640,7 +638,7 @@ TEST_F(VfioUserServerTest, RequestInPiecesSlowerThanTheBusyWaitIsAssembled) {
     for (size_t at : {size_t{0}, size_t{10}, size_t{20}}) {
         if (at > 0) std::this_thread::sleep_for(std::chrono::milliseconds(120));
         const size_t n = at == 20 ? wire.size() - 20 : 10;
-        ASSERT_TRUE(vu::send_raw(fd.get(), std::span(wire).subspan(at, n)));
+        ASSERT_TRUE(send_raw(fd.get(), std::span(wire).subspan(at, n)));
     }
     auto r = receive(fd.get(), h);
     ASSERT_TRUE(r) << r.error().message;
@@ -653,7 +651,7 @@ TEST_F(VfioUserServerTest, RequestInPiecesSlowerThanTheBusyWaitIsAssembled) {
 TEST_F(VfioUserServerTest, ShortHeaderClosesConnection) {
     UniqueFd fd = connect_negotiated();
     const uint8_t half[8] = {1, 0, 9, 0, 32, 0, 0, 0};
-    ASSERT_TRUE(vu::send_raw(fd.get(), half));
+    ASSERT_TRUE(send_raw(fd.get(), half));
     ::shutdown(fd.get(), SHUT_WR);
     EXPECT_TRUE(closed_by_peer(fd.get()));
     UniqueFd again = connect_negotiated();
@@ -662,11 +660,11 @@ TEST_F(VfioUserServerTest, ShortHeaderClosesConnection) {
 
 TEST_F(VfioUserServerTest, MsgSizeBelowHeaderClosesConnection) {
     UniqueFd fd = connect_negotiated();
-    vu::Header h;
+    Header h;
     h.cmd = 9;
     h.msg_size = 12;
-    auto b = vu::encode_header(h);
-    ASSERT_TRUE(vu::send_raw(fd.get(), b));
+    auto b = encode_header(h);
+    ASSERT_TRUE(send_raw(fd.get(), b));
     EXPECT_TRUE(closed_by_peer(fd.get()));
     UniqueFd again = connect_negotiated();
     expect_alive(again.get());
@@ -674,11 +672,11 @@ TEST_F(VfioUserServerTest, MsgSizeBelowHeaderClosesConnection) {
 
 TEST_F(VfioUserServerTest, OversizedMsgSizeClosesConnection) {
     UniqueFd fd = connect_negotiated();
-    vu::Header h;
+    Header h;
     h.cmd = 10;
-    h.msg_size = vu::kServerMaxMsgSize + 1;
-    auto b = vu::encode_header(h);
-    ASSERT_TRUE(vu::send_raw(fd.get(), b));
+    h.msg_size = kServerMaxMsgSize + 1;
+    auto b = encode_header(h);
+    ASSERT_TRUE(send_raw(fd.get(), b));
     EXPECT_TRUE(closed_by_peer(fd.get()));
     UniqueFd again = connect_negotiated();
     expect_alive(again.get());
@@ -686,11 +684,11 @@ TEST_F(VfioUserServerTest, OversizedMsgSizeClosesConnection) {
 
 TEST_F(VfioUserServerTest, ShortBodyTimesOutAndClosesConnection) {
     UniqueFd fd = connect_negotiated();
-    vu::Header h;
+    Header h;
     h.cmd = 9;
     h.msg_size = 32;
-    auto b = vu::encode_header(h);
-    ASSERT_TRUE(vu::send_raw(fd.get(), b));  // and no body: the server gives up after 500 ms
+    auto b = encode_header(h);
+    ASSERT_TRUE(send_raw(fd.get(), b));  // and no body: the server gives up after 500 ms
     EXPECT_TRUE(closed_by_peer(fd.get()));
     UniqueFd again = connect_negotiated();
     expect_alive(again.get());
@@ -705,19 +703,18 @@ TEST_F(VfioUserServerTest, MissingPayloadIsEinval) {
 
 TEST_F(VfioUserServerTest, BadRegionIndexAndOutOfBounds) {
     UniqueFd fd = connect_negotiated();
-    expect_error_reply(fd.get(), Command::region_read, vu::encode_region_access(0, 9, 4), EINVAL);
-    expect_error_reply(fd.get(), Command::region_read, vu::encode_region_access(0, 1, 4),
+    expect_error_reply(fd.get(), Command::region_read, encode_region_access(0, 9, 4), EINVAL);
+    expect_error_reply(fd.get(), Command::region_read, encode_region_access(0, 1, 4),
                        EINVAL);  // absent BAR1
-    expect_error_reply(fd.get(), Command::region_read, vu::encode_region_access(254, 7, 4),
+    expect_error_reply(fd.get(), Command::region_read, encode_region_access(254, 7, 4),
                        EINVAL);  // past the end of config space
-    expect_error_reply(fd.get(), Command::region_read,
-                       vu::encode_region_access(~uint64_t{0} - 1, 0, 4), EINVAL);  // wraps
-    expect_error_reply(fd.get(), Command::region_read,
-                       vu::encode_region_access((1u << 20) - 2, 0, 4), EINVAL);
-    expect_error_reply(fd.get(), Command::region_read, vu::encode_region_access(0, 0, 1048577),
+    expect_error_reply(fd.get(), Command::region_read, encode_region_access(~uint64_t{0} - 1, 0, 4),
+                       EINVAL);  // wraps
+    expect_error_reply(fd.get(), Command::region_read, encode_region_access((1u << 20) - 2, 0, 4),
                        EINVAL);
+    expect_error_reply(fd.get(), Command::region_read, encode_region_access(0, 0, 1048577), EINVAL);
     const std::vector<uint8_t> two = {1, 2};
-    expect_error_reply(fd.get(), Command::region_write, vu::encode_region_access(0, 0, 4, two),
+    expect_error_reply(fd.get(), Command::region_write, encode_region_access(0, 0, 4, two),
                        EINVAL);  // count/data mismatch
     expect_alive(fd.get());
 }
@@ -728,7 +725,7 @@ TEST_F(VfioUserServerTest, UnknownCommands) {
                          uint16_t{99}, uint16_t{0xffff}})
         expect_error_reply(fd.get(), static_cast<Command>(cmd), std::vector<uint8_t>(16), EINVAL);
     // Server-to-client commands sent the wrong way.
-    expect_error_reply(fd.get(), Command::dma_read, vu::encode_dma_access(0, 4), EINVAL);
+    expect_error_reply(fd.get(), Command::dma_read, encode_dma_access(0, 4), EINVAL);
     expect_alive(fd.get());
 }
 
@@ -740,43 +737,42 @@ TEST_F(VfioUserServerTest, TooManyFds) {
         evs.emplace_back(::eventfd(0, EFD_CLOEXEC));
         raw.push_back(evs.back().get());
     }
-    vu::IrqSet s;
-    s.flags = vu::kIrqSetDataEventfd | vu::kIrqSetActionTrigger;
-    s.index = vu::kIrqIndexMsi;
+    IrqSet s;
+    s.flags = kIrqSetDataEventfd | kIrqSetActionTrigger;
+    s.index = kIrqIndexMsi;
     s.count = 9;
-    expect_error_reply(fd.get(), Command::device_set_irqs, vu::encode_irq_set(s), EINVAL, raw);
+    expect_error_reply(fd.get(), Command::device_set_irqs, encode_irq_set(s), EINVAL, raw);
     // A command that takes no fds.
-    expect_error_reply(fd.get(), Command::region_read, vu::encode_region_access(0, 7, 4), EINVAL,
+    expect_error_reply(fd.get(), Command::region_read, encode_region_access(0, 7, 4), EINVAL,
                        std::span<const int>(raw).first(1));
     expect_alive(fd.get());
 }
 
 TEST_F(VfioUserServerTest, NoReplyFlag) {
     UniqueFd fd = connect_negotiated();
-    vu::Header h;
+    Header h;
     h.msg_id = 500;
     h.cmd = static_cast<uint16_t>(Command::region_write);
-    h.flags = vu::kFlagNoReply;
-    ASSERT_TRUE(
-        vu::send_message(fd.get(), h, as_bytes(vu::encode_region_access(4, 0, 4, le32(7)))));
+    h.flags = kFlagNoReply;
+    ASSERT_TRUE(send_message(fd.get(), h, as_bytes(encode_region_access(4, 0, 4, le32(7)))));
     // A bad one with NO_REPLY: no error reply either.
     h.msg_id = 501;
     h.cmd = static_cast<uint16_t>(Command::region_read);
-    ASSERT_TRUE(vu::send_message(fd.get(), h, as_bytes(vu::encode_region_access(0, 42, 4))));
+    ASSERT_TRUE(send_message(fd.get(), h, as_bytes(encode_region_access(0, 42, 4))));
     // The next reply is for the next request: nothing came for 500 and 501.
     EXPECT_EQ(read32(fd.get(), 0, 4), ~7u);
 }
 
 TEST_F(VfioUserServerTest, WrongMessageType) {
     UniqueFd fd = connect_negotiated();
-    vu::Header h;
+    Header h;
     h.msg_id = 77;
     h.cmd = static_cast<uint16_t>(Command::region_read);
-    h.flags = vu::kTypeReply;
-    ASSERT_TRUE(vu::send_message(fd.get(), h, as_bytes(vu::encode_region_access(0, 7, 4))));
-    vu::RecvOptions o;
+    h.flags = kTypeReply;
+    ASSERT_TRUE(send_message(fd.get(), h, as_bytes(encode_region_access(0, 7, 4))));
+    RecvOptions o;
     o.timeout_ms = kTimeoutMs;
-    auto r = vu::recv_message(fd.get(), o);
+    auto r = recv_message(fd.get(), o);
     ASSERT_TRUE(r);
     EXPECT_EQ(r->header.msg_id, 77);
     EXPECT_EQ(r->header.flags, 0x21u);
@@ -792,7 +788,7 @@ TEST_F(VfioUserServerTest, ReconnectKeepsDeviceStateAndDropsClientResources) {
     {
         UniqueFd fd = connect_negotiated();
         write32(fd.get(), 0, 4, 0xcafe0000);
-        set_irq_eventfd(fd.get(), vu::kIrqIndexMsi, ev.get());
+        set_irq_eventfd(fd.get(), kIrqIndexMsi, ev.get());
     }
     UniqueFd fd = connect_negotiated();
     EXPECT_EQ(read32(fd.get(), 0, 4), ~0xcafe0000u);
@@ -803,4 +799,4 @@ TEST_F(VfioUserServerTest, ReconnectKeepsDeviceStateAndDropsClientResources) {
 }
 
 }  // namespace
-}  // namespace potemkin::sdk
+}  // namespace potemkin::vfio_user

@@ -1,6 +1,6 @@
 // VfioUserServer: serves one DeviceModel (through a ModelServer) to vfio-user clients over an
 // AF_UNIX stream socket, one client at a time. The device side of `potemkin serve` and of
-// out-of-tree device programs (examples/device/). Protocol: hostdev/vfio_user/protocol.hpp and
+// out-of-tree device programs (examples/device/). Protocol: vfio_user/protocol.hpp and
 // docs/vfio-user.md.
 //
 // What it does:
@@ -37,15 +37,13 @@
 
 #include "common/result.hpp"
 #include "hostdev/host_device.hpp"
-#include "hostdev/vfio_user/protocol.hpp"
-#include "hostdev/vfio_user/socket.hpp"
 #include "sdk/device_model.hpp"
 #include "sdk/model_server.hpp"
+#include "sdk/server_events.hpp"
+#include "vfio_user/protocol.hpp"
+#include "vfio_user/socket.hpp"
 
-namespace potemkin::sdk {
-
-template <typename Server>
-class ServerEvents;
+namespace potemkin::vfio_user {
 
 struct VfioUserServerSettings {
     // Where to listen: bind a new socket at `socket_path`, or use the listening socket
@@ -65,14 +63,14 @@ struct VfioUserServerSettings {
     int stop_fd = -1;
     // Names the server in logs ("edu").
     std::string label = "device";
-    ModelServerSettings model;
+    sdk::ModelServerSettings model;
 };
 
 class VfioUserServer {
   public:
     // Builds the ModelServer around `model` and starts listening (so a client may connect as
     // soon as this returns; run() accepts it).
-    static Result<std::unique_ptr<VfioUserServer>> create(std::unique_ptr<DeviceModel> model,
+    static Result<std::unique_ptr<VfioUserServer>> create(std::unique_ptr<sdk::DeviceModel> model,
                                                           const VfioUserServerSettings& settings);
     ~VfioUserServer();
     VfioUserServer(const VfioUserServer&) = delete;
@@ -89,7 +87,7 @@ class VfioUserServer {
 
     const std::string& socket_path() const { return settings_.socket_path; }
     // The device; touch it only while run() is not running (it is single-threaded).
-    ModelServer& model_server() { return *server_; }
+    sdk::ModelServer& model_server() { return *server_; }
     // Counters for tests and logs.
     struct Stats {
         uint64_t connections = 0;
@@ -100,7 +98,7 @@ class VfioUserServer {
     Stats stats() const { return stats_; }
 
   private:
-    friend class ServerEvents<VfioUserServer>;
+    friend class sdk::ServerEvents<VfioUserServer>;
     struct DmaRegion;
     struct Connection;
 
@@ -109,18 +107,18 @@ class VfioUserServer {
 
     // One request: returns the reply to send (or an error, sent as an error reply); fatal
     // connection errors are signalled through `conn.close`.
-    Result<void> handle(Connection& conn, hostdev::vfio_user::Message& msg);
-    Result<void> handle_version(Connection& conn, hostdev::vfio_user::Message& msg);
-    Result<void> handle_dma_map(Connection& conn, hostdev::vfio_user::Message& msg);
-    Result<void> handle_dma_unmap(Connection& conn, hostdev::vfio_user::Message& msg);
-    Result<void> handle_get_info(Connection& conn, hostdev::vfio_user::Message& msg);
-    Result<void> handle_region_info(Connection& conn, hostdev::vfio_user::Message& msg);
-    Result<void> handle_region_io_fds(Connection& conn, hostdev::vfio_user::Message& msg);
-    Result<void> handle_irq_info(Connection& conn, hostdev::vfio_user::Message& msg);
-    Result<void> handle_set_irqs(Connection& conn, hostdev::vfio_user::Message& msg);
-    Result<void> handle_region_access(Connection& conn, hostdev::vfio_user::Message& msg);
-    Result<void> handle_reset(Connection& conn, hostdev::vfio_user::Message& msg);
-    Result<void> reply(Connection& conn, const hostdev::vfio_user::Message& request,
+    Result<void> handle(Connection& conn, Message& msg);
+    Result<void> handle_version(Connection& conn, Message& msg);
+    Result<void> handle_dma_map(Connection& conn, Message& msg);
+    Result<void> handle_dma_unmap(Connection& conn, Message& msg);
+    Result<void> handle_get_info(Connection& conn, Message& msg);
+    Result<void> handle_region_info(Connection& conn, Message& msg);
+    Result<void> handle_region_io_fds(Connection& conn, Message& msg);
+    Result<void> handle_irq_info(Connection& conn, Message& msg);
+    Result<void> handle_set_irqs(Connection& conn, Message& msg);
+    Result<void> handle_region_access(Connection& conn, Message& msg);
+    Result<void> handle_reset(Connection& conn, Message& msg);
+    Result<void> reply(Connection& conn, const Message& request,
                        std::span<const std::span<const uint8_t>> payload = {},
                        std::span<const int> fds = {});
 
@@ -136,26 +134,26 @@ class VfioUserServer {
     void tell_irq_mode();
 
     VfioUserServerSettings settings_;
-    std::unique_ptr<ServerEvents<VfioUserServer>> events_;
-    std::unique_ptr<ModelServer> server_;
-    hostdev::vfio_user::UniqueFd listen_;
-    hostdev::vfio_user::UniqueFd stop_event_;
+    std::unique_ptr<sdk::ServerEvents<VfioUserServer>> events_;
+    std::unique_ptr<sdk::ModelServer> server_;
+    UniqueFd listen_;
+    UniqueFd stop_event_;
     bool bound_path_ = false;
     bool listening_ = true;  // false: listen_ is one inherited connected socket
     bool stopped_ = false;
-    uint64_t region_size_[hostdev::vfio_user::kPciNumRegions] = {};
+    uint64_t region_size_[kPciNumRegions] = {};
     Connection* conn_ = nullptr;         // the client being served (for DMA messages)
     std::map<uint64_t, DmaRegion> dma_;  // by IOVA
     // Interrupt state: eventfds per VFIO irq index and vector, masks, INTx resample fd.
-    std::vector<hostdev::vfio_user::UniqueFd> irq_fds_[hostdev::vfio_user::kPciNumIrqs];
-    std::vector<bool> irq_masked_[hostdev::vfio_user::kPciNumIrqs];
-    std::vector<bool> irq_pending_[hostdev::vfio_user::kPciNumIrqs];
-    hostdev::vfio_user::UniqueFd intx_unmask_fd_;
+    std::vector<UniqueFd> irq_fds_[kPciNumIrqs];
+    std::vector<bool> irq_masked_[kPciNumIrqs];
+    std::vector<bool> irq_pending_[kPciNumIrqs];
+    UniqueFd intx_unmask_fd_;
     int epoll_fd_ = -1;  // serve_connection's wait set, while it runs
-    void set_intx_unmask_fd(hostdev::vfio_user::UniqueFd fd);
+    void set_intx_unmask_fd(UniqueFd fd);
     uint16_t next_msg_id_ = 0x8000;  // our requests (DMA_READ/WRITE) to the client
     std::vector<uint8_t> scratch_;   // REGION_READ data, reused
     Stats stats_;
 };
 
-}  // namespace potemkin::sdk
+}  // namespace potemkin::vfio_user

@@ -37,7 +37,7 @@
 #include "hostdev/host_device.hpp"
 #include "vm/guest_memory.hpp"
 
-namespace potemkin::hostdev {
+namespace potemkin::vfio_user {
 
 struct VfioUserClientSettings {
     std::string socket_path;
@@ -48,7 +48,7 @@ struct VfioUserClientSettings {
     // default): disconnected() is sent too (saying a reconnect is coming), the client
     // reconnects, and HostDeviceEvents::reconnected() follows.
     bool reconnect = true;
-    HostDeviceEvents* events = nullptr;  // required
+    hostdev::HostDeviceEvents* events = nullptr;  // required
     // Guest RAM to DMA_MAP with its memfd; null: nothing mapped (DMA_READ/DMA_WRITE only).
     const vm::GuestMemory* memory = nullptr;
     // Runs a function on the engine thread (vm::DeviceContext::post). Null: the poll thread's
@@ -68,7 +68,7 @@ struct VfioUserCaps {
     uint32_t max_dma_maps = 65535;
 };
 
-class VfioUserClient final : public HostDevice {
+class VfioUserClient final : public hostdev::HostDevice {
   public:
     // Connects, negotiates and sets the device up (DMA maps, INTx eventfd). Errors name the
     // label and what failed.
@@ -77,14 +77,14 @@ class VfioUserClient final : public HostDevice {
     VfioUserClient(const VfioUserClient&) = delete;
     VfioUserClient& operator=(const VfioUserClient&) = delete;
 
-    Result<DeviceInfo> info() override;
-    Result<RegionInfo> region_info(uint32_t index) override;
+    Result<hostdev::DeviceInfo> info() override;
+    Result<hostdev::RegionInfo> region_info(uint32_t index) override;
     Result<void> config_read(uint32_t offset, std::span<uint8_t> out) override;
     Result<void> config_write(uint32_t offset, std::span<const uint8_t> in) override;
     Result<void> region_read(uint32_t index, uint64_t offset, std::span<uint8_t> out) override;
     Result<void> region_write(uint32_t index, uint64_t offset,
                               std::span<const uint8_t> in) override;
-    Result<void> set_irqs(IrqKind kind, uint32_t count) override;
+    Result<void> set_irqs(hostdev::IrqKind kind, uint32_t count) override;
     Result<void> ack_intx() override;
     Result<void> reset() override;
     void close() override;
@@ -105,6 +105,6 @@ class VfioUserClient final : public HostDevice {
 
 // Register scheme "vfio-user": path = the socket; parameters timeout_ms=N (reply timeout,
 // default 5000), reconnect=0|1 (default 1).
-Result<void> register_vfio_user_transport(TransportRegistry& transports);
+Result<void> register_vfio_user_transport(hostdev::TransportRegistry& transports);
 
-}  // namespace potemkin::hostdev
+}  // namespace potemkin::vfio_user

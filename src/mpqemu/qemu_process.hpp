@@ -24,7 +24,7 @@
 #include "common/result.hpp"
 #include "common/unique_fd.hpp"
 
-namespace potemkin::hostdev {
+namespace potemkin::mpqemu {
 
 struct QemuLaunchSettings {
     std::string binary = "qemu-system-x86_64";  // searched in PATH when it has no '/'
@@ -74,4 +74,4 @@ class QemuProcess {
     std::string tail_;
 };
 
-}  // namespace potemkin::hostdev
+}  // namespace potemkin::mpqemu

@@ -1,4 +1,4 @@
-#include "hostdev/qemu_launcher.hpp"
+#include "mpqemu/qemu_process.hpp"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -19,7 +19,7 @@
 
 extern char** environ;
 
-namespace potemkin::hostdev {
+namespace potemkin::mpqemu {
 
 namespace {
 
@@ -334,4 +334,4 @@ Result<std::unique_ptr<QemuProcess>> QemuProcess::launch(const QemuLaunchSetting
     return p;
 }
 
-}  // namespace potemkin::hostdev
+}  // namespace potemkin::mpqemu

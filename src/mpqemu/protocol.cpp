@@ -1,4 +1,4 @@
-#include "hostdev/mpqemu/protocol.hpp"
+#include "mpqemu/protocol.hpp"
 
 #include "hostdev/socket_io.hpp"
 
@@ -11,7 +11,7 @@
 #include <cerrno>
 #include <cstring>
 
-namespace potemkin::hostdev::mpqemu {
+namespace potemkin::mpqemu {
 
 using hostdev::recv_exact;
 using hostdev::sys_error;
@@ -198,12 +198,12 @@ Result<void> send_message(int sock, Cmd cmd, std::span<const uint8_t> payload,
     put(&head[0], static_cast<int32_t>(cmd));
     put(&head[8], static_cast<uint64_t>(payload.size()));
     iovec iov[2] = {{head, kHeaderSize}, {const_cast<uint8_t*>(payload.data()), payload.size()}};
-    return send_with_fds(sock, iov, payload.empty() ? 1 : 2, fds, kRecvFdRoom);
+    return hostdev::send_with_fds(sock, iov, payload.empty() ? 1 : 2, fds, kRecvFdRoom);
 }
 
 Result<void> send_raw(int sock, std::span<const uint8_t> bytes, std::span<const int> fds) {
     iovec iov{const_cast<uint8_t*>(bytes.data()), bytes.size()};
-    return send_with_fds(sock, &iov, 1, fds, kRecvFdRoom);
+    return hostdev::send_with_fds(sock, &iov, 1, fds, kRecvFdRoom);
 }
 
 Result<Message> recv_message(int sock, const RecvOptions& options) {
@@ -222,7 +222,7 @@ Result<Message> recv_message(int sock, const RecvOptions& options) {
     if (options.readable) {
         flags |= MSG_DONTWAIT;
     } else if (!options.rcvtimeo && options.timeout_ms >= 0) {
-        auto ready = wait_readable(sock, options.timeout_ms);
+        auto ready = hostdev::wait_readable(sock, options.timeout_ms);
         if (!ready) return fail(ready.error());
         if (!*ready) return fail("timed out waiting for a message", ETIMEDOUT);
         flags |= MSG_DONTWAIT;
@@ -235,7 +235,7 @@ Result<Message> recv_message(int sock, const RecvOptions& options) {
         // SO_RCVTIMEO expired, or the data a poll saw is gone.
         if (errno == EAGAIN || errno == EWOULDBLOCK)
             return fail("timed out waiting for a message", ETIMEDOUT);
-        return sys_error("recvmsg", errno);
+        return hostdev::sys_error("recvmsg", errno);
     }
     // Own every fd first so each error path below closes them.
     for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
@@ -249,8 +249,8 @@ Result<Message> recv_message(int sock, const RecvOptions& options) {
         return proto_error(fmt::format("frame carries more than {} fds", kRecvFdRoom));
     size_t got = static_cast<size_t>(n);
     if (got < kHeaderSize) {
-        POTEMKIN_TRY(recv_exact(sock, std::span<uint8_t>(buf + got, kHeaderSize - got),
-                                options.timeout_ms, "header"));
+        POTEMKIN_TRY(hostdev::recv_exact(sock, std::span<uint8_t>(buf + got, kHeaderSize - got),
+                                         options.timeout_ms, "header"));
         got = kHeaderSize;
     }
     m.cmd = static_cast<Cmd>(get<int32_t>(&buf[0]));
@@ -266,10 +266,10 @@ Result<Message> recv_message(int sock, const RecvOptions& options) {
     m.payload.resize(size);
     const size_t have = got - kHeaderSize;
     if (size > have)
-        POTEMKIN_TRY(recv_exact(sock, std::span<uint8_t>(m.payload).subspan(have),
-                                options.timeout_ms, command_name(m.cmd) + " payload"));
+        POTEMKIN_TRY(hostdev::recv_exact(sock, std::span<uint8_t>(m.payload).subspan(have),
+                                         options.timeout_ms, command_name(m.cmd) + " payload"));
     POTEMKIN_TRY(validate(m));
     return m;
 }
 
-}  // namespace potemkin::hostdev::mpqemu
+}  // namespace potemkin::mpqemu

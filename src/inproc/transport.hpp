@@ -10,16 +10,15 @@
 #include "sdk/device_model.hpp"
 #include "sdk/model_server.hpp"
 
-namespace potemkin::sdk {
+namespace potemkin::inproc {
 
 class InprocHostDevice final : public hostdev::HostDevice {
   public:
     // Wrap `model` in a ModelServer whose events go to `events` (required, must outlive the
     // device). `label` names the device in errors ("inproc:edu").
-    static Result<std::unique_ptr<InprocHostDevice>> open(std::unique_ptr<DeviceModel> model,
-                                                          hostdev::HostDeviceEvents* events,
-                                                          std::string label,
-                                                          const ModelServerSettings& settings = {});
+    static Result<std::unique_ptr<InprocHostDevice>> open(
+        std::unique_ptr<sdk::DeviceModel> model, hostdev::HostDeviceEvents* events,
+        std::string label, const sdk::ModelServerSettings& settings = {});
     ~InprocHostDevice() override;
 
     Result<hostdev::DeviceInfo> info() override;
@@ -36,13 +35,13 @@ class InprocHostDevice final : public hostdev::HostDevice {
     void close() override;
 
     // The server behind the device, for tests and tools; null after close().
-    ModelServer* server() { return server_.get(); }
+    sdk::ModelServer* server() { return server_.get(); }
 
   private:
-    InprocHostDevice(std::unique_ptr<ModelServer> server, std::string label);
-    Result<ModelServer*> live();
+    InprocHostDevice(std::unique_ptr<sdk::ModelServer> server, std::string label);
+    Result<sdk::ModelServer*> live();
 
-    std::unique_ptr<ModelServer> server_;
+    std::unique_ptr<sdk::ModelServer> server_;
     std::string label_;
 };
 
@@ -50,7 +49,8 @@ class InprocHostDevice final : public hostdev::HostDevice {
 // parameters become its ModelParams. `models` must outlive `transports`. Fails if "inproc" is
 // already registered. The VM assembler calls this once at startup, typically as
 // register_inproc_transport(hostdev::TransportRegistry::builtin()).
-Result<void> register_inproc_transport(hostdev::TransportRegistry& transports,
-                                       const ModelRegistry& models = ModelRegistry::builtin());
+Result<void> register_inproc_transport(
+    hostdev::TransportRegistry& transports,
+    const sdk::ModelRegistry& models = sdk::ModelRegistry::builtin());
 
-}  // namespace potemkin::sdk
+}  // namespace potemkin::inproc

@@ -31,9 +31,9 @@
 #include "common/result.hpp"
 #include "common/unique_fd.hpp"
 #include "hostdev/socket_io.hpp"
-#include "hostdev/vfio_user/protocol.hpp"
+#include "vfio_user/protocol.hpp"
 
-namespace potemkin::hostdev::vfio_user {
+namespace potemkin::vfio_user {
 
 using potemkin::UniqueFd;
 
@@ -123,4 +123,4 @@ class MessageReader {
 
 using hostdev::wait_readable;
 
-}  // namespace potemkin::hostdev::vfio_user
+}  // namespace potemkin::vfio_user

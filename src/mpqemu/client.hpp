@@ -43,16 +43,16 @@
 #include "hostdev/host_device.hpp"
 #include "vm/guest_memory.hpp"
 
-namespace potemkin::hostdev {
+namespace potemkin::mpqemu {
 
 class QemuProcess;
 
 struct MpqemuClientSettings {
     UniqueFd socket;    // connected AF_UNIX stream socket to the remote (taken over)
     std::string label;  // names the device in messages (the URL)
-    std::chrono::milliseconds timeout{5000};  // per reply
-    HostDeviceEvents* events = nullptr;       // required
-    const vm::GuestMemory* memory = nullptr;  // null: no SYNC_SYSMEM (no DMA)
+    std::chrono::milliseconds timeout{5000};      // per reply
+    hostdev::HostDeviceEvents* events = nullptr;  // required
+    const vm::GuestMemory* memory = nullptr;      // null: no SYNC_SYSMEM (no DMA)
     std::function<void(std::function<void()>)> post;
     std::function<void(int)> external_source;
     // The remote's private BAR layout. Memory BARs from max(mem_base, top of guest RAM rounded
@@ -71,27 +71,27 @@ struct MpqemuClientSettings {
 
 // A BAR as the client sees it in the remote.
 struct MpqemuBar {
-    RegionKind kind = RegionKind::absent;
+    hostdev::RegionKind kind = hostdev::RegionKind::absent;
     uint64_t size = 0;
     bool prefetchable = false;
     uint64_t base = 0;  // where the client placed it in the remote
 };
 
-class MpqemuClient final : public HostDevice {
+class MpqemuClient final : public hostdev::HostDevice {
   public:
     static Result<std::unique_ptr<MpqemuClient>> open(MpqemuClientSettings settings);
     ~MpqemuClient() override;
     MpqemuClient(const MpqemuClient&) = delete;
     MpqemuClient& operator=(const MpqemuClient&) = delete;
 
-    Result<DeviceInfo> info() override;
-    Result<RegionInfo> region_info(uint32_t index) override;
+    Result<hostdev::DeviceInfo> info() override;
+    Result<hostdev::RegionInfo> region_info(uint32_t index) override;
     Result<void> config_read(uint32_t offset, std::span<uint8_t> out) override;
     Result<void> config_write(uint32_t offset, std::span<const uint8_t> in) override;
     Result<void> region_read(uint32_t index, uint64_t offset, std::span<uint8_t> out) override;
     Result<void> region_write(uint32_t index, uint64_t offset,
                               std::span<const uint8_t> in) override;
-    Result<void> set_irqs(IrqKind kind, uint32_t count) override;
+    Result<void> set_irqs(hostdev::IrqKind kind, uint32_t count) override;
     // Contract: called on the guest's EOI for this device's INTx (and safe to call any time):
     // deasserts the line locally and writes the resamplefd, so the remote fires the irqfd again
     // if the device still holds its line.
@@ -123,6 +123,6 @@ struct QemuDeviceSpec {
 Result<QemuDeviceSpec> parse_qemu_device(std::string_view path);
 
 // Registers "mpqemu-fd" and "qemu" (docs/interop.md for the URL formats).
-Result<void> register_mpqemu_transports(TransportRegistry& transports);
+Result<void> register_mpqemu_transports(hostdev::TransportRegistry& transports);
 
-}  // namespace potemkin::hostdev
+}  // namespace potemkin::mpqemu

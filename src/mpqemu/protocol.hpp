@@ -25,7 +25,7 @@
 #include "common/result.hpp"
 #include "common/unique_fd.hpp"
 
-namespace potemkin::hostdev::mpqemu {
+namespace potemkin::mpqemu {
 
 enum class Cmd : int32_t {
     sync_sysmem = 0,
@@ -122,4 +122,4 @@ struct RecvOptions {
 // a field mpqemu_msg_valid rejects); after any of them the stream cannot be trusted.
 Result<Message> recv_message(int sock, const RecvOptions& options = {});
 
-}  // namespace potemkin::hostdev::mpqemu
+}  // namespace potemkin::mpqemu

@@ -1,4 +1,4 @@
-#include "hostdev/vfio_user_client.hpp"
+#include "vfio_user/client.hpp"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -18,40 +18,39 @@
 #include <thread>
 
 #include "common/log.hpp"
-#include "hostdev/vfio_user/protocol.hpp"
-#include "hostdev/vfio_user/socket.hpp"
+#include "vfio_user/protocol.hpp"
+#include "vfio_user/socket.hpp"
 #include "vm/guest_memory.hpp"
 
-namespace potemkin::hostdev {
+namespace potemkin::vfio_user {
 
 namespace vu = vfio_user;
-using vu::UniqueFd;
 using Clock = std::chrono::steady_clock;
 
 namespace {
 
 // What this client can take in one message: fds it makes room for, and data per transfer.
 constexpr uint32_t kOurMaxMsgFds = 16;
-constexpr uint32_t kOurMaxDataXfer = vu::kDefaultMaxDataXferSize;
+constexpr uint32_t kOurMaxDataXfer = kDefaultMaxDataXferSize;
 // Region info replies with capabilities are re-requested at their full size, up to this.
 constexpr uint32_t kMaxRegionInfoSize = 64 * 1024;
 // MSI-X allows 2048 vectors: the most eventfds one interrupt kind can need.
 constexpr uint32_t kMaxVectors = 2048;
 
 std::string region_name(uint32_t index) {
-    if (index < kRomRegion) return fmt::format("BAR{}", index);
-    if (index == kRomRegion) return "ROM";
-    if (index == kConfigRegion) return "config";
+    if (index < hostdev::kRomRegion) return fmt::format("BAR{}", index);
+    if (index == hostdev::kRomRegion) return "ROM";
+    if (index == hostdev::kConfigRegion) return "config";
     return fmt::format("region {}", index);
 }
 
 const char* irq_name(uint32_t index) {
     switch (index) {
-        case vu::kIrqIndexIntx:
+        case kIrqIndexIntx:
             return "INTx";
-        case vu::kIrqIndexMsi:
+        case kIrqIndexMsi:
             return "MSI";
-        case vu::kIrqIndexMsix:
+        case kIrqIndexMsix:
             return "MSI-X";
         default:
             return "IRQ";
@@ -142,11 +141,11 @@ class VfioUserClient::Impl : public std::enable_shared_from_this<Impl> {
     void close();
 
     // HostDevice calls (engine thread).
-    Result<DeviceInfo> info();
-    Result<RegionInfo> region_info(uint32_t index);
+    Result<hostdev::DeviceInfo> info();
+    Result<hostdev::RegionInfo> region_info(uint32_t index);
     Result<void> read(uint32_t region, uint64_t offset, std::span<uint8_t> out);
     Result<void> write(uint32_t region, uint64_t offset, std::span<const uint8_t> in);
-    Result<void> set_irqs(IrqKind kind, uint32_t count);
+    Result<void> set_irqs(hostdev::IrqKind kind, uint32_t count);
     Result<void> ack_intx();
     Result<void> reset();
     // Runs what the poll thread queued, and takes the interrupts the eventfds hold right now.
@@ -166,7 +165,7 @@ class VfioUserClient::Impl : public std::enable_shared_from_this<Impl> {
 
   private:
     struct Reply {
-        vu::Header header;
+        Header header;
         std::vector<uint8_t> payload;
         std::vector<UniqueFd> fds;
     };
@@ -179,20 +178,20 @@ class VfioUserClient::Impl : public std::enable_shared_from_this<Impl> {
     };
 
     // ---- Messages ----
-    Result<Reply> request(vu::Command cmd, std::span<const uint8_t> payload,
-                          std::span<const int> fds, What what);
-    Result<Reply> request_locked(vu::Command cmd, std::span<const uint8_t> payload,
+    Result<Reply> request(Command cmd, std::span<const uint8_t> payload, std::span<const int> fds,
+                          What what);
+    Result<Reply> request_locked(Command cmd, std::span<const uint8_t> payload,
                                  std::span<const int> fds, What what);
     // One request and its reply: the reply stays in rx_ (valid until the next exchange), so
     // the per-access path allocates nothing.
-    Result<const vu::Message*> exchange_locked(vu::Command cmd,
-                                               std::span<const std::span<const uint8_t>> payload,
-                                               std::span<const int> fds, What what);
+    Result<const Message*> exchange_locked(Command cmd,
+                                           std::span<const std::span<const uint8_t>> payload,
+                                           std::span<const int> fds, What what);
     // Serves the server's requests that arrived with a reply and wait in the reader.
     void serve_buffered_locked();
-    vu::RecvOptions recv_options() const;
-    void serve_locked(const vu::Message& m);
-    void serve_later(std::shared_ptr<vu::Message> m, uint64_t generation);
+    RecvOptions recv_options() const;
+    void serve_locked(const Message& m);
+    void serve_later(std::shared_ptr<Message> m, uint64_t generation);
     Error gone_error(What what) const;
     void lose_locked(const std::string& why, bool report);
 
@@ -227,11 +226,11 @@ class VfioUserClient::Impl : public std::enable_shared_from_this<Impl> {
     // Socket and what was negotiated on it (io_mu_).
     mutable std::mutex io_mu_;
     UniqueFd sock_;
-    vu::MessageReader reader_;  // sock_'s incoming bytes
-    vu::Message rx_;            // the last reply exchange_locked received
+    MessageReader reader_;  // sock_'s incoming bytes
+    Message rx_;            // the last reply exchange_locked received
     uint16_t next_id_ = 0;
     VfioUserCaps caps_;
-    vu::DeviceInfo device_;
+    DeviceInfo device_;
     std::array<uint32_t, 3> irq_counts_{};  // INTx, MSI, MSI-X vectors the device has
     std::array<bool, 3> armed_{};           // which kinds have eventfds on the server now
     std::vector<std::pair<uint64_t, uint64_t>> dma_maps_;  // (iova, size) mapped
@@ -266,7 +265,7 @@ class VfioUserClient::Impl : public std::enable_shared_from_this<Impl> {
     std::thread poller_;
 
     // Engine thread only.
-    IrqKind irq_kind_ = IrqKind::intx;
+    hostdev::IrqKind irq_kind_ = hostdev::IrqKind::intx;
     uint32_t irq_count_ = 1;
     bool intx_asserted_ = false;
     bool draining_ = false;
@@ -274,7 +273,7 @@ class VfioUserClient::Impl : public std::enable_shared_from_this<Impl> {
     bool external_held_ = false;
     std::map<uint32_t, ConfigDword> config_log_;
     uint64_t config_seq_ = 0;
-    std::array<UniqueFd, kPciRegionCount> region_fds_;
+    std::array<UniqueFd, hostdev::kPciRegionCount> region_fds_;
 };
 
 // ---- Messages ---------------------------------------------------------------------------------
@@ -285,7 +284,7 @@ Error VfioUserClient::Impl::gone_error(What what) const {
                  ENOTCONN};
 }
 
-Result<VfioUserClient::Impl::Reply> VfioUserClient::Impl::request(vu::Command cmd,
+Result<VfioUserClient::Impl::Reply> VfioUserClient::Impl::request(Command cmd,
                                                                   std::span<const uint8_t> payload,
                                                                   std::span<const int> fds,
                                                                   What what) {
@@ -300,7 +299,7 @@ Result<VfioUserClient::Impl::Reply> VfioUserClient::Impl::request(vu::Command cm
 }
 
 Result<VfioUserClient::Impl::Reply> VfioUserClient::Impl::request_locked(
-    vu::Command cmd, std::span<const uint8_t> payload, std::span<const int> fds, What what) {
+    Command cmd, std::span<const uint8_t> payload, std::span<const int> fds, What what) {
     std::span<const uint8_t> parts[1] = {payload};
     auto m = exchange_locked(cmd, parts, fds, what);
     if (!m) return fail(m.error());
@@ -309,16 +308,16 @@ Result<VfioUserClient::Impl::Reply> VfioUserClient::Impl::request_locked(
     return reply;
 }
 
-vu::RecvOptions VfioUserClient::Impl::recv_options() const {
-    vu::RecvOptions o;
-    o.max_size = vu::kHeaderSize + 2 * vu::kRegionAccessSize + kOurMaxDataXfer;
+RecvOptions VfioUserClient::Impl::recv_options() const {
+    RecvOptions o;
+    o.max_size = kHeaderSize + 2 * kRegionAccessSize + kOurMaxDataXfer;
     o.max_fds = kOurMaxMsgFds;
     o.timeout_ms = static_cast<int>(s_.timeout.count());
     return o;
 }
 
-Result<const vu::Message*> VfioUserClient::Impl::exchange_locked(
-    vu::Command cmd, std::span<const std::span<const uint8_t>> payload, std::span<const int> fds,
+Result<const Message*> VfioUserClient::Impl::exchange_locked(
+    Command cmd, std::span<const std::span<const uint8_t>> payload, std::span<const int> fds,
     What what) {
     if (!up_ || !sock_) return fail(gone_error(what));
     in_flight_.store(true, std::memory_order_relaxed);
@@ -327,18 +326,18 @@ Result<const vu::Message*> VfioUserClient::Impl::exchange_locked(
         std::atomic<bool>& flag;
         ~InFlight() { flag.store(false, std::memory_order_relaxed); }
     } in_flight{in_flight_};
-    vu::Header h;
+    Header h;
     h.msg_id = next_id_++;
     h.cmd = static_cast<uint16_t>(cmd);
-    h.flags = vu::kTypeCommand;
-    if (auto r = vu::send_message(sock_.get(), h, payload, fds); !r) {
+    h.flags = kTypeCommand;
+    if (auto r = send_message(sock_.get(), h, payload, fds); !r) {
         lose_locked(fmt::format("{}: sending: {}", what.str(), r.error().message), true);
         return fail(gone_error(what));
     }
-    h.msg_size = vu::kHeaderSize;
+    h.msg_size = kHeaderSize;
     for (const auto& part : payload) h.msg_size += static_cast<uint32_t>(part.size());
     const auto deadline = Clock::now() + s_.timeout;
-    vu::RecvOptions o = recv_options();
+    RecvOptions o = recv_options();
     // One blocking recvmsg normally brings the whole reply; connect_unix set SO_RCVTIMEO to
     // s_.timeout, which bounds it.
     o.rcvtimeo = true;
@@ -364,10 +363,10 @@ Result<const vu::Message*> VfioUserClient::Impl::exchange_locked(
         }
         if (rx_.header.msg_id != h.msg_id || rx_.header.cmd != h.cmd) {
             log::debug("{}: dropping a stray reply (id {}, {})", s_.label, rx_.header.msg_id,
-                       vu::command_name(rx_.header.cmd));
+                       command_name(rx_.header.cmd));
             continue;
         }
-        if (auto ok = vu::check_reply(h, rx_.header); !ok) {
+        if (auto ok = check_reply(h, rx_.header); !ok) {
             const int e = ok.error().sys_errno != 0 ? ok.error().sys_errno : EINVAL;
             return fail(Error{fmt::format("{}: {} failed: the server replied {} ({})", s_.label,
                                           what.str(), std::strerror(e), e),
@@ -382,9 +381,9 @@ Result<const vu::Message*> VfioUserClient::Impl::exchange_locked(
 }
 
 void VfioUserClient::Impl::serve_buffered_locked() {
-    const vu::RecvOptions o = recv_options();
+    const RecvOptions o = recv_options();
     while (up_ && reader_.has_message()) {
-        vu::Message m;
+        Message m;
         if (auto r = reader_.next(sock_.get(), m, o); !r) {
             lose_locked(r.error().message, true);
             return;
@@ -398,49 +397,47 @@ void VfioUserClient::Impl::serve_buffered_locked() {
 
 // DMA_READ / DMA_WRITE from the server, for memory it could not map. Every access goes through
 // the front-end's dma_read/dma_write, which checks it against guest RAM and bus mastering.
-void VfioUserClient::Impl::serve_locked(const vu::Message& m) {
-    const auto cmd = static_cast<vu::Command>(m.header.cmd);
+void VfioUserClient::Impl::serve_locked(const Message& m) {
+    const auto cmd = static_cast<Command>(m.header.cmd);
     std::vector<uint8_t> reply;
     int error = 0;
-    if (m.header.cmd != static_cast<uint16_t>(vu::Command::dma_read) &&
-        m.header.cmd != static_cast<uint16_t>(vu::Command::dma_write)) {
+    if (m.header.cmd != static_cast<uint16_t>(Command::dma_read) &&
+        m.header.cmd != static_cast<uint16_t>(Command::dma_write)) {
         log::debug("{}: server sent {}: not a command a client serves", s_.label,
-                   vu::command_name(m.header.cmd));
+                   command_name(m.header.cmd));
         error = EINVAL;
     } else if (closed_ || s_.events == nullptr) {
         error = EFAULT;
     } else {
-        auto a = vu::decode_dma_access(cmd, false, m.payload, kOurMaxDataXfer);
+        auto a = decode_dma_access(cmd, false, m.payload, kOurMaxDataXfer);
         if (!a) {
             error = a.error().sys_errno != 0 ? a.error().sys_errno : EINVAL;
-        } else if (cmd == vu::Command::dma_read) {
+        } else if (cmd == Command::dma_read) {
             std::vector<uint8_t> data(a->count);
             if (auto r = s_.events->dma_read(a->addr, data); !r) {
                 log::debug("{}: DMA_READ refused: {}", s_.label, r.error().message);
                 error = EFAULT;
             } else {
-                reply = vu::encode_dma_access(a->addr, a->count, data);
+                reply = encode_dma_access(a->addr, a->count, data);
             }
         } else {
             if (auto r = s_.events->dma_write(a->addr, a->data); !r) {
                 log::debug("{}: DMA_WRITE refused: {}", s_.label, r.error().message);
                 error = EFAULT;
             } else {
-                reply = vu::encode_dma_access(a->addr, a->count);
+                reply = encode_dma_access(a->addr, a->count);
             }
         }
     }
     if (m.header.no_reply()) return;
-    const vu::Header h = error != 0
-                             ? vu::error_reply_header(m.header, error)
-                             : vu::reply_header(m.header, static_cast<uint32_t>(reply.size()));
-    if (auto r = vu::send_message(sock_.get(), h, bytes_of(reply)); !r)
+    const Header h = error != 0 ? error_reply_header(m.header, error)
+                                : reply_header(m.header, static_cast<uint32_t>(reply.size()));
+    if (auto r = send_message(sock_.get(), h, bytes_of(reply)); !r)
         lose_locked(
-            fmt::format("replying to {}: {}", vu::command_name(m.header.cmd), r.error().message),
-            true);
+            fmt::format("replying to {}: {}", command_name(m.header.cmd), r.error().message), true);
 }
 
-void VfioUserClient::Impl::serve_later(std::shared_ptr<vu::Message> m, uint64_t generation) {
+void VfioUserClient::Impl::serve_later(std::shared_ptr<Message> m, uint64_t generation) {
     queue([this, m = std::move(m), generation] {
         std::lock_guard lk(io_mu_);
         if (generation_ != generation || !up_) return;  // that connection is gone
@@ -516,17 +513,17 @@ Result<void> VfioUserClient::Impl::setup(UniqueFd sock, bool first) {
         return Result<void>(fail(e));
     };
     if (auto r = negotiate_locked(); !r) return fail_setup(r.error());
-    auto di = request_locked(vu::Command::device_get_info, vu::encode_device_info(vu::DeviceInfo{}),
-                             {}, "DEVICE_GET_INFO");
+    auto di = request_locked(Command::device_get_info, encode_device_info(DeviceInfo{}), {},
+                             "DEVICE_GET_INFO");
     if (!di) return fail_setup(di.error());
-    auto d = vu::decode_device_info(di->payload);
+    auto d = decode_device_info(di->payload);
     if (!d) return fail_setup(d.error().context(fmt::format("{}: DEVICE_GET_INFO", s_.label)));
-    if ((d->flags & vu::kDeviceFlagPci) == 0)
+    if ((d->flags & kDeviceFlagPci) == 0)
         return fail_setup(
             Error{fmt::format("{}: the server's device is not a PCI device "
                               "(DEVICE_GET_INFO flags {:#x})",
                               s_.label, d->flags)});
-    if (d->num_regions <= kConfigRegion)
+    if (d->num_regions <= hostdev::kConfigRegion)
         return fail_setup(
             Error{fmt::format("{}: the device has {} regions; a PCI device needs "
                               "config space (region 7)",
@@ -547,18 +544,18 @@ Result<void> VfioUserClient::Impl::setup(UniqueFd sock, bool first) {
 }
 
 Result<void> VfioUserClient::Impl::negotiate_locked() {
-    vu::Version v;
+    Version v;
     v.caps.max_msg_fds = kOurMaxMsgFds;
     v.caps.max_data_xfer_size = kOurMaxDataXfer;
-    auto r = request_locked(vu::Command::version, vu::encode_version(v), {}, "VERSION");
+    auto r = request_locked(Command::version, encode_version(v), {}, "VERSION");
     if (!r) return fail(r.error());
-    auto peer = vu::decode_version(r->payload);
+    auto peer = decode_version(r->payload);
     if (!peer) return fail(peer.error().context(fmt::format("{}: VERSION reply", s_.label)));
-    if (auto c = vu::check_version_compatible(*peer); !c)
+    if (auto c = check_version_compatible(*peer); !c)
         return fail(Error{fmt::format("{}: {}", s_.label, c.error().message), EPROTONOSUPPORT});
     VfioUserCaps caps;
     caps.major = peer->major;
-    caps.minor = std::min(peer->minor, vu::kMinor);
+    caps.minor = std::min(peer->minor, kMinor);
     caps.max_msg_fds = peer->caps.max_msg_fds;
     caps.max_data_xfer_size = std::min<uint64_t>(peer->caps.max_data_xfer_size, kOurMaxDataXfer);
     if (peer->caps.pgsizes) caps.pgsizes = *peer->caps.pgsizes;
@@ -597,13 +594,13 @@ Result<void> VfioUserClient::Impl::map_dma_locked() {
             all = false;
             continue;
         }
-        vu::DmaMap m;
-        m.flags = vu::kDmaMapFlagRead | vu::kDmaMapFlagWrite;
+        DmaMap m;
+        m.flags = kDmaMapFlagRead | kDmaMapFlagWrite;
         m.offset = reg.fd_offset;
         m.addr = reg.base.value;
         m.size = reg.size;
         const int fd = s_.memory->fd();
-        auto r = request_locked(vu::Command::dma_map, vu::encode_dma_map(m), std::span(&fd, 1),
+        auto r = request_locked(Command::dma_map, encode_dma_map(m), std::span(&fd, 1),
                                 fmt::format("DMA_MAP of RAM {:#x}+{:#x}", m.addr, m.size));
         if (!r) return fail(r.error());
         dma_maps_.emplace_back(m.addr, m.size);
@@ -615,10 +612,10 @@ Result<void> VfioUserClient::Impl::map_dma_locked() {
 Result<void> VfioUserClient::Impl::unmap_dma_locked() {
     Result<void> result;
     for (const auto& [addr, size] : dma_maps_) {
-        vu::DmaUnmap u;
+        DmaUnmap u;
         u.addr = addr;
         u.size = size;
-        auto r = request_locked(vu::Command::dma_unmap, vu::encode_dma_unmap(u), {},
+        auto r = request_locked(Command::dma_unmap, encode_dma_unmap(u), {},
                                 fmt::format("DMA_UNMAP of RAM {:#x}+{:#x}", addr, size));
         if (!r && result) result = fail(r.error());
     }
@@ -629,15 +626,15 @@ Result<void> VfioUserClient::Impl::unmap_dma_locked() {
 Result<void> VfioUserClient::Impl::query_irqs_locked() {
     irq_counts_ = {};
     for (uint32_t i = 0; i < 3 && i < device_.num_irqs; ++i) {
-        vu::IrqInfo q;
+        IrqInfo q;
         q.index = i;
-        auto r = request_locked(vu::Command::device_get_irq_info, vu::encode_irq_info(q), {},
+        auto r = request_locked(Command::device_get_irq_info, encode_irq_info(q), {},
                                 fmt::format("DEVICE_GET_IRQ_INFO for {}", irq_name(i)));
         if (!r) return fail(r.error());
-        auto info = vu::decode_irq_info(r->payload);
+        auto info = decode_irq_info(r->payload);
         if (!info)
             return fail(info.error().context(fmt::format("{}: DEVICE_GET_IRQ_INFO", s_.label)));
-        if (info->count > 0 && (info->flags & vu::kIrqInfoFlagEventfd) == 0)
+        if (info->count > 0 && (info->flags & kIrqInfoFlagEventfd) == 0)
             log::warn("{}: {} does not signal through eventfds; ignored", s_.label, irq_name(i));
         else
             irq_counts_[i] = std::min(info->count, kMaxVectors);
@@ -657,15 +654,15 @@ Result<void> VfioUserClient::Impl::apply_irqs_locked() {
     if (count == 0 && !armed_[want]) return ok();
     const bool was_armed = armed_[want];
     POTEMKIN_TRY(irq_trigger_locked(want, count));
-    if (want != vu::kIrqIndexIntx || count == 0 || was_armed) return ok();
+    if (want != kIrqIndexIntx || count == 0 || was_armed) return ok();
     // A server auto-masks INTx when it signals it; one signalled while another kind was on
     // was never answered. Unmask, so a line that is still up is signalled again.
-    vu::IrqSet s;
-    s.flags = vu::kIrqSetDataNone | vu::kIrqSetActionUnmask;
-    s.index = vu::kIrqIndexIntx;
+    IrqSet s;
+    s.flags = kIrqSetDataNone | kIrqSetActionUnmask;
+    s.index = kIrqIndexIntx;
     s.count = 1;
-    auto r = request_locked(vu::Command::device_set_irqs, vu::encode_irq_set(s), {},
-                            "SET_IRQS unmask of INTx");
+    auto r =
+        request_locked(Command::device_set_irqs, encode_irq_set(s), {}, "SET_IRQS unmask of INTx");
     if (!r) return fail(r.error());
     return ok();
 }
@@ -675,10 +672,10 @@ Result<void> VfioUserClient::Impl::apply_irqs_locked() {
 Result<void> VfioUserClient::Impl::irq_trigger_locked(uint32_t index, uint32_t count) {
     const std::string what = fmt::format("SET_IRQS for {} ({} vectors)", irq_name(index), count);
     if (count == 0) {
-        vu::IrqSet s;
-        s.flags = vu::kIrqSetDataNone | vu::kIrqSetActionTrigger;
+        IrqSet s;
+        s.flags = kIrqSetDataNone | kIrqSetActionTrigger;
         s.index = index;
-        auto r = request_locked(vu::Command::device_set_irqs, vu::encode_irq_set(s), {}, what);
+        auto r = request_locked(Command::device_set_irqs, encode_irq_set(s), {}, what);
         if (!r) return fail(r.error());
         armed_[index] = false;
         return ok();
@@ -689,7 +686,7 @@ Result<void> VfioUserClient::Impl::irq_trigger_locked(uint32_t index, uint32_t c
     std::vector<int> fds;
     {
         std::lock_guard lk(in_mu_);
-        if (index == vu::kIrqIndexIntx) {
+        if (index == kIrqIndexIntx) {
             fds.push_back(intx_fd_.get());
         } else {
             while (vector_fds_.size() < count) {
@@ -705,12 +702,12 @@ Result<void> VfioUserClient::Impl::irq_trigger_locked(uint32_t index, uint32_t c
     wake_poller();  // new eventfds to watch
     for (uint32_t start = 0; start < count;) {
         const uint32_t n = std::min(count - start, caps_.max_msg_fds);
-        vu::IrqSet s;
-        s.flags = vu::kIrqSetDataEventfd | vu::kIrqSetActionTrigger;
+        IrqSet s;
+        s.flags = kIrqSetDataEventfd | kIrqSetActionTrigger;
         s.index = index;
         s.start = start;
         s.count = n;
-        auto r = request_locked(vu::Command::device_set_irqs, vu::encode_irq_set(s),
+        auto r = request_locked(Command::device_set_irqs, encode_irq_set(s),
                                 std::span(fds.data() + start, n), what);
         if (!r) return fail(r.error());
         start += n;
@@ -736,9 +733,9 @@ Result<void> VfioUserClient::Impl::replay_config_locked() {
             unsigned j = k;
             while (j < 4 && (d.written & (1u << j)) != 0) ++j;
             const uint32_t off = dword + k;
-            auto r = request_locked(vu::Command::region_write,
-                                    vu::encode_region_access(off, kConfigRegion, j - k,
-                                                             std::span(d.bytes.data() + k, j - k)),
+            auto r = request_locked(Command::region_write,
+                                    encode_region_access(off, hostdev::kConfigRegion, j - k,
+                                                         std::span(d.bytes.data() + k, j - k)),
                                     {}, fmt::format("replaying config write at {:#x}", off));
             if (!r) return fail(r.error());
             k = j;
@@ -855,13 +852,13 @@ void VfioUserClient::Impl::drain() {
 }
 
 void VfioUserClient::Impl::deliver_intx() {
-    if (irq_kind_ != IrqKind::intx || intx_asserted_) return;
+    if (irq_kind_ != hostdev::IrqKind::intx || intx_asserted_) return;
     intx_asserted_ = true;
     s_.events->intx(true);
 }
 
 void VfioUserClient::Impl::deliver_msi(unsigned vector) {
-    if (irq_kind_ == IrqKind::intx) return;  // a stale eventfd from an earlier MSI setup
+    if (irq_kind_ == hostdev::IrqKind::intx) return;  // a stale eventfd from an earlier MSI setup
     s_.events->msi(vector);
 }
 
@@ -877,14 +874,13 @@ Result<void> VfioUserClient::Impl::drop_intx_and_unmask() {
     }
     {
         std::lock_guard lk(io_mu_);
-        if (!armed_[vu::kIrqIndexIntx]) return ok();
+        if (!armed_[kIrqIndexIntx]) return ok();
     }
-    vu::IrqSet s;
-    s.flags = vu::kIrqSetDataNone | vu::kIrqSetActionUnmask;
-    s.index = vu::kIrqIndexIntx;
+    IrqSet s;
+    s.flags = kIrqSetDataNone | kIrqSetActionUnmask;
+    s.index = kIrqIndexIntx;
     s.count = 1;
-    auto r =
-        request(vu::Command::device_set_irqs, vu::encode_irq_set(s), {}, "SET_IRQS unmask of INTx");
+    auto r = request(Command::device_set_irqs, encode_irq_set(s), {}, "SET_IRQS unmask of INTx");
     if (!r) return fail(r.error());
     return ok();
 }
@@ -970,15 +966,15 @@ void VfioUserClient::Impl::poll_loop() {
             // The engine thread may have used the socket meanwhile: look again.
             if (up_ && generation_ == generation && sock_) {
                 auto readable =
-                    reader_.has_message() ? Result<bool>(true) : vu::wait_readable(sock_.get(), 0);
+                    reader_.has_message() ? Result<bool>(true) : wait_readable(sock_.get(), 0);
                 if (readable && *readable) {
-                    vu::RecvOptions o = recv_options();
+                    RecvOptions o = recv_options();
                     o.readable = true;  // just seen
                     // This message and any more that came in the same read; the engine thread
                     // serves them.
-                    std::vector<std::shared_ptr<vu::Message>> commands;
+                    std::vector<std::shared_ptr<Message>> commands;
                     do {
-                        auto m = std::make_shared<vu::Message>();
+                        auto m = std::make_shared<Message>();
                         if (auto r = reader_.next(sock_.get(), *m, o); !r) {
                             lose_locked(r.error().sys_errno == ECONNRESET
                                             ? std::string("the socket was closed")
@@ -1057,75 +1053,75 @@ void VfioUserClient::Impl::close() {
 // ---- HostDevice calls
 // ----------------------------------------------------------------------------
 
-Result<DeviceInfo> VfioUserClient::Impl::info() {
+Result<hostdev::DeviceInfo> VfioUserClient::Impl::info() {
     run_inbox();
     std::lock_guard lk(io_mu_);
-    DeviceInfo d;
+    hostdev::DeviceInfo d;
     d.name = s_.label;
     d.num_regions = device_.num_regions;
     d.num_irqs = device_.num_irqs;
-    d.reset_supported = (device_.flags & vu::kDeviceFlagReset) != 0;
+    d.reset_supported = (device_.flags & kDeviceFlagReset) != 0;
     return d;
 }
 
-Result<RegionInfo> VfioUserClient::Impl::region_info(uint32_t index) {
+Result<hostdev::RegionInfo> VfioUserClient::Impl::region_info(uint32_t index) {
     run_inbox();
     if (index >= device_.num_regions)
         return failf("{}: region {} does not exist (the device has {})", s_.label, index,
                      device_.num_regions);
     const std::string what = fmt::format("DEVICE_GET_REGION_INFO for {}", region_name(index));
-    uint32_t argsz = vu::kRegionInfoSize;
+    uint32_t argsz = kRegionInfoSize;
     Reply reply;
-    vu::RegionInfo ri;
+    RegionInfo ri;
     // The first reply says how big the capabilities are; ask again with room for them.
     for (int attempt = 0; attempt < 2; ++attempt) {
-        auto r = request(vu::Command::device_get_region_info,
-                         vu::encode_region_info_request(index, argsz), {}, what);
+        auto r = request(Command::device_get_region_info, encode_region_info_request(index, argsz),
+                         {}, what);
         if (!r) return fail(r.error());
-        auto d = vu::decode_region_info_reply(r->payload);
+        auto d = decode_region_info_reply(r->payload);
         if (!d) return fail(d.error().context(fmt::format("{}: {}", s_.label, what)));
         reply = std::move(*r);
         ri = std::move(*d);
         if (ri.argsz <= argsz || ri.argsz > kMaxRegionInfoSize) break;
         argsz = ri.argsz;
     }
-    RegionInfo out;
+    hostdev::RegionInfo out;
     out.index = index;
     out.size = ri.size;
-    out.readable = (ri.flags & vu::kRegionFlagRead) != 0;
-    out.writable = (ri.flags & vu::kRegionFlagWrite) != 0;
-    if (ri.size == 0) return out;  // RegionKind::absent
-    if (index < kRomRegion) {
+    out.readable = (ri.flags & kRegionFlagRead) != 0;
+    out.writable = (ri.flags & kRegionFlagWrite) != 0;
+    if (ri.size == 0) return out;  // hostdev::RegionKind::absent
+    if (index < hostdev::kRomRegion) {
         // vfio-user describes a BAR's size, not its kind: that is in the BAR register itself,
         // which VFIO clients read from config space too.
         std::array<uint8_t, 4> bar{};
-        POTEMKIN_TRY(read(kConfigRegion, 0x10 + 4 * index, bar));
+        POTEMKIN_TRY(read(hostdev::kConfigRegion, 0x10 + 4 * index, bar));
         const uint32_t v = le32(bar, 0);
         if ((v & 1) != 0) {
-            out.kind = RegionKind::io;
+            out.kind = hostdev::RegionKind::io;
         } else {
             switch ((v >> 1) & 3) {
                 case 1:
-                    out.kind = RegionKind::mem24;
+                    out.kind = hostdev::RegionKind::mem24;
                     break;
                 case 2:
-                    out.kind = RegionKind::mem64;
+                    out.kind = hostdev::RegionKind::mem64;
                     break;
                 default:
-                    out.kind = RegionKind::mem32;
+                    out.kind = hostdev::RegionKind::mem32;
                     break;
             }
             out.prefetchable = (v & 8) != 0;
         }
-    } else if (index == kRomRegion) {
-        out.kind = RegionKind::rom;
-    } else if (index == kConfigRegion) {
-        out.kind = RegionKind::config;
+    } else if (index == hostdev::kRomRegion) {
+        out.kind = hostdev::RegionKind::rom;
+    } else if (index == hostdev::kConfigRegion) {
+        out.kind = hostdev::RegionKind::config;
     } else {
-        out.kind = RegionKind::other;
+        out.kind = hostdev::RegionKind::other;
     }
     if (index < region_fds_.size()) region_fds_[index].reset();
-    if ((ri.flags & vu::kRegionFlagMmap) != 0 && !reply.fds.empty() && index < region_fds_.size()) {
+    if ((ri.flags & kRegionFlagMmap) != 0 && !reply.fds.empty() && index < region_fds_.size()) {
         region_fds_[index] = std::move(reply.fds.front());
         out.fd = region_fds_[index].get();
         out.fd_offset = ri.offset;
@@ -1138,10 +1134,10 @@ Result<RegionInfo> VfioUserClient::Impl::region_info(uint32_t index) {
                         s_.label, region_name(index), a.offset, a.size);
                     continue;
                 }
-                out.mmap_areas.push_back(MmapArea{a.offset, a.size});
+                out.mmap_areas.push_back(hostdev::MmapArea{a.offset, a.size});
             }
         } else {
-            out.mmap_areas.push_back(MmapArea{0, ri.size});
+            out.mmap_areas.push_back(hostdev::MmapArea{0, ri.size});
         }
     }
     if (ri.type)
@@ -1166,12 +1162,12 @@ Result<void> VfioUserClient::Impl::read(uint32_t region, uint64_t offset, std::s
                 return fmt::format("REGION_READ of {} at {:#x} ({} bytes)", region_name(region),
                                    off, n);
             };
-            const auto head = vu::encode_region_access_head(off, region, n);
+            const auto head = encode_region_access_head(off, region, n);
             std::span<const uint8_t> parts[1] = {head};
-            auto r = exchange_locked(vu::Command::region_read, parts, {}, what);
+            auto r = exchange_locked(Command::region_read, parts, {}, what);
             if (!r) return fail(r.error());
-            auto a = vu::decode_region_access_view(vu::Command::region_read, true, (*r)->payload,
-                                                   kOurMaxDataXfer);
+            auto a = decode_region_access_view(Command::region_read, true, (*r)->payload,
+                                               kOurMaxDataXfer);
             if (!a) return fail(a.error().context(fmt::format("{}: {} reply", s_.label, what())));
             if (a->offset != off || a->region != region || a->count != n || a->data.size() != n)
                 return failf("{}: {}: the reply is for {} bytes of region {} at {:#x}", s_.label,
@@ -1189,7 +1185,7 @@ Result<void> VfioUserClient::Impl::read(uint32_t region, uint64_t offset, std::s
 Result<void> VfioUserClient::Impl::write(uint32_t region, uint64_t offset,
                                          std::span<const uint8_t> in) {
     run_inbox();
-    if (region == kConfigRegion && offset + in.size() <= 4096)
+    if (region == hostdev::kConfigRegion && offset + in.size() <= 4096)
         record_config(static_cast<uint32_t>(offset), in);
     Result<void> result = [&]() -> Result<void> {
         std::lock_guard lk(io_mu_);
@@ -1201,9 +1197,9 @@ Result<void> VfioUserClient::Impl::write(uint32_t region, uint64_t offset,
                 return fmt::format("REGION_WRITE of {} at {:#x} ({} bytes)", region_name(region),
                                    off, n);
             };
-            const auto head = vu::encode_region_access_head(off, region, n);
+            const auto head = encode_region_access_head(off, region, n);
             std::span<const uint8_t> parts[2] = {head, in.subspan(done, n)};
-            auto r = exchange_locked(vu::Command::region_write, parts, {}, what);
+            auto r = exchange_locked(Command::region_write, parts, {}, what);
             if (!r) return fail(r.error());
             done += n;
         }
@@ -1216,7 +1212,7 @@ Result<void> VfioUserClient::Impl::write(uint32_t region, uint64_t offset,
     return result;
 }
 
-Result<void> VfioUserClient::Impl::set_irqs(IrqKind kind, uint32_t count) {
+Result<void> VfioUserClient::Impl::set_irqs(hostdev::IrqKind kind, uint32_t count) {
     run_inbox();
     const auto index = static_cast<uint32_t>(kind);
     if (index >= 3) return failf("{}: unknown interrupt kind {}", s_.label, index);
@@ -1228,7 +1224,7 @@ Result<void> VfioUserClient::Impl::set_irqs(IrqKind kind, uint32_t count) {
     }
     irq_kind_ = kind;
     irq_count_ = count;
-    if (kind != IrqKind::intx && intx_asserted_) {
+    if (kind != hostdev::IrqKind::intx && intx_asserted_) {
         intx_asserted_ = false;
         s_.events->intx(false);
     }
@@ -1244,13 +1240,13 @@ Result<void> VfioUserClient::Impl::set_irqs(IrqKind kind, uint32_t count) {
 
 Result<void> VfioUserClient::Impl::ack_intx() {
     run_inbox();
-    if (irq_kind_ != IrqKind::intx) return ok();
+    if (irq_kind_ != hostdev::IrqKind::intx) return ok();
     return drop_intx_and_unmask();
 }
 
 Result<void> VfioUserClient::Impl::reset() {
     run_inbox();
-    auto r = request(vu::Command::device_reset, {}, {}, "DEVICE_RESET");
+    auto r = request(Command::device_reset, {}, {}, "DEVICE_RESET");
     // What the guest programmed before the reset is not what a reconnect should restore.
     config_log_.clear();
     if (intx_asserted_) {
@@ -1282,17 +1278,17 @@ Result<std::unique_ptr<VfioUserClient>> VfioUserClient::open(VfioUserClientSetti
     return std::unique_ptr<VfioUserClient>(new VfioUserClient(std::move(impl)));
 }
 
-Result<DeviceInfo> VfioUserClient::info() {
+Result<hostdev::DeviceInfo> VfioUserClient::info() {
     return impl_->info();
 }
-Result<RegionInfo> VfioUserClient::region_info(uint32_t index) {
+Result<hostdev::RegionInfo> VfioUserClient::region_info(uint32_t index) {
     return impl_->region_info(index);
 }
 Result<void> VfioUserClient::config_read(uint32_t offset, std::span<uint8_t> out) {
-    return impl_->read(kConfigRegion, offset, out);
+    return impl_->read(hostdev::kConfigRegion, offset, out);
 }
 Result<void> VfioUserClient::config_write(uint32_t offset, std::span<const uint8_t> in) {
-    return impl_->write(kConfigRegion, offset, in);
+    return impl_->write(hostdev::kConfigRegion, offset, in);
 }
 Result<void> VfioUserClient::region_read(uint32_t index, uint64_t offset, std::span<uint8_t> out) {
     return impl_->read(index, offset, out);
@@ -1301,7 +1297,7 @@ Result<void> VfioUserClient::region_write(uint32_t index, uint64_t offset,
                                           std::span<const uint8_t> in) {
     return impl_->write(index, offset, in);
 }
-Result<void> VfioUserClient::set_irqs(IrqKind kind, uint32_t count) {
+Result<void> VfioUserClient::set_irqs(hostdev::IrqKind kind, uint32_t count) {
     return impl_->set_irqs(kind, count);
 }
 Result<void> VfioUserClient::ack_intx() {
@@ -1328,10 +1324,11 @@ void VfioUserClient::poll_events() {
 
 // ---- Registration ------------------------------------------------------------------------------
 
-Result<void> register_vfio_user_transport(TransportRegistry& transports) {
+Result<void> register_vfio_user_transport(hostdev::TransportRegistry& transports) {
     return transports.add(
         "vfio-user",
-        [](const ParsedUrl& url, const OpenContext& ctx) -> Result<std::unique_ptr<HostDevice>> {
+        [](const hostdev::ParsedUrl& url,
+           const hostdev::OpenContext& ctx) -> Result<std::unique_ptr<hostdev::HostDevice>> {
             VfioUserClientSettings s;
             s.socket_path = url.path;
             s.label = "vfio-user:" + url.path;  // parameters would only clutter messages
@@ -1361,8 +1358,8 @@ Result<void> register_vfio_user_transport(TransportRegistry& transports) {
             s.external_source = ctx.external_source;
             auto c = VfioUserClient::open(std::move(s));
             if (!c) return fail(c.error());
-            return std::unique_ptr<HostDevice>(std::move(*c));
+            return std::unique_ptr<hostdev::HostDevice>(std::move(*c));
         });
 }
 
-}  // namespace potemkin::hostdev
+}  // namespace potemkin::vfio_user

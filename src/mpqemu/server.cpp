@@ -1,4 +1,4 @@
-#include "sdk/mpqemu_server.hpp"
+#include "mpqemu/server.hpp"
 
 #include "common/bytes.hpp"
 #include "sdk/server_events.hpp"
@@ -19,9 +19,7 @@
 #include "common/log.hpp"
 #include "pci/bar.hpp"
 
-namespace potemkin::sdk {
-
-namespace mq = hostdev::mpqemu;
+namespace potemkin::mpqemu {
 
 namespace {
 
@@ -81,7 +79,7 @@ MpqemuServer::MpqemuServer(const MpqemuServerSettings& settings) : settings_(set
 
 MpqemuServer::~MpqemuServer() = default;
 
-Result<std::unique_ptr<MpqemuServer>> MpqemuServer::create(std::unique_ptr<DeviceModel> model,
+Result<std::unique_ptr<MpqemuServer>> MpqemuServer::create(std::unique_ptr<sdk::DeviceModel> model,
                                                            const MpqemuServerSettings& settings) {
     if (settings.fd < 0) return failf("{}: no mpqemu socket fd given", settings.label);
     std::unique_ptr<MpqemuServer> s(new MpqemuServer(settings));
@@ -94,8 +92,8 @@ Result<std::unique_ptr<MpqemuServer>> MpqemuServer::create(std::unique_ptr<Devic
     if (type != SOCK_STREAM)
         return failf("{}: fd {} is not a stream socket (mpqemu runs over AF_UNIX SOCK_STREAM)",
                      settings.label, settings.fd);
-    s->events_ = std::make_unique<ServerEvents<MpqemuServer>>(*s);
-    auto server = ModelServer::create(std::move(model), s->events_.get(), settings.model);
+    s->events_ = std::make_unique<sdk::ServerEvents<MpqemuServer>>(*s);
+    auto server = sdk::ModelServer::create(std::move(model), s->events_.get(), settings.model);
     if (!server) return fail(server.error().context(settings.label));
     s->server_ = std::move(server).value();
     int ev = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -127,7 +125,7 @@ Result<void> MpqemuServer::run() {
         return failf("{}: epoll_ctl: {}", settings_.label, std::strerror(errno));
     log::info("{}: serving the mpqemu proxy on fd {}", settings_.label, sock_.get());
 
-    mq::RecvOptions ropt;
+    RecvOptions ropt;
     ropt.timeout_ms = settings_.io_timeout_ms;
     Result<void> outcome = ok();
     while (true) {
@@ -151,7 +149,7 @@ Result<void> MpqemuServer::run() {
         if (resampled) resample();
         if (!readable) continue;
         ropt.readable = true;  // epoll said so: no poll before the header
-        auto msg = mq::recv_message(sock_.get(), ropt);
+        auto msg = recv_message(sock_.get(), ropt);
         if (!msg) {
             if (msg.error().sys_errno == ECONNRESET) {
                 log::info("{}: the proxy closed the connection ({})", settings_.label,
@@ -183,7 +181,7 @@ Result<void> MpqemuServer::run() {
 }
 
 Result<void> MpqemuServer::reply(uint64_t value) {
-    auto r = mq::send_message(sock_.get(), mq::Cmd::ret, mq::encode_ret(value));
+    auto r = send_message(sock_.get(), Cmd::ret, encode_ret(value));
     if (!r) {
         // The proxy went away between its request and our answer: the same as EOF.
         log::info("{}: sending RET: {}; the proxy is gone", settings_.label, r.error().message);
@@ -192,20 +190,20 @@ Result<void> MpqemuServer::reply(uint64_t value) {
     return ok();
 }
 
-Result<void> MpqemuServer::handle(mq::Message& msg) {
+Result<void> MpqemuServer::handle(Message& msg) {
     switch (msg.cmd) {
-        case mq::Cmd::pci_cfgread:
-        case mq::Cmd::pci_cfgwrite:
+        case Cmd::pci_cfgread:
+        case Cmd::pci_cfgwrite:
             return handle_config(msg);
-        case mq::Cmd::bar_read:
-        case mq::Cmd::bar_write:
+        case Cmd::bar_read:
+        case Cmd::bar_write:
             return handle_bar(msg);
-        case mq::Cmd::sync_sysmem:
+        case Cmd::sync_sysmem:
             return handle_sysmem(msg);
-        case mq::Cmd::set_irqfd:
+        case Cmd::set_irqfd:
             handle_irqfd(msg);
             return ok();
-        case mq::Cmd::device_reset:
+        case Cmd::device_reset:
             if (!msg.fds.empty())
                 log::warn("{}: DEVICE_RESET carries {} fds; closing them", settings_.label,
                           msg.fds.size());
@@ -213,23 +211,23 @@ Result<void> MpqemuServer::handle(mq::Message& msg) {
             server_->reset();
             update_windows();
             return reply(0);
-        case mq::Cmd::ret:
+        case Cmd::ret:
             return failf("RET: a reply, the proxy never sends one");
     }
     // recv_message validated the command range.
     return failf("cmd {} is not a command", static_cast<int32_t>(msg.cmd));
 }
 
-Result<void> MpqemuServer::handle_config(const mq::Message& msg) {
-    auto c = mq::decode_conf(msg);
+Result<void> MpqemuServer::handle_config(const Message& msg) {
+    auto c = decode_conf(msg);
     if (!c) return fail(c.error());
-    const bool write = msg.cmd == mq::Cmd::pci_cfgwrite;
+    const bool write = msg.cmd == Cmd::pci_cfgwrite;
     const uint32_t size = server_->config_space().size();
     const auto len = static_cast<uint32_t>(c->len);
     if (c->addr > size || len > size - c->addr) {
         ++stats_.bad_config_accesses;
         log::warn("{}: {} at offset {:#x} len {} runs past the {}-byte configuration space",
-                  settings_.label, mq::command_name(msg.cmd), c->addr, len, size);
+                  settings_.label, command_name(msg.cmd), c->addr, len, size);
         return reply(kAllOnes);
     }
     uint8_t bytes[4]{};
@@ -273,16 +271,16 @@ std::optional<std::pair<uint32_t, uint64_t>> MpqemuServer::resolve(uint64_t addr
     return std::nullopt;
 }
 
-Result<void> MpqemuServer::handle_bar(const mq::Message& msg) {
-    auto a = mq::decode_bar(msg);
+Result<void> MpqemuServer::handle_bar(const Message& msg) {
+    auto a = decode_bar(msg);
     if (!a) return fail(a.error());
-    const bool write = msg.cmd == mq::Cmd::bar_write;
+    const bool write = msg.cmd == Cmd::bar_write;
     auto target = resolve(a->addr, a->size, a->memory);
     if (!target) {
         if (stats_.unmapped_accesses++ == 0)
             log::warn(
                 "{}: {} of {} bytes at {} {:#x} decodes to no BAR (reads all-ones; logged once)",
-                settings_.label, mq::command_name(msg.cmd), a->size,
+                settings_.label, command_name(msg.cmd), a->size,
                 a->memory ? "memory address" : "I/O port", a->addr);
         return reply(kAllOnes);
     }
@@ -306,11 +304,11 @@ Result<void> MpqemuServer::handle_bar(const mq::Message& msg) {
 
 // ---- Guest memory ------------------------------------------------------------------------------
 
-Result<void> MpqemuServer::handle_sysmem(mq::Message& msg) {
+Result<void> MpqemuServer::handle_sysmem(Message& msg) {
     ++stats_.sysmem_syncs;
     // The previous set goes first, whatever happens to this one: its fds are QEMU's old view.
     sysmem_.clear();
-    auto s = mq::decode_sysmem(msg);
+    auto s = decode_sysmem(msg);
     if (!s) {
         log::error("{}: {}; guest memory is unmapped (DMA fails)", settings_.label,
                    s.error().message);
@@ -324,11 +322,10 @@ Result<void> MpqemuServer::handle_sysmem(mq::Message& msg) {
     return ok();
 }
 
-Result<void> MpqemuServer::map_sysmem(std::vector<mq::SysmemEntry> entries,
-                                      std::vector<UniqueFd> fds) {
+Result<void> MpqemuServer::map_sysmem(std::vector<SysmemEntry> entries, std::vector<UniqueFd> fds) {
     const auto page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
     for (size_t i = 0; i < entries.size(); ++i) {
-        const mq::SysmemEntry& e = entries[i];
+        const SysmemEntry& e = entries[i];
         const int fd = fds[i].get();
         struct stat st {};
         if (::fstat(fd, &st) != 0)
@@ -396,7 +393,7 @@ Result<void> MpqemuServer::dma(uint64_t gpa, std::span<uint8_t> buf, bool write)
 
 // ---- Interrupts --------------------------------------------------------------------------------
 
-void MpqemuServer::handle_irqfd(mq::Message& msg) {
+void MpqemuServer::handle_irqfd(Message& msg) {
     // validate(): exactly two fds.
     watch_resample(false);
     irqfd_ = std::move(msg.fds[0]);
@@ -453,4 +450,4 @@ void MpqemuServer::resample() {
     server_->ack_intx();
 }
 
-}  // namespace potemkin::sdk
+}  // namespace potemkin::mpqemu

@@ -1,10 +1,10 @@
-#include "sdk/inproc.hpp"
+#include "inproc/transport.hpp"
 
 #include <fmt/format.h>
 
-namespace potemkin::sdk {
+namespace potemkin::inproc {
 
-InprocHostDevice::InprocHostDevice(std::unique_ptr<ModelServer> server, std::string label)
+InprocHostDevice::InprocHostDevice(std::unique_ptr<sdk::ModelServer> server, std::string label)
     : server_(std::move(server)), label_(std::move(label)) {}
 
 InprocHostDevice::~InprocHostDevice() {
@@ -12,16 +12,16 @@ InprocHostDevice::~InprocHostDevice() {
 }
 
 Result<std::unique_ptr<InprocHostDevice>> InprocHostDevice::open(
-    std::unique_ptr<DeviceModel> model, hostdev::HostDeviceEvents* events, std::string label,
-    const ModelServerSettings& settings) {
+    std::unique_ptr<sdk::DeviceModel> model, hostdev::HostDeviceEvents* events, std::string label,
+    const sdk::ModelServerSettings& settings) {
     if (events == nullptr) return failf("{}: no event sink given", label);
-    auto server = ModelServer::create(std::move(model), events, settings);
+    auto server = sdk::ModelServer::create(std::move(model), events, settings);
     if (!server) return fail(server.error().context(label));
     return std::unique_ptr<InprocHostDevice>(
         new InprocHostDevice(std::move(server).value(), std::move(label)));
 }
 
-Result<ModelServer*> InprocHostDevice::live() {
+Result<sdk::ModelServer*> InprocHostDevice::live() {
     if (!server_) return failf("{}: device is closed", label_);
     return server_.get();
 }
@@ -89,12 +89,12 @@ void InprocHostDevice::close() {
 }
 
 Result<void> register_inproc_transport(hostdev::TransportRegistry& transports,
-                                       const ModelRegistry& models) {
+                                       const sdk::ModelRegistry& models) {
     return transports.add(
         "inproc",
         [&models](const hostdev::ParsedUrl& url,
                   const hostdev::OpenContext& ctx) -> Result<std::unique_ptr<hostdev::HostDevice>> {
-            ModelParams params(url.params.begin(), url.params.end());
+            sdk::ModelParams params(url.params.begin(), url.params.end());
             auto model = models.create(url.path, params);
             if (!model) return fail(model.error());
             auto device = InprocHostDevice::open(std::move(model).value(), ctx.events,
@@ -104,4 +104,4 @@ Result<void> register_inproc_transport(hostdev::TransportRegistry& transports,
         });
 }
 
-}  // namespace potemkin::sdk
+}  // namespace potemkin::inproc

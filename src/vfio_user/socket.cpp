@@ -1,4 +1,4 @@
-#include "hostdev/vfio_user/socket.hpp"
+#include "vfio_user/socket.hpp"
 
 #include <fmt/format.h>
 #include <poll.h>
@@ -9,7 +9,7 @@
 #include <cerrno>
 #include <cstring>
 
-namespace potemkin::hostdev::vfio_user {
+namespace potemkin::vfio_user {
 
 using hostdev::recv_exact;
 using hostdev::sys_error;
@@ -35,12 +35,12 @@ Result<void> send_message(int sock, Header header,
     iov[n++] = {bytes.data(), bytes.size()};
     for (const auto& part : payload)
         if (!part.empty()) iov[n++] = {const_cast<uint8_t*>(part.data()), part.size()};
-    return send_with_fds(sock, iov, n, fds, kMaxMsgFdsLimit);
+    return hostdev::send_with_fds(sock, iov, n, fds, kMaxMsgFdsLimit);
 }
 
 Result<void> send_raw(int sock, std::span<const uint8_t> bytes, std::span<const int> fds) {
     iovec iov{const_cast<uint8_t*>(bytes.data()), bytes.size()};
-    return send_with_fds(sock, &iov, 1, fds, kMaxMsgFdsLimit);
+    return hostdev::send_with_fds(sock, &iov, 1, fds, kMaxMsgFdsLimit);
 }
 
 Result<Message> recv_message(int sock, const RecvOptions& options) {
@@ -49,7 +49,7 @@ Result<Message> recv_message(int sock, const RecvOptions& options) {
     // Reused per thread: the hot path (a REGION_READ round trip) should not allocate for it.
     thread_local std::vector<cmsghdr> control;
     if (options.max_fds > 0) {
-        const size_t words = cmsg_words(options.max_fds);
+        const size_t words = hostdev::cmsg_words(options.max_fds);
         if (control.size() < words) control.resize(words);
     }
     msghdr msg{};
@@ -64,7 +64,7 @@ Result<Message> recv_message(int sock, const RecvOptions& options) {
     if (options.readable) {
         flags |= MSG_DONTWAIT;
     } else if (!options.rcvtimeo) {
-        auto ready = wait_readable(sock, options.timeout_ms);
+        auto ready = hostdev::wait_readable(sock, options.timeout_ms);
         if (!ready) return fail(ready.error());
         if (!*ready) return fail("timed out waiting for a message", ETIMEDOUT);
     }
@@ -76,7 +76,7 @@ Result<Message> recv_message(int sock, const RecvOptions& options) {
         // SO_RCVTIMEO expired, or the data a poll saw is gone.
         if (errno == EAGAIN || errno == EWOULDBLOCK)
             return fail("timed out waiting for a message", ETIMEDOUT);
-        return sys_error("recvmsg", errno);
+        return hostdev::sys_error("recvmsg", errno);
     }
     // Collect the fds first, so every error path below closes them.
     if (options.max_fds > 0) {
@@ -98,21 +98,22 @@ Result<Message> recv_message(int sock, const RecvOptions& options) {
                     EPROTO);
     if (static_cast<size_t>(n) < kHeaderSize) {
         // A stream may split the header; the rest must follow promptly.
-        POTEMKIN_TRY(recv_exact(sock, std::span<uint8_t>(head).subspan(static_cast<size_t>(n)),
+        POTEMKIN_TRY(
+            hostdev::recv_exact(sock, std::span<uint8_t>(head).subspan(static_cast<size_t>(n)),
                                 options.timeout_ms < 0 ? -1 : options.timeout_ms, "header"));
     }
     m.header = decode_header(head);
     POTEMKIN_TRY(check_framing(m.header, options.max_size));
     m.payload.resize(m.header.payload_size());
     if (!m.payload.empty())
-        POTEMKIN_TRY(
-            recv_exact(sock, m.payload, options.timeout_ms, command_name(m.header.cmd) + " body"));
+        POTEMKIN_TRY(hostdev::recv_exact(sock, m.payload, options.timeout_ms,
+                                         command_name(m.header.cmd) + " body"));
     return m;
 }
 
-}  // namespace potemkin::hostdev::vfio_user
+}  // namespace potemkin::vfio_user
 
-namespace potemkin::hostdev::vfio_user {
+namespace potemkin::vfio_user {
 
 // ---- MessageReader -----------------------------------------------------------------------------
 
@@ -179,7 +180,7 @@ Result<void> MessageReader::fill(int sock, int flags, size_t want, uint32_t max_
     // Reused per thread: the hot path should not allocate for it.
     thread_local std::vector<cmsghdr> control;
     if (max_fds > 0) {
-        const size_t words = cmsg_words(max_fds);
+        const size_t words = hostdev::cmsg_words(max_fds);
         if (control.size() < words) control.resize(words);
     }
     msghdr msg{};
@@ -196,7 +197,7 @@ Result<void> MessageReader::fill(int sock, int flags, size_t want, uint32_t max_
     } while (n < 0 && errno == EINTR);
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK) return fail("nothing to read", ETIMEDOUT);
-        return sys_error("recvmsg", errno);
+        return hostdev::sys_error("recvmsg", errno);
     }
     // Collect the fds first, so every error path below closes them.
     std::vector<UniqueFd> fds;
@@ -239,7 +240,7 @@ Result<void> MessageReader::next(int sock, Message& out, const RecvOptions& opti
             if (options.rcvtimeo) {
                 flags = 0;
             } else if (!options.readable) {
-                auto ready = wait_readable(sock, options.timeout_ms);
+                auto ready = hostdev::wait_readable(sock, options.timeout_ms);
                 if (!ready) return fail(ready.error());
                 if (!*ready) return fail("timed out waiting for a message", ETIMEDOUT);
             }
@@ -257,7 +258,7 @@ Result<void> MessageReader::next(int sock, Message& out, const RecvOptions& opti
         if (r) continue;
         if (r.error().sys_errno != ETIMEDOUT) return fail(r.error().context(what));
         if (!options.rcvtimeo) {
-            auto ready = wait_readable(sock, options.timeout_ms);
+            auto ready = hostdev::wait_readable(sock, options.timeout_ms);
             if (!ready) return fail(ready.error());
             if (*ready) continue;
         }
@@ -265,4 +266,4 @@ Result<void> MessageReader::next(int sock, Message& out, const RecvOptions& opti
     }
 }
 
-}  // namespace potemkin::hostdev::vfio_user
+}  // namespace potemkin::vfio_user

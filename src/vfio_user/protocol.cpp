@@ -1,4 +1,4 @@
-#include "hostdev/vfio_user/protocol.hpp"
+#include "vfio_user/protocol.hpp"
 
 #include <fmt/format.h>
 
@@ -7,7 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <type_traits>
 
-namespace potemkin::hostdev::vfio_user {
+namespace potemkin::vfio_user {
 
 namespace {
 
@@ -714,4 +714,4 @@ Result<DmaAccess> decode_dma_access(Command cmd, bool reply, std::span<const uin
     return a;
 }
 
-}  // namespace potemkin::hostdev::vfio_user
+}  // namespace potemkin::vfio_user

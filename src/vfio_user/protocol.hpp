@@ -27,7 +27,7 @@
 
 #include "common/result.hpp"
 
-namespace potemkin::hostdev::vfio_user {
+namespace potemkin::vfio_user {
 
 // ---- Limits (§15) ----------------------------------------------------------------------------
 inline constexpr uint16_t kMajor = 0;
@@ -348,4 +348,4 @@ std::vector<uint8_t> encode_dma_access(uint64_t addr, uint64_t count,
 Result<DmaAccess> decode_dma_access(Command cmd, bool reply, std::span<const uint8_t> payload,
                                     uint32_t max_data_xfer_size);
 
-}  // namespace potemkin::hostdev::vfio_user
+}  // namespace potemkin::vfio_user

@@ -1,4 +1,4 @@
-#include "hostdev/mpqemu_client.hpp"
+#include "mpqemu/client.hpp"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -20,17 +20,17 @@
 #include <thread>
 
 #include "common/log.hpp"
-#include "hostdev/mpqemu/protocol.hpp"
-#include "hostdev/qemu_launcher.hpp"
+#include "mpqemu/protocol.hpp"
+#include "mpqemu/qemu_process.hpp"
 
-namespace potemkin::hostdev {
+namespace potemkin::mpqemu {
 
 namespace mq = mpqemu;
 using Clock = std::chrono::steady_clock;
 
 namespace {
 
-constexpr uint32_t kConfigSize = mq::kConventionalConfigSize;  // 256
+constexpr uint32_t kConfigSize = kConventionalConfigSize;  // 256
 constexpr uint32_t kCommandOffset = 0x04;
 constexpr uint32_t kBarOffset = 0x10;
 constexpr uint32_t kRomOffset = 0x30;
@@ -40,9 +40,9 @@ constexpr uint16_t kCommandMemory = 1u << 1;
 constexpr uint32_t kBarSlots = 6;
 
 std::string region_name(uint32_t index) {
-    if (index < kRomRegion) return fmt::format("BAR{}", index);
-    if (index == kRomRegion) return "ROM";
-    if (index == kConfigRegion) return "config";
+    if (index < hostdev::kRomRegion) return fmt::format("BAR{}", index);
+    if (index == hostdev::kRomRegion) return "ROM";
+    if (index == hostdev::kConfigRegion) return "config";
     return fmt::format("region {}", index);
 }
 
@@ -101,13 +101,13 @@ class MpqemuClient::Impl : public std::enable_shared_from_this<Impl> {
     Result<void> start();
     void close();
 
-    Result<DeviceInfo> info();
-    Result<RegionInfo> region_info(uint32_t index);
+    Result<hostdev::DeviceInfo> info();
+    Result<hostdev::RegionInfo> region_info(uint32_t index);
     Result<void> config_read(uint32_t offset, std::span<uint8_t> out);
     Result<void> config_write(uint32_t offset, std::span<const uint8_t> in);
     Result<void> region_read(uint32_t index, uint64_t offset, std::span<uint8_t> out);
     Result<void> region_write(uint32_t index, uint64_t offset, std::span<const uint8_t> in);
-    Result<void> set_irqs(IrqKind kind, uint32_t count);
+    Result<void> set_irqs(hostdev::IrqKind kind, uint32_t count);
     Result<void> ack_intx();
     Result<void> reset();
     void drain();
@@ -124,12 +124,11 @@ class MpqemuClient::Impl : public std::enable_shared_from_this<Impl> {
 
   private:
     // ---- Messages ----
-    Result<uint64_t> request(mq::Cmd cmd, std::span<const uint8_t> payload,
-                             const std::string& what);
-    Result<uint64_t> request_locked(mq::Cmd cmd, std::span<const uint8_t> payload,
+    Result<uint64_t> request(Cmd cmd, std::span<const uint8_t> payload, const std::string& what);
+    Result<uint64_t> request_locked(Cmd cmd, std::span<const uint8_t> payload,
                                     const std::string& what);
-    Result<void> send_locked(mq::Cmd cmd, std::span<const uint8_t> payload,
-                             std::span<const int> fds, const std::string& what);
+    Result<void> send_locked(Cmd cmd, std::span<const uint8_t> payload, std::span<const int> fds,
+                             const std::string& what);
     Error gone_error(const std::string& what) const;
     void lose_locked(const std::string& why);
     void on_lost(const std::string& why);
@@ -199,7 +198,7 @@ Error MpqemuClient::Impl::gone_error(const std::string& what) const {
                  ENOTCONN};
 }
 
-Result<uint64_t> MpqemuClient::Impl::request(mq::Cmd cmd, std::span<const uint8_t> payload,
+Result<uint64_t> MpqemuClient::Impl::request(Cmd cmd, std::span<const uint8_t> payload,
                                              const std::string& what) {
     Result<uint64_t> r = [&] {
         std::lock_guard lk(io_mu_);
@@ -211,24 +210,24 @@ Result<uint64_t> MpqemuClient::Impl::request(mq::Cmd cmd, std::span<const uint8_
     return r;
 }
 
-Result<void> MpqemuClient::Impl::send_locked(mq::Cmd cmd, std::span<const uint8_t> payload,
+Result<void> MpqemuClient::Impl::send_locked(Cmd cmd, std::span<const uint8_t> payload,
                                              std::span<const int> fds, const std::string& what) {
     if (!up_) return fail(gone_error(what));
-    if (auto r = mq::send_message(s_.socket.get(), cmd, payload, fds); !r) {
+    if (auto r = send_message(s_.socket.get(), cmd, payload, fds); !r) {
         lose_locked(fmt::format("{}: sending: {}", what, r.error().message));
         return fail(gone_error(what));
     }
     return ok();
 }
 
-Result<uint64_t> MpqemuClient::Impl::request_locked(mq::Cmd cmd, std::span<const uint8_t> payload,
+Result<uint64_t> MpqemuClient::Impl::request_locked(Cmd cmd, std::span<const uint8_t> payload,
                                                     const std::string& what) {
     POTEMKIN_TRY(send_locked(cmd, payload, {}, what));
-    mq::RecvOptions o;
+    RecvOptions o;
     o.timeout_ms = static_cast<int>(s_.timeout.count());
     o.rcvtimeo = rcvtimeo_set_;
-    o.read_ahead = mq::kRetSize;  // only a RET can come, and nothing after it
-    auto m = mq::recv_message(s_.socket.get(), o);
+    o.read_ahead = kRetSize;  // only a RET can come, and nothing after it
+    auto m = recv_message(s_.socket.get(), o);
     if (!m) {
         lose_locked(fmt::format("{}: {}", what,
                                 m.error().sys_errno == ECONNRESET
@@ -236,7 +235,7 @@ Result<uint64_t> MpqemuClient::Impl::request_locked(mq::Cmd cmd, std::span<const
                                     : m.error().message));
         return fail(gone_error(what));
     }
-    auto v = mq::decode_ret(*m);
+    auto v = decode_ret(*m);
     if (!v) {
         // Anything but a RET breaks the strict request/reply pairing: the stream is lost.
         lose_locked(fmt::format("{}: {}", what, v.error().message));
@@ -270,8 +269,8 @@ Result<uint32_t> MpqemuClient::Impl::cfg_read_locked(uint32_t offset, int len) {
     const auto what = fmt::format("PCI_CFGREAD at {:#x} ({} bytes)", offset, len);
     if (offset + 4 > kConfigSize)  // the remote exits on these
         return failf("{}: {}: beyond the reachable config space", s_.label, what);
-    mq::ConfData c{offset, 0, len};
-    auto v = request_locked(mq::Cmd::pci_cfgread, mq::encode_conf(c), what);
+    ConfData c{offset, 0, len};
+    auto v = request_locked(Cmd::pci_cfgread, encode_conf(c), what);
     if (!v) return fail(v.error());
     return static_cast<uint32_t>(*v);
 }
@@ -280,8 +279,8 @@ Result<void> MpqemuClient::Impl::cfg_write_locked(uint32_t offset, uint32_t valu
     const auto what = fmt::format("PCI_CFGWRITE at {:#x} ({} bytes)", offset, len);
     if (offset + 4 > kConfigSize)
         return failf("{}: {}: beyond the reachable config space", s_.label, what);
-    mq::ConfData c{offset, value, len};
-    auto v = request_locked(mq::Cmd::pci_cfgwrite, mq::encode_conf(c), what);
+    ConfData c{offset, value, len};
+    auto v = request_locked(Cmd::pci_cfgwrite, encode_conf(c), what);
     if (!v) return fail(v.error());
     return ok();
 }
@@ -354,21 +353,21 @@ Result<void> MpqemuClient::Impl::sync_sysmem_locked() {
     if (s_.memory == nullptr) return ok();
     const auto& regions = s_.memory->regions();
     if (regions.empty()) return ok();
-    if (regions.size() > mq::kMaxFds)
+    if (regions.size() > kMaxFds)
         return failf("{}: guest RAM has {} regions; SYNC_SYSMEM carries at most {}", s_.label,
-                     regions.size(), mq::kMaxFds);
-    mq::SyncSysmem m;
+                     regions.size(), kMaxFds);
+    SyncSysmem m;
     std::vector<int> fds;
     for (const auto& r : regions) {
         m.entries.push_back({r.base.value, r.size, static_cast<int64_t>(r.fd_offset)});
         fds.push_back(s_.memory->fd());
     }
-    return send_locked(mq::Cmd::sync_sysmem, mq::encode_sysmem(m), fds, "SYNC_SYSMEM");
+    return send_locked(Cmd::sync_sysmem, encode_sysmem(m), fds, "SYNC_SYSMEM");
 }
 
 Result<void> MpqemuClient::Impl::set_irqfd_locked() {
     const std::array<int, 2> fds{irq_fd_.get(), resample_fd_.get()};
-    return send_locked(mq::Cmd::set_irqfd, {}, fds, "SET_IRQFD");
+    return send_locked(Cmd::set_irqfd, {}, fds, "SET_IRQFD");
 }
 
 // Sizes every BAR and the ROM from the remote's registers: save, write all-ones, read back,
@@ -391,7 +390,7 @@ Result<void> MpqemuClient::Impl::probe_bars_locked() {
         MpqemuBar& b = bars_[i];
         if (v == 0) continue;
         if ((v & 1) != 0) {
-            b.kind = RegionKind::io;
+            b.kind = hostdev::RegionKind::io;
             b.size = lowest_bit(v & ~3u);
         } else {
             const uint32_t type = (v >> 1) & 3;
@@ -401,11 +400,11 @@ Result<void> MpqemuClient::Impl::probe_bars_locked() {
                     return failf("{}: BAR5 claims to be the low half of a 64-bit BAR", s_.label);
                 auto hi = size_register(kBarOffset + 4 * (i + 1), 0xFFFF'FFFFu);
                 if (!hi) return fail(hi.error());
-                b.kind = RegionKind::mem64;
+                b.kind = hostdev::RegionKind::mem64;
                 b.size = lowest_bit((uint64_t{*hi} << 32) | (v & ~0xFu));
                 ++i;  // the upper slot stays absent
             } else {
-                b.kind = type == 1 ? RegionKind::mem24 : RegionKind::mem32;
+                b.kind = type == 1 ? hostdev::RegionKind::mem24 : hostdev::RegionKind::mem32;
                 b.size = lowest_bit(v & ~0xFu);
             }
         }
@@ -417,8 +416,8 @@ Result<void> MpqemuClient::Impl::probe_bars_locked() {
     auto rom = size_register(kRomOffset, kRomAddressMask);
     if (!rom) return fail(rom.error());
     if ((*rom & kRomAddressMask) != 0) {
-        bars_[kRomRegion].kind = RegionKind::rom;
-        bars_[kRomRegion].size = lowest_bit(*rom & kRomAddressMask);
+        bars_[hostdev::kRomRegion].kind = hostdev::RegionKind::rom;
+        bars_[hostdev::kRomRegion].size = lowest_bit(*rom & kRomAddressMask);
     }
     return ok();
 }
@@ -436,8 +435,8 @@ Result<void> MpqemuClient::Impl::place_bars() {
     // 32-bit BARs first (they must end below 4 GiB), then 64-bit ones; largest first within
     // each, so natural alignment wastes nothing.
     std::stable_sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) {
-        const bool a64 = bars_[a].kind == RegionKind::mem64,
-                   b64 = bars_[b].kind == RegionKind::mem64;
+        const bool a64 = bars_[a].kind == hostdev::RegionKind::mem64,
+                   b64 = bars_[b].kind == hostdev::RegionKind::mem64;
         if (a64 != b64) return b64;
         return bars_[a].size > bars_[b].size;
     });
@@ -445,7 +444,7 @@ Result<void> MpqemuClient::Impl::place_bars() {
     decode_bits_ = 0;
     for (uint32_t i : order) {
         MpqemuBar& b = bars_[i];
-        if (b.kind == RegionKind::io) {
+        if (b.kind == hostdev::RegionKind::io) {
             b.base = align_up(io, b.size);
             io = b.base + b.size;
             if (io > 0x1'0000)
@@ -455,7 +454,7 @@ Result<void> MpqemuClient::Impl::place_bars() {
         } else {
             b.base = align_up(mem, b.size);
             mem = b.base + b.size;
-            if (b.kind != RegionKind::mem64 && mem > (1ull << 32))
+            if (b.kind != hostdev::RegionKind::mem64 && mem > (1ull << 32))
                 return failf("{}: {} ({:#x} bytes, 32-bit) does not fit below 4 GiB from {:#x}",
                              s_.label, region_name(i), b.size, s_.mem_base);
             decode_bits_ |= kCommandMemory;
@@ -469,11 +468,11 @@ Result<void> MpqemuClient::Impl::program_bars_locked() {
         const MpqemuBar& b = bars_[i];
         if (b.size == 0) continue;
         POTEMKIN_TRY(cfg_write_locked(kBarOffset + 4 * i, static_cast<uint32_t>(b.base), 4));
-        if (b.kind == RegionKind::mem64)
+        if (b.kind == hostdev::RegionKind::mem64)
             POTEMKIN_TRY(
                 cfg_write_locked(kBarOffset + 4 * (i + 1), static_cast<uint32_t>(b.base >> 32), 4));
     }
-    const MpqemuBar& rom = bars_[kRomRegion];
+    const MpqemuBar& rom = bars_[hostdev::kRomRegion];
     if (rom.size != 0)
         POTEMKIN_TRY(cfg_write_locked(kRomOffset, static_cast<uint32_t>(rom.base) | 1u, 4));
     return cfg_write_locked(kCommandOffset, guest_command_ | decode_bits_, 2);
@@ -481,36 +480,36 @@ Result<void> MpqemuClient::Impl::program_bars_locked() {
 
 // ---- HostDevice calls ---------------------------------------------------------------------------
 
-Result<DeviceInfo> MpqemuClient::Impl::info() {
+Result<hostdev::DeviceInfo> MpqemuClient::Impl::info() {
     drain();
-    DeviceInfo d;
+    hostdev::DeviceInfo d;
     d.name = s_.label;
-    d.num_regions = kPciRegionCount;
+    d.num_regions = hostdev::kPciRegionCount;
     d.num_irqs = 1;  // INTx; x-remote has no MSI
     d.reset_supported = true;
     return d;
 }
 
-Result<RegionInfo> MpqemuClient::Impl::region_info(uint32_t index) {
+Result<hostdev::RegionInfo> MpqemuClient::Impl::region_info(uint32_t index) {
     drain();
-    RegionInfo out;
+    hostdev::RegionInfo out;
     out.index = index;
-    if (index == kConfigRegion) {
-        out.kind = RegionKind::config;
+    if (index == hostdev::kConfigRegion) {
+        out.kind = hostdev::RegionKind::config;
         out.size = kConfigSize;
         out.readable = out.writable = true;
         return out;
     }
     if (index >= bars_.size())
         return failf("{}: region {} does not exist (the device has {})", s_.label, index,
-                     kPciRegionCount);
+                     hostdev::kPciRegionCount);
     const MpqemuBar& b = bars_[index];
     if (b.size == 0) return out;  // absent
     out.kind = b.kind;
     out.size = b.size;
     out.prefetchable = b.prefetchable;
     out.readable = true;
-    out.writable = index != kRomRegion;
+    out.writable = index != hostdev::kRomRegion;
     return out;
 }
 
@@ -608,7 +607,7 @@ Result<void> MpqemuClient::Impl::config_write(uint32_t offset, std::span<const u
 
 Result<void> MpqemuClient::Impl::region_read(uint32_t index, uint64_t offset,
                                              std::span<uint8_t> out) {
-    if (index == kConfigRegion) {
+    if (index == hostdev::kConfigRegion) {
         if (offset > kConfigSize) {
             std::fill(out.begin(), out.end(), 0xFF);
             return failf("{}: config read at {:#x}: beyond config space", s_.label, offset);
@@ -623,16 +622,16 @@ Result<void> MpqemuClient::Impl::region_read(uint32_t index, uint64_t offset,
     if (offset > b.size || out.size() > b.size - offset)
         return failf("{}: read of {} bytes at {:#x} is outside {} ({:#x} bytes)", s_.label,
                      out.size(), offset, region_name(index), b.size);
-    const bool memory = b.kind != RegionKind::io;
+    const bool memory = b.kind != hostdev::RegionKind::io;
     Result<void> result;
     {
         std::lock_guard lk(io_mu_);
         for (size_t done = 0; done < out.size();) {
             const uint64_t at = offset + done;
             const uint32_t n = chunk_size(at, out.size() - done, memory ? 8 : 4);
-            mq::BarAccess a{b.base + at, 0, n, memory};
+            BarAccess a{b.base + at, 0, n, memory};
             auto v = request_locked(
-                mq::Cmd::bar_read, mq::encode_bar(a),
+                Cmd::bar_read, encode_bar(a),
                 fmt::format("BAR_READ of {} at {:#x} ({} bytes)", region_name(index), at, n));
             if (!v) {
                 result = fail(v.error());
@@ -649,7 +648,7 @@ Result<void> MpqemuClient::Impl::region_read(uint32_t index, uint64_t offset,
 
 Result<void> MpqemuClient::Impl::region_write(uint32_t index, uint64_t offset,
                                               std::span<const uint8_t> in) {
-    if (index == kConfigRegion) {
+    if (index == hostdev::kConfigRegion) {
         if (offset > kConfigSize)
             return failf("{}: config write at {:#x}: beyond config space", s_.label, offset);
         return config_write(static_cast<uint32_t>(offset), in);
@@ -657,12 +656,12 @@ Result<void> MpqemuClient::Impl::region_write(uint32_t index, uint64_t offset,
     drain();
     if (index >= bars_.size() || bars_[index].size == 0)
         return failf("{}: write to {}: no such region", s_.label, region_name(index));
-    if (index == kRomRegion) return failf("{}: the ROM is read-only", s_.label);
+    if (index == hostdev::kRomRegion) return failf("{}: the ROM is read-only", s_.label);
     const MpqemuBar& b = bars_[index];
     if (offset > b.size || in.size() > b.size - offset)
         return failf("{}: write of {} bytes at {:#x} is outside {} ({:#x} bytes)", s_.label,
                      in.size(), offset, region_name(index), b.size);
-    const bool memory = b.kind != RegionKind::io;
+    const bool memory = b.kind != hostdev::RegionKind::io;
     Result<void> result;
     {
         std::lock_guard lk(io_mu_);
@@ -671,9 +670,9 @@ Result<void> MpqemuClient::Impl::region_write(uint32_t index, uint64_t offset,
             const uint32_t n = chunk_size(at, in.size() - done, memory ? 8 : 4);
             uint64_t value = 0;
             for (uint32_t k = 0; k < n; ++k) value |= uint64_t{in[done + k]} << (8 * k);
-            mq::BarAccess a{b.base + at, value, n, memory};
+            BarAccess a{b.base + at, value, n, memory};
             auto v = request_locked(
-                mq::Cmd::bar_write, mq::encode_bar(a),
+                Cmd::bar_write, encode_bar(a),
                 fmt::format("BAR_WRITE of {} at {:#x} ({} bytes)", region_name(index), at, n));
             if (!v) {
                 result = fail(v.error());
@@ -686,11 +685,11 @@ Result<void> MpqemuClient::Impl::region_write(uint32_t index, uint64_t offset,
     return result;
 }
 
-Result<void> MpqemuClient::Impl::set_irqs(IrqKind kind, uint32_t count) {
+Result<void> MpqemuClient::Impl::set_irqs(hostdev::IrqKind kind, uint32_t count) {
     drain();
-    if (kind != IrqKind::intx && count > 0)
+    if (kind != hostdev::IrqKind::intx && count > 0)
         return failf("{}: {} asked for: QEMU's x-remote machine has no MSI, only INTx", s_.label,
-                     kind == IrqKind::msi ? "MSI" : "MSI-X");
+                     kind == hostdev::IrqKind::msi ? "MSI" : "MSI-X");
     return ok();
 }
 
@@ -706,7 +705,7 @@ Result<void> MpqemuClient::Impl::reset() {
     Result<void> result;
     {
         std::lock_guard lk(io_mu_);
-        auto r = request_locked(mq::Cmd::device_reset, {}, "DEVICE_RESET");
+        auto r = request_locked(Cmd::device_reset, {}, "DEVICE_RESET");
         // The reset cleared the command register the guest programmed, and the remote's BARs.
         guest_command_ = 0;
         config_log_.clear();
@@ -939,10 +938,10 @@ Result<std::unique_ptr<MpqemuClient>> MpqemuClient::open(MpqemuClientSettings se
     return std::unique_ptr<MpqemuClient>(new MpqemuClient(std::move(impl)));
 }
 
-Result<DeviceInfo> MpqemuClient::info() {
+Result<hostdev::DeviceInfo> MpqemuClient::info() {
     return impl_->info();
 }
-Result<RegionInfo> MpqemuClient::region_info(uint32_t index) {
+Result<hostdev::RegionInfo> MpqemuClient::region_info(uint32_t index) {
     return impl_->region_info(index);
 }
 Result<void> MpqemuClient::config_read(uint32_t offset, std::span<uint8_t> out) {
@@ -958,7 +957,7 @@ Result<void> MpqemuClient::region_write(uint32_t index, uint64_t offset,
                                         std::span<const uint8_t> in) {
     return impl_->region_write(index, offset, in);
 }
-Result<void> MpqemuClient::set_irqs(IrqKind kind, uint32_t count) {
+Result<void> MpqemuClient::set_irqs(hostdev::IrqKind kind, uint32_t count) {
     return impl_->set_irqs(kind, count);
 }
 Result<void> MpqemuClient::ack_intx() {
@@ -1050,7 +1049,8 @@ struct CommonParams {
 };
 
 // Parameters both schemes take; `extra` lists the scheme's own (handled by the caller).
-Result<CommonParams> common_params(const ParsedUrl& url, std::initializer_list<const char*> extra) {
+Result<CommonParams> common_params(const hostdev::ParsedUrl& url,
+                                   std::initializer_list<const char*> extra) {
     CommonParams c;
     for (const auto& [key, value] : url.params) {
         if (key == "timeout_ms") {
@@ -1076,7 +1076,7 @@ Result<CommonParams> common_params(const ParsedUrl& url, std::initializer_list<c
     return c;
 }
 
-void apply(MpqemuClientSettings& s, const CommonParams& c, const OpenContext& ctx) {
+void apply(MpqemuClientSettings& s, const CommonParams& c, const hostdev::OpenContext& ctx) {
     s.timeout = c.timeout;
     if (c.mem_base) s.mem_base = *c.mem_base;
     if (c.io_base) s.io_base = *c.io_base;
@@ -1088,10 +1088,11 @@ void apply(MpqemuClientSettings& s, const CommonParams& c, const OpenContext& ct
 
 }  // namespace
 
-Result<void> register_mpqemu_transports(TransportRegistry& transports) {
+Result<void> register_mpqemu_transports(hostdev::TransportRegistry& transports) {
     POTEMKIN_TRY(transports.add(
         "mpqemu-fd",
-        [](const ParsedUrl& url, const OpenContext& ctx) -> Result<std::unique_ptr<HostDevice>> {
+        [](const hostdev::ParsedUrl& url,
+           const hostdev::OpenContext& ctx) -> Result<std::unique_ptr<hostdev::HostDevice>> {
             auto fd = number_param("fd", url.path, 1'000'000);
             if (!fd) return failf("'{}' is not a file descriptor number", url.path);
             auto c = common_params(url, {});
@@ -1105,11 +1106,12 @@ Result<void> register_mpqemu_transports(TransportRegistry& transports) {
             apply(s, *c, ctx);
             auto client = MpqemuClient::open(std::move(s));
             if (!client) return fail(client.error());
-            return std::unique_ptr<HostDevice>(std::move(*client));
+            return std::unique_ptr<hostdev::HostDevice>(std::move(*client));
         }));
     return transports.add(
         "qemu",
-        [](const ParsedUrl& url, const OpenContext& ctx) -> Result<std::unique_ptr<HostDevice>> {
+        [](const hostdev::ParsedUrl& url,
+           const hostdev::OpenContext& ctx) -> Result<std::unique_ptr<hostdev::HostDevice>> {
             auto spec = parse_qemu_device(url.path);
             if (!spec) return fail(spec.error());
             auto c = common_params(url, {"qemu", "start_timeout_ms", "respawn"});
@@ -1159,8 +1161,8 @@ Result<void> register_mpqemu_transports(TransportRegistry& transports) {
             }
             auto client = MpqemuClient::open(std::move(s));
             if (!client) return fail(client.error());
-            return std::unique_ptr<HostDevice>(std::move(*client));
+            return std::unique_ptr<hostdev::HostDevice>(std::move(*client));
         });
 }
 
-}  // namespace potemkin::hostdev
+}  // namespace potemkin::mpqemu

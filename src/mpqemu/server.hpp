@@ -1,5 +1,5 @@
 // MpqemuServer: serves one DeviceModel (through a ModelServer) to QEMU's `x-pci-proxy-dev`
-// over QEMU's multi-process protocol (hostdev/mpqemu/protocol.hpp, docs/interop.md,
+// over QEMU's multi-process protocol (mpqemu/protocol.hpp, docs/interop.md,
 // ../shared/protocols/mpqemu.md). QEMU runs the guest; this process is the device. The device
 // side of `potemkin serve MODEL --mpqemu-fd N`.
 //
@@ -45,14 +45,12 @@
 
 #include "common/result.hpp"
 #include "common/unique_fd.hpp"
-#include "hostdev/mpqemu/protocol.hpp"
+#include "mpqemu/protocol.hpp"
 #include "sdk/device_model.hpp"
 #include "sdk/model_server.hpp"
+#include "sdk/server_events.hpp"
 
-namespace potemkin::sdk {
-
-template <typename Server>
-class ServerEvents;
+namespace potemkin::mpqemu {
 
 struct MpqemuServerSettings {
     // The connected socket to the proxy (inherited; ownership is taken).
@@ -64,13 +62,13 @@ struct MpqemuServerSettings {
     int stop_fd = -1;
     // Names the server in logs ("edu").
     std::string label = "device";
-    ModelServerSettings model;
+    sdk::ModelServerSettings model;
 };
 
 class MpqemuServer {
   public:
     // Builds the ModelServer around `model` and checks the socket.
-    static Result<std::unique_ptr<MpqemuServer>> create(std::unique_ptr<DeviceModel> model,
+    static Result<std::unique_ptr<MpqemuServer>> create(std::unique_ptr<sdk::DeviceModel> model,
                                                         const MpqemuServerSettings& settings);
     ~MpqemuServer();
     MpqemuServer(const MpqemuServer&) = delete;
@@ -83,7 +81,7 @@ class MpqemuServer {
     void stop();
 
     // The device; touch it only while run() is not running.
-    ModelServer& model_server() { return *server_; }
+    sdk::ModelServer& model_server() { return *server_; }
     struct Stats {
         uint64_t requests = 0;
         uint64_t sysmem_syncs = 0;
@@ -96,7 +94,7 @@ class MpqemuServer {
     Stats stats() const { return stats_; }
 
   private:
-    friend class ServerEvents<MpqemuServer>;
+    friend class sdk::ServerEvents<MpqemuServer>;
     struct Mapping;
     // A BAR the function decodes right now: region index (0-5, 6 = ROM), kind, range.
     struct Window {
@@ -108,19 +106,18 @@ class MpqemuServer {
 
     explicit MpqemuServer(const MpqemuServerSettings& settings);
     // One validated request. An error ends the connection.
-    Result<void> handle(hostdev::mpqemu::Message& msg);
-    Result<void> handle_config(const hostdev::mpqemu::Message& msg);
-    Result<void> handle_bar(const hostdev::mpqemu::Message& msg);
-    Result<void> handle_sysmem(hostdev::mpqemu::Message& msg);
-    void handle_irqfd(hostdev::mpqemu::Message& msg);
+    Result<void> handle(Message& msg);
+    Result<void> handle_config(const Message& msg);
+    Result<void> handle_bar(const Message& msg);
+    Result<void> handle_sysmem(Message& msg);
+    void handle_irqfd(Message& msg);
     Result<void> reply(uint64_t value);
 
     // Recomputes windows_ from the configuration space (after config writes and resets).
     void update_windows();
     std::optional<std::pair<uint32_t, uint64_t>> resolve(uint64_t addr, uint64_t size,
                                                          bool memory) const;
-    Result<void> map_sysmem(std::vector<hostdev::mpqemu::SysmemEntry> entries,
-                            std::vector<UniqueFd> fds);
+    Result<void> map_sysmem(std::vector<SysmemEntry> entries, std::vector<UniqueFd> fds);
     // The model's DMA, from ServerEvents.
     Result<void> dma(uint64_t gpa, std::span<uint8_t> buf, bool write);
     void signal_intx(bool asserted);
@@ -133,8 +130,8 @@ class MpqemuServer {
     UniqueFd sock_;
     UniqueFd stop_event_;
     UniqueFd epoll_;
-    std::unique_ptr<ServerEvents<MpqemuServer>> events_;
-    std::unique_ptr<ModelServer> server_;
+    std::unique_ptr<sdk::ServerEvents<MpqemuServer>> events_;
+    std::unique_ptr<sdk::ModelServer> server_;
     std::vector<Window> windows_;
     std::vector<Mapping> sysmem_;  // by gpa
     UniqueFd irqfd_;
@@ -143,4 +140,4 @@ class MpqemuServer {
     Stats stats_;
 };
 
-}  // namespace potemkin::sdk
+}  // namespace potemkin::mpqemu

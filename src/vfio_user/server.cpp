@@ -1,4 +1,4 @@
-#include "sdk/vfio_user_server.hpp"
+#include "vfio_user/server.hpp"
 
 #include <fmt/format.h>
 #include <poll.h>
@@ -18,9 +18,7 @@
 #include "common/log.hpp"
 #include "sdk/server_events.hpp"
 
-namespace potemkin::sdk {
-
-namespace vu = hostdev::vfio_user;
+namespace potemkin::vfio_user {
 
 namespace {
 
@@ -33,9 +31,9 @@ Unexpected<Error> invalid(fmt::format_string<Args...> f, Args&&... args) {
     return fail(fmt::format(f, std::forward<Args>(args)...), EINVAL);
 }
 
-Result<void> no_fds(const vu::Message& msg) {
+Result<void> no_fds(const Message& msg) {
     if (!msg.fds.empty())
-        return invalid("{}: carries {} fds, takes none", vu::command_name(msg.header.cmd),
+        return invalid("{}: carries {} fds, takes none", command_name(msg.header.cmd),
                        msg.fds.size());
     return ok();
 }
@@ -62,7 +60,7 @@ struct VfioUserServer::DmaRegion {
     uint64_t size = 0;
     uint32_t flags = 0;   // DMA_MAP flags (READ, WRITE, MMAP, FILE_IO)
     uint64_t offset = 0;  // in the fd
-    vu::UniqueFd fd;      // FILE_IO: kept for pread/pwrite; mmap: kept to compare identities
+    UniqueFd fd;          // FILE_IO: kept for pread/pwrite; mmap: kept to compare identities
     dev_t dev = 0;
     ino_t ino = 0;
     void* map_base = nullptr;  // the mmap (page-aligned)
@@ -89,12 +87,12 @@ struct VfioUserServer::DmaRegion {
 };
 
 struct VfioUserServer::Connection {
-    vu::UniqueFd fd;
-    vu::MessageReader reader;  // every read of fd goes through it
-    vu::Message rx;            // the request being handled (reused: no allocation per request)
+    UniqueFd fd;
+    MessageReader reader;  // every read of fd goes through it
+    Message rx;            // the request being handled (reused: no allocation per request)
     bool negotiated = false;
     bool close = false;  // drop the connection after this message
-    vu::Capabilities client;
+    Capabilities client;
 };
 
 // ---- Setup -------------------------------------------------------------------------------------
@@ -107,22 +105,22 @@ VfioUserServer::~VfioUserServer() {
 }
 
 Result<std::unique_ptr<VfioUserServer>> VfioUserServer::create(
-    std::unique_ptr<DeviceModel> model, const VfioUserServerSettings& settings) {
+    std::unique_ptr<sdk::DeviceModel> model, const VfioUserServerSettings& settings) {
     if (settings.socket_path.empty() == (settings.listen_fd < 0))
         return failf("{}: give exactly one of a socket path and a listening fd", settings.label);
     std::unique_ptr<VfioUserServer> s(new VfioUserServer(settings));
     if (settings.listen_fd >= 0) s->listen_.reset(settings.listen_fd);
-    s->events_ = std::make_unique<ServerEvents<VfioUserServer>>(*s);
-    auto server = ModelServer::create(std::move(model), s->events_.get(), settings.model);
+    s->events_ = std::make_unique<sdk::ServerEvents<VfioUserServer>>(*s);
+    auto server = sdk::ModelServer::create(std::move(model), s->events_.get(), settings.model);
     if (!server) return fail(server.error().context(settings.label));
     s->server_ = std::move(server).value();
-    for (uint32_t i = 0; i < vu::kPciNumRegions; ++i) {
+    for (uint32_t i = 0; i < kPciNumRegions; ++i) {
         if (i >= hostdev::kPciRegionCount) continue;  // VGA: absent
         auto info = s->server_->region_info(i);
         if (!info) return fail(info.error().context(settings.label));
         s->region_size_[i] = info->size;
     }
-    for (uint32_t i = 0; i < vu::kPciNumIrqs; ++i) {
+    for (uint32_t i = 0; i < kPciNumIrqs; ++i) {
         s->irq_fds_[i].resize(s->irq_count(i));
         s->irq_masked_[i].assign(s->irq_count(i), false);
         s->irq_pending_[i].assign(s->irq_count(i), false);
@@ -228,12 +226,12 @@ Result<void> VfioUserServer::serve_connection(int conn_fd) {
     conn_ = &conn;
     ++stats_.connections;
     log::info("{}: client connected", settings_.label);
-    vu::RecvOptions ropt;
-    ropt.max_size = vu::kServerMaxMsgSize;
+    RecvOptions ropt;
+    ropt.max_size = kServerMaxMsgSize;
     ropt.timeout_ms = settings_.io_timeout_ms;
     // An epoll set built once per connection (tags: 0 the socket, 1 a stop request, 2 the INTx
     // resample eventfd): cheaper per wait than poll() registering four fds every time.
-    vu::UniqueFd ep(::epoll_create1(EPOLL_CLOEXEC));
+    UniqueFd ep(::epoll_create1(EPOLL_CLOEXEC));
     auto watch = [&](int fd, uint32_t tag) {
         epoll_event e{};
         e.events = EPOLLIN;
@@ -256,11 +254,11 @@ Result<void> VfioUserServer::serve_connection(int conn_fd) {
     // The next request into conn.rx: true; false when there is none yet (an event was handled,
     // or a stop: stopped_); an error drops the client.
     auto receive = [&]() -> Result<bool> {
-        vu::RecvOptions o = ropt;
+        RecvOptions o = ropt;
         if (!conn.reader.has_message() && !conn.reader.pending()) {
             if (busy_ok && !intx_unmask_fd_ &&
                 Clock::now() - last_epoll < std::chrono::milliseconds(kBusyWaitMs)) {
-                vu::RecvOptions busy = ropt;
+                RecvOptions busy = ropt;
                 busy.rcvtimeo = true;
                 auto r = conn.reader.next(conn.fd.get(), conn.rx, busy);
                 if (r) return true;
@@ -308,17 +306,16 @@ Result<void> VfioUserServer::serve_connection(int conn_fd) {
             break;
         }
         if (!*got) continue;
-        vu::Message& msg = conn.rx;
+        Message& msg = conn.rx;
         ++stats_.requests;
         auto r = handle(conn, msg);
         if (!r) {
             ++stats_.error_replies;
             const int e = r.error().sys_errno != 0 ? r.error().sys_errno : EINVAL;
             log::warn("{}: {} (msg_id {}): {} → error {}", settings_.label,
-                      vu::command_name(msg.header.cmd), msg.header.msg_id, r.error().message, e);
+                      command_name(msg.header.cmd), msg.header.msg_id, r.error().message, e);
             if (!msg.header.no_reply() && !conn.close) {
-                if (auto s = vu::send_message(conn.fd.get(), vu::error_reply_header(msg.header, e));
-                    !s) {
+                if (auto s = send_message(conn.fd.get(), error_reply_header(msg.header, e)); !s) {
                     log::warn("{}: sending an error reply: {}", settings_.label, s.error().message);
                     break;
                 }
@@ -326,100 +323,100 @@ Result<void> VfioUserServer::serve_connection(int conn_fd) {
         }
     }
     conn_ = nullptr;
-    set_intx_unmask_fd(vu::UniqueFd());  // out of the set before it goes
+    set_intx_unmask_fd(UniqueFd());  // out of the set before it goes
     epoll_fd_ = -1;
     ep.reset();
     disconnect_cleanup();
     return ok();
 }
 
-Result<void> VfioUserServer::reply(Connection& conn, const vu::Message& request,
+Result<void> VfioUserServer::reply(Connection& conn, const Message& request,
                                    std::span<const std::span<const uint8_t>> payload,
                                    std::span<const int> fds) {
     if (request.header.no_reply()) return ok();
-    auto r = vu::send_message(conn.fd.get(), vu::reply_header(request.header), payload, fds);
+    auto r = send_message(conn.fd.get(), reply_header(request.header), payload, fds);
     if (!r) {
-        log::warn("{}: sending the {} reply: {}", settings_.label,
-                  vu::command_name(request.header.cmd), r.error().message);
+        log::warn("{}: sending the {} reply: {}", settings_.label, command_name(request.header.cmd),
+                  r.error().message);
         conn.close = true;  // the stream is in an unknown state
     }
     return ok();
 }
 
-Result<void> VfioUserServer::handle(Connection& conn, vu::Message& msg) {
-    POTEMKIN_TRY(vu::check_request(msg.header));
-    if (msg.fds.size() > vu::kServerMaxMsgFds)
-        return invalid("{}: carries {} fds, more than max_msg_fds {}",
-                       vu::command_name(msg.header.cmd), msg.fds.size(), vu::kServerMaxMsgFds);
-    const auto cmd = static_cast<vu::Command>(msg.header.cmd);
-    if (!conn.negotiated && cmd != vu::Command::version)
-        return invalid("{}: VERSION must be the first message", vu::command_name(msg.header.cmd));
+Result<void> VfioUserServer::handle(Connection& conn, Message& msg) {
+    POTEMKIN_TRY(check_request(msg.header));
+    if (msg.fds.size() > kServerMaxMsgFds)
+        return invalid("{}: carries {} fds, more than max_msg_fds {}", command_name(msg.header.cmd),
+                       msg.fds.size(), kServerMaxMsgFds);
+    const auto cmd = static_cast<Command>(msg.header.cmd);
+    if (!conn.negotiated && cmd != Command::version)
+        return invalid("{}: VERSION must be the first message", command_name(msg.header.cmd));
     switch (cmd) {
-        case vu::Command::version:
+        case Command::version:
             return handle_version(conn, msg);
-        case vu::Command::dma_map:
+        case Command::dma_map:
             return handle_dma_map(conn, msg);
-        case vu::Command::dma_unmap:
+        case Command::dma_unmap:
             return handle_dma_unmap(conn, msg);
-        case vu::Command::device_get_info:
+        case Command::device_get_info:
             return handle_get_info(conn, msg);
-        case vu::Command::device_get_region_info:
+        case Command::device_get_region_info:
             return handle_region_info(conn, msg);
-        case vu::Command::device_get_region_io_fds:
+        case Command::device_get_region_io_fds:
             return handle_region_io_fds(conn, msg);
-        case vu::Command::device_get_irq_info:
+        case Command::device_get_irq_info:
             return handle_irq_info(conn, msg);
-        case vu::Command::device_set_irqs:
+        case Command::device_set_irqs:
             return handle_set_irqs(conn, msg);
-        case vu::Command::region_read:
-        case vu::Command::region_write:
+        case Command::region_read:
+        case Command::region_write:
             return handle_region_access(conn, msg);
-        case vu::Command::device_reset:
+        case Command::device_reset:
             return handle_reset(conn, msg);
-        case vu::Command::dma_read:
-        case vu::Command::dma_write:
-            return invalid("{}: a server-to-client command", vu::command_name(msg.header.cmd));
-        case vu::Command::region_write_multi:
-        case vu::Command::device_feature:
-        case vu::Command::mig_data_read:
-        case vu::Command::mig_data_write:
+        case Command::dma_read:
+        case Command::dma_write:
+            return invalid("{}: a server-to-client command", command_name(msg.header.cmd));
+        case Command::region_write_multi:
+        case Command::device_feature:
+        case Command::mig_data_read:
+        case Command::mig_data_write:
             break;
     }
     return invalid("bad command {}", msg.header.cmd);
 }
 
-Result<void> VfioUserServer::handle_version(Connection& conn, vu::Message& msg) {
+Result<void> VfioUserServer::handle_version(Connection& conn, Message& msg) {
     POTEMKIN_TRY(no_fds(msg));
     if (conn.negotiated) return invalid("VERSION: already negotiated");
-    auto v = vu::decode_version(msg.payload);
+    auto v = decode_version(msg.payload);
     if (!v) return fail(v.error());
-    POTEMKIN_TRY(vu::check_version_compatible(*v));
+    POTEMKIN_TRY(check_version_compatible(*v));
     conn.client = v->caps;
     conn.negotiated = true;
-    vu::Version mine;
-    mine.minor = std::min(v->minor, vu::kMinor);
-    mine.caps.max_msg_fds = vu::kServerMaxMsgFds;
-    mine.caps.max_data_xfer_size = vu::kDefaultMaxDataXferSize;
+    Version mine;
+    mine.minor = std::min(v->minor, kMinor);
+    mine.caps.max_msg_fds = kServerMaxMsgFds;
+    mine.caps.max_data_xfer_size = kDefaultMaxDataXferSize;
     mine.caps.pgsizes = 4096;
     mine.caps.max_dma_maps = kMaxDmaRegions;
     log::info("{}: client speaks vfio-user {}.{}, max_msg_fds {}, max_data_xfer_size {}",
               settings_.label, v->major, v->minor, conn.client.max_msg_fds,
               conn.client.max_data_xfer_size);
-    auto payload = vu::encode_version(mine);
+    auto payload = encode_version(mine);
     std::span<const uint8_t> parts[1] = {bytes_of(payload)};
     return reply(conn, msg, parts);
 }
 
 // ---- DMA ---------------------------------------------------------------------------------------
 
-Result<void> VfioUserServer::handle_dma_map(Connection& conn, vu::Message& msg) {
-    auto m = vu::decode_dma_map(msg.payload);
+Result<void> VfioUserServer::handle_dma_map(Connection& conn, Message& msg) {
+    auto m = decode_dma_map(msg.payload);
     if (!m) return fail(m.error());
     if (msg.fds.size() > 1) return invalid("DMA_MAP: carries {} fds, takes 0 or 1", msg.fds.size());
     const bool has_fd = msg.fds.size() == 1;
-    if (!has_fd && (m->flags & (vu::kDmaMapFlagMmap | vu::kDmaMapFlagFileIo)) != 0)
+    if (!has_fd && (m->flags & (kDmaMapFlagMmap | kDmaMapFlagFileIo)) != 0)
         return invalid("DMA_MAP: flags {:#x} ask for MMAP or FILE_IO but no fd came", m->flags);
-    if ((m->flags & vu::kDmaMapFlagMmap) != 0 && (m->flags & vu::kDmaMapFlagFileIo) != 0)
+    if ((m->flags & kDmaMapFlagMmap) != 0 && (m->flags & kDmaMapFlagFileIo) != 0)
         return invalid("DMA_MAP: flags {:#x} ask for both MMAP and FILE_IO", m->flags);
 
     DmaRegion r;
@@ -463,13 +460,13 @@ Result<void> VfioUserServer::handle_dma_map(Connection& conn, vu::Message& msg) 
     if (dma_.size() >= kMaxDmaRegions)
         return invalid("DMA_MAP: more than {} mappings", kMaxDmaRegions);
 
-    if (r.fd && (r.flags & vu::kDmaMapFlagFileIo) == 0) {
+    if (r.fd && (r.flags & kDmaMapFlagFileIo) == 0) {
         const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
         const uint64_t base = r.offset & ~(page - 1);
         const uint64_t delta = r.offset - base;
         int prot = 0;
-        if ((r.flags & vu::kDmaMapFlagRead) != 0) prot |= PROT_READ;
-        if ((r.flags & vu::kDmaMapFlagWrite) != 0) prot |= PROT_WRITE;
+        if ((r.flags & kDmaMapFlagRead) != 0) prot |= PROT_READ;
+        if ((r.flags & kDmaMapFlagWrite) != 0) prot |= PROT_WRITE;
         if (r.size + delta > SIZE_MAX) return invalid("DMA_MAP: size {:#x} too large", r.size);
         void* p = ::mmap(nullptr, r.size + delta, prot == 0 ? PROT_NONE : prot, MAP_SHARED,
                          r.fd.get(), static_cast<off_t>(base));
@@ -487,13 +484,13 @@ Result<void> VfioUserServer::handle_dma_map(Connection& conn, vu::Message& msg) 
     return reply(conn, msg);
 }
 
-Result<void> VfioUserServer::handle_dma_unmap(Connection& conn, vu::Message& msg) {
+Result<void> VfioUserServer::handle_dma_unmap(Connection& conn, Message& msg) {
     POTEMKIN_TRY(no_fds(msg));
-    auto u = vu::decode_dma_unmap(msg.payload);
+    auto u = decode_dma_unmap(msg.payload);
     if (!u) return fail(u.error());
-    if ((u->flags & vu::kDmaUnmapFlagGetDirtyBitmap) != 0)
+    if ((u->flags & kDmaUnmapFlagGetDirtyBitmap) != 0)
         return invalid("DMA_UNMAP: GET_DIRTY_BITMAP is not supported (no dirty logging)");
-    if ((u->flags & vu::kDmaUnmapFlagAll) != 0) {
+    if ((u->flags & kDmaUnmapFlagAll) != 0) {
         dma_.clear();
     } else {
         auto it = dma_.find(u->addr);
@@ -501,9 +498,9 @@ Result<void> VfioUserServer::handle_dma_unmap(Connection& conn, vu::Message& msg
             return invalid("DMA_UNMAP: no mapping [{:#x}, +{:#x})", u->addr, u->size);
         dma_.erase(it);
     }
-    vu::DmaUnmap echo = *u;
-    echo.argsz = vu::kDmaUnmapSize;
-    auto payload = vu::encode_dma_unmap(echo);
+    DmaUnmap echo = *u;
+    echo.argsz = kDmaUnmapSize;
+    auto payload = encode_dma_unmap(echo);
     std::span<const uint8_t> parts[1] = {bytes_of(payload)};
     return reply(conn, msg, parts);
 }
@@ -523,7 +520,7 @@ Result<void> VfioUserServer::dma(uint64_t iova, std::span<uint8_t> buf, bool wri
         if (at - r.iova >= r.size)
             return failf("DMA {} at {:#x} (+{}): not mapped by the client", dir, at,
                          buf.size() - done);
-        const uint32_t need = write ? vu::kDmaMapFlagWrite : vu::kDmaMapFlagRead;
+        const uint32_t need = write ? kDmaMapFlagWrite : kDmaMapFlagRead;
         if ((r.flags & need) == 0)
             return failf("DMA {} at {:#x}: the mapping at {:#x} is not {}able", dir, at, r.iova,
                          dir);
@@ -556,43 +553,43 @@ Result<void> VfioUserServer::dma_message(const DmaRegion&, uint64_t iova, std::s
         return failf("DMA at {:#x}: by message, but no client is connected", iova);
     Connection& conn = *conn_;
     const uint32_t max = std::max<uint32_t>(conn.client.max_data_xfer_size, 1);
-    const auto cmd = write ? vu::Command::dma_write : vu::Command::dma_read;
-    vu::RecvOptions ropt;
-    ropt.max_size = vu::kHeaderSize + vu::kDmaAccessSize + max;
+    const auto cmd = write ? Command::dma_write : Command::dma_read;
+    RecvOptions ropt;
+    ropt.max_size = kHeaderSize + kDmaAccessSize + max;
     ropt.max_fds = 0;
     ropt.timeout_ms = settings_.io_timeout_ms;
     for (size_t done = 0; done < buf.size();) {
         const size_t n = std::min<size_t>(buf.size() - done, max);
         auto piece = buf.subspan(done, n);
         const uint64_t addr = iova + done;
-        vu::Header h;
+        Header h;
         h.msg_id = next_msg_id_++;
         h.cmd = static_cast<uint16_t>(cmd);
-        auto head = vu::encode_dma_access(addr, n);
+        auto head = encode_dma_access(addr, n);
         std::span<const uint8_t> parts[2] = {bytes_of(head), write ? piece : std::span<uint8_t>()};
-        if (auto s = vu::send_message(conn.fd.get(), h, parts); !s) {
+        if (auto s = send_message(conn.fd.get(), h, parts); !s) {
             conn.close = true;
-            return fail(s.error().context(vu::command_name(cmd)));
+            return fail(s.error().context(command_name(cmd)));
         }
         // The handler's request is conn.rx: the reply goes elsewhere.
-        auto r = std::make_unique<vu::Message>();
+        auto r = std::make_unique<Message>();
         if (auto got = conn.reader.next(conn.fd.get(), *r, ropt); !got) {
             conn.close = true;
-            return fail(got.error().context(fmt::format("{} reply", vu::command_name(cmd))));
+            return fail(got.error().context(fmt::format("{} reply", command_name(cmd))));
         }
         if (!r->header.is_reply()) {
             // The client sent a command while it owed us a reply: we cannot interleave.
             conn.close = true;
-            return failf("{}: the client sent {} instead of the reply", vu::command_name(cmd),
-                         vu::command_name(r->header.cmd));
+            return failf("{}: the client sent {} instead of the reply", command_name(cmd),
+                         command_name(r->header.cmd));
         }
-        h.msg_size = vu::kHeaderSize + static_cast<uint32_t>(head.size());
-        POTEMKIN_TRY(vu::check_reply(h, r->header));
-        auto a = vu::decode_dma_access(cmd, true, r->payload, max);
+        h.msg_size = kHeaderSize + static_cast<uint32_t>(head.size());
+        POTEMKIN_TRY(check_reply(h, r->header));
+        auto a = decode_dma_access(cmd, true, r->payload, max);
         if (!a) return fail(a.error());
         if (a->addr != addr || a->count != n)
             return failf("{} reply: addr {:#x} count {} do not match the request ({:#x}, {})",
-                         vu::command_name(cmd), a->addr, a->count, addr, n);
+                         command_name(cmd), a->addr, a->count, addr, n);
         if (!write) std::memcpy(piece.data(), a->data.data(), n);
         done += n;
     }
@@ -601,27 +598,27 @@ Result<void> VfioUserServer::dma_message(const DmaRegion&, uint64_t iova, std::s
 
 // ---- Device info and regions -------------------------------------------------------------------
 
-Result<void> VfioUserServer::handle_get_info(Connection& conn, vu::Message& msg) {
+Result<void> VfioUserServer::handle_get_info(Connection& conn, Message& msg) {
     POTEMKIN_TRY(no_fds(msg));
-    auto d = vu::decode_device_info(msg.payload);
+    auto d = decode_device_info(msg.payload);
     if (!d) return fail(d.error());
-    vu::DeviceInfo out;
-    out.flags = vu::kDeviceFlagPci | vu::kDeviceFlagReset;
-    out.num_regions = vu::kPciNumRegions;
-    out.num_irqs = vu::kPciNumIrqs;
-    auto payload = vu::encode_device_info(out);
+    DeviceInfo out;
+    out.flags = kDeviceFlagPci | kDeviceFlagReset;
+    out.num_regions = kPciNumRegions;
+    out.num_irqs = kPciNumIrqs;
+    auto payload = encode_device_info(out);
     std::span<const uint8_t> parts[1] = {bytes_of(payload)};
     return reply(conn, msg, parts);
 }
 
-Result<void> VfioUserServer::handle_region_info(Connection& conn, vu::Message& msg) {
+Result<void> VfioUserServer::handle_region_info(Connection& conn, Message& msg) {
     POTEMKIN_TRY(no_fds(msg));
-    auto req = vu::decode_region_info_request(msg.payload);
+    auto req = decode_region_info_request(msg.payload);
     if (!req) return fail(req.error());
-    if (req->index >= vu::kPciNumRegions)
+    if (req->index >= kPciNumRegions)
         return invalid("DEVICE_GET_REGION_INFO: region {} does not exist ({} regions)", req->index,
-                       vu::kPciNumRegions);
-    vu::RegionInfo out;
+                       kPciNumRegions);
+    RegionInfo out;
     out.index = req->index;
     int fd = -1;
     if (req->index < hostdev::kPciRegionCount) {
@@ -629,14 +626,14 @@ Result<void> VfioUserServer::handle_region_info(Connection& conn, vu::Message& m
         if (!info) return fail(info.error().message, EINVAL);
         out.size = info->size;
         if (info->size != 0) {
-            if (info->readable) out.flags |= vu::kRegionFlagRead;
-            if (info->writable) out.flags |= vu::kRegionFlagWrite;
+            if (info->readable) out.flags |= kRegionFlagRead;
+            if (info->writable) out.flags |= kRegionFlagWrite;
         }
         // A mappable region (BarSpec::mappable: a memfd): MMAP, the sparse cap and the fd.
         if (info->fd >= 0 && conn.client.max_msg_fds >= 1) {
-            out.flags |= vu::kRegionFlagMmap;
+            out.flags |= kRegionFlagMmap;
             out.offset = info->fd_offset;
-            std::vector<vu::SparseArea> areas;
+            std::vector<SparseArea> areas;
             for (const auto& a : info->mmap_areas) areas.push_back({a.offset, a.size});
             if (areas.empty()) areas.push_back({0, info->size});
             out.sparse_mmap = std::move(areas);
@@ -644,43 +641,43 @@ Result<void> VfioUserServer::handle_region_info(Connection& conn, vu::Message& m
         }
     }
     bool fits = false;
-    auto payload = vu::encode_region_info_reply(out, req->argsz, &fits);
+    auto payload = encode_region_info_reply(out, req->argsz, &fits);
     std::span<const uint8_t> parts[1] = {bytes_of(payload)};
     int fds[1] = {fd};
     return reply(conn, msg, parts,
                  fits && fd >= 0 ? std::span<const int>(fds) : std::span<const int>());
 }
 
-Result<void> VfioUserServer::handle_region_io_fds(Connection& conn, vu::Message& msg) {
+Result<void> VfioUserServer::handle_region_io_fds(Connection& conn, Message& msg) {
     POTEMKIN_TRY(no_fds(msg));
-    auto req = vu::decode_region_io_fds_request(msg.payload);
+    auto req = decode_region_io_fds_request(msg.payload);
     if (!req) return fail(req.error());
-    if (req->index >= vu::kPciNumRegions)
+    if (req->index >= kPciNumRegions)
         return invalid("DEVICE_GET_REGION_IO_FDS: region {} does not exist ({} regions)",
-                       req->index, vu::kPciNumRegions);
-    vu::RegionIoFds out;  // no ioeventfds: every access comes as a message
+                       req->index, kPciNumRegions);
+    RegionIoFds out;  // no ioeventfds: every access comes as a message
     out.index = req->index;
-    auto payload = vu::encode_region_io_fds(out);
+    auto payload = encode_region_io_fds(out);
     std::span<const uint8_t> parts[1] = {bytes_of(payload)};
     return reply(conn, msg, parts);
 }
 
-Result<void> VfioUserServer::handle_region_access(Connection& conn, vu::Message& msg) {
+Result<void> VfioUserServer::handle_region_access(Connection& conn, Message& msg) {
     POTEMKIN_TRY(no_fds(msg));
-    const auto cmd = static_cast<vu::Command>(msg.header.cmd);
-    const bool write = cmd == vu::Command::region_write;
-    auto a = vu::decode_region_access_view(cmd, false, msg.payload, vu::kDefaultMaxDataXferSize);
+    const auto cmd = static_cast<Command>(msg.header.cmd);
+    const bool write = cmd == Command::region_write;
+    auto a = decode_region_access_view(cmd, false, msg.payload, kDefaultMaxDataXferSize);
     if (!a) return fail(a.error());
     const char* name = write ? "REGION_WRITE" : "REGION_READ";
-    if (a->region >= vu::kPciNumRegions)
+    if (a->region >= kPciNumRegions)
         return invalid("{}: region {} does not exist ({} regions)", name, a->region,
-                       vu::kPciNumRegions);
+                       kPciNumRegions);
     const uint64_t size = region_size_[a->region];
     if (a->offset > size || a->count > size - a->offset)
         return invalid("{}: offset {:#x} count {} runs past the end of region {} ({:#x} bytes)",
                        name, a->offset, a->count, a->region, size);
     if (a->count == 0) return reply(conn, msg);
-    const auto head = vu::encode_region_access_head(a->offset, a->region, a->count);
+    const auto head = encode_region_access_head(a->offset, a->region, a->count);
     if (write) {
         auto r = server_->region_write(a->region, a->offset, a->data);
         if (!r) return fail(r.error().message, EINVAL);
@@ -696,71 +693,71 @@ Result<void> VfioUserServer::handle_region_access(Connection& conn, vu::Message&
     return reply(conn, msg, parts);
 }
 
-Result<void> VfioUserServer::handle_reset(Connection& conn, vu::Message& msg) {
+Result<void> VfioUserServer::handle_reset(Connection& conn, Message& msg) {
     POTEMKIN_TRY(no_fds(msg));
     if (!msg.payload.empty())
         return invalid("DEVICE_RESET: {} unexpected payload bytes", msg.payload.size());
     server_->reset();
     // The device is back in INTx mode with MSI/MSI-X off, so their eventfds go too (the client
     // installs them again when the guest re-enables MSI); INTx's stay.
-    for (uint32_t i : {vu::kIrqIndexMsi, vu::kIrqIndexMsix}) {
+    for (uint32_t i : {kIrqIndexMsi, kIrqIndexMsix}) {
         for (auto& fd : irq_fds_[i]) fd.reset();
         irq_masked_[i].assign(irq_masked_[i].size(), false);
         irq_pending_[i].assign(irq_pending_[i].size(), false);
     }
-    if (!irq_masked_[vu::kIrqIndexIntx].empty()) irq_masked_[vu::kIrqIndexIntx][0] = false;
+    if (!irq_masked_[kIrqIndexIntx].empty()) irq_masked_[kIrqIndexIntx][0] = false;
     return reply(conn, msg);
 }
 
 // ---- Interrupts --------------------------------------------------------------------------------
 
 uint32_t VfioUserServer::irq_count(uint32_t index) const {
-    const DeviceSpec& spec = server_->spec();
+    const sdk::DeviceSpec& spec = server_->spec();
     switch (index) {
-        case vu::kIrqIndexIntx:
+        case kIrqIndexIntx:
             return spec.header.interrupt_pin != pci::InterruptPin::none ? 1 : 0;
-        case vu::kIrqIndexMsi:
+        case kIrqIndexMsi:
             return spec.msi ? spec.msi->vectors : 0;
-        case vu::kIrqIndexMsix:
+        case kIrqIndexMsix:
             return spec.msix ? spec.msix->vectors : 0;
         default:
             return 0;  // ERR, REQ: this server never signals them
     }
 }
 
-Result<void> VfioUserServer::handle_irq_info(Connection& conn, vu::Message& msg) {
+Result<void> VfioUserServer::handle_irq_info(Connection& conn, Message& msg) {
     POTEMKIN_TRY(no_fds(msg));
-    auto req = vu::decode_irq_info(msg.payload);
+    auto req = decode_irq_info(msg.payload);
     if (!req) return fail(req.error());
-    vu::IrqInfo out;
+    IrqInfo out;
     out.index = req->index;
     out.count = irq_count(req->index);
-    out.flags = vu::kIrqInfoFlagEventfd;
-    if (req->index == vu::kIrqIndexIntx)
-        out.flags |= vu::kIrqInfoFlagMaskable | vu::kIrqInfoFlagAutomasked;
-    else if (req->index == vu::kIrqIndexMsi || req->index == vu::kIrqIndexMsix)
-        out.flags |= vu::kIrqInfoFlagMaskable;
-    auto payload = vu::encode_irq_info(out);
+    out.flags = kIrqInfoFlagEventfd;
+    if (req->index == kIrqIndexIntx)
+        out.flags |= kIrqInfoFlagMaskable | kIrqInfoFlagAutomasked;
+    else if (req->index == kIrqIndexMsi || req->index == kIrqIndexMsix)
+        out.flags |= kIrqInfoFlagMaskable;
+    auto payload = encode_irq_info(out);
     std::span<const uint8_t> parts[1] = {bytes_of(payload)};
     return reply(conn, msg, parts);
 }
 
-Result<void> VfioUserServer::handle_set_irqs(Connection& conn, vu::Message& msg) {
-    auto s = vu::decode_irq_set(msg.payload);
+Result<void> VfioUserServer::handle_set_irqs(Connection& conn, Message& msg) {
+    auto s = decode_irq_set(msg.payload);
     if (!s) return fail(s.error());
     const uint32_t index = s->index;
-    POTEMKIN_TRY(vu::check_irq_set(*s, irq_count(index), msg.fds.size()));
+    POTEMKIN_TRY(check_irq_set(*s, irq_count(index), msg.fds.size()));
     auto& fds = irq_fds_[index];
     auto& masked = irq_masked_[index];
     auto& pending = irq_pending_[index];
     // Which vectors of [start, start + count) a DATA_BOOL/DATA_NONE action applies to.
     auto selected = [&](uint32_t i) {
-        return s->data() != vu::kIrqSetDataBool || s->bools[i - s->start] != 0;
+        return s->data() != kIrqSetDataBool || s->bools[i - s->start] != 0;
     };
     const uint32_t end = s->start + s->count;
     switch (s->action()) {
-        case vu::kIrqSetActionTrigger:
-            if (s->data() == vu::kIrqSetDataEventfd) {
+        case kIrqSetActionTrigger:
+            if (s->data() == kIrqSetDataEventfd) {
                 if (msg.fds.empty()) {
                     for (auto& fd : fds) fd.reset();  // disable the index
                 } else {
@@ -770,33 +767,33 @@ Result<void> VfioUserServer::handle_set_irqs(Connection& conn, vu::Message& msg)
                         fds[i] = std::move(msg.fds[i - s->start]);
                     }
                 }
-                if (index == vu::kIrqIndexMsi || index == vu::kIrqIndexMsix) tell_irq_mode();
+                if (index == kIrqIndexMsi || index == kIrqIndexMsix) tell_irq_mode();
             } else if (s->count == 0) {
                 for (auto& fd : fds) fd.reset();
-                if (index == vu::kIrqIndexMsi || index == vu::kIrqIndexMsix) tell_irq_mode();
+                if (index == kIrqIndexMsi || index == kIrqIndexMsix) tell_irq_mode();
             } else {
                 // Loopback: signal the selected vectors as if the device had.
                 for (uint32_t i = s->start; i < end; ++i)
                     if (selected(i) && fds[i]) signal_eventfd(fds[i].get());
             }
             break;
-        case vu::kIrqSetActionMask:
-            if (s->data() == vu::kIrqSetDataEventfd)
+        case kIrqSetActionMask:
+            if (s->data() == kIrqSetDataEventfd)
                 return invalid("DEVICE_SET_IRQS: MASK with DATA_EVENTFD is not supported");
             for (uint32_t i = s->start; i < end; ++i)
                 if (selected(i)) masked[i] = true;
             break;
-        case vu::kIrqSetActionUnmask:
-            if (s->data() == vu::kIrqSetDataEventfd) {
-                if (index != vu::kIrqIndexIntx)
+        case kIrqSetActionUnmask:
+            if (s->data() == kIrqSetDataEventfd) {
+                if (index != kIrqIndexIntx)
                     return invalid("DEVICE_SET_IRQS: UNMASK with DATA_EVENTFD is for INTx only");
                 // The resample eventfd: written by the client when the guest EOIs.
-                set_intx_unmask_fd(msg.fds.empty() ? vu::UniqueFd() : std::move(msg.fds[0]));
+                set_intx_unmask_fd(msg.fds.empty() ? UniqueFd() : std::move(msg.fds[0]));
                 break;
             }
             for (uint32_t i = s->start; i < end; ++i) {
                 if (!selected(i)) continue;
-                if (index == vu::kIrqIndexIntx) {
+                if (index == kIrqIndexIntx) {
                     unmask_intx();
                     continue;
                 }
@@ -820,8 +817,8 @@ void VfioUserServer::tell_irq_mode() {
             if (irq_fds_[index][i]) n = i + 1;
         return n;
     };
-    const uint32_t msix = installed(vu::kIrqIndexMsix);
-    const uint32_t msi = installed(vu::kIrqIndexMsi);
+    const uint32_t msix = installed(kIrqIndexMsix);
+    const uint32_t msi = installed(kIrqIndexMsi);
     Result<void> r;
     if (msix > 0) {
         r = server_->set_irqs(hostdev::IrqKind::msix, msix);
@@ -829,17 +826,17 @@ void VfioUserServer::tell_irq_mode() {
         r = server_->set_irqs(hostdev::IrqKind::msi, msi);
     } else {
         // Back to INTx from whichever mode was on.
-        r = server_->set_irqs(
-            server_->irq_mode() == IrqMode::msix ? hostdev::IrqKind::msix : hostdev::IrqKind::msi,
-            0);
+        r = server_->set_irqs(server_->irq_mode() == sdk::IrqMode::msix ? hostdev::IrqKind::msix
+                                                                        : hostdev::IrqKind::msi,
+                              0);
     }
     if (!r) log::warn("{}: set_irqs: {}", settings_.label, r.error().message);
 }
 
 void VfioUserServer::signal_intx(bool asserted) {
-    if (!asserted || irq_fds_[vu::kIrqIndexIntx].empty()) return;
-    auto& masked = irq_masked_[vu::kIrqIndexIntx];
-    const auto& fd = irq_fds_[vu::kIrqIndexIntx][0];
+    if (!asserted || irq_fds_[kIrqIndexIntx].empty()) return;
+    auto& masked = irq_masked_[kIrqIndexIntx];
+    const auto& fd = irq_fds_[kIrqIndexIntx][0];
     if (masked[0] || !fd) {
         // Masked: ModelServer re-sends the asserted line on ack_intx() after the unmask.
         ++stats_.dropped_interrupts;
@@ -850,15 +847,14 @@ void VfioUserServer::signal_intx(bool asserted) {
 }
 
 void VfioUserServer::unmask_intx() {
-    if (irq_masked_[vu::kIrqIndexIntx].empty()) return;
-    irq_masked_[vu::kIrqIndexIntx][0] = false;
+    if (irq_masked_[kIrqIndexIntx].empty()) return;
+    irq_masked_[kIrqIndexIntx][0] = false;
     // Resample: a line that is still asserted is signalled again.
     server_->ack_intx();
 }
 
 void VfioUserServer::signal_msi(unsigned vector) {
-    const uint32_t index =
-        server_->irq_mode() == IrqMode::msix ? vu::kIrqIndexMsix : vu::kIrqIndexMsi;
+    const uint32_t index = server_->irq_mode() == sdk::IrqMode::msix ? kIrqIndexMsix : kIrqIndexMsi;
     auto& fds = irq_fds_[index];
     if (vector >= fds.size() || !fds[vector]) {
         ++stats_.dropped_interrupts;
@@ -873,7 +869,7 @@ void VfioUserServer::signal_msi(unsigned vector) {
 
 // The INTx resample eventfd, in the connection's wait set. The client holds the same file, so
 // closing our fd alone would leave it in the epoll set: remove it first.
-void VfioUserServer::set_intx_unmask_fd(vu::UniqueFd fd) {
+void VfioUserServer::set_intx_unmask_fd(UniqueFd fd) {
     if (epoll_fd_ >= 0 && intx_unmask_fd_)
         (void)::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, intx_unmask_fd_.get(), nullptr);
     intx_unmask_fd_ = std::move(fd);
@@ -888,11 +884,11 @@ void VfioUserServer::set_intx_unmask_fd(vu::UniqueFd fd) {
 
 void VfioUserServer::disconnect_cleanup() {
     dma_.clear();
-    set_intx_unmask_fd(vu::UniqueFd());
+    set_intx_unmask_fd(UniqueFd());
     bool had_msi = false;
-    for (uint32_t i = 0; i < vu::kPciNumIrqs; ++i) {
+    for (uint32_t i = 0; i < kPciNumIrqs; ++i) {
         for (auto& fd : irq_fds_[i]) {
-            if (fd && (i == vu::kIrqIndexMsi || i == vu::kIrqIndexMsix)) had_msi = true;
+            if (fd && (i == kIrqIndexMsi || i == kIrqIndexMsix)) had_msi = true;
             fd.reset();
         }
         irq_masked_[i].assign(irq_masked_[i].size(), false);
@@ -901,4 +897,4 @@ void VfioUserServer::disconnect_cleanup() {
     if (had_msi && server_) tell_irq_mode();
 }
 
-}  // namespace potemkin::sdk
+}  // namespace potemkin::vfio_user
