@@ -13,11 +13,11 @@
 #include "common/log.hpp"
 #include "machine/builtins.hpp"
 #include "machine/machine.hpp"
-#include "sdk/device_model.hpp"
 #include "mpqemu/server.hpp"
-#include "vfio_user/server.hpp"
+#include "sdk/device_model.hpp"
 #include "tools/probe.hpp"
 #include "tools/qemu_proxy.hpp"
+#include "vfio_user/server.hpp"
 
 namespace {
 
