@@ -178,36 +178,23 @@ Result<void> PciFront::build_shadow(std::vector<uint8_t> image) {
     // size from the value). Addresses start unassigned; the guest's firmware assigns them.
     for (int i = 0; i < pci::kBarCount; ++i) {
         const auto& r = regions_[static_cast<size_t>(i)];
-        if (r.kind == hostdev::RegionKind::absent || r.size == 0) continue;
-        pci::BarSettings b{.size = r.size, .prefetchable = r.prefetchable};
-        switch (r.kind) {
-            case hostdev::RegionKind::io:
-                b.kind = pci::BarKind::io;
-                b.prefetchable = false;
-                break;
-            case hostdev::RegionKind::mem32:
-                b.kind = pci::BarKind::mem32;
-                break;
-            case hostdev::RegionKind::mem24:
-                b.kind = pci::BarKind::mem24;
-                break;
-            case hostdev::RegionKind::mem64:
-                b.kind = pci::BarKind::mem64;
-                break;
-            default:
-                return failf("region {} has a kind that cannot be a BAR", i);
-        }
+        if (!r.present()) continue;
+        if (!r.bar_kind || *r.bar_kind == pci::BarKind::rom)
+            return failf("region {} has a kind that cannot be a BAR", i);
+        pci::BarSettings b{.kind = *r.bar_kind,
+                           .size = r.size,
+                           .prefetchable = r.prefetchable && *r.bar_kind != pci::BarKind::io};
         layout_.bars[static_cast<size_t>(i)] = b;
         if (b.kind == pci::BarKind::mem64 && i + 1 < pci::kBarCount) {
             const auto& upper = regions_[static_cast<size_t>(i) + 1];
-            if (upper.kind != hostdev::RegionKind::absent && upper.size != 0)
+            if (upper.present())
                 return failf("region {} is the upper half of 64-bit BAR{} but is not absent", i + 1,
                              i);
             ++i;
         }
     }
     const auto& rom = regions_[hostdev::kRomRegion];
-    if (rom.kind != hostdev::RegionKind::absent && rom.size != 0) {
+    if (rom.present()) {
         if (rom.size > (1ull << 31)) return failf("ROM region size {:#x} is too large", rom.size);
         layout_.rom = pci::RomSettings{.size = static_cast<uint32_t>(rom.size)};
     }

@@ -10,12 +10,14 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "common/result.hpp"
+#include "pci/bar.hpp"
 
 namespace potemkin::vm {
 class GuestMemory;
@@ -28,8 +30,6 @@ inline constexpr uint32_t kRomRegion = 6;
 inline constexpr uint32_t kConfigRegion = 7;
 inline constexpr uint32_t kPciRegionCount = 8;
 
-enum class RegionKind : uint8_t { absent, io, mem32, mem24, mem64, rom, config, other };
-
 // A part of a region that can be mapped straight into the guest (no exit per access).
 struct MmapArea {
     uint64_t offset = 0;  // within the region
@@ -38,8 +38,12 @@ struct MmapArea {
 
 struct RegionInfo {
     uint32_t index = 0;
-    RegionKind kind = RegionKind::absent;
-    uint64_t size = 0;  // a power of two for BARs and the ROM
+    // What kind of BAR the region backs (BARs 0-5; pci::BarKind::rom for region 6), in the PCI
+    // part's one vocabulary. nullopt for an absent region (size 0), config space and
+    // device-specific regions.
+    std::optional<pci::BarKind> bar_kind;
+    uint64_t size = 0;  // 0: absent; a power of two for BARs and the ROM
+    bool present() const { return size != 0; }
     bool readable = false;
     bool writable = false;
     bool prefetchable = false;

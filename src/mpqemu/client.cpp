@@ -389,25 +389,24 @@ Result<void> MpqemuClient::Impl::probe_bars_locked() {
         const uint32_t v = *lo;
         MpqemuBar& b = bars_[i];
         if (v == 0) continue;
-        if ((v & 1) != 0) {
-            b.kind = hostdev::RegionKind::io;
-            b.size = lowest_bit(v & ~3u);
-        } else {
-            const uint32_t type = (v >> 1) & 3;
-            b.prefetchable = (v & 8) != 0;
-            if (type == 2) {
-                if (i + 1 >= kBarSlots)
-                    return failf("{}: BAR5 claims to be the low half of a 64-bit BAR", s_.label);
-                auto hi = size_register(kBarOffset + 4 * (i + 1), 0xFFFF'FFFFu);
-                if (!hi) return fail(hi.error());
-                b.kind = hostdev::RegionKind::mem64;
-                b.size = lowest_bit((uint64_t{*hi} << 32) | (v & ~0xFu));
-                ++i;  // the upper slot stays absent
-            } else {
-                b.kind = type == 1 ? hostdev::RegionKind::mem24 : hostdev::RegionKind::mem32;
-                b.size = lowest_bit(v & ~0xFu);
-            }
+        const auto decoded = pci::decode_bar_register(v);
+        if (!decoded) {
+            log::warn("{}: BAR{} reads {:#x} (reserved memory type 11b) when sized: ignored",
+                      s_.label, i, v);
+            continue;
         }
+        b.kind = decoded->kind;
+        b.prefetchable = decoded->prefetchable;
+        uint32_t high = 0;
+        if (decoded->kind == pci::BarKind::mem64) {
+            if (i + 1 >= kBarSlots)
+                return failf("{}: BAR5 claims to be the low half of a 64-bit BAR", s_.label);
+            auto hi = size_register(kBarOffset + 4 * (i + 1), 0xFFFF'FFFFu);
+            if (!hi) return fail(hi.error());
+            high = *hi;
+        }
+        b.size = pci::bar_size_from_readback(*decoded, v, high);
+        if (decoded->kind == pci::BarKind::mem64) ++i;  // the upper slot stays absent
         if (b.size == 0) {
             log::warn("{}: BAR{} reads {:#x} when sized: ignored", s_.label, i, v);
             b = {};
@@ -416,7 +415,7 @@ Result<void> MpqemuClient::Impl::probe_bars_locked() {
     auto rom = size_register(kRomOffset, kRomAddressMask);
     if (!rom) return fail(rom.error());
     if ((*rom & kRomAddressMask) != 0) {
-        bars_[hostdev::kRomRegion].kind = hostdev::RegionKind::rom;
+        bars_[hostdev::kRomRegion].kind = pci::BarKind::rom;
         bars_[hostdev::kRomRegion].size = lowest_bit(*rom & kRomAddressMask);
     }
     return ok();
@@ -435,8 +434,8 @@ Result<void> MpqemuClient::Impl::place_bars() {
     // 32-bit BARs first (they must end below 4 GiB), then 64-bit ones; largest first within
     // each, so natural alignment wastes nothing.
     std::stable_sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) {
-        const bool a64 = bars_[a].kind == hostdev::RegionKind::mem64,
-                   b64 = bars_[b].kind == hostdev::RegionKind::mem64;
+        const bool a64 = bars_[a].kind == pci::BarKind::mem64,
+                   b64 = bars_[b].kind == pci::BarKind::mem64;
         if (a64 != b64) return b64;
         return bars_[a].size > bars_[b].size;
     });
@@ -444,7 +443,7 @@ Result<void> MpqemuClient::Impl::place_bars() {
     decode_bits_ = 0;
     for (uint32_t i : order) {
         MpqemuBar& b = bars_[i];
-        if (b.kind == hostdev::RegionKind::io) {
+        if (b.kind == pci::BarKind::io) {
             b.base = align_up(io, b.size);
             io = b.base + b.size;
             if (io > 0x1'0000)
@@ -454,7 +453,7 @@ Result<void> MpqemuClient::Impl::place_bars() {
         } else {
             b.base = align_up(mem, b.size);
             mem = b.base + b.size;
-            if (b.kind != hostdev::RegionKind::mem64 && mem > (1ull << 32))
+            if (b.kind != pci::BarKind::mem64 && mem > (1ull << 32))
                 return failf("{}: {} ({:#x} bytes, 32-bit) does not fit below 4 GiB from {:#x}",
                              s_.label, region_name(i), b.size, s_.mem_base);
             decode_bits_ |= kCommandMemory;
@@ -468,7 +467,7 @@ Result<void> MpqemuClient::Impl::program_bars_locked() {
         const MpqemuBar& b = bars_[i];
         if (b.size == 0) continue;
         POTEMKIN_TRY(cfg_write_locked(kBarOffset + 4 * i, static_cast<uint32_t>(b.base), 4));
-        if (b.kind == hostdev::RegionKind::mem64)
+        if (b.kind == pci::BarKind::mem64)
             POTEMKIN_TRY(
                 cfg_write_locked(kBarOffset + 4 * (i + 1), static_cast<uint32_t>(b.base >> 32), 4));
     }
@@ -495,7 +494,6 @@ Result<hostdev::RegionInfo> MpqemuClient::Impl::region_info(uint32_t index) {
     hostdev::RegionInfo out;
     out.index = index;
     if (index == hostdev::kConfigRegion) {
-        out.kind = hostdev::RegionKind::config;
         out.size = kConfigSize;
         out.readable = out.writable = true;
         return out;
@@ -505,7 +503,7 @@ Result<hostdev::RegionInfo> MpqemuClient::Impl::region_info(uint32_t index) {
                      hostdev::kPciRegionCount);
     const MpqemuBar& b = bars_[index];
     if (b.size == 0) return out;  // absent
-    out.kind = b.kind;
+    out.bar_kind = b.kind;
     out.size = b.size;
     out.prefetchable = b.prefetchable;
     out.readable = true;
@@ -622,7 +620,7 @@ Result<void> MpqemuClient::Impl::region_read(uint32_t index, uint64_t offset,
     if (offset > b.size || out.size() > b.size - offset)
         return failf("{}: read of {} bytes at {:#x} is outside {} ({:#x} bytes)", s_.label,
                      out.size(), offset, region_name(index), b.size);
-    const bool memory = b.kind != hostdev::RegionKind::io;
+    const bool memory = b.kind != pci::BarKind::io;
     Result<void> result;
     {
         std::lock_guard lk(io_mu_);
@@ -661,7 +659,7 @@ Result<void> MpqemuClient::Impl::region_write(uint32_t index, uint64_t offset,
     if (offset > b.size || in.size() > b.size - offset)
         return failf("{}: write of {} bytes at {:#x} is outside {} ({:#x} bytes)", s_.label,
                      in.size(), offset, region_name(index), b.size);
-    const bool memory = b.kind != hostdev::RegionKind::io;
+    const bool memory = b.kind != pci::BarKind::io;
     Result<void> result;
     {
         std::lock_guard lk(io_mu_);

@@ -71,7 +71,7 @@ struct MpqemuClientSettings {
 
 // A BAR as the client sees it in the remote.
 struct MpqemuBar {
-    hostdev::RegionKind kind = hostdev::RegionKind::absent;
+    pci::BarKind kind = pci::BarKind::mem32;  // meaningful when size != 0
     uint64_t size = 0;
     bool prefetchable = false;
     uint64_t base = 0;  // where the client placed it in the remote

@@ -26,7 +26,8 @@ constexpr uint64_t k1M = 1ull << 20;
 constexpr uint64_t k4G = 1ull << 32;
 
 bool is_mem64_low(uint32_t v) {
-    return (v & kIoIndicator) == 0 && ((v >> kMemTypeShift) & 0x3) == kMemType64;
+    const auto bar = decode_bar_register(v);
+    return bar && bar->kind == BarKind::mem64;
 }
 
 uint64_t lowest_bit(uint64_t v) {
@@ -90,6 +91,27 @@ const char* bar_kind_name(BarKind kind) {
             return "rom";
     }
     return "?";
+}
+
+std::optional<BarRegister> decode_bar_register(uint32_t low) {
+    if (low & kIoIndicator) return BarRegister{.kind = BarKind::io, .address_mask = kIoAddressMask};
+    const bool pf = (low & kMemPrefetchable) != 0;
+    switch ((low >> kMemTypeShift) & 0x3) {
+        case kMemType32:
+            return BarRegister{BarKind::mem32, pf, kMemAddressMask};
+        case kMemType1M:
+            return BarRegister{BarKind::mem24, pf, kMemAddressMask};
+        case kMemType64:
+            return BarRegister{BarKind::mem64, pf, kMemAddressMask};
+        default:  // 11b is reserved
+            return std::nullopt;
+    }
+}
+
+uint64_t bar_size_from_readback(const BarRegister& bar, uint32_t low, uint32_t high) {
+    uint64_t bits = low & bar.address_mask;
+    if (bar.kind == BarKind::mem64) bits |= uint64_t{high} << 32;
+    return lowest_bit(bits);
 }
 
 Result<void> validate_layout(const BarLayout& layout) {
@@ -178,43 +200,24 @@ std::optional<BarInfo> bar_info(const ConfigSpace& cs, int index) {
     if (i != index) return std::nullopt;
 
     const uint32_t v = cs.read(reg::bar(i), 4);
+    const auto bar = decode_bar_register(v);
+    if (!bar) return std::nullopt;
+    // The write mask is what sizing reads back: the writable address bits.
     const uint32_t wm = cs.masks(reg::bar(i), 4).wmask;
-    if (v & kIoIndicator) {
-        const uint32_t amask = wm & kIoAddressMask;
-        if (amask == 0) return std::nullopt;
-        return BarInfo{.index = index,
-                       .kind = BarKind::io,
-                       .address = v & kIoAddressMask,
-                       .size = lowest_bit(amask)};
+    uint64_t address = v & bar->address_mask;
+    uint32_t hwm = 0;
+    if (bar->kind == BarKind::mem64) {
+        if (i + 1 >= kBarCount) return std::nullopt;  // malformed: no upper half
+        address |= uint64_t{cs.read(reg::bar(i + 1), 4)} << 32;
+        hwm = cs.masks(reg::bar(i + 1), 4).wmask;
     }
-    const bool pf = (v & kMemPrefetchable) != 0;
-    switch ((v >> kMemTypeShift) & 0x3) {
-        case kMemType32:
-        case kMemType1M: {
-            const uint32_t amask = wm & kMemAddressMask;
-            if (amask == 0) return std::nullopt;
-            return BarInfo{.index = index,
-                           .kind = ((v >> kMemTypeShift) & 0x3) == kMemType1M ? BarKind::mem24
-                                                                              : BarKind::mem32,
-                           .prefetchable = pf,
-                           .address = v & kMemAddressMask,
-                           .size = lowest_bit(amask)};
-        }
-        case kMemType64: {
-            if (i + 1 >= kBarCount) return std::nullopt;  // malformed: no upper half
-            const uint64_t hi = cs.read(reg::bar(i + 1), 4);
-            const uint64_t hwm = cs.masks(reg::bar(i + 1), 4).wmask;
-            const uint64_t amask = (hwm << 32) | (wm & kMemAddressMask);
-            if (amask == 0) return std::nullopt;
-            return BarInfo{.index = index,
-                           .kind = BarKind::mem64,
-                           .prefetchable = pf,
-                           .address = (hi << 32) | (v & kMemAddressMask),
-                           .size = lowest_bit(amask)};
-        }
-        default:  // 11b is reserved
-            return std::nullopt;
-    }
+    const uint64_t size = bar_size_from_readback(*bar, wm, hwm);
+    if (size == 0) return std::nullopt;
+    return BarInfo{.index = index,
+                   .kind = bar->kind,
+                   .prefetchable = bar->prefetchable,
+                   .address = address,
+                   .size = size};
 }
 
 bool bar_address_valid(const ConfigSpace& cs, const BarInfo& bar) {

@@ -35,6 +35,22 @@ enum class BarKind : uint8_t {
 
 const char* bar_kind_name(BarKind kind);
 
+// A BAR register's low dword, decoded (spec 3.0 section 6.2.5.1). The one decoder of BAR type
+// bits: the config space below, the front-end, the vfio-user and mpqemu clients (reading a
+// remote device's registers) and the probe all use it.
+struct BarRegister {
+    BarKind kind =
+        BarKind::mem32;  // io, mem32, mem24 or mem64 (mem64: the next slot is its upper half)
+    bool prefetchable = false;
+    uint32_t address_mask = 0;  // the low dword's address bits: ~0x3 for I/O, ~0xF for memory
+};
+// nullopt for the reserved memory type 11b.
+std::optional<BarRegister> decode_bar_register(uint32_t low);
+// The size that sizing shows (spec 3.0 section 6.2.5.1: write all-ones, read back): the lowest
+// writable address bit. `low` and `high` are what was read back (for mem64, `high` is the upper
+// dword's; otherwise ignored). 0: the BAR is not implemented.
+uint64_t bar_size_from_readback(const BarRegister& bar, uint32_t low, uint32_t high = 0);
+
 struct BarSettings {
     BarKind kind = BarKind::mem32;  // io, mem32, mem24 or mem64
     // Power of two; memory >= 16 bytes, I/O >= 4 bytes (and <= 64 KiB), mem24 <= 1 MiB,

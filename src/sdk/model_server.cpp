@@ -31,22 +31,6 @@ std::string region_name(uint32_t index) {
     return fmt::format("region {}", index);
 }
 
-hostdev::RegionKind region_kind(pci::BarKind kind) {
-    switch (kind) {
-        case pci::BarKind::io:
-            return hostdev::RegionKind::io;
-        case pci::BarKind::mem32:
-            return hostdev::RegionKind::mem32;
-        case pci::BarKind::mem24:
-            return hostdev::RegionKind::mem24;
-        case pci::BarKind::mem64:
-            return hostdev::RegionKind::mem64;
-        case pci::BarKind::rom:
-            return hostdev::RegionKind::rom;
-    }
-    return hostdev::RegionKind::other;
-}
-
 uint64_t size_mask(unsigned size) {
     return size >= 8 ? ~uint64_t{0} : (uint64_t{1} << (8 * size)) - 1;
 }
@@ -195,7 +179,7 @@ Result<hostdev::RegionInfo> ModelServer::region_info(uint32_t index) const {
     if (index < hostdev::kRomRegion) {
         const auto& bar = spec_.bars[index];
         if (!bar) return out;  // absent, or the upper half of a mem64 BAR
-        out.kind = region_kind(bar->kind);
+        out.bar_kind = bar->kind;
         out.size = bar->size;
         out.readable = out.writable = true;
         out.prefetchable = bar->prefetchable;
@@ -206,11 +190,10 @@ Result<hostdev::RegionInfo> ModelServer::region_info(uint32_t index) const {
         }
     } else if (index == hostdev::kRomRegion) {
         if (spec_.rom.empty()) return out;
-        out.kind = hostdev::RegionKind::rom;
+        out.bar_kind = pci::BarKind::rom;
         out.size = rom_region_size_;
         out.readable = true;
     } else {
-        out.kind = hostdev::RegionKind::config;
         out.size = config_.size();
         out.readable = out.writable = true;
     }

@@ -77,7 +77,7 @@ class ModelServer final : public DeviceServices {
     // ---- HostDevice-shaped calls ---------------------------------------------------------
     hostdev::DeviceInfo info() const;
     // Index >= kPciRegionCount fails. Unimplemented BARs, the upper half of a mem64 BAR and a
-    // missing ROM are RegionKind::absent with size 0.
+    // missing ROM are absent: size 0, no bar_kind.
     Result<hostdev::RegionInfo> region_info(uint32_t index) const;
     // Any offset and length inside the configuration space.
     Result<void> config_read(uint32_t offset, std::span<uint8_t> out) const;

@@ -37,26 +37,21 @@ std::string or_unknown(const std::string& name, const char* what, unsigned id) {
     return name.empty() ? fmt::format("{} {:04x}", what, id) : name;
 }
 
-const char* kind_name(hostdev::RegionKind k, bool prefetchable) {
-    switch (k) {
-        case hostdev::RegionKind::io:
+const char* kind_name(const hostdev::RegionInfo& r) {
+    if (!r.bar_kind) return r.index == hostdev::kConfigRegion ? "Config space" : "Device-specific";
+    switch (*r.bar_kind) {
+        case pci::BarKind::io:
             return "I/O ports";
-        case hostdev::RegionKind::mem32:
-            return prefetchable ? "Memory (32-bit, prefetchable)"
-                                : "Memory (32-bit, non-prefetchable)";
-        case hostdev::RegionKind::mem24:
+        case pci::BarKind::mem32:
+            return r.prefetchable ? "Memory (32-bit, prefetchable)"
+                                  : "Memory (32-bit, non-prefetchable)";
+        case pci::BarKind::mem24:
             return "Memory (below 1M)";
-        case hostdev::RegionKind::mem64:
-            return prefetchable ? "Memory (64-bit, prefetchable)"
-                                : "Memory (64-bit, non-prefetchable)";
-        case hostdev::RegionKind::rom:
+        case pci::BarKind::mem64:
+            return r.prefetchable ? "Memory (64-bit, prefetchable)"
+                                  : "Memory (64-bit, non-prefetchable)";
+        case pci::BarKind::rom:
             return "Expansion ROM";
-        case hostdev::RegionKind::config:
-            return "Config space";
-        case hostdev::RegionKind::other:
-            return "Device-specific";
-        case hostdev::RegionKind::absent:
-            return "absent";
     }
     return "?";
 }
@@ -126,14 +121,13 @@ int probe_command(const std::string& url) {
             fmt::print("\tRegion {}: error: {}\n", i, ri.error().message);
             continue;
         }
-        if (ri->kind == hostdev::RegionKind::absent || ri->size == 0) continue;
+        if (!ri->present()) continue;
         std::string flags =
             fmt::format("{}{}", ri->readable ? "read " : "", ri->writable ? "write" : "");
         std::string label = i == hostdev::kRomRegion      ? "Expansion ROM"
                             : i == hostdev::kConfigRegion ? "Config"
                                                           : fmt::format("Region {}", i);
-        fmt::print("\t{}: {} [size={}] [{}]", label, kind_name(ri->kind, ri->prefetchable),
-                   human_size(ri->size), flags);
+        fmt::print("\t{}: {} [size={}] [{}]", label, kind_name(*ri), human_size(ri->size), flags);
         if (!ri->mmap_areas.empty()) {
             fmt::print(" mmap:");
             for (const auto& a : ri->mmap_areas) fmt::print(" {:#x}+{:#x}", a.offset, a.size);

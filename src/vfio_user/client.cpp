@@ -1090,35 +1090,18 @@ Result<hostdev::RegionInfo> VfioUserClient::Impl::region_info(uint32_t index) {
     out.size = ri.size;
     out.readable = (ri.flags & kRegionFlagRead) != 0;
     out.writable = (ri.flags & kRegionFlagWrite) != 0;
-    if (ri.size == 0) return out;  // hostdev::RegionKind::absent
+    if (ri.size == 0) return out;  // absent
     if (index < hostdev::kRomRegion) {
         // vfio-user describes a BAR's size, not its kind: that is in the BAR register itself,
         // which VFIO clients read from config space too.
         std::array<uint8_t, 4> bar{};
         POTEMKIN_TRY(read(hostdev::kConfigRegion, 0x10 + 4 * index, bar));
-        const uint32_t v = le32(bar, 0);
-        if ((v & 1) != 0) {
-            out.kind = hostdev::RegionKind::io;
-        } else {
-            switch ((v >> 1) & 3) {
-                case 1:
-                    out.kind = hostdev::RegionKind::mem24;
-                    break;
-                case 2:
-                    out.kind = hostdev::RegionKind::mem64;
-                    break;
-                default:
-                    out.kind = hostdev::RegionKind::mem32;
-                    break;
-            }
-            out.prefetchable = (v & 8) != 0;
+        if (const auto decoded = pci::decode_bar_register(le32(bar, 0))) {
+            out.bar_kind = decoded->kind;
+            out.prefetchable = decoded->prefetchable;
         }
     } else if (index == hostdev::kRomRegion) {
-        out.kind = hostdev::RegionKind::rom;
-    } else if (index == hostdev::kConfigRegion) {
-        out.kind = hostdev::RegionKind::config;
-    } else {
-        out.kind = hostdev::RegionKind::other;
+        out.bar_kind = pci::BarKind::rom;
     }
     if (index < region_fds_.size()) region_fds_[index].reset();
     if ((ri.flags & kRegionFlagMmap) != 0 && !reply.fds.empty() && index < region_fds_.size()) {

@@ -162,11 +162,11 @@ TEST(MpqemuInterop, NvmeIdentityRegionsAndRegisters) {
 
     auto bar0 = d.region_info(0);
     ASSERT_TRUE(bar0);
-    EXPECT_EQ(bar0->kind, hostdev::RegionKind::mem64);
+    EXPECT_EQ(bar0->bar_kind, pci::BarKind::mem64);
     EXPECT_EQ(bar0->size, 16u * 1024);
     auto bar1 = d.region_info(1);
     ASSERT_TRUE(bar1);
-    EXPECT_EQ(bar1->kind, hostdev::RegionKind::absent);
+    EXPECT_FALSE(bar1->present());
 
     const uint64_t cap = rd(d, kCap, 8);
     EXPECT_EQ(cap & 0xFFFF, 0x7FFu);    // MQES: QEMU's default 2048 entries, 0-based
@@ -419,11 +419,11 @@ TEST(MpqemuInterop, E1000IoBarAndRom) {
     ASSERT_TRUE(dev) << dev.error().message;
     auto& d = **dev;
     EXPECT_EQ(cfg(d, 0x00, 4), 0x100e8086u);
-    EXPECT_EQ(d.region_info(0)->kind, hostdev::RegionKind::mem32);
-    EXPECT_EQ(d.region_info(1)->kind, hostdev::RegionKind::io);
+    EXPECT_EQ(d.region_info(0)->bar_kind, pci::BarKind::mem32);
+    EXPECT_EQ(d.region_info(1)->bar_kind, pci::BarKind::io);
     auto rom = d.region_info(6);
     ASSERT_TRUE(rom);
-    ASSERT_EQ(rom->kind, hostdev::RegionKind::rom);
+    ASSERT_EQ(rom->bar_kind, pci::BarKind::rom);
     uint8_t sig[2] = {};
     ASSERT_TRUE(d.region_read(6, 0, sig));
     EXPECT_EQ(sig[0], 0x55);  // PCI expansion ROM header signature (PCI 3.0 6.3.1.1)

@@ -99,10 +99,10 @@ TEST_F(EduTest, PciIdentityMatchesQemu) {
     EXPECT_EQ(cfg(pci::reg::kInterruptPin, 1), 1u);
     auto bar0 = dev->region_info(0);
     ASSERT_TRUE(bar0);
-    EXPECT_EQ(bar0->kind, hostdev::RegionKind::mem32);
+    EXPECT_EQ(bar0->bar_kind, pci::BarKind::mem32);
     EXPECT_EQ(bar0->size, 1u << 20);
     EXPECT_FALSE(bar0->prefetchable);
-    EXPECT_EQ(dev->region_info(hostdev::kRomRegion)->kind, hostdev::RegionKind::absent);
+    EXPECT_FALSE(dev->region_info(hostdev::kRomRegion)->present());
 }
 
 TEST_F(EduTest, Identification) {

@@ -26,7 +26,6 @@ namespace potemkin {
 namespace {
 
 namespace mq = mpqemu;
-using hostdev::RegionKind;
 using namespace std::chrono_literals;
 
 struct Frame {
@@ -356,19 +355,19 @@ TEST(MpqemuClient, OpenSendsSysmemIrqfdThenProbesAndProgramsBars) {
     // Region info from the probe.
     auto r0 = f.client->region_info(0);
     ASSERT_TRUE(r0);
-    EXPECT_EQ(r0->kind, RegionKind::mem64);
+    EXPECT_EQ(r0->bar_kind, pci::BarKind::mem64);
     EXPECT_EQ(r0->size, FakeRemote::kBar0Size);
     EXPECT_FALSE(r0->prefetchable);
-    EXPECT_EQ(f.client->region_info(1)->kind, RegionKind::absent);
-    EXPECT_EQ(f.client->region_info(2)->kind, RegionKind::io);
+    EXPECT_FALSE(f.client->region_info(1)->present());
+    EXPECT_EQ(f.client->region_info(2)->bar_kind, pci::BarKind::io);
     EXPECT_EQ(f.client->region_info(2)->size, FakeRemote::kBar2Size);
-    EXPECT_EQ(f.client->region_info(3)->kind, RegionKind::mem32);
+    EXPECT_EQ(f.client->region_info(3)->bar_kind, pci::BarKind::mem32);
     EXPECT_TRUE(f.client->region_info(3)->prefetchable);
-    EXPECT_EQ(f.client->region_info(4)->kind, RegionKind::absent);
-    EXPECT_EQ(f.client->region_info(6)->kind, RegionKind::rom);
+    EXPECT_FALSE(f.client->region_info(4)->present());
+    EXPECT_EQ(f.client->region_info(6)->bar_kind, pci::BarKind::rom);
     EXPECT_EQ(f.client->region_info(6)->size, FakeRemote::kRomSize);
     EXPECT_FALSE(f.client->region_info(6)->writable);
-    EXPECT_EQ(f.client->region_info(7)->kind, RegionKind::config);
+    EXPECT_EQ(f.client->region_info(7)->bar_kind, std::nullopt);
     EXPECT_EQ(f.client->region_info(7)->size, 256u);
     EXPECT_FALSE(f.client->region_info(8));
 

@@ -22,7 +22,6 @@ namespace {
 
 using devices::PciFront;
 using hostdev::IrqKind;
-using hostdev::RegionKind;
 using pci::BusChanges;
 using pci::IoRange;
 using pci::MmioRange;
@@ -166,16 +165,16 @@ FakeState fake_state() {
     FakeState s;
     s.config = fake_config();
     for (uint32_t i = 0; i < s.regions.size(); ++i) s.regions[i].index = i;
-    auto region = [&](uint32_t i, RegionKind kind, uint64_t size, bool pf = false) {
-        s.regions[i].kind = kind;
+    auto region = [&](uint32_t i, pci::BarKind kind, uint64_t size, bool pf = false) {
+        s.regions[i].bar_kind = kind;
         s.regions[i].size = size;
         s.regions[i].readable = s.regions[i].writable = true;
         s.regions[i].prefetchable = pf;
     };
-    region(0, RegionKind::io, 0x20);
-    region(1, RegionKind::mem32, 0x1000);
-    region(2, RegionKind::mem64, 0x4000, true);
-    region(6, RegionKind::rom, 0x1'0000);
+    region(0, pci::BarKind::io, 0x20);
+    region(1, pci::BarKind::mem32, 0x1000);
+    region(2, pci::BarKind::mem64, 0x4000, true);
+    region(6, pci::BarKind::rom, 0x1'0000);
     return s;
 }
 

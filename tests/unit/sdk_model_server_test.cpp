@@ -19,7 +19,6 @@ namespace potemkin::sdk {
 namespace {
 
 using hostdev::IrqKind;
-using hostdev::RegionKind;
 using inproc::InprocHostDevice;
 using inproc::register_inproc_transport;
 using models::Multibar;
@@ -145,20 +144,24 @@ TEST_F(MultibarTest, BarSizingWithAllOnesReadsBackTheSizeMask) {
 TEST_F(MultibarTest, RegionInfoFollowsTheSpec) {
     const struct {
         uint32_t index;
-        RegionKind kind;
+        std::optional<pci::BarKind> kind;
         uint64_t size;
         bool writable, prefetchable;
     } expected[] = {
-        {0, RegionKind::io, 32, true, false},        {1, RegionKind::mem32, 4096, true, false},
-        {2, RegionKind::mem64, 1 << 20, true, true}, {3, RegionKind::absent, 0, false, false},
-        {4, RegionKind::absent, 0, false, false},    {5, RegionKind::absent, 0, false, false},
-        {6, RegionKind::rom, 4096, false, false},    {7, RegionKind::config, 256, true, false},
+        {0, pci::BarKind::io, 32, true, false},
+        {1, pci::BarKind::mem32, 4096, true, false},
+        {2, pci::BarKind::mem64, 1 << 20, true, true},
+        {3, std::nullopt, 0, false, false},
+        {4, std::nullopt, 0, false, false},
+        {5, std::nullopt, 0, false, false},
+        {6, pci::BarKind::rom, 4096, false, false},
+        {7, std::nullopt, 256, true, false},
     };
     for (const auto& e : expected) {
         auto ri = dev->region_info(e.index);
         ASSERT_TRUE(ri) << ri.error().message;
         EXPECT_EQ(ri->index, e.index);
-        EXPECT_EQ(ri->kind, e.kind) << e.index;
+        EXPECT_EQ(ri->bar_kind, e.kind) << e.index;
         EXPECT_EQ(ri->size, e.size) << e.index;
         EXPECT_EQ(ri->writable, e.writable) << e.index;
         EXPECT_EQ(ri->prefetchable, e.prefetchable) << e.index;
@@ -182,7 +185,7 @@ TEST_F(MultibarTest, Mem24BarOnRequest) {
     dev = open("inproc:multibar?mem24=1");
     auto ri = dev->region_info(4);
     ASSERT_TRUE(ri);
-    EXPECT_EQ(ri->kind, RegionKind::mem24);
+    EXPECT_EQ(ri->bar_kind, pci::BarKind::mem24);
     cfg_write(pci::reg::bar(4), 0xFFFFFFFF);
     EXPECT_EQ(cfg(pci::reg::bar(4)), 0xFFFFF002u);
 }

@@ -343,12 +343,12 @@ TEST(VfioUserClient, NegotiatesAndDescribesTheDevice) {
     EXPECT_TRUE(info->reset_supported);
     auto r0 = (*d)->region_info(0);
     ASSERT_TRUE(r0) << r0.error().message;
-    EXPECT_EQ(r0->kind, hostdev::RegionKind::mem64);  // from the BAR register, as in VFIO
+    EXPECT_EQ(r0->bar_kind, pci::BarKind::mem64);  // from the BAR register, as in VFIO
     EXPECT_TRUE(r0->prefetchable);
     EXPECT_EQ(r0->size, 0x1000u);
     auto r1 = (*d)->region_info(1);
     ASSERT_TRUE(r1);
-    EXPECT_EQ(r1->kind, hostdev::RegionKind::absent);
+    EXPECT_FALSE(r1->present());
 
     std::array<uint8_t, 4> id{};
     ASSERT_TRUE((*d)->config_read(0, id));
