@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <cassert>
+#include <cstring>
 #include <string>
 #include <utility>
 #include <variant>
@@ -33,6 +34,18 @@ inline Unexpected<Error> fail(std::string message, int sys_errno = 0) {
 template <typename... Args>
 Unexpected<Error> failf(fmt::format_string<Args...> f, Args&&... args) {
     return Unexpected<Error>{Error{fmt::format(f, std::forward<Args>(args)...), 0}};
+}
+
+// An errno to carry in an error: failf(Errno{errno}, "open {}", path) gives
+// "open PATH: No such file or directory" with sys_errno set.
+struct Errno {
+    int value = 0;
+};
+template <typename... Args>
+Unexpected<Error> failf(Errno e, fmt::format_string<Args...> f, Args&&... args) {
+    return Unexpected<Error>{Error{
+        fmt::format("{}: {}", fmt::format(f, std::forward<Args>(args)...), std::strerror(e.value)),
+        e.value}};
 }
 inline Unexpected<Error> fail(Error e) {
     return Unexpected<Error>{std::move(e)};
@@ -95,6 +108,18 @@ inline Result<void> ok() {
 }
 
 }  // namespace potemkin
+
+#define POTEMKIN_TRY_CAT_(a, b) a##b
+#define POTEMKIN_TRY_NAME_(n) POTEMKIN_TRY_CAT_(potemkin_try_value_, n)
+#define POTEMKIN_TRY_ASSIGN_(tmp, decl, expr)                  \
+    auto tmp = (expr);                                         \
+    if (!tmp) return ::potemkin::fail(std::move(tmp).error()); \
+    decl = std::move(tmp).value()
+
+// Propagate an error or bind the value: POTEMKIN_TRY_ASSIGN(auto fd, make_eventfd());
+// (a declaration or an lvalue on the left; usable once per line).
+#define POTEMKIN_TRY_ASSIGN(decl, expr) \
+    POTEMKIN_TRY_ASSIGN_(POTEMKIN_TRY_NAME_(__LINE__), decl, expr)
 
 // Propagate an error from an expression returning Result<...>: TRY(expr);
 #define POTEMKIN_TRY(expr)                                                                \
