@@ -22,6 +22,7 @@ namespace potemkin::pci {
 namespace cap_id {
 inline constexpr uint8_t kPowerManagement = 0x01;
 inline constexpr uint8_t kMsi = 0x05;
+inline constexpr uint8_t kVendorSpecific = 0x09;
 inline constexpr uint8_t kPciExpress = 0x10;
 inline constexpr uint8_t kMsix = 0x11;
 }  // namespace cap_id

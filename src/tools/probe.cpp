@@ -5,6 +5,7 @@
 #include "hostdev/host_device.hpp"
 #include "pci/capabilities.hpp"
 #include "pci/config_space.hpp"
+#include "pci/registers.hpp"
 #include "tools/pci_ids.hpp"
 
 namespace potemkin::tools {
@@ -58,15 +59,15 @@ const char* kind_name(const hostdev::RegionInfo& r) {
 
 const char* cap_name(uint8_t id) {
     switch (id) {
-        case 0x01:
+        case pci::cap_id::kPowerManagement:
             return "Power Management";
-        case 0x05:
+        case pci::cap_id::kMsi:
             return "MSI";
-        case 0x09:
+        case pci::cap_id::kVendorSpecific:
             return "Vendor Specific";
-        case 0x10:
+        case pci::cap_id::kPciExpress:
             return "Express";
-        case 0x11:
+        case pci::cap_id::kMsix:
             return "MSI-X";
         default:
             return "Unknown";
@@ -97,22 +98,25 @@ int probe_command(const std::string& url) {
     pci::ConfigSpace cs;
     for (uint32_t i = 0; i < raw.size(); ++i) (void)cs.store(i, 1, raw[i]);
     const PciIds ids = PciIds::load_system();
-    const uint16_t vendor = static_cast<uint16_t>(cs.read(0x00, 2));
-    const uint16_t device = static_cast<uint16_t>(cs.read(0x02, 2));
-    const uint8_t base = static_cast<uint8_t>(cs.read(0x0b, 1)),
-                  sub = static_cast<uint8_t>(cs.read(0x0a, 1));
+    const uint16_t vendor = static_cast<uint16_t>(cs.read(pci::reg::kVendorId, 2));
+    const uint16_t device = static_cast<uint16_t>(cs.read(pci::reg::kDeviceId, 2));
+    const uint8_t base = static_cast<uint8_t>(cs.read(pci::reg::kClassCode + 2, 1)),
+                  sub = static_cast<uint8_t>(cs.read(pci::reg::kClassCode + 1, 1));
 
     fmt::print("{}: {} {}: {} {} (rev {:02x})\n", url,
                or_unknown(ids.class_name(base, sub), "Class", unsigned(base) << 8 | sub),
                fmt::format("[{:02x}{:02x}]", base, sub),
                or_unknown(ids.vendor(vendor), "Vendor", vendor),
-               or_unknown(ids.device(vendor, device), "Device", device), cs.read(0x08, 1));
+               or_unknown(ids.device(vendor, device), "Device", device),
+               cs.read(pci::reg::kRevisionId, 1));
     fmt::print(
         "\tIDs: {:04x}:{:04x}, subsystem {:04x}:{:04x}, prog-if {:02x}, header type {:02x}\n",
-        vendor, device, cs.read(0x2c, 2), cs.read(0x2e, 2), cs.read(0x09, 1), cs.read(0x0e, 1));
+        vendor, device, cs.read(pci::reg::kSubsystemVendorId, 2),
+        cs.read(pci::reg::kSubsystemId, 2), cs.read(pci::reg::kClassCode, 1),
+        cs.read(pci::reg::kHeaderType, 1));
     fmt::print("\tDevice: {} ({} regions, {} interrupt types{})\n", info->name, info->num_regions,
                info->num_irqs, info->reset_supported ? ", reset" : "");
-    const uint8_t pin = static_cast<uint8_t>(cs.read(0x3d, 1));
+    const uint8_t pin = static_cast<uint8_t>(cs.read(pci::reg::kInterruptPin, 1));
     if (pin >= 1 && pin <= 4) fmt::print("\tInterrupt: pin {}\n", char('A' + pin - 1));
 
     for (uint32_t i = 0; i < hostdev::kPciRegionCount; ++i) {
@@ -141,12 +145,12 @@ int probe_command(const std::string& url) {
     } else {
         for (const auto& c : *caps) {
             fmt::print("\tCapabilities: [{:02x}] {}", c.offset, cap_name(c.id));
-            if (c.id == 0x05) {
+            if (c.id == pci::cap_id::kMsi) {
                 auto m = pci::read_msi(cs, c.offset);
                 fmt::print(": Enable{} Count={}/{} 64bit{} Maskable{}", m.enabled ? '+' : '-',
                            m.vectors_enabled, m.vectors_capable, m.address64 ? '+' : '-',
                            m.per_vector_masking ? '+' : '-');
-            } else if (c.id == 0x11) {
+            } else if (c.id == pci::cap_id::kMsix) {
                 auto m = pci::read_msix(cs, c.offset);
                 fmt::print(
                     ": Enable{} Count={} Masked{}\n\t\tVector table: BAR={} "
