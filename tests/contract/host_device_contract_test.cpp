@@ -80,14 +80,14 @@ class HostDeviceContract : public ::testing::TestWithParam<TransportKind> {
     std::vector<uint8_t> read(uint32_t region, uint64_t offset, size_t n) {
         std::vector<uint8_t> out(n);
         auto r = dev_->region_read(region, offset, out);
-        EXPECT_TRUE(r) << "read of " << n << " bytes at region " << region << " offset "
-                       << offset << ": " << r.error().message;
+        EXPECT_TRUE(r) << "read of " << n << " bytes at region " << region << " offset " << offset
+                       << ": " << r.error().message;
         return out;
     }
     void write(uint32_t region, uint64_t offset, const std::vector<uint8_t>& in) {
         auto r = dev_->region_write(region, offset, in);
-        EXPECT_TRUE(r) << "write of " << in.size() << " bytes at region " << region
-                       << " offset " << offset << ": " << r.error().message;
+        EXPECT_TRUE(r) << "write of " << in.size() << " bytes at region " << region << " offset "
+                       << offset << ": " << r.error().message;
     }
     uint64_t read_le(uint32_t region, uint64_t offset, unsigned size) {
         const auto b = read(region, offset, size);
@@ -211,12 +211,12 @@ TEST_P(HostDeviceContract, RegionInfoDescribesTheModelsBars) {
         uint64_t size;
         bool prefetchable;
     };
-    for (const Want& w : {Want{0, pci::BarKind::io, M::kIoSize, false},
-                          Want{1, pci::BarKind::mem32, M::kMmioSize, false},
-                          Want{2, pci::BarKind::mem64, M::kMem64Size, true},
-                          Want{3, std::nullopt, 0, false}, Want{4, std::nullopt, 0, false},
-                          Want{5, std::nullopt, 0, false},
-                          Want{hostdev::kRomRegion, pci::BarKind::rom, M::kRomSize, false}}) {
+    for (const Want& w :
+         {Want{0, pci::BarKind::io, M::kIoSize, false},
+          Want{1, pci::BarKind::mem32, M::kMmioSize, false},
+          Want{2, pci::BarKind::mem64, M::kMem64Size, true}, Want{3, std::nullopt, 0, false},
+          Want{4, std::nullopt, 0, false}, Want{5, std::nullopt, 0, false},
+          Want{hostdev::kRomRegion, pci::BarKind::rom, M::kRomSize, false}}) {
         SCOPED_TRACE(::testing::Message() << "region " << w.index);
         auto r = dev_->region_info(w.index);
         ASSERT_TRUE(r) << r.error().message;

@@ -44,11 +44,11 @@ inline const char* transport_name(TransportKind k) {
 
 // What a transport can do, and why not when it cannot.
 struct TransportTraits {
-    uint32_t config_size = 4096;       // bytes of config space reachable through it
-    const char* no_extended_config;    // null: config_size covers the model's 4096 bytes
-    const char* no_msi;                // null: MSI and MSI-X are delivered
-    const char* no_disconnect;         // null: the device side can go away
-    bool shares_guest_ram = false;     // DMA goes through OpenContext::memory's memfd
+    uint32_t config_size = 4096;     // bytes of config space reachable through it
+    const char* no_extended_config;  // null: config_size covers the model's 4096 bytes
+    const char* no_msi;              // null: MSI and MSI-X are delivered
+    const char* no_disconnect;       // null: the device side can go away
+    bool shares_guest_ram = false;   // DMA goes through OpenContext::memory's memfd
 };
 
 class TransportHarness {
@@ -69,16 +69,17 @@ class TransportHarness {
 class InprocHarness final : public TransportHarness {
   public:
     InprocHarness() {
-        ready_ = models_.add("contract", "the transport contract suite's model",
-                             ContractModel::create);
+        ready_ =
+            models_.add("contract", "the transport contract suite's model", ContractModel::create);
         if (ready_) ready_ = inproc::register_inproc_transport(transports_, models_);
     }
     TransportTraits traits() const override {
         return {.config_size = 4096,
                 .no_extended_config = nullptr,
                 .no_msi = nullptr,
-                .no_disconnect = "inproc: the model lives in the VMM process; there is no "
-                                 "connection or device process to lose",
+                .no_disconnect =
+                    "inproc: the model lives in the VMM process; there is no "
+                    "connection or device process to lose",
                 .shares_guest_ram = false};
     }
     Result<std::unique_ptr<hostdev::HostDevice>> open(const hostdev::OpenContext& ctx) override {
@@ -162,10 +163,12 @@ class MpqemuHarness final : public TransportHarness {
     ~MpqemuHarness() override { server_.stop(); }
     TransportTraits traits() const override {
         return {.config_size = 256,
-                .no_extended_config = "mpqemu: PCI_CFGREAD/PCI_CFGWRITE reach only the first 256 "
-                                      "bytes of config space (QEMU's x-remote exits beyond them)",
-                .no_msi = "mpqemu: QEMU's x-remote machine and x-pci-proxy-dev have no MSI or "
-                          "MSI-X path, only INTx through an irqfd",
+                .no_extended_config =
+                    "mpqemu: PCI_CFGREAD/PCI_CFGWRITE reach only the first 256 "
+                    "bytes of config space (QEMU's x-remote exits beyond them)",
+                .no_msi =
+                    "mpqemu: QEMU's x-remote machine and x-pci-proxy-dev have no MSI or "
+                    "MSI-X path, only INTx through an irqfd",
                 .no_disconnect = nullptr,
                 .shares_guest_ram = true};
     }

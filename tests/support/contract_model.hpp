@@ -177,7 +177,8 @@ class ContractModel final : public sdk::DeviceModel {
                             services_->signal_msi(static_cast<unsigned>(value));
                         return;
                     case kRegDmaAddress:
-                        dma_address_ = (dma_address_ & ~uint64_t{0xFFFF'FFFF}) | (value & 0xFFFF'FFFF);
+                        dma_address_ =
+                            (dma_address_ & ~uint64_t{0xFFFF'FFFF}) | (value & 0xFFFF'FFFF);
                         return;
                     case kRegDmaAddress + 4:
                         dma_address_ = (dma_address_ & 0xFFFF'FFFF) | (value << 32);
@@ -236,9 +237,8 @@ class ContractModel final : public sdk::DeviceModel {
             return;
         }
         std::span<uint8_t> buf(dma_buffer_.data(), dma_length_);
-        const Result<void> r = command == kDmaToDevice
-                                   ? services_->dma_read(dma_address_, buf)
-                                   : services_->dma_write(dma_address_, buf);
+        const Result<void> r = command == kDmaToDevice ? services_->dma_read(dma_address_, buf)
+                                                       : services_->dma_write(dma_address_, buf);
         dma_status_ = r ? kDmaOk : kDmaFailed;
     }
 
