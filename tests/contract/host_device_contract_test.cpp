@@ -36,28 +36,33 @@ constexpr uint64_t kRamSize = 1 << 20;
 // only used to check absence, so a slow machine can make such a test pass wrongly, never fail.
 constexpr auto kQuiet = 200ms;
 
-std::string name_of(const ::testing::TestParamInfo<TransportKind>& info) {
-    return transport_name(info.param);
+std::string name_of(const ::testing::TestParamInfo<ContractParam>& info) {
+    return param_name(info.param);
 }
 
-class HostDeviceContract : public ::testing::TestWithParam<TransportKind> {
+class HostDeviceContract : public ::testing::TestWithParam<ContractParam> {
   protected:
     void SetUp() override {
         auto ram = make_guest_ram(kRamSize);
         ASSERT_TRUE(ram) << ram.error().message;
         ram_ = std::move(ram).value();
         events_ = std::make_unique<RecordingEvents>(ram_.get());
-        harness_ = make_harness(GetParam());
+        harness_ = make_harness(GetParam().kind);
         ASSERT_NE(harness_, nullptr);
         traits_ = harness_->traits();
         hostdev::OpenContext ctx;
         ctx.events = events_.get();
         ctx.memory = ram_.get();
-        ctx.post = queue_.poster();
+        if (GetParam().post) ctx.post = queue_.poster();
         ctx.external_source = [this](int d) { external_ += d; };
         auto dev = harness_->open(ctx);
         ASSERT_TRUE(dev) << dev.error().message;
         dev_ = std::move(dev).value();
+        if (!GetParam().post) {
+            queue_.set_poke([this] {
+                if (dev_) (void)dev_->info();
+            });
+        }
     }
 
     void TearDown() override {
@@ -371,6 +376,29 @@ TEST_P(HostDeviceContract, IntxRaisedByTheDeviceAssertsTheLine) {
     EXPECT_GE(events_->count_intx(true), 1u);
 }
 
+TEST_P(HostDeviceContract, IntxStatusBitFollowsTheLine) {
+    const uint32_t status = pci::reg::kStatus;
+    EXPECT_EQ(config_le(status, 2) & pci::status::kInterruptStatus, 0u);
+    assert_intx();
+    EXPECT_NE(config_le(status, 2) & pci::status::kInterruptStatus, 0u)
+        << "config reads must reach the device, not a stale copy";
+    set_reg(M::kRegIntx, 0);
+    EXPECT_EQ(config_le(status, 2) & pci::status::kInterruptStatus, 0u);
+}
+
+TEST_P(HostDeviceContract, IntxInterruptDisableHoldsTheLineBack) {
+    const uint32_t command = pci::reg::kCommand;
+    const auto disable = static_cast<uint16_t>(pci::command::kInterruptDisable);
+    set_config(command, {static_cast<uint8_t>(disable), static_cast<uint8_t>(disable >> 8)});
+    set_reg(M::kRegIntx, 1);
+    queue_.settle(kQuiet);
+    EXPECT_EQ(events_->count_intx(true), 0u) << "INTx delivered with Interrupt Disable set";
+    // Clearing the bit lets the level through.
+    set_config(command, {0, 0});
+    EXPECT_TRUE(queue_.wait_until([&] { return events_->intx_level(); }))
+        << "the device still asserts; clearing Interrupt Disable must deliver it";
+}
+
 TEST_P(HostDeviceContract, IntxWritesToTheDeviceAreNotAcknowledgements) {
     assert_intx();
     const size_t mark = events_->size();
@@ -518,7 +546,7 @@ TEST_P(HostDeviceContract, ResetDeassertsTheLine) {
 // call set_irqs(intx) after it for INTx to work (PciFront does, as a workaround).
 TEST_P(HostDeviceContract, ResetReturnsToIntxMode) {
     if (traits_.no_msi != nullptr) GTEST_SKIP() << traits_.no_msi;
-    if (GetParam() == TransportKind::vfio_user) {
+    if (GetParam().kind == TransportKind::vfio_user) {
         GTEST_SKIP() << "bug: vfio_user::VfioUserClient::reset() keeps the interrupt kind the "
                         "guest chose (irq_kind_ = MSI) and the INTx eventfd it disarmed when MSI "
                         "was enabled, while the server is back in INTx mode: an INTx the device "
@@ -572,8 +600,11 @@ TEST_P(HostDeviceContract, DisconnectWhileTheLineIsUpDropsIt) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Transports, HostDeviceContract,
-                         ::testing::Values(TransportKind::inproc, TransportKind::vfio_user,
-                                           TransportKind::mpqemu),
+                         ::testing::Values(ContractParam{TransportKind::inproc},
+                                           ContractParam{TransportKind::vfio_user},
+                                           ContractParam{TransportKind::mpqemu},
+                                           ContractParam{TransportKind::vfio_user, false},
+                                           ContractParam{TransportKind::mpqemu, false}),
                          name_of);
 
 }  // namespace

@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
+#include <ostream>
 #include <string>
 #include <thread>
 
@@ -40,6 +41,22 @@ inline const char* transport_name(TransportKind k) {
             return "Mpqemu";
     }
     return "Unknown";
+}
+
+// One run of the suite: a transport, and whether the VMM side gives it OpenContext::post
+// (as a VM does) or not (tools, tests: events then arrive at the next HostDevice call).
+struct ContractParam {
+    TransportKind kind = TransportKind::inproc;
+    bool post = true;
+};
+
+inline std::string param_name(const ContractParam& p) {
+    return std::string(transport_name(p.kind)) + (p.post ? "" : "WithoutPost");
+}
+
+// gtest prints parameters with this (ctest names, failure messages).
+inline void PrintTo(const ContractParam& p, std::ostream* os) {
+    *os << param_name(p);
 }
 
 // What a transport can do, and why not when it cannot.

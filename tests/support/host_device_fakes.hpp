@@ -49,10 +49,15 @@ class EngineQueue {
     }
     // Runs posted work until `done()` holds or `timeout` passes; returns done(). The timeout
     // only bounds a failing test: a passing one returns as soon as the event is in.
+    // Without OpenContext::post a transport delivers its events at the next HostDevice call:
+    // `poke` (e.g. a call to HostDevice::info()) runs on every turn of wait_until() and settle().
+    void set_poke(std::function<void()> poke) { poke_ = std::move(poke); }
+
     template <typename Pred>
     bool wait_until(Pred done, std::chrono::milliseconds timeout = std::chrono::seconds(2)) {
         const auto end = std::chrono::steady_clock::now() + timeout;
         for (;;) {
+            if (poke_) poke_();
             run_pending();
             if (done()) return true;
             if (std::chrono::steady_clock::now() >= end) return false;
@@ -68,6 +73,7 @@ class EngineQueue {
   private:
     std::mutex mu_;
     std::deque<std::function<void()>> queue_;
+    std::function<void()> poke_;
 };
 
 class RecordingEvents final : public hostdev::HostDeviceEvents {
