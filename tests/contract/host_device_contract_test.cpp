@@ -599,6 +599,30 @@ TEST_P(HostDeviceContract, DisconnectWhileTheLineIsUpDropsIt) {
     EXPECT_FALSE(events_->intx_level()) << "a device that is gone cannot hold its line";
 }
 
+TEST_P(HostDeviceContract, ReconnectRestoresAccessAndGuestConfig) {
+    if (traits_.no_reconnect != nullptr) GTEST_SKIP() << traits_.no_reconnect;
+    set_config(pci::reg::kInterruptLine, {0x0b});
+    harness_->kill();
+    ASSERT_TRUE(queue_.wait_until([&] { return events_->has_disconnected(); }))
+        << "disconnected() not reported";
+    auto r = harness_->restart();
+    ASSERT_TRUE(r) << r.error().message;
+    ASSERT_TRUE(queue_.wait_until([&] { return events_->count(Kind::reconnected) > 0; }, 5s))
+        << "reconnected() not reported after the device side came back";
+    // A new device: its registers are fresh, but the config the guest wrote is restored.
+    EXPECT_EQ(reg(M::kRegId), M::kId);
+    EXPECT_EQ(reg(M::kRegPowerOn), M::kPowerOn);
+    EXPECT_EQ(config_le(pci::reg::kInterruptLine, 1), 0x0bu);
+    // Interrupts and DMA are set up again.
+    assert_intx();
+    const auto data = test_pattern(32);
+    write(kMmioBar, M::kDmaBuffer, data);
+    EXPECT_EQ(run_dma(0x4000, 32, M::kDmaToGuest), M::kDmaOk);
+    std::vector<uint8_t> got(32);
+    ASSERT_TRUE(ram_->read(Gpa{0x4000}, got));
+    EXPECT_EQ(got, data);
+}
+
 INSTANTIATE_TEST_SUITE_P(Transports, HostDeviceContract,
                          ::testing::Values(ContractParam{TransportKind::inproc},
                                            ContractParam{TransportKind::vfio_user},

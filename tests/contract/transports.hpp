@@ -61,11 +61,12 @@ inline void PrintTo(const ContractParam& p, std::ostream* os) {
 
 // What a transport can do, and why not when it cannot.
 struct TransportTraits {
-    uint32_t config_size = 4096;     // bytes of config space reachable through it
-    const char* no_extended_config;  // null: config_size covers the model's 4096 bytes
-    const char* no_msi;              // null: MSI and MSI-X are delivered
-    const char* no_disconnect;       // null: the device side can go away
-    bool shares_guest_ram = false;   // DMA goes through OpenContext::memory's memfd
+    uint32_t config_size = 4096;               // bytes of config space reachable through it
+    const char* no_extended_config = nullptr;  // null: config_size covers the model's 4096 bytes
+    const char* no_msi = nullptr;              // null: MSI and MSI-X are delivered
+    const char* no_disconnect = nullptr;       // null: the device side can go away
+    const char* no_reconnect = nullptr;        // null: a device side that comes back is reconnected
+    bool shares_guest_ram = false;             // DMA goes through OpenContext::memory's memfd
 };
 
 class TransportHarness {
@@ -76,6 +77,8 @@ class TransportHarness {
     virtual Result<std::unique_ptr<hostdev::HostDevice>> open(const hostdev::OpenContext& ctx) = 0;
     // The device side goes away (its server stops and is destroyed). Out-of-process only.
     virtual void kill() {}
+    // After kill(): a new device side (a fresh model) where the old one was.
+    virtual Result<void> restart() { return failf("this transport cannot restart"); }
     // The server loop's result once it ended (ok while running or for inproc).
     virtual Result<void> server_result() const { return ok(); }
 
@@ -97,6 +100,7 @@ class InprocHarness final : public TransportHarness {
                 .no_disconnect =
                     "inproc: the model lives in the VMM process; there is no "
                     "connection or device process to lose",
+                .no_reconnect = "inproc: nothing to reconnect",
                 .shares_guest_ram = false};
     }
     Result<std::unique_ptr<hostdev::HostDevice>> open(const hostdev::OpenContext& ctx) override {
@@ -148,6 +152,7 @@ class VfioUserHarness final : public TransportHarness {
                 .no_extended_config = nullptr,
                 .no_msi = nullptr,
                 .no_disconnect = nullptr,
+                .no_reconnect = nullptr,
                 .shares_guest_ram = true};
     }
     Result<std::unique_ptr<hostdev::HostDevice>> open(const hostdev::OpenContext& ctx) override {
@@ -155,19 +160,26 @@ class VfioUserHarness final : public TransportHarness {
         char tmpl[] = "/tmp/potemkin-contract-XXXXXX";
         if (::mkdtemp(tmpl) == nullptr) return failf(Errno{errno}, "mkdtemp");
         dir_ = tmpl;
+        POTEMKIN_TRY(start_server());
+        return transports_.open("vfio-user:" + socket_path(), ctx);
+    }
+    void kill() override { server_.stop(); }
+    Result<void> restart() override { return start_server(); }
+    Result<void> server_result() const override { return server_.result(); }
+
+  private:
+    std::string socket_path() const { return dir_ + "/contract.sock"; }
+    Result<void> start_server() {
         vfio_user::VfioUserServerSettings s;
-        s.socket_path = dir_ + "/contract.sock";
+        s.socket_path = socket_path();
         s.io_timeout_ms = 2000;
         s.label = "contract";
         auto server = vfio_user::VfioUserServer::create(model(), s);
         if (!server) return fail(server.error());
         server_.start(std::move(server).value());
-        return transports_.open("vfio-user:" + s.socket_path, ctx);
+        return ok();
     }
-    void kill() override { server_.stop(); }
-    Result<void> server_result() const override { return server_.result(); }
 
-  private:
     hostdev::TransportRegistry transports_;
     Result<void> ready_;
     std::string dir_;
@@ -187,6 +199,9 @@ class MpqemuHarness final : public TransportHarness {
                     "mpqemu: QEMU's x-remote machine and x-pci-proxy-dev have no MSI or "
                     "MSI-X path, only INTx through an irqfd",
                 .no_disconnect = nullptr,
+                .no_reconnect =
+                    "mpqemu-fd: an inherited socket cannot be re-established (only "
+                    "qemu:...?respawn=1 starts a new remote, which needs QEMU)",
                 .shares_guest_ram = true};
     }
     Result<std::unique_ptr<hostdev::HostDevice>> open(const hostdev::OpenContext& ctx) override {
