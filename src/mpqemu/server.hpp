@@ -14,12 +14,12 @@
 //   (pci::decode_bar: 64-bit BARs and the ROM included). An access that decodes to no BAR, or
 //   runs past the end of the one it starts in, reads all-ones and writes nothing; the first
 //   one is logged (then counted), and serving goes on.
-// - SYNC_SYSMEM: each (gpa, size, offset, fd) is mapped MAP_SHARED; the previous set is
-//   unmapped and its fds closed on every re-send (QEMU sends one per memory-topology change,
-//   between any two requests). The model's DMA is a bounds-checked memcpy into those
-//   mappings; an access outside all of them fails (the model sees a DMA error, nothing
-//   crashes). A set that cannot be mapped (an entry past the end of its file, mmap refusing
-//   the fd) leaves no mappings and is logged; config and BARs still work. Not guarded: a peer
+// - SYNC_SYSMEM: each (gpa, size, offset, fd) is mapped MAP_SHARED (an sdk::GuestRam); the
+//   previous set is unmapped and its fds closed on every re-send (QEMU sends one per
+//   memory-topology change, between any two requests). The model's DMA is a bounds-checked
+//   memcpy into those mappings; an access outside all of them fails (the model sees a DMA
+//   error, nothing crashes). A set that cannot be mapped (an entry past the end of its file or
+//   overlapping another, mmap refusing the fd) leaves no mappings and is logged; config and BARs still work. Not guarded: a peer
 //   that shrinks a file after sending it (a DMA there faults), and the bus-master bit (not
 //   enforced, as ModelServer documents).
 // - SET_IRQFD: the INTx irqfd and resamplefd. The irqfd is written when the INTx line goes
