@@ -47,7 +47,9 @@ Result<std::unique_ptr<MpqemuServer>> MpqemuServer::create(std::unique_ptr<sdk::
     return s;
 }
 
-void MpqemuServer::stop() { loop_->stop(); }
+void MpqemuServer::stop() {
+    loop_->stop();
+}
 
 // ---- Serving -----------------------------------------------------------------------------------
 

@@ -19,9 +19,9 @@
 //   memory-topology change, between any two requests). The model's DMA is a bounds-checked
 //   memcpy into those mappings; an access outside all of them fails (the model sees a DMA
 //   error, nothing crashes). A set that cannot be mapped (an entry past the end of its file or
-//   overlapping another, mmap refusing the fd) leaves no mappings and is logged; config and BARs still work. Not guarded: a peer
-//   that shrinks a file after sending it (a DMA there faults), and the bus-master bit (not
-//   enforced, as ModelServer documents).
+//   overlapping another, mmap refusing the fd) leaves no mappings and is logged; config and
+//   BARs still work. Not guarded: a peer that shrinks a file after sending it (a DMA there
+//   faults), and the bus-master bit (not enforced, as ModelServer documents).
 // - SET_IRQFD: the INTx irqfd and resamplefd. The irqfd is written when the INTx line goes
 //   0→1; when the resamplefd fires (the VMM saw the guest's EOI) ModelServer::ack_intx()
 //   re-writes it if the line is still asserted. The proxy has no MSI path: MSI requests from

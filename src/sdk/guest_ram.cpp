@@ -94,8 +94,8 @@ Result<void> GuestRam::add(const Share& share, UniqueFd fd) {
         void* p = ::mmap(nullptr, len, prot, MAP_SHARED, fd.get(),
                          static_cast<off_t>(share.fd_offset - skew));
         if (p == MAP_FAILED)
-            return failf(Errno{errno}, "mmap of fd {} ({:#x} bytes at offset {:#x})", fd.get(),
-                         len, share.fd_offset - skew);
+            return failf(Errno{errno}, "mmap of fd {} ({:#x} bytes at offset {:#x})", fd.get(), len,
+                         share.fd_offset - skew);
         r.map_base_ = p;
         r.map_len_ = len;
         r.host = static_cast<uint8_t*>(p) + skew;

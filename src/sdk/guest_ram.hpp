@@ -50,7 +50,7 @@ class GuestRam {
         uint64_t size = 0;
         uint8_t* host = nullptr;  // Backing::mmap: base's byte in this process
         Share share;
-        UniqueFd fd;  // file_io: the file (mmap: closed once mapped; the mapping keeps it)
+        UniqueFd fd;    // file_io: the file (mmap: closed once mapped; the mapping keeps it)
         dev_t dev = 0;  // the file's identity (an identical add() is a no-op)
         ino_t ino = 0;
 

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstring>
 
 #include "common/log.hpp"
 #include "vfio_user/server_internal.hpp"
@@ -25,7 +26,9 @@ using server_detail::no_fds;
 VfioUserServer::VfioUserServer(const VfioUserServerSettings& settings)
     : settings_(settings), dma_(kMaxDmaRegions), intx_unmask_(settings.label) {}
 
-VfioUserServer::~VfioUserServer() { disconnect_cleanup(); }
+VfioUserServer::~VfioUserServer() {
+    disconnect_cleanup();
+}
 
 Result<std::unique_ptr<VfioUserServer>> VfioUserServer::create(
     std::unique_ptr<sdk::DeviceModel> model, const VfioUserServerSettings& settings) {
@@ -60,7 +63,9 @@ Result<std::unique_ptr<VfioUserServer>> VfioUserServer::create(
     return s;
 }
 
-void VfioUserServer::stop() { loop_->stop(); }
+void VfioUserServer::stop() {
+    loop_->stop();
+}
 
 // ---- Serving -----------------------------------------------------------------------------------
 
@@ -95,9 +100,10 @@ Result<void> VfioUserServer::serve_connection(int conn_fd) {
         intx_unmask_.attach(&*waits);
     }
     timeval busy_tv{0, kBusyWaitMs * 1000};
-    // Without the timeout the busy path is skipped: every request waits in epoll.
     const bool busy_ok =
         ::setsockopt(conn.fd.get(), SOL_SOCKET, SO_RCVTIMEO, &busy_tv, sizeof busy_tv) == 0;
+    if (!busy_ok)  // served all the same, every request through epoll_wait (slower)
+        log::warn("{}: SO_RCVTIMEO: {}; no busy wait", settings_.label, std::strerror(errno));
     auto last_epoll = Clock::now();
 
     // The next request into conn.rx: true; false when there is none yet (an event was handled,
@@ -238,6 +244,5 @@ Result<void> VfioUserServer::handle_version(Connection& conn, Message& msg) {
     std::span<const uint8_t> parts[1] = {bytes_of(payload)};
     return reply(conn, msg, parts);
 }
-
 
 }  // namespace potemkin::vfio_user

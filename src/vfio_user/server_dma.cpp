@@ -41,7 +41,9 @@ Result<void> VfioUserServer::handle_dma_map(Connection& conn, Message& msg) {
         return fail(r.error().context("DMA_MAP").message, EINVAL);
     log::debug("{}: DMA_MAP [{:#x}, +{:#x}) flags {:#x} {}", settings_.label, m->addr, m->size,
                m->flags,
-               !has_fd ? "by message" : (m->flags & kDmaMapFlagFileIo) != 0 ? "file io" : "mmap");
+               !has_fd                               ? "by message"
+               : (m->flags & kDmaMapFlagFileIo) != 0 ? "file io"
+                                                     : "mmap");
     return reply(conn, msg);
 }
 
@@ -116,6 +118,5 @@ Result<void> VfioUserServer::dma_message(uint64_t iova, std::span<uint8_t> buf, 
     }
     return ok();
 }
-
 
 }  // namespace potemkin::vfio_user

@@ -185,5 +185,4 @@ void VfioUserServer::disconnect_cleanup() {
     if (had_msi && server_) tell_irq_mode();
 }
 
-
 }  // namespace potemkin::vfio_user

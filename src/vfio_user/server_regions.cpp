@@ -122,5 +122,4 @@ Result<void> VfioUserServer::handle_reset(Connection& conn, Message& msg) {
     return reply(conn, msg);
 }
 
-
 }  // namespace potemkin::vfio_user

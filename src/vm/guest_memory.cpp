@@ -7,6 +7,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "common/log.hpp"
+
 namespace potemkin::vm {
 
 namespace {
@@ -54,8 +56,10 @@ Result<std::unique_ptr<GuestMemory>> GuestMemory::create(std::vector<RamRegionSp
 }
 
 GuestMemory::~GuestMemory() {
-    if (map_) munmap(map_, total_);
-    if (fd_ >= 0) close(fd_);
+    if (map_ && munmap(map_, total_) != 0)
+        log::warn("guest memory: munmap of {} bytes: {}", total_, std::strerror(errno));
+    if (fd_ >= 0 && close(fd_) != 0)
+        log::warn("guest memory: close of the memfd: {}", std::strerror(errno));
 }
 
 Result<void> GuestMemory::read(Gpa gpa, std::span<uint8_t> out) const {

@@ -11,9 +11,9 @@
 // Why one header-only template and not a class with a virtual row: GuestMemory::read/write sit
 // on the DMA path of in-process devices, and there the lookup must stay what it was, a scan of
 // a few rows inlined at the call (the scan GuestMemory always did: a binary search over one or
-// three rows measured slower). Rows are kept sorted by base in a vector: find() scans a few rows and searches more,
-// at() always searches, and insertion is O(rows), which is fine for the bounded tables here (a
-// VM's RAM layout; at most a server's max_ranges).
+// three rows measured slower). Rows are kept sorted by base in a vector: find() scans a few rows
+// and searches more, at() always searches, and insertion is O(rows), which is fine for the bounded
+// tables here (a VM's RAM layout; at most a server's max_ranges).
 #pragma once
 
 #include <algorithm>
@@ -57,7 +57,7 @@ class RamTable {
         return holds(*it, gpa, len) ? &*it : nullptr;
     }
 
-    // Where `r` would go: the row it would overlap (nullptr when it fits) and the position.
+    // Where [base, base + size) would go: a row it overlaps (nullptr when it fits) and where.
     struct Slot {
         const Region* overlaps = nullptr;
         size_t index = 0;
@@ -86,8 +86,8 @@ class RamTable {
 
     // A copy between `buf` and [gpa, gpa + buf.size()) that may run across adjacent rows, one
     // row at a time: `step(row, offset in row, piece of buf)` does the piece (a memcpy to or
-    // from row.host when it is mapped here) and returns false to stop. Returns the bytes done; fewer than buf.size() when the
-    // range leaves the table, wraps, or a step stopped.
+    // from row.host when it is mapped here) and returns false to stop. Returns the bytes done;
+    // fewer than buf.size() when the range leaves the table, wraps, or a step stopped.
     template <typename Step>
     size_t walk(Gpa gpa, std::span<uint8_t> buf, Step&& step) const {
         size_t done = 0;
@@ -97,7 +97,8 @@ class RamTable {
             const Region* r = at(at_gpa);
             if (r == nullptr) break;
             const uint64_t off = at_gpa - r->base;
-            const auto n = static_cast<size_t>(std::min<uint64_t>(buf.size() - done, r->size - off));
+            const auto n =
+                static_cast<size_t>(std::min<uint64_t>(buf.size() - done, r->size - off));
             if (!step(*r, off, buf.subspan(done, n))) break;
             done += n;
         }

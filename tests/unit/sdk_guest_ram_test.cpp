@@ -62,7 +62,7 @@ TEST(RamTable, FindNeedsTheWholeRangeInOneRowAndAtWalksAcrossRows) {
     t.insert(t.slot(Gpa(0), 0x1000), Row{Gpa(0), 0x1000, a});
     EXPECT_EQ(t.regions()[0].base, Gpa(0));  // kept sorted
     EXPECT_EQ(t.find(Gpa(0xffc), 4), &t.regions()[0]);
-    EXPECT_EQ(t.find(Gpa(0xffe), 4), nullptr);       // spans two rows
+    EXPECT_EQ(t.find(Gpa(0xffe), 4), nullptr);           // spans two rows
     EXPECT_EQ(t.find(Gpa(0x2000), 0), &t.regions()[1]);  // empty range at the end
     EXPECT_EQ(t.find(Gpa(0x2000), 1), nullptr);
     EXPECT_EQ(t.at(Gpa(0x1fff)), &t.regions()[1]);
@@ -72,16 +72,16 @@ TEST(RamTable, FindNeedsTheWholeRangeInOneRowAndAtWalksAcrossRows) {
 
     uint8_t buf[8] = {};
     size_t rows = 0;
-    const size_t done = t.walk(Gpa(0xffc), std::span<uint8_t>(buf), [&](const Row&, uint64_t, auto) {
-        ++rows;
-        return true;
-    });
+    const size_t done =
+        t.walk(Gpa(0xffc), std::span<uint8_t>(buf), [&](const Row&, uint64_t, auto) {
+            ++rows;
+            return true;
+        });
     EXPECT_EQ(done, 8u);
     EXPECT_EQ(rows, 2u);
-    EXPECT_EQ(t.walk(Gpa(0x1ffc), std::span<uint8_t>(buf), [](const Row&, uint64_t, auto) {
-        return true;
-    }),
-              4u);  // runs off the end
+    EXPECT_EQ(t.walk(Gpa(0x1ffc), std::span<uint8_t>(buf),
+                     [](const Row&, uint64_t, auto) { return true; }),
+              4u);                              // runs off the end
     EXPECT_FALSE(t.erase(Gpa(0x1000), 0x800));  // not the exact row
     EXPECT_TRUE(t.erase(Gpa(0x1000), 0x1000));
     EXPECT_EQ(t.size(), 1u);
