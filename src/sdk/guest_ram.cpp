@@ -127,8 +127,8 @@ Result<void> GuestRam::access(Gpa gpa, std::span<uint8_t> buf, bool write,
         table_.walk(gpa, buf, [&](const Range& r, uint64_t off, std::span<uint8_t> piece) {
             const Gpa at = r.base + off;
             if (!(write ? r.share.writable : r.share.readable)) {
-                failure = failf("DMA {} at {:#x}: the mapping at {:#x} is not {}able", dir,
-                                at.value, r.base.value, dir);
+                failure = failf("DMA {} at {:#x}: the mapping at {:#x} is not {}", dir, at.value,
+                                r.base.value, write ? "writable" : "readable");
                 return false;
             }
             if (r.host != nullptr) {

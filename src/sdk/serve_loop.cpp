@@ -78,7 +78,7 @@ Result<uint32_t> WaitSet::wait() {
 void ResampleFd::watch(bool on) {
     if (waits_ == nullptr || !fd_) return;
     auto r = on ? waits_->watch(fd_.get(), WaitSet::resample) : waits_->unwatch(fd_.get());
-    if (!r) log::warn("{}: the INTx resample eventfd: {}", label_, r.error().message);
+    if (!r) log::warn("{}: the INTx resamplefd: {}", label_, r.error().message);
 }
 
 void ResampleFd::set(UniqueFd fd) {
@@ -101,7 +101,7 @@ bool ResampleFd::fired() {
     const ssize_t n = ::read(fd_.get(), &count, sizeof count);
     if (n == static_cast<ssize_t>(sizeof count)) return true;
     if (n < 0 && (errno == EAGAIN || errno == EINTR)) return false;
-    log::warn("{}: the INTx resample eventfd is unreadable ({}); no more resampling", label_,
+    log::warn("{}: the INTx resamplefd is unreadable ({}); no more resampling", label_,
               n < 0 ? std::strerror(errno) : "end of file");
     set(UniqueFd());
     return false;

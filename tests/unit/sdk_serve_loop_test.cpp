@@ -70,15 +70,14 @@ TEST(ServeLoop, AcceptsClientsOneAtATimeUntilStopped) {
 
 TEST(ServeLoop, StaleSocketIsReplacedButOtherFilesAreNot) {
     const std::string path = temp_path("stale");
+    auto s = at_path(path);
+    s.unlink_on_exit = false;
     {
-        auto first = ServeLoop::create(at_path(path));
+        auto first = ServeLoop::create(s);
         ASSERT_TRUE(first);
-        auto s = at_path(path);
-        s.unlink_on_exit = false;
         auto second = ServeLoop::create(s);  // the first one's socket is stale to it
         ASSERT_TRUE(second) << second.error().message;
     }
-    auto s = at_path(path);
     s.remove_stale_socket = false;
     EXPECT_FALSE(ServeLoop::create(s));
     ASSERT_EQ(::unlink(path.c_str()), 0);
