@@ -39,6 +39,16 @@ UniqueFd connect_to(const std::string& path) {
     return fd;
 }
 
+// A loop over one end of a socketpair of `type`; the other end in `peer`.
+Result<std::unique_ptr<ServeLoop>> loop_on_socketpair(int type, UniqueFd& peer) {
+    int sv[2];
+    EXPECT_EQ(::socketpair(AF_UNIX, type | SOCK_CLOEXEC, 0, sv), 0);
+    peer.reset(sv[1]);
+    ServeLoop::Settings s;
+    s.fd = sv[0];
+    return ServeLoop::create(s);
+}
+
 }  // namespace
 
 TEST(ServeLoop, AcceptsClientsOneAtATimeUntilStopped) {
@@ -89,12 +99,8 @@ TEST(ServeLoop, StaleSocketIsReplacedButOtherFilesAreNot) {
 }
 
 TEST(ServeLoop, InheritedConnectedSocketIsServedOnce) {
-    int sv[2];
-    ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-    UniqueFd peer(sv[1]);
-    ServeLoop::Settings s;
-    s.fd = sv[0];
-    auto loop = ServeLoop::create(s);
+    UniqueFd peer;
+    auto loop = loop_on_socketpair(SOCK_STREAM, peer);
     ASSERT_TRUE(loop) << loop.error().message;
     EXPECT_FALSE((*loop)->listening());
     int served = 0;
@@ -108,12 +114,8 @@ TEST(ServeLoop, InheritedConnectedSocketIsServedOnce) {
 }
 
 TEST(ServeLoop, InheritedFdMustBeAStreamSocket) {
-    int sv[2];
-    ASSERT_EQ(::socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, sv), 0);
-    UniqueFd peer(sv[1]);
-    ServeLoop::Settings s;
-    s.fd = sv[0];
-    auto r = ServeLoop::create(s);
+    UniqueFd peer;
+    auto r = loop_on_socketpair(SOCK_DGRAM, peer);
     ASSERT_FALSE(r);
     EXPECT_NE(r.error().message.find("stream"), std::string::npos) << r.error().message;
     ServeLoop::Settings e;
