@@ -97,7 +97,8 @@ bool ResampleFd::fired() {
     if (!fd_) return false;
     uint64_t count = 0;
     // The eventfd is readable (epoll said so), so this does not block. EAGAIN means another
-    // reader drained it: nothing to resample.
+    // reader drained it: nothing to resample. Not consume_eventfd(): its poll would be a second
+    // system call per EOI, and its bool cannot tell a quiet fd from a broken one.
     const ssize_t n = ::read(fd_.get(), &count, sizeof count);
     if (n == static_cast<ssize_t>(sizeof count)) return true;
     if (n < 0 && (errno == EAGAIN || errno == EINTR)) return false;
