@@ -14,9 +14,6 @@
 //   triggered while interrupt status bit 0 is set.
 //
 // Usage: counter-device --socket PATH | --fd N     (SIGTERM/SIGINT: clean exit)
-#include <signal.h>
-#include <sys/signalfd.h>
-#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -24,6 +21,7 @@
 #include <string>
 
 #include "sdk/device_model.hpp"
+#include "sdk/serve_loop.hpp"
 #include "vfio_user/server.hpp"
 
 namespace {
@@ -128,12 +126,12 @@ int main(int argc, char** argv) {
     if (settings.socket_path.empty() == (settings.listen_fd < 0)) return usage();
 
     // SIGTERM/SIGINT end run() through a signalfd: the socket file is removed on the way out.
-    sigset_t stop;
-    sigemptyset(&stop);
-    sigaddset(&stop, SIGTERM);
-    sigaddset(&stop, SIGINT);
-    sigprocmask(SIG_BLOCK, &stop, nullptr);
-    settings.stop_fd = signalfd(-1, &stop, SFD_CLOEXEC);
+    auto stop = sdk::stop_signal_fd();
+    if (!stop) {
+        std::fprintf(stderr, "counter-device: %s\n", stop.error().message.c_str());
+        return 1;
+    }
+    settings.stop_fd = stop->get();
 
     auto server = vfio_user::VfioUserServer::create(std::make_unique<Counter>(), settings);
     if (!server) {

@@ -14,14 +14,14 @@
 //   (pci::decode_bar: 64-bit BARs and the ROM included). An access that decodes to no BAR, or
 //   runs past the end of the one it starts in, reads all-ones and writes nothing; the first
 //   one is logged (then counted), and serving goes on.
-// - SYNC_SYSMEM: each (gpa, size, offset, fd) is mapped MAP_SHARED; the previous set is
-//   unmapped and its fds closed on every re-send (QEMU sends one per memory-topology change,
-//   between any two requests). The model's DMA is a bounds-checked memcpy into those
-//   mappings; an access outside all of them fails (the model sees a DMA error, nothing
-//   crashes). A set that cannot be mapped (an entry past the end of its file, mmap refusing
-//   the fd) leaves no mappings and is logged; config and BARs still work. Not guarded: a peer
-//   that shrinks a file after sending it (a DMA there faults), and the bus-master bit (not
-//   enforced, as ModelServer documents).
+// - SYNC_SYSMEM: each (gpa, size, offset, fd) is mapped MAP_SHARED (an sdk::GuestRam); the
+//   previous set is unmapped and its fds closed on every re-send (QEMU sends one per
+//   memory-topology change, between any two requests). The model's DMA is a bounds-checked
+//   memcpy into those mappings; an access outside all of them fails (the model sees a DMA
+//   error, nothing crashes). A set that cannot be mapped (an entry past the end of its file or
+//   overlapping another, mmap refusing the fd) leaves no mappings and is logged; config and
+//   BARs still work. Not guarded: a peer that shrinks a file after sending it (a DMA there
+//   faults), and the bus-master bit (not enforced, as ModelServer documents).
 // - SET_IRQFD: the INTx irqfd and resamplefd. The irqfd is written when the INTx line goes
 //   0→1; when the resamplefd fires (the VMM saw the guest's EOI) ModelServer::ack_intx()
 //   re-writes it if the line is still asserted. The proxy has no MSI path: MSI requests from
@@ -47,7 +47,9 @@
 #include "common/unique_fd.hpp"
 #include "mpqemu/protocol.hpp"
 #include "sdk/device_model.hpp"
+#include "sdk/guest_ram.hpp"
 #include "sdk/model_server.hpp"
+#include "sdk/serve_loop.hpp"
 #include "sdk/server_events.hpp"
 
 namespace potemkin::mpqemu {
@@ -95,7 +97,6 @@ class MpqemuServer {
 
   private:
     friend class sdk::ServerEvents<MpqemuServer>;
-    struct Mapping;
     // A BAR the function decodes right now: region index (0-5, 6 = ROM), kind, range.
     struct Window {
         uint32_t region = 0;
@@ -105,11 +106,13 @@ class MpqemuServer {
     };
 
     explicit MpqemuServer(const MpqemuServerSettings& settings);
+    // The proxy's connection, until it closes, breaks the protocol or a stop.
+    Result<void> serve(UniqueFd sock);
     // One validated request. An error ends the connection.
     Result<void> handle(Message& msg);
     Result<void> handle_config(const Message& msg);
     Result<void> handle_bar(const Message& msg);
-    Result<void> handle_sysmem(Message& msg);
+    void handle_sysmem(Message& msg);
     void handle_irqfd(Message& msg);
     Result<void> reply(uint64_t value);
 
@@ -117,25 +120,22 @@ class MpqemuServer {
     void update_windows();
     std::optional<std::pair<uint32_t, uint64_t>> resolve(uint64_t addr, uint64_t size,
                                                          bool memory) const;
-    Result<void> map_sysmem(std::vector<SysmemEntry> entries, std::vector<UniqueFd> fds);
     // The model's DMA, from ServerEvents.
     Result<void> dma(uint64_t gpa, std::span<uint8_t> buf, bool write);
     void signal_intx(bool asserted);
     // QEMU's proxy has no MSI: a model's MSI is counted and dropped.
     void signal_msi(unsigned) { ++stats_.dropped_msi; }
-    void resample();
-    void watch_resample(bool on);
 
     MpqemuServerSettings settings_;
-    UniqueFd sock_;
-    UniqueFd stop_event_;
-    UniqueFd epoll_;
+    std::unique_ptr<sdk::ServeLoop> loop_;  // the inherited socket, the stop eventfd
+    UniqueFd sock_;                         // the proxy, while served
     std::unique_ptr<sdk::ServerEvents<MpqemuServer>> events_;
     std::unique_ptr<sdk::ModelServer> server_;
     std::vector<Window> windows_;
-    std::vector<Mapping> sysmem_;  // by gpa
+    sdk::GuestRam sysmem_;  // SYNC_SYSMEM's set
     UniqueFd irqfd_;
-    UniqueFd resamplefd_;
+    sdk::ResampleFd resamplefd_;  // in the connection's wait set while it is served
+    uint64_t signal_failures_ = 0;
     bool ran_ = false;
     Stats stats_;
 };

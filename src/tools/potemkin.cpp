@@ -2,8 +2,6 @@
 // transports land (serve, probe).
 #include <CLI/CLI.hpp>
 
-#include <signal.h>
-#include <sys/signalfd.h>
 #include <unistd.h>
 
 #include <climits>
@@ -15,6 +13,7 @@
 #include "machine/machine.hpp"
 #include "mpqemu/server.hpp"
 #include "sdk/device_model.hpp"
+#include "sdk/serve_loop.hpp"
 #include "tools/probe.hpp"
 #include "tools/qemu_proxy.hpp"
 #include "vfio_user/server.hpp"
@@ -136,21 +135,13 @@ int serve_command(const ServeOptions& o) {
     }
     // SIGTERM and SIGINT arrive through a signalfd the server polls: a clean exit from the
     // loop, with the socket file removed, instead of dying inside a handler.
-    sigset_t stop_signals;
-    sigemptyset(&stop_signals);
-    sigaddset(&stop_signals, SIGTERM);
-    sigaddset(&stop_signals, SIGINT);
-    sigprocmask(SIG_BLOCK, &stop_signals, nullptr);
-    int sfd = signalfd(-1, &stop_signals, SFD_CLOEXEC);
-    if (sfd < 0) {
-        std::perror("potemkin serve: signalfd");
+    auto stop_signals = sdk::stop_signal_fd();
+    if (!stop_signals) {
+        std::fprintf(stderr, "potemkin serve: %s\n", stop_signals.error().message.c_str());
         return 1;
     }
-    if (o.mpqemu_fd >= 0) {
-        int rc = serve_mpqemu(o, std::move(model).value(), sfd);
-        ::close(sfd);
-        return rc;
-    }
+    const int sfd = stop_signals->get();
+    if (o.mpqemu_fd >= 0) return serve_mpqemu(o, std::move(model).value(), sfd);
     vfio_user::VfioUserServerSettings s;
     s.socket_path = o.socket;
     s.listen_fd = o.fd;
@@ -167,7 +158,6 @@ int serve_command(const ServeOptions& o) {
         std::fprintf(stderr, "potemkin serve: %s on fd %d\n", o.model.c_str(), o.fd);
     auto r = (*server)->run();
     server->reset();
-    ::close(sfd);
     if (!r) {
         std::fprintf(stderr, "potemkin serve: %s\n", r.error().message.c_str());
         return 1;

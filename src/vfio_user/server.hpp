@@ -22,6 +22,10 @@
 //   connection. Nothing a client sends can crash the server or make it touch memory out of
 //   bounds (beyond a client shrinking a file it mapped: see docs/vfio-user.md).
 //
+// Files, one per concern: server.cpp (setup, serve loop, dispatch), server_dma.cpp,
+// server_regions.cpp, server_irqs.cpp; sdk::ServeLoop and sdk::GuestRam are shared with the
+// mpqemu server.
+//
 // Threading: run() serves on the calling thread; every model call happens there. stop() is the
 // only call allowed from other threads (and from signal handlers: it writes an eventfd).
 #pragma once
@@ -29,7 +33,6 @@
 #include <sys/types.h>
 
 #include <cstdint>
-#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -38,7 +41,9 @@
 #include "common/result.hpp"
 #include "hostdev/host_device.hpp"
 #include "sdk/device_model.hpp"
+#include "sdk/guest_ram.hpp"
 #include "sdk/model_server.hpp"
+#include "sdk/serve_loop.hpp"
 #include "sdk/server_events.hpp"
 #include "vfio_user/protocol.hpp"
 #include "vfio_user/socket.hpp"
@@ -99,58 +104,53 @@ class VfioUserServer {
 
   private:
     friend class sdk::ServerEvents<VfioUserServer>;
-    struct DmaRegion;
     struct Connection;
 
     explicit VfioUserServer(const VfioUserServerSettings& settings);
-    Result<void> listen();
 
-    // One request: returns the reply to send (or an error, sent as an error reply); fatal
-    // connection errors are signalled through `conn.close`.
+    // One request: replies (or returns an error, sent as an error reply); fatal connection
+    // errors are signalled through `conn.close`. server.cpp.
     Result<void> handle(Connection& conn, Message& msg);
     Result<void> handle_version(Connection& conn, Message& msg);
-    Result<void> handle_dma_map(Connection& conn, Message& msg);
-    Result<void> handle_dma_unmap(Connection& conn, Message& msg);
-    Result<void> handle_get_info(Connection& conn, Message& msg);
-    Result<void> handle_region_info(Connection& conn, Message& msg);
-    Result<void> handle_region_io_fds(Connection& conn, Message& msg);
-    Result<void> handle_irq_info(Connection& conn, Message& msg);
-    Result<void> handle_set_irqs(Connection& conn, Message& msg);
-    Result<void> handle_region_access(Connection& conn, Message& msg);
-    Result<void> handle_reset(Connection& conn, Message& msg);
     Result<void> reply(Connection& conn, const Message& request,
                        std::span<const std::span<const uint8_t>> payload = {},
                        std::span<const int> fds = {});
-
-    uint32_t irq_count(uint32_t index) const;
-    void disconnect_cleanup();
+    // server_dma.cpp
+    Result<void> handle_dma_map(Connection& conn, Message& msg);
+    Result<void> handle_dma_unmap(Connection& conn, Message& msg);
     // The model's DMA, from ServerEvents.
     Result<void> dma(uint64_t iova, std::span<uint8_t> buf, bool write);
-    Result<void> dma_message(const DmaRegion& region, uint64_t iova, std::span<uint8_t> buf,
-                             bool write);
+    Result<void> dma_message(uint64_t iova, std::span<uint8_t> buf, bool write);
+    // server_regions.cpp
+    Result<void> handle_get_info(Connection& conn, Message& msg);
+    Result<void> handle_region_info(Connection& conn, Message& msg);
+    Result<void> handle_region_io_fds(Connection& conn, Message& msg);
+    Result<void> handle_region_access(Connection& conn, Message& msg);
+    Result<void> handle_reset(Connection& conn, Message& msg);
+    // server_irqs.cpp
+    Result<void> handle_irq_info(Connection& conn, Message& msg);
+    Result<void> handle_set_irqs(Connection& conn, Message& msg);
+    uint32_t irq_count(uint32_t index) const;
     void signal_intx(bool asserted);
     void signal_msi(unsigned vector);
+    void signal(int fd);
     void unmask_intx();
     void tell_irq_mode();
+    void disconnect_cleanup();
 
     VfioUserServerSettings settings_;
     std::unique_ptr<sdk::ServerEvents<VfioUserServer>> events_;
     std::unique_ptr<sdk::ModelServer> server_;
-    UniqueFd listen_;
-    UniqueFd stop_event_;
-    bool bound_path_ = false;
-    bool listening_ = true;  // false: listen_ is one inherited connected socket
-    bool stopped_ = false;
+    std::unique_ptr<sdk::ServeLoop> loop_;  // the socket, the stop eventfd
     uint64_t region_size_[kPciNumRegions] = {};
-    Connection* conn_ = nullptr;         // the client being served (for DMA messages)
-    std::map<uint64_t, DmaRegion> dma_;  // by IOVA
+    Connection* conn_ = nullptr;  // the client being served (for DMA messages)
+    sdk::GuestRam dma_;           // DMA_MAP'ed ranges, by IOVA
     // Interrupt state: eventfds per VFIO irq index and vector, masks, INTx resample fd.
     std::vector<UniqueFd> irq_fds_[kPciNumIrqs];
     std::vector<bool> irq_masked_[kPciNumIrqs];
     std::vector<bool> irq_pending_[kPciNumIrqs];
-    UniqueFd intx_unmask_fd_;
-    int epoll_fd_ = -1;  // serve_connection's wait set, while it runs
-    void set_intx_unmask_fd(UniqueFd fd);
+    sdk::ResampleFd intx_unmask_;    // in the connection's wait set while it is served
+    uint64_t signal_failures_ = 0;   // eventfd writes that failed (logged once)
     uint16_t next_msg_id_ = 0x8000;  // our requests (DMA_READ/WRITE) to the client
     std::vector<uint8_t> scratch_;   // REGION_READ data, reused
     Stats stats_;

@@ -7,6 +7,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "common/log.hpp"
+
 namespace potemkin::vm {
 
 namespace {
@@ -45,21 +47,19 @@ Result<std::unique_ptr<GuestMemory>> GuestMemory::create(std::vector<RamRegionSp
     mem->total_ = total;
     uint64_t off = 0;
     for (const auto& s : specs) {
-        mem->regions_.push_back(RamRegion{s.base, s.size, off, mem->map_ + off});
+        // Sorted and checked disjoint above: every slot is free.
+        mem->table_.insert(mem->table_.slot(s.base, s.size),
+                           RamRegion{s.base, s.size, off, mem->map_ + off});
         off += s.size;
     }
     return mem;
 }
 
 GuestMemory::~GuestMemory() {
-    if (map_) munmap(map_, total_);
-    if (fd_ >= 0) close(fd_);
-}
-
-const RamRegion* GuestMemory::find(Gpa gpa, uint64_t len) const {
-    for (const auto& r : regions_)
-        if (r.contains(gpa, len)) return &r;
-    return nullptr;
+    if (map_ && munmap(map_, total_) != 0)
+        log::warn("guest memory: munmap of {} bytes: {}", total_, std::strerror(errno));
+    if (fd_ >= 0 && close(fd_) != 0)
+        log::warn("guest memory: close of the memfd: {}", std::strerror(errno));
 }
 
 Result<void> GuestMemory::read(Gpa gpa, std::span<uint8_t> out) const {

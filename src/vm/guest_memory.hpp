@@ -12,6 +12,7 @@
 
 #include "common/address.hpp"
 #include "common/result.hpp"
+#include "vm/ram_table.hpp"
 
 namespace potemkin::vm {
 
@@ -42,10 +43,10 @@ class GuestMemory {
     // The memfd behind all regions (owned by this object; dup() it to hand it out).
     int fd() const { return fd_; }
     uint64_t total_size() const { return total_; }
-    const std::vector<RamRegion>& regions() const { return regions_; }
+    const std::vector<RamRegion>& regions() const { return table_.regions(); }
 
     // The region holding [gpa, gpa+len) entirely, or nullptr.
-    const RamRegion* find(Gpa gpa, uint64_t len = 1) const;
+    const RamRegion* find(Gpa gpa, uint64_t len = 1) const { return table_.find(gpa, len); }
     bool contains(Gpa gpa, uint64_t len) const { return find(gpa, len) != nullptr; }
 
     Result<void> read(Gpa gpa, std::span<uint8_t> out) const;
@@ -81,7 +82,9 @@ class GuestMemory {
     int fd_ = -1;
     uint8_t* map_ = nullptr;
     uint64_t total_ = 0;
-    std::vector<RamRegion> regions_;
+    // The same table as a device server's view of a client's RAM (sdk::GuestRam); here every
+    // row is a slice of the one memfd mapping, and an access must fit in one row.
+    RamTable<RamRegion> table_;
     WriteObserver observer_;
 };
 

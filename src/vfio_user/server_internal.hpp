@@ -1,0 +1,51 @@
+// Shared by the files of vfio_user::VfioUserServer, one per concern: server.cpp (setup, serve
+// loop, dispatch, VERSION), server_dma.cpp (DMA_MAP/UNMAP and the model's DMA, by memory or
+// by message), server_regions.cpp (device and region info, region access, reset),
+// server_irqs.cpp (interrupts). Not part of the server's API.
+#pragma once
+
+#include <fmt/format.h>
+
+#include <cerrno>
+#include <cstddef>
+#include <span>
+#include <vector>
+
+#include "vfio_user/server.hpp"
+
+namespace potemkin::vfio_user::server_detail {
+
+// The most DMA regions one client may map: generous for a VM's RAM layout, small enough that a
+// hostile client cannot make the server allocate without bound.
+constexpr size_t kMaxDmaRegions = 65536;
+
+template <typename... Args>
+Unexpected<Error> invalid(fmt::format_string<Args...> f, Args&&... args) {
+    return fail(fmt::format(f, std::forward<Args>(args)...), EINVAL);
+}
+
+inline Result<void> no_fds(const Message& msg) {
+    if (!msg.fds.empty())
+        return invalid("{}: carries {} fds, takes none", command_name(msg.header.cmd),
+                       msg.fds.size());
+    return ok();
+}
+
+inline std::span<const uint8_t> bytes_of(const std::vector<uint8_t>& v) {
+    return std::span<const uint8_t>(v.data(), v.size());
+}
+
+}  // namespace potemkin::vfio_user::server_detail
+
+namespace potemkin::vfio_user {
+
+struct VfioUserServer::Connection {
+    UniqueFd fd;
+    MessageReader reader;  // every read of fd goes through it
+    Message rx;            // the request being handled (reused: no allocation per request)
+    bool negotiated = false;
+    bool close = false;  // drop the connection after this message
+    Capabilities client;
+};
+
+}  // namespace potemkin::vfio_user
