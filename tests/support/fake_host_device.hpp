@@ -50,7 +50,7 @@ struct FakeHostState {
     std::vector<ConfigAccess> config_writes, config_reads;  // config_reads: after `opened`
     std::vector<std::pair<hostdev::IrqKind, uint32_t>> irqs;
 
-    bool fail_reads = false;  // region reads
+    bool fail_reads = false;   // region reads
     bool fail_writes = false;  // region writes
     bool fail_config_reads_after_open = false;
     bool fail_acks = false;
@@ -154,8 +154,8 @@ inline Result<void> add_fake_transport(hostdev::TransportRegistry& registry, Fak
                                        std::string scheme = "fake", std::string path = "") {
     return registry.add(
         std::move(scheme),
-        [&state, path](const hostdev::ParsedUrl& url,
-                       const hostdev::OpenContext& oc) -> Result<std::unique_ptr<hostdev::HostDevice>> {
+        [&state, path](const hostdev::ParsedUrl& url, const hostdev::OpenContext& oc)
+            -> Result<std::unique_ptr<hostdev::HostDevice>> {
             if (!path.empty() && url.path != path) return failf("no fake device '{}'", url.path);
             ++state.opens;
             state.url = url.text;

@@ -458,8 +458,8 @@ TEST_F(GenericTest, DisconnectReleasesTheIrqTheDeviceHeld) {
 // and a halted guest was not kept waiting for them (no external_source); DMA could not share
 // guest RAM (no memory) and relative paths in the URL ignored the config's directory.
 TEST_F(GenericTest, OpenContextCarriesPostExternalSourceMemoryAndBaseDir) {
-    const auto dir = std::filesystem::temp_directory_path() /
-                     ("generic-test-" + std::to_string(::getpid()));
+    const auto dir =
+        std::filesystem::temp_directory_path() / ("generic-test-" + std::to_string(::getpid()));
     std::filesystem::create_directories(dir);
     int posted = 0, sources = 0;
     ASSERT_EQ(create(R"(    <device class="GENERIC" id="spy" forward="host_device" hostdev="fake:x">
