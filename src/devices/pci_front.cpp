@@ -71,9 +71,7 @@ PciFront::~PciFront() {
     // the host device is gone.
     for (int i = 0; i < pci::kBarCount; ++i) {
         unmap_direct(i);
-        auto& d = direct_[static_cast<size_t>(i)];
-        if (d.host) ::munmap(d.host, d.length);
-        d.host = nullptr;
+        release_direct(i);
     }
     if (bus_ && address_) {
         if (intx_driven_) bus_->set_intx(*address_, pin_, false);
@@ -612,9 +610,7 @@ void PciFront::refresh_direct() {
         if (old.size == 0 || !layout_.bars[static_cast<size_t>(i)]) continue;
         auto ri = link_.device().region_info(static_cast<uint32_t>(i));
         unmap_direct(i);
-        auto& d = direct_[static_cast<size_t>(i)];
-        if (d.host) ::munmap(d.host, d.length);
-        d = DirectBar{};
+        release_direct(i);
         if (!ri) {
             log::warn("{}: BAR{}: region info after reconnecting: {}; the BAR traps", id(), i,
                       ri.error().message);
@@ -635,6 +631,15 @@ void PciFront::refresh_direct() {
         open_direct_bar(i);
     }
     sync_direct();
+}
+
+// munmaps BAR `bar`'s host mapping (after unmap_direct took it out of the guest).
+void PciFront::release_direct(int bar) {
+    auto& d = direct_[static_cast<size_t>(bar)];
+    if (d.host && ::munmap(d.host, d.length) != 0)
+        log::warn("{}: BAR{}: munmap of the region mapping failed: {}", id(), bar,
+                  std::strerror(errno));
+    d = DirectBar{};
 }
 
 std::optional<uint64_t> PciFront::direct_base(int bar) const {
@@ -678,7 +683,8 @@ void PciFront::sync_direct() {
             continue;
         }
         for (size_t k = 0; k < done; ++k)
-            (void)ctx_.unmap_direct(Gpa(*want + d.areas[k].offset), d.areas[k].size);
+            if (auto r = ctx_.unmap_direct(Gpa(*want + d.areas[k].offset), d.areas[k].size); !r)
+                log::warn("{}: BAR{}: {}", id(), i, r.error().message);
     }
 }
 

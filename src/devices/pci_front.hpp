@@ -146,6 +146,7 @@ class PciFront final : public vm::Device, public pci::PciFunction, private HostL
     void refresh_direct();
     void sync_direct();
     void unmap_direct(int bar);
+    void release_direct(int bar);
 
     struct DirectBar {
         uint8_t* host = nullptr;  // the whole region, mmapped from the region fd
