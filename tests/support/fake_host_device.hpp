@@ -1,7 +1,6 @@
-// Test fakes for front-ends (PCI_FRONT, GENERIC): a HostDevice that records what it is asked
-// and answers from a FakeHostState the test owns, a transport that opens it and keeps the
-// OpenContext it was given, and the VM services a device context needs (an interrupt sink
-// that records lines, MSIs and EOI listeners; timers that never fire).
+// Test fakes for front-ends (PCI_FRONT, GENERIC, the host link): a HostDevice that records
+// what it is asked and answers from a FakeHostState the test owns, and a transport that opens
+// it and keeps the OpenContext it was given. The VM services come with it (vm_fakes.hpp).
 #pragma once
 
 #include <algorithm>
@@ -13,8 +12,7 @@
 #include <vector>
 
 #include "hostdev/host_device.hpp"
-#include "pci/capabilities.hpp"
-#include "vm/device.hpp"
+#include "vm_fakes.hpp"
 
 namespace potemkin::testing {
 
@@ -164,35 +162,5 @@ inline Result<void> add_fake_transport(hostdev::TransportRegistry& registry, Fak
             return std::unique_ptr<hostdev::HostDevice>(new FakeHostDevice(state));
         });
 }
-
-// Records every line change (irq_calls, in order; levels, the last per line), every MSI, and
-// holds EOI listeners so a test can play the guest's EOI (eoi()).
-struct RecordingSink final : vm::InterruptSink {
-    std::map<unsigned, bool> levels;
-    std::vector<std::pair<unsigned, bool>> irq_calls;
-    std::vector<pci::MsiMessage> msis;
-    std::map<uint64_t, EoiListener> listeners;
-    uint64_t next = 0;
-
-    void set_irq(unsigned line, bool level) override {
-        levels[line] = level;
-        irq_calls.emplace_back(line, level);
-    }
-    void send_msi(uint64_t address, uint32_t data) override { msis.push_back({address, data}); }
-    uint64_t add_eoi_listener(EoiListener l) override {
-        listeners[++next] = std::move(l);
-        return next;
-    }
-    void remove_eoi_listener(uint64_t h) override { listeners.erase(h); }
-    void eoi(unsigned line) {
-        for (auto& [h, l] : listeners) l(line);
-    }
-};
-
-struct NullTimers final : vm::TimerService {
-    vm::Clock::time_point now() const override { return {}; }
-    vm::TimerId schedule(vm::Clock::time_point, std::function<void()>) override { return 0; }
-    void cancel(vm::TimerId) override {}
-};
 
 }  // namespace potemkin::testing
