@@ -8,6 +8,11 @@
 // the host device. BAR sizes and kinds come from region_info(), never from BAR values. MSI-X
 // table and PBA are emulated here (pci::MsixTable); the rest of each BAR is forwarded.
 //
+// The host device hangs on a HostLink (devices/host_link.hpp), shared with GENERIC: it opens
+// the URL with a complete OpenContext, keeps the connection state, counts and logs failures,
+// forwards EOIs and checks DMA against guest RAM; what is PCI's (shadowing, MSI/MSI-X delivery,
+// bus mastering, direct mapping) stays here.
+//
 // Features: sizing never maps; 64-bit BAR moves never expose the half-written intermediate;
 // decode gated by the command register; ROM with enable bit; W1C status; INTx through the PCI
 // bus gated by interrupt-disable; MSI and MSI-X with masking and pending delivery; DMA
