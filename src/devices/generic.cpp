@@ -4,6 +4,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <array>
 #include <cctype>
 #include <cerrno>
 #include <cstring>
@@ -15,7 +17,9 @@
 #define POTEMKIN_HAVE_PORT_IO 0
 #endif
 
+#include "common/bytes.hpp"
 #include "common/log.hpp"
+#include "common/unique_fd.hpp"
 
 namespace potemkin::devices {
 
@@ -82,7 +86,10 @@ std::string_view Generic::mode_name(Mode m) {
 }
 
 Generic::Generic(std::string id, Settings s, vm::DeviceContext& ctx)
-    : Device(std::move(id)), ctx_(ctx), settings_(std::move(s)) {
+    : Device(std::move(id)),
+      ctx_(ctx),
+      settings_(std::move(s)),
+      link_(fmt::format("GENERIC {}", this->id()), *this, ctx) {
     if (settings_.where.empty()) settings_.where = fmt::format("GENERIC {}", this->id());
 }
 
@@ -95,16 +102,21 @@ Generic::~Generic() {
                 ctx_.mmio.remove(h->bus_id);
         }
 #if POTEMKIN_HAVE_PORT_IO
-        if (h->ioperm_granted) ioperm(h->range->start, h->range->end - h->range->start + 1, 0);
+        if (h->ioperm_granted &&
+            ioperm(h->range->start, h->range->end - h->range->start + 1, 0) != 0)
+            log::warn("{}: dropping the port permissions for {:#x}-{:#x} failed: {}",
+                      settings_.where, h->range->start, h->range->end, std::strerror(errno));
 #endif
-        if (h->map) munmap(h->map, h->map_length);
+        if (h->map && munmap(h->map, h->map_length) != 0)
+            log::warn("{}: munmap of /dev/mem at {:#x} failed: {}", settings_.where, h->map_base,
+                      std::strerror(errno));
     }
     if (eoi_listener_) ctx_.interrupts.remove_eoi_listener(eoi_listener_);
-    if (host_) host_->close();
+    link_.close();  // while this object (the link's owner) is whole
 }
 
-Error Generic::device_error(std::string_view message) const {
-    return Error{fmt::format("{}: {}", settings_.where, message)};
+Error Generic::device_error(std::string_view message, int sys_errno) const {
+    return Error{fmt::format("{}: {}", settings_.where, message), sys_errno};
 }
 
 Result<std::unique_ptr<Generic>> Generic::create(std::string id, Settings s,
@@ -112,6 +124,7 @@ Result<std::unique_ptr<Generic>> Generic::create(std::string id, Settings s,
     std::unique_ptr<Generic> d(new Generic(std::move(id), std::move(s), ctx));
     POTEMKIN_TRY(d->validate());
     if (d->settings_.forward == Forward::host_device) POTEMKIN_TRY(d->open_host());
+    d->settings_.element = nullptr;  // only valid while the configuration is being read
     // On a failure below, ~Generic unhooks what was hooked and closes the host device.
     for (size_t i = 0; i < d->settings_.ranges.size(); ++i) POTEMKIN_TRY(d->hook(i));
     return d;
@@ -158,15 +171,14 @@ Result<void> Generic::validate() const {
 }
 
 Result<void> Generic::open_host() {
-    const hostdev::TransportRegistry& registry =
-        settings_.transports ? *settings_.transports : hostdev::TransportRegistry::builtin();
-    hostdev::OpenContext oc;
-    oc.events = this;
-    auto h = registry.open(settings_.hostdev, oc);
-    if (!h)
+    // The complete OpenContext (issue 9): without post and external_source a vfio-user
+    // device's interrupts waited for the guest's next access and a halted guest ended the run.
+    if (auto r = link_.open({.url = settings_.hostdev,
+                             .transports = settings_.transports,
+                             .element = settings_.element});
+        !r)
         return fail(device_error(
-            fmt::format("cannot open hostdev=\"{}\": {}", settings_.hostdev, h.error().message)));
-    host_ = std::move(*h);
+            fmt::format("cannot open hostdev=\"{}\": {}", settings_.hostdev, r.error().message)));
     if (settings_.irq)
         eoi_listener_ = ctx_.interrupts.add_eoi_listener([this](unsigned line) { eoi(line); });
     return ok();
@@ -185,11 +197,10 @@ Result<void> Generic::hook(size_t index) {
         if (r.space == vm::Space::io) {
 #if POTEMKIN_HAVE_PORT_IO
             if (ioperm(r.start, length, 1) != 0) {
-                int err = errno;
-                Error e = device_error(fmt::format("ioperm({:#x}, {}) failed: {}", r.start, length,
-                                                   physical_failure(err)));
-                e.sys_errno = err;
-                return fail(e);
+                const int err = errno;
+                return fail(device_error(fmt::format("ioperm({:#x}, {}) failed: {}", r.start,
+                                                     length, physical_failure(err)),
+                                         err));
             }
             h->ioperm_granted = true;
 #else
@@ -197,26 +208,24 @@ Result<void> Generic::hook(size_t index) {
                 device_error("forward=\"physical_device\" port passthrough needs an x86 host"));
 #endif
         } else {
-            const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+            const long page_size = sysconf(_SC_PAGESIZE);
+            const uint64_t page = page_size > 0 ? static_cast<uint64_t>(page_size) : 4096;
             const uint64_t base = r.start & ~(page - 1);
             const uint64_t map_length = ((r.end - base) | (page - 1)) + 1;
-            int fd = open("/dev/mem", O_RDWR | O_SYNC | O_CLOEXEC);
-            if (fd < 0) {
-                int err = errno;
-                Error e =
-                    device_error(fmt::format("open(/dev/mem) failed: {}", physical_failure(err)));
-                e.sys_errno = err;
-                return fail(e);
+            const UniqueFd mem(open("/dev/mem", O_RDWR | O_SYNC | O_CLOEXEC));
+            if (!mem) {
+                const int err = errno;
+                return fail(device_error(
+                    fmt::format("open(/dev/mem) failed: {}", physical_failure(err)), err));
             }
-            void* p = mmap(nullptr, map_length, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
+            // The mapping keeps what it needs; the fd closes when `mem` goes.
+            void* p = mmap(nullptr, map_length, PROT_READ | PROT_WRITE, MAP_SHARED, mem.get(),
                            static_cast<off_t>(base));
-            int err = errno;
-            close(fd);  // the mapping keeps what it needs
             if (p == MAP_FAILED) {
-                Error e = device_error(fmt::format("mmap(/dev/mem, {:#x}, {:#x}) failed: {}", base,
-                                                   map_length, std::strerror(err)));
-                e.sys_errno = err;
-                return fail(e);
+                const int err = errno;
+                return fail(device_error(fmt::format("mmap(/dev/mem, {:#x}, {:#x}) failed: {}",
+                                                     base, map_length, std::strerror(err)),
+                                         err));
             }
             h->map = static_cast<uint8_t*>(p);
             h->map_base = base;
@@ -293,29 +302,13 @@ uint64_t Generic::forward_read(const Hooked& h, uint64_t address, unsigned size)
         if (size == 2 && address % 2 == 0) return *reinterpret_cast<volatile uint16_t*>(p);
         if (size == 4 && address % 4 == 0) return *reinterpret_cast<volatile uint32_t*>(p);
         if (size == 8 && address % 8 == 0) return *reinterpret_cast<volatile uint64_t*>(p);
-        uint64_t v = 0;
-        for (unsigned i = 0; i < size && i < 8; ++i) v |= uint64_t{p[i]} << (8 * i);
-        return v;
+        std::array<uint8_t, 8> b{};
+        const unsigned n = std::min(size, 8u);
+        for (unsigned i = 0; i < n; ++i) b[i] = p[i];
+        return load_le(std::span(b.data(), n));
     }
 
-    if (!host_ || size == 0 || size > 8) return size_mask(size);
-    uint8_t buf[8] = {};
-    auto r = host_->region_read(io ? kPortRegion : kMemoryRegion, address,
-                                std::span<uint8_t>(buf, size));
-    if (!r) {
-        ++stats_.failed_reads;
-        if (!read_failure_logged_) {
-            read_failure_logged_ = true;
-            log::warn(
-                "GENERIC {}: {} read at {:#x} size {} failed, the guest reads all-ones "
-                "(further failures are counted, not logged): {}",
-                id(), space_name(h.range->space), address, size, r.error().message);
-        }
-        return size_mask(size);
-    }
-    uint64_t v = 0;
-    std::memcpy(&v, buf, size);  // little-endian host, little-endian guest
-    return v;
+    return link_.read(io ? kPortRegion : kMemoryRegion, address, size);
 }
 
 void Generic::forward_write(const Hooked& h, uint64_t address, unsigned size, uint64_t value) {
@@ -354,36 +347,33 @@ void Generic::forward_write(const Hooked& h, uint64_t address, unsigned size, ui
         } else if (size == 8 && address % 8 == 0) {
             *reinterpret_cast<volatile uint64_t*>(p) = value;
         } else {
-            for (unsigned i = 0; i < size && i < 8; ++i)
-                p[i] = static_cast<uint8_t>(value >> (8 * i));
+            std::array<uint8_t, 8> b{};
+            const unsigned n = std::min(size, 8u);
+            store_le(std::span(b.data(), n), value);
+            for (unsigned i = 0; i < n; ++i) p[i] = b[i];
         }
         return;
     }
 
-    if (!host_ || size == 0 || size > 8) return;
-    uint8_t buf[8];
-    std::memcpy(buf, &value, sizeof buf);
-    auto r = host_->region_write(io ? kPortRegion : kMemoryRegion, address,
-                                 std::span<const uint8_t>(buf, size));
-    if (!r) {
-        ++stats_.failed_writes;
-        if (!write_failure_logged_) {
-            write_failure_logged_ = true;
-            log::warn(
-                "GENERIC {}: {} write at {:#x} size {} failed and was dropped "
-                "(further failures are counted, not logged): {}",
-                id(), space_name(h.range->space), address, size, r.error().message);
-        }
-    }
+    link_.write(io ? kPortRegion : kMemoryRegion, address, size, value);
+}
+
+Generic::Stats Generic::stats() const {
+    const HostLinkStats& l = link_.stats();
+    return Stats{.failed_reads = l.failed_reads,
+                 .failed_writes = l.failed_writes,
+                 .dropped_intx = dropped_intx_,
+                 .failed_acks = l.failed_acks,
+                 .dropped_msi = dropped_msi_,
+                 .failed_dma = l.failed_dma};
 }
 
 void Generic::intx(bool asserted) {
     if (settings_.irq) {
-        intx_level_ = asserted;
         ctx_.interrupts.set_irq(*settings_.irq, asserted);
         return;
     }
-    ++stats_.dropped_intx;
+    ++dropped_intx_;
     if (!intx_drop_logged_) {
         intx_drop_logged_ = true;
         log::warn(
@@ -393,19 +383,13 @@ void Generic::intx(bool asserted) {
     }
 }
 
+// The link acknowledges only while the device holds its line up and is connected.
 void Generic::eoi(unsigned line) {
-    if (!host_ || !settings_.irq || line != *settings_.irq || !intx_level_ || disconnected_) return;
-    if (auto r = host_->ack_intx(); !r) {
-        if (stats_.failed_acks++ == 0)
-            log::warn(
-                "GENERIC {}: passing the guest's EOI to the host device failed (further "
-                "failures are counted, not logged): {}",
-                id(), r.error().message);
-    }
+    if (settings_.irq && line == *settings_.irq) link_.eoi();
 }
 
 void Generic::msi(unsigned vector) {
-    ++stats_.dropped_msi;
+    ++dropped_msi_;
     if (!msi_drop_logged_) {
         msi_drop_logged_ = true;
         log::warn(
@@ -413,32 +397,6 @@ void Generic::msi(unsigned vector) {
             "deliver (no MSI capability); dropped (further ones are counted, not logged)",
             id(), vector);
     }
-}
-
-Result<void> Generic::dma_read(uint64_t guest_address, std::span<uint8_t> out) {
-    return dma_result("read", ctx_.memory.read(Gpa(guest_address), out));
-}
-
-Result<void> Generic::dma_write(uint64_t guest_address, std::span<const uint8_t> in) {
-    return dma_result("write", ctx_.memory.write(Gpa(guest_address), in));
-}
-
-// A refused DMA is counted, logged once per device, and returned to the host device.
-Result<void> Generic::dma_result(const char* direction, Result<void> r) {
-    if (r) return ok();
-    ++stats_.failed_dma;
-    if (!dma_failure_logged_) {
-        dma_failure_logged_ = true;
-        log::warn("GENERIC {}: DMA {} failed: {}", id(), direction, r.error().message);
-    }
-    return fail(r.error().context(fmt::format("GENERIC {}: DMA {}", id(), direction)));
-}
-
-void Generic::disconnected(std::string_view why) {
-    if (!disconnected_)
-        log::warn("GENERIC {}: host device {} went away: {}; reads now return all-ones", id(),
-                  settings_.hostdev, why);
-    disconnected_ = true;
 }
 
 Result<std::unique_ptr<Generic>> Generic::from_config(
@@ -451,6 +409,7 @@ Result<std::unique_ptr<Generic>> Generic::from_config(
     Settings s;
     s.where = e.where();
     s.transports = transports;
+    s.element = &e;
     if (auto f = e.attr("forward")) {
         if (*f == "host_device")
             s.forward = Forward::host_device;

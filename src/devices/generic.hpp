@@ -5,11 +5,12 @@
 //
 // State: ranges, modes, the host device connection, the physical-access resources.
 // Features: the four Palacios modes; host-device forwarding with absolute port numbers and
-//   guest-physical addresses as region offsets (regions 8 and 9, see kPortRegion); optional
-//   INTx routing (irq="N"), with the guest's EOI of that line passed on as the host device's
-//   ack_intx() while the device holds it up (as PCI_FRONT does, docs/pci-front.md "INTx and
-//   EOI"; the line must be level-triggered in the ELCR for EOIs to be reported); DMA
-//   bounds-checked against guest RAM.
+//   guest-physical addresses as region offsets (regions 8 and 9, see kPortRegion) through the
+//   host link PCI_FRONT uses too (devices/host_link.hpp: complete OpenContext, connection
+//   state, log-once failure counting, DMA checked against guest RAM); optional INTx routing
+//   (irq="N"), with the guest's EOI of that line passed on as the host device's ack_intx()
+//   while the device holds it up and is connected (as PCI_FRONT does, docs/pci-front.md
+//   "INTx and EOI"; the line must be level-triggered in the ELCR for EOIs to be reported).
 // Missing: MSI delivery (GENERIC has no MSI address/data to send); forwarding of a VM reset
 //   to the host device; physical passthrough from any thread but the one that created the
 //   device (ioperm() permissions are per thread).
@@ -21,12 +22,13 @@
 #include <string>
 #include <vector>
 
+#include "devices/host_link.hpp"
 #include "hostdev/host_device.hpp"
 #include "vm/device.hpp"
 
 namespace potemkin::devices {
 
-class Generic final : public vm::Device, private hostdev::HostDeviceEvents {
+class Generic final : public vm::Device, private HostLinkOwner {
   public:
     enum class Mode : uint8_t { passthrough, print_and_passthrough, ignore, print_and_ignore };
     enum class Forward : uint8_t { none, host_device, physical_device };
@@ -57,9 +59,13 @@ class Generic final : public vm::Device, private hostdev::HostDeviceEvents {
         const hostdev::TransportRegistry* transports = nullptr;
         // Prefix for errors about the device as a whole; empty: "GENERIC <id>".
         std::string where;
+        // The configuring element, if any (used by create() only): relative paths in `hostdev`
+        // are resolved against its file's directory and the URL may name its <files>.
+        const vm::ConfigElement* element = nullptr;
     };
 
     // Counters for what the device could not do; the first of each kind is also logged.
+    // failed_reads, failed_writes, failed_acks and failed_dma are the host link's.
     struct Stats {
         uint64_t failed_reads = 0;   // host device reads answered with all-ones
         uint64_t failed_writes = 0;  // host device writes that failed (dropped)
@@ -80,8 +86,8 @@ class Generic final : public vm::Device, private hostdev::HostDeviceEvents {
     ~Generic() override;
 
     const std::vector<Range>& ranges() const { return settings_.ranges; }
-    const Stats& stats() const { return stats_; }
-    bool host_disconnected() const { return disconnected_; }
+    Stats stats() const;
+    bool host_disconnected() const { return link_.is_open() && !link_.connected(); }
 
     static std::string_view mode_name(Mode m);
 
@@ -92,7 +98,7 @@ class Generic final : public vm::Device, private hostdev::HostDeviceEvents {
     Result<void> validate() const;
     Result<void> open_host();
     Result<void> hook(size_t index);
-    Error device_error(std::string_view message) const;
+    Error device_error(std::string_view message, int sys_errno = 0) const;
 
     uint64_t read(const Hooked& h, uint64_t offset, unsigned size);
     void write(const Hooked& h, uint64_t offset, unsigned size, uint64_t value);
@@ -100,28 +106,19 @@ class Generic final : public vm::Device, private hostdev::HostDeviceEvents {
     void forward_write(const Hooked& h, uint64_t address, unsigned size, uint64_t value);
     void print(const Hooked& h, bool is_write, uint64_t address, unsigned size, uint64_t value);
 
-    // hostdev::HostDeviceEvents
+    // HostLinkOwner: the device's events, after the link's bookkeeping.
     void intx(bool asserted) override;
     void msi(unsigned vector) override;
-    Result<void> dma_read(uint64_t guest_address, std::span<uint8_t> out) override;
-    Result<void> dma_write(uint64_t guest_address, std::span<const uint8_t> in) override;
-    Result<void> dma_result(const char* direction, Result<void> r);
-    void disconnected(std::string_view why) override;
     // The guest EOId a level-triggered interrupt on `line` (the interrupt sink's listener).
     void eoi(unsigned line);
 
     vm::DeviceContext& ctx_;
     Settings settings_;
-    std::unique_ptr<hostdev::HostDevice> host_;
+    HostLink link_;  // open with Forward::host_device
     std::vector<std::unique_ptr<Hooked>> hooked_;
-    Stats stats_;
-    bool read_failure_logged_ = false;
-    bool write_failure_logged_ = false;
+    uint64_t dropped_intx_ = 0, dropped_msi_ = 0;
     bool intx_drop_logged_ = false;
     bool msi_drop_logged_ = false;
-    bool dma_failure_logged_ = false;
-    bool disconnected_ = false;
-    bool intx_level_ = false;    // what the host device last said, when irq="N" routes it
     uint64_t eoi_listener_ = 0;  // handle from the interrupt sink
 };
 

@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "common/bytes.hpp"
 #include "common/log.hpp"
 #include "pci/config_write.hpp"
 #include "pci/registers.hpp"
@@ -23,30 +24,29 @@ constexpr uint32_t kMsixCapLength = 12;
 // Status bits that are read-only and device-specific on real hardware: capabilities list (4),
 // 66 MHz capable (5), fast back-to-back capable (7), DEVSEL timing (10:9). They keep the value
 // the device reported; every other non-W1C bit is reserved and reads 0 (spec 3.0 6.2.3).
+constexpr uint16_t kStatus66MHz = 1u << 5;
+constexpr uint16_t kStatusFastBackToBack = 1u << 7;
+constexpr uint16_t kStatusDevselTiming = 3u << 9;
 constexpr uint16_t kStatusDeviceRo =
-    pci::status::kCapabilitiesList | (1u << 5) | (1u << 7) | (3u << 9);
+    pci::status::kCapabilitiesList | kStatus66MHz | kStatusFastBackToBack | kStatusDevselTiming;
 
 uint32_t all_ones32(unsigned size) {
-    return size >= 4 ? 0xFFFF'FFFFu : (1u << (8 * size)) - 1;
-}
-uint64_t all_ones64(unsigned size) {
-    return size >= 8 ? ~0ull : (1ull << (8 * size)) - 1;
+    return static_cast<uint32_t>(HostLink::all_ones(std::min(size, 4u)));
 }
 bool overlaps(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen) {
     return a < b + blen && b < a + alen;
 }
 uint16_t u16_at(const std::vector<uint8_t>& img, uint32_t off) {
-    return static_cast<uint16_t>(img[off] | (img[off + 1] << 8));
+    return static_cast<uint16_t>(load_le(std::span(img).subspan(off, 2)));
 }
 uint32_t u32_at(const std::vector<uint8_t>& img, uint32_t off) {
-    return uint32_t{img[off]} | (uint32_t{img[off + 1]} << 8) | (uint32_t{img[off + 2]} << 16) |
-           (uint32_t{img[off + 3]} << 24);
+    return static_cast<uint32_t>(load_le(std::span(img).subspan(off, 4)));
 }
 
 }  // namespace
 
 PciFront::PciFront(std::string id, vm::DeviceContext& ctx, pci::PciBus* bus)
-    : Device(std::move(id)), ctx_(ctx), bus_(bus) {}
+    : Device(std::move(id)), ctx_(ctx), bus_(bus), link_(this->id(), *this, ctx) {}
 
 Result<std::unique_ptr<PciFront>> PciFront::create(std::string id, vm::DeviceContext& ctx,
                                                    const PciFrontSettings& s) {
@@ -71,18 +71,13 @@ PciFront::~PciFront() {
     // the host device is gone.
     for (int i = 0; i < pci::kBarCount; ++i) {
         unmap_direct(i);
-        auto& d = direct_[static_cast<size_t>(i)];
-        if (d.host) ::munmap(d.host, d.length);
-        d.host = nullptr;
+        release_direct(i);
     }
     if (bus_ && address_) {
         if (intx_driven_) bus_->set_intx(*address_, pin_, false);
         bus_->remove_function(*address_);
     }
-    if (host_) {
-        host_->close();
-        host_.reset();  // while `this` (its events sink) is still whole
-    }
+    link_.close();  // while `this` (the link's owner) is still whole
 }
 
 // ---- Open: pull config space and region info, build the shadow --------------------------
@@ -92,22 +87,15 @@ Result<void> PciFront::open(const PciFrontSettings& s) {
     auto err = [&](const Error& e) {
         return s.element ? s.element->attr_error("hostdev", e.message) : e.context(id());
     };
-    const auto& transports = s.transports ? *s.transports : hostdev::TransportRegistry::builtin();
-    hostdev::OpenContext open_ctx{this, &ctx_.memory, ctx_.post, ctx_.external_source};
-    if (s.element) {
-        open_ctx.base_dir = s.element->document().directory();
-        auto files = vm::config_files(*s.element);
-        if (!files) return fail(files.error());
-        for (auto& f : *files) open_ctx.files.emplace_back(std::move(f.id), std::move(f.path));
-    }
-    auto h = transports.open(s.hostdev, open_ctx);
-    if (!h) return fail(err(h.error()));
-    host_ = std::move(*h);
+    if (auto r = link_.open({.url = s.hostdev, .transports = s.transports, .element = s.element});
+        !r)
+        return fail(err(r.error()));
+    hostdev::HostDevice& host = link_.device();
 
-    auto info = host_->info();
+    auto info = host.info();
     if (!info) return fail(err(info.error()));
     for (uint32_t i = 0; i < regions_.size(); ++i) {
-        auto ri = host_->region_info(i);
+        auto ri = host.region_info(i);
         if (ri) {
             regions_[i] = *ri;
         } else if (i < info->num_regions) {
@@ -118,14 +106,14 @@ Result<void> PciFront::open(const PciFrontSettings& s) {
     }
 
     std::vector<uint8_t> image(kConventional);
-    if (auto r = host_->config_read(0, image); !r)
+    if (auto r = host.config_read(0, image); !r)
         return fail(err(r.error().context("reading config space")));
     // A PCIe function has 4 KiB of config space; pull it all when the device offers it.
     {
         pci::ConfigSpace probe;
         if (probe.set_bytes(0, image) && pci::find_capability(probe, pci::cap_id::kPciExpress)) {
             std::vector<uint8_t> big(kExpress);
-            if (host_->config_read(0, big))
+            if (host.config_read(0, big))
                 image = std::move(big);
             else
                 log::info("{}: PCIe device without readable extended config space", id());
@@ -291,24 +279,21 @@ uint32_t PciFront::config_read(uint32_t offset, unsigned size) {
     if ((size != 1 && size != 2 && size != 4) || offset + size > cs_.size() ||
         (offset & 3) + size > 4)
         return 0xFFFF'FFFFu;
-    if (disconnected_) return all_ones32(size);
-    uint32_t value = 0;
+    if (!link_.connected()) return all_ones32(size);
+    std::array<uint8_t, 4> buf{};
     // Split into runs of local and forwarded bytes; each run is read from its owner.
     for (unsigned i = 0; i < size;) {
         const bool local = shadowed(offset + i);
         unsigned j = i;
         while (j < size && shadowed(offset + j) == local) ++j;
-        std::array<uint8_t, 4> buf{};
         if (local) {
             for (unsigned k = i; k < j; ++k) buf[k] = static_cast<uint8_t>(cs_.read(offset + k, 1));
-        } else if (auto r = host_->config_read(offset + i, std::span(buf.data() + i, j - i)); !r) {
-            host_read_failed(r.error());
-            std::fill(buf.begin() + i, buf.begin() + j, uint8_t{0xFF});
+        } else {
+            link_.config_read(offset + i, std::span(buf.data() + i, j - i));
         }
-        for (unsigned k = i; k < j; ++k) value |= uint32_t{buf[k]} << (8 * k);
         i = j;
     }
-    return value;
+    return static_cast<uint32_t>(load_le(std::span(buf.data(), size)));
 }
 
 pci::DecodeSnapshot PciFront::decode_now() {
@@ -355,7 +340,7 @@ pci::ConfigWriteResult PciFront::config_write(uint32_t offset, unsigned size, ui
     if ((size != 1 && size != 2 && size != 4) || offset + size > cs_.size() ||
         (offset & 3) + size > 4)
         return {};
-    if (disconnected_) return {};  // a device that is gone accepts nothing
+    if (!link_.connected()) return {};  // a device that is gone accepts nothing
     snapshot_ = Snapshot{.valid = true, .offset = offset, .size = size, .pending = pending_};
     for (unsigned k = 0; k < size; ++k)
         snapshot_.bytes[k] = static_cast<uint8_t>(cs_.read(offset + k, 1));
@@ -363,10 +348,9 @@ pci::ConfigWriteResult PciFront::config_write(uint32_t offset, unsigned size, ui
     const pci::DecodeSnapshot before = decode_now();
 
     std::array<uint8_t, 4> bytes{};
-    for (unsigned k = 0; k < size; ++k) {
-        bytes[k] = static_cast<uint8_t>(value >> (8 * k));
+    store_le(std::span(bytes.data(), size), value);
+    for (unsigned k = 0; k < size; ++k)
         if (shadowed(offset + k)) cs_.write(offset + k, 1, bytes[k]);
-    }
     // Forward the non-shadowed runs (and the write-through command/status bytes) as the guest
     // wrote them: a dword straddling both kinds is split per byte range.
     auto forwarded = [&](unsigned k) {
@@ -376,10 +360,7 @@ pci::ConfigWriteResult PciFront::config_write(uint32_t offset, unsigned size, ui
         const bool fwd = forwarded(i);
         unsigned j = i;
         while (j < size && forwarded(j) == fwd) ++j;
-        if (fwd) {
-            if (auto r = host_->config_write(offset + i, std::span(bytes.data() + i, j - i)); !r)
-                host_write_failed(r.error());
-        }
+        if (fwd) link_.config_write(offset + i, std::span(bytes.data() + i, j - i));
         i = j;
     }
 
@@ -397,10 +378,10 @@ void PciFront::config_write_rejected() {
         if (shadowed(off + k)) (void)cs_.store(off + k, 1, snapshot_.bytes[k]);
     pending_ = snapshot_.pending;
     // The device saw the command write; give it back the restored value.
-    if (!disconnected_ && overlaps(off, snapshot_.size, reg::kCommand, 2)) {
-        const uint16_t cmd = command();
-        const std::array<uint8_t, 2> b{static_cast<uint8_t>(cmd), static_cast<uint8_t>(cmd >> 8)};
-        if (auto r = host_->config_write(reg::kCommand, b); !r) host_write_failed(r.error());
+    if (overlaps(off, snapshot_.size, reg::kCommand, 2)) {
+        std::array<uint8_t, 2> b{};
+        store_le(b, command());
+        link_.config_write(reg::kCommand, b);
     }
     after_config_change(off, snapshot_.size);
 }
@@ -442,8 +423,7 @@ void PciFront::update_irqs() {
     }
     if (want == irqs_) return;
     irqs_ = want;
-    if (disconnected_) return;
-    if (auto r = host_->set_irqs(want.kind, want.count); !r) host_write_failed(r.error());
+    link_.set_irqs(want.kind, want.count);
 }
 
 void PciFront::send(const pci::MsiMessage& m) {
@@ -485,8 +465,7 @@ void PciFront::msi(unsigned vector) {
 // another function's interrupt, or one while Interrupt Disable holds our line back, is not ours
 // to acknowledge (the device stays masked until the guest takes its interrupt).
 void PciFront::intx_eoi(uint8_t pin) {
-    if (pin != pin_ || !intx_driven_ || disconnected_) return;
-    if (auto r = host_->ack_intx(); !r) host_write_failed(r.error());
+    if (pin == pin_ && intx_driven_) link_.eoi();  // the link: only while connected
 }
 
 // ---- VM reset ----------------------------------------------------------------------------
@@ -506,58 +485,26 @@ void PciFront::reset() {
         msix_table_.emplace(pci::MsixTable::create(msix_table_->vectors()).value());
     }
     irqs_ = Irqs{hostdev::IrqKind::intx, pin_ ? 1u : 0u};
-    if (!disconnected_) {
-        // The device back to its power-on state (vfio-user: DEVICE_RESET). It may raise intx()
-        // while doing so; that lands in the fresh shadow.
-        if (auto r = host_->reset(); !r) {
-            log::warn("{}: host device reset failed: {}", id(), r.error().message);
-            ++host_errors_;
-        }
-        // A reset device is in INTx mode; tell the transport, which still holds the mode the
-        // guest chose before.
-        if (irqs_ != before)
-            if (auto r = host_->set_irqs(irqs_.kind, irqs_.count); !r) host_write_failed(r.error());
-    }
+    // The device back to its power-on state (vfio-user: DEVICE_RESET). It may raise intx()
+    // while doing so; that lands in the fresh shadow. A failure is logged and counted.
+    (void)link_.reset();
+    // A reset device is in INTx mode; tell the transport, which still holds the mode the guest
+    // chose before.
+    if (irqs_ != before) link_.set_irqs(irqs_.kind, irqs_.count);
     update_intx();
 }
 
-// ---- DMA ---------------------------------------------------------------------------------
+// ---- Events (after the host link's bookkeeping) -------------------------------------------
 
-Result<void> PciFront::dma_read(uint64_t guest_address, std::span<uint8_t> out) {
-    if ((command() & pci::command::kBusMaster) == 0)
-        return failf("{}: DMA read of {} bytes at {:#x} refused: bus mastering is disabled", id(),
-                     out.size(), guest_address);
-    if (auto r = ctx_.memory.read(Gpa(guest_address), out); !r)
-        return fail(r.error().context(id()));
-    return ok();
+// DMA is checked against guest RAM by the link; a function may master the bus only while
+// bus mastering is on (6.2.2).
+const char* PciFront::dma_refusal() const {
+    return (command() & pci::command::kBusMaster) == 0 ? "bus mastering is disabled" : nullptr;
 }
 
-Result<void> PciFront::dma_write(uint64_t guest_address, std::span<const uint8_t> in) {
-    if ((command() & pci::command::kBusMaster) == 0)
-        return failf("{}: DMA write of {} bytes at {:#x} refused: bus mastering is disabled", id(),
-                     in.size(), guest_address);
-    if (auto r = ctx_.memory.write(Gpa(guest_address), in); !r)
-        return fail(r.error().context(id()));
-    return ok();
-}
-
-void PciFront::reconnected() {
-    // Called whether or not disconnected() was (a transport that reconnects by itself does not
-    // report the loss).
+// The transport reached a server again, maybe a new process with new memory behind its BARs.
+void PciFront::link_restored() {
     refresh_direct();
-    if (!disconnected_) return;
-    disconnected_ = false;
-    log::warn("{}: host device is back; accesses reach it again", id());
-}
-
-void PciFront::disconnected(std::string_view why) {
-    if (disconnected_) return;
-    disconnected_ = true;
-    log::warn("{}: host device disconnected ({}); it reads all-ones until it comes back", id(),
-              why);
-    // A device that is gone cannot hold its interrupt line.
-    intx_level_ = false;
-    update_intx();
 }
 
 // ---- BARs --------------------------------------------------------------------------------
@@ -572,7 +519,7 @@ vm::BusHandler PciFront::bar_handler(int bar) {
 
 uint64_t PciFront::region_access_read(int bar, uint64_t offset, unsigned size) {
     ++trapped_accesses_;
-    if (size == 0 || size > 8 || disconnected_) return all_ones64(size);
+    if (size == 0 || size > 8 || !link_.connected()) return HostLink::all_ones(size);
     if (msix_table_) {
         if (bar == msix_.table_bir &&
             overlaps(offset, 1, msix_.table_offset, msix_table_->table_bytes()))
@@ -580,20 +527,12 @@ uint64_t PciFront::region_access_read(int bar, uint64_t offset, unsigned size) {
         if (bar == msix_.pba_bir && overlaps(offset, 1, msix_.pba_offset, msix_table_->pba_bytes()))
             return msix_table_->read_pba(offset - msix_.pba_offset, size);
     }
-    std::array<uint8_t, 8> buf{};
-    auto r = host_->region_read(static_cast<uint32_t>(bar), offset, std::span(buf.data(), size));
-    if (!r) {
-        host_read_failed(r.error());
-        return all_ones64(size);
-    }
-    uint64_t v = 0;
-    for (unsigned k = 0; k < size; ++k) v |= uint64_t{buf[k]} << (8 * k);
-    return v;
+    return link_.read(static_cast<uint32_t>(bar), offset, size);
 }
 
 void PciFront::region_access_write(int bar, uint64_t offset, unsigned size, uint64_t value) {
     ++trapped_accesses_;
-    if (size == 0 || size > 8 || disconnected_) return;
+    if (size == 0 || size > 8 || !link_.connected()) return;
     if (bar == pci::kRomBarIndex) return;  // read-only memory
     if (msix_table_) {
         if (bar == msix_.table_bir &&
@@ -604,12 +543,7 @@ void PciFront::region_access_write(int bar, uint64_t offset, unsigned size, uint
         if (bar == msix_.pba_bir && overlaps(offset, 1, msix_.pba_offset, msix_table_->pba_bytes()))
             return;  // the PBA is read-only (6.8.2.10)
     }
-    std::array<uint8_t, 8> buf{};
-    for (unsigned k = 0; k < size; ++k) buf[k] = static_cast<uint8_t>(value >> (8 * k));
-    if (auto r =
-            host_->region_write(static_cast<uint32_t>(bar), offset, std::span(buf.data(), size));
-        !r)
-        host_write_failed(r.error());
+    link_.write(static_cast<uint32_t>(bar), offset, size, value);
 }
 
 // ---- Direct mapping of mmap areas ---------------------------------------------------------
@@ -674,11 +608,9 @@ void PciFront::refresh_direct() {
     for (int i = 0; i < pci::kBarCount; ++i) {
         auto& old = regions_[static_cast<size_t>(i)];
         if (old.size == 0 || !layout_.bars[static_cast<size_t>(i)]) continue;
-        auto ri = host_->region_info(static_cast<uint32_t>(i));
+        auto ri = link_.device().region_info(static_cast<uint32_t>(i));
         unmap_direct(i);
-        auto& d = direct_[static_cast<size_t>(i)];
-        if (d.host) ::munmap(d.host, d.length);
-        d = DirectBar{};
+        release_direct(i);
         if (!ri) {
             log::warn("{}: BAR{}: region info after reconnecting: {}; the BAR traps", id(), i,
                       ri.error().message);
@@ -699,6 +631,15 @@ void PciFront::refresh_direct() {
         open_direct_bar(i);
     }
     sync_direct();
+}
+
+// munmaps BAR `bar`'s host mapping (after unmap_direct took it out of the guest).
+void PciFront::release_direct(int bar) {
+    auto& d = direct_[static_cast<size_t>(bar)];
+    if (d.host && ::munmap(d.host, d.length) != 0)
+        log::warn("{}: BAR{}: munmap of the region mapping failed: {}", id(), bar,
+                  std::strerror(errno));
+    d = DirectBar{};
 }
 
 std::optional<uint64_t> PciFront::direct_base(int bar) const {
@@ -742,23 +683,9 @@ void PciFront::sync_direct() {
             continue;
         }
         for (size_t k = 0; k < done; ++k)
-            (void)ctx_.unmap_direct(Gpa(*want + d.areas[k].offset), d.areas[k].size);
+            if (auto r = ctx_.unmap_direct(Gpa(*want + d.areas[k].offset), d.areas[k].size); !r)
+                log::warn("{}: BAR{}: {}", id(), i, r.error().message);
     }
-}
-
-void PciFront::host_read_failed(const Error& e) {
-    ++host_errors_;
-    if (read_error_logged_) return;
-    read_error_logged_ = true;
-    log::warn("{}: host device read failed, the guest reads all-ones (logged once): {}", id(),
-              e.message);
-}
-
-void PciFront::host_write_failed(const Error& e) {
-    ++host_errors_;
-    if (write_error_logged_) return;
-    write_error_logged_ = true;
-    log::warn("{}: host device write failed and was dropped (logged once): {}", id(), e.message);
 }
 
 // ---- Configuration -----------------------------------------------------------------------

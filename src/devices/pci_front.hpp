@@ -8,6 +8,11 @@
 // the host device. BAR sizes and kinds come from region_info(), never from BAR values. MSI-X
 // table and PBA are emulated here (pci::MsixTable); the rest of each BAR is forwarded.
 //
+// The host device hangs on a HostLink (devices/host_link.hpp), shared with GENERIC: it opens
+// the URL with a complete OpenContext, keeps the connection state, counts and logs failures,
+// forwards EOIs and checks DMA against guest RAM; what is PCI's (shadowing, MSI/MSI-X delivery,
+// bus mastering, direct mapping) stays here.
+//
 // Features: sizing never maps; 64-bit BAR moves never expose the half-written intermediate;
 // decode gated by the command register; ROM with enable bit; W1C status; INTx through the PCI
 // bus gated by interrupt-disable; MSI and MSI-X with masking and pending delivery; DMA
@@ -40,6 +45,7 @@
 #include <string>
 #include <vector>
 
+#include "devices/host_link.hpp"
 #include "hostdev/host_device.hpp"
 #include "pci/bar.hpp"
 #include "pci/capabilities.hpp"
@@ -58,9 +64,7 @@ struct PciFrontSettings {
     const vm::ConfigElement* element = nullptr;
 };
 
-class PciFront final : public vm::Device,
-                       public pci::PciFunction,
-                       public hostdev::HostDeviceEvents {
+class PciFront final : public vm::Device, public pci::PciFunction, private HostLinkOwner {
   public:
     // Opens the host device, pulls its config space and region info, builds the local shadow
     // and places the function on the bus. Errors name the URL (and the element when given).
@@ -81,14 +85,6 @@ class PciFront final : public vm::Device,
     // ---- vm::Device --------------------------------------------------------------------------
     void reset() override;
 
-    // ---- hostdev::HostDeviceEvents (called by the transport) -------------------------------
-    void intx(bool asserted) override;
-    void msi(unsigned vector) override;
-    Result<void> dma_read(uint64_t guest_address, std::span<uint8_t> out) override;
-    Result<void> dma_write(uint64_t guest_address, std::span<const uint8_t> in) override;
-    void disconnected(std::string_view why) override;
-    void reconnected() override;
-
     // ---- Introspection (tests, probe) ------------------------------------------------------
     std::optional<pci::PciAddress> address() const { return address_; }
     const pci::ConfigSpace& shadow() const { return cs_; }
@@ -96,8 +92,9 @@ class PciFront final : public vm::Device,
     // Whether config byte `offset` is decided locally (false: forwarded to the host device).
     bool shadowed(uint32_t offset) const;
     // Failed host-device calls so far (each kind is logged once, all are counted).
-    uint64_t host_errors() const { return host_errors_; }
-    bool is_disconnected() const { return disconnected_; }
+    uint64_t host_errors() const { return link_.stats().host_errors(); }
+    const HostLinkStats& host_stats() const { return link_.stats(); }
+    bool is_disconnected() const { return !link_.connected(); }
     // BAR accesses that trapped and were handled here (forwarded or MSI-X), all BARs.
     uint64_t trapped_accesses() const { return trapped_accesses_; }
     // Where BAR `bar`'s mmap areas are mapped into the guest right now (nullopt: not mapped).
@@ -142,14 +139,19 @@ class PciFront final : public vm::Device,
 
     uint64_t region_access_read(int bar, uint64_t offset, unsigned size);
     void region_access_write(int bar, uint64_t offset, unsigned size, uint64_t value);
-    void host_read_failed(const Error& e);
-    void host_write_failed(const Error& e);
+
+    // ---- HostLinkOwner: the device's events, after the link's bookkeeping -------------------
+    void intx(bool asserted) override;
+    void msi(unsigned vector) override;
+    const char* dma_refusal() const override;
+    void link_restored() override;
     // Direct mapping of mmap areas (see the header comment).
     void open_direct();
     void open_direct_bar(int bar);
     void refresh_direct();
     void sync_direct();
     void unmap_direct(int bar);
+    void release_direct(int bar);
 
     struct DirectBar {
         uint8_t* host = nullptr;  // the whole region, mmapped from the region fd
@@ -161,7 +163,7 @@ class PciFront final : public vm::Device,
 
     vm::DeviceContext& ctx_;
     pci::PciBus* bus_ = nullptr;
-    std::unique_ptr<hostdev::HostDevice> host_;
+    HostLink link_;
     std::array<hostdev::RegionInfo, 7> regions_{};
     pci::ConfigSpace cs_;
     pci::ConfigSpace initial_cs_;         // cs_ as built at open: what reset() restores
@@ -179,9 +181,6 @@ class PciFront final : public vm::Device,
     Irqs irqs_;
     std::optional<Pending64> pending_;
     Snapshot snapshot_;
-    bool disconnected_ = false;
-    bool read_error_logged_ = false, write_error_logged_ = false;
-    uint64_t host_errors_ = 0;
     uint64_t trapped_accesses_ = 0;
 };
 

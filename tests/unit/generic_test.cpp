@@ -2,10 +2,16 @@
 // test-local "fake" transport, and configuration errors with their exact lines.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <functional>
 #include <map>
 
 #include "devices/generic.hpp"
 #include "devices/test_device.hpp"
+#include "fake_host_device.hpp"
 #include "vm/config.hpp"
 #include "vm/device.hpp"
 
@@ -15,99 +21,15 @@ using devices::Generic;
 
 namespace {
 
-// What the fake host device saw and how it answers.
-struct FakeState {
-    struct Access {
-        bool is_write;
-        uint32_t region;
-        uint64_t offset;
-        std::vector<uint8_t> data;
-    };
-    std::vector<Access> accesses;
-    std::map<std::pair<uint32_t, uint64_t>, uint8_t> bytes;  // (region, offset) -> byte
-    bool fail_reads = false;
-    bool fail_writes = false;
-    int opened = 0;
-    int closed = 0;
-    int acks = 0;  // ack_intx() calls
-    std::string url;
-    hostdev::HostDeviceEvents* events = nullptr;
-};
-
-class FakeHost final : public hostdev::HostDevice {
-  public:
-    explicit FakeHost(FakeState& s) : s_(s) {}
-    Result<hostdev::DeviceInfo> info() override {
-        return hostdev::DeviceInfo{"fake", 10, 1, false};
-    }
-    Result<hostdev::RegionInfo> region_info(uint32_t index) override {
-        hostdev::RegionInfo r;
-        r.index = index;
-        return r;
-    }
-    Result<void> config_read(uint32_t, std::span<uint8_t>) override { return fail("no config"); }
-    Result<void> config_write(uint32_t, std::span<const uint8_t>) override {
-        return fail("no config");
-    }
-    Result<void> region_read(uint32_t index, uint64_t offset, std::span<uint8_t> out) override {
-        s_.accesses.push_back({false, index, offset, std::vector<uint8_t>(out.size())});
-        if (s_.fail_reads) return fail("fake: read refused");
-        for (size_t i = 0; i < out.size(); ++i) {
-            auto it = s_.bytes.find({index, offset + i});
-            out[i] = it == s_.bytes.end() ? 0 : it->second;
-        }
-        return ok();
-    }
-    Result<void> region_write(uint32_t index, uint64_t offset,
-                              std::span<const uint8_t> in) override {
-        s_.accesses.push_back({true, index, offset, std::vector<uint8_t>(in.begin(), in.end())});
-        if (s_.fail_writes) return fail("fake: write refused");
-        for (size_t i = 0; i < in.size(); ++i) s_.bytes[{index, offset + i}] = in[i];
-        return ok();
-    }
-    Result<void> set_irqs(hostdev::IrqKind, uint32_t) override { return ok(); }
-    Result<void> ack_intx() override {
-        ++s_.acks;
-        return ok();
-    }
-    Result<void> reset() override { return ok(); }
-    void close() override {
-        if (!closed_) ++s_.closed;
-        closed_ = true;
-    }
-
-  private:
-    FakeState& s_;
-    bool closed_ = false;
-};
+using potemkin::testing::FakeHostState;
+using potemkin::testing::NullTimers;
+using potemkin::testing::RecordingSink;
 
 struct RecordingTrace final : TraceNotes {
     std::vector<std::pair<std::string, std::string>> notes;
     void note(std::string_view device, std::string_view text) override {
         notes.emplace_back(device, text);
     }
-};
-
-struct RecordingSink final : InterruptSink {
-    std::vector<std::pair<unsigned, bool>> lines;
-    void set_irq(unsigned line, bool level) override { lines.emplace_back(line, level); }
-    void send_msi(uint64_t, uint32_t) override {}
-    uint64_t add_eoi_listener(EoiListener l) override {
-        listeners[++next] = std::move(l);
-        return next;
-    }
-    void remove_eoi_listener(uint64_t h) override { listeners.erase(h); }
-    void eoi(unsigned line) {
-        for (auto& [h, l] : listeners) l(line);
-    }
-    std::map<uint64_t, EoiListener> listeners;
-    uint64_t next = 0;
-};
-
-struct NullTimers final : TimerService {
-    Clock::time_point now() const override { return {}; }
-    TimerId schedule(Clock::time_point, std::function<void()>) override { return 0; }
-    void cancel(TimerId) override {}
 };
 
 // Devices go inside a fixed frame so their lines are known: the first <device> is on line 4.
@@ -121,28 +43,28 @@ constexpr const char* kSpy = "vm.xml:4: <device class=\"GENERIC\" id=\"spy\">";
 class GenericTest : public ::testing::Test {
   protected:
     void SetUp() override {
-        ASSERT_TRUE(transports.add(
-            "fake",
-            [this](const hostdev::ParsedUrl& url,
-                   const hostdev::OpenContext& oc) -> Result<std::unique_ptr<hostdev::HostDevice>> {
-                ++fake.opened;
-                fake.url = url.text;
-                fake.events = oc.events;
-                return std::unique_ptr<hostdev::HostDevice>(new FakeHost(fake));
-            }));
+        ASSERT_TRUE(potemkin::testing::add_fake_transport(transports, fake));
         devices::register_generic(classes, &transports);
         devices::register_test_device(classes);
     }
 
     // Parse and create; the error message, or "" on success.
-    std::string create(const std::string& devices_xml) {
+    // With `file` set, the configuration is written there and loaded from it (a document with
+    // a directory); `machine` fills what a machine gives devices (post, external_source).
+    std::string create(const std::string& devices_xml, const std::string& file = "",
+                       const std::function<void(DeviceContext&)>& machine = nullptr) {
         auto doc = ConfigDocument::load_string(vm_xml(devices_xml), "vm.xml");
+        if (!file.empty()) {
+            std::ofstream(file) << vm_xml(devices_xml);
+            doc = ConfigDocument::load_file(file);
+        }
         if (!doc) return doc.error().message;
         auto cfg = parse_vm_config(*doc);
         if (!cfg) return cfg.error().message;
         mgr = std::make_unique<DeviceManager>(classes);
         ctx = std::make_unique<DeviceContext>(
             DeviceContext{ports, mmio, **memory, sink, timers, *mgr, &trace});
+        if (machine) machine(*ctx);
         auto r = mgr->create_all(cfg->devices, *ctx);
         return r ? "" : r.error().message;
     }
@@ -165,7 +87,7 @@ class GenericTest : public ::testing::Test {
     RecordingSink sink;
     NullTimers timers;
     RecordingTrace trace;
-    FakeState fake;
+    FakeHostState fake;
     hostdev::TransportRegistry transports;
     DeviceClassRegistry classes;
     // ctx before mgr: devices use their context while the manager destroys them.
@@ -258,7 +180,7 @@ TEST_F(GenericTest, PortPassthroughForwardsToRegion8AtTheAbsolutePort) {
     </device>
 )"),
         "");
-    EXPECT_EQ(fake.opened, 1);
+    EXPECT_EQ(fake.opens, 1);
     EXPECT_EQ(fake.url, "fake:uart?x=1");
     EXPECT_NE(fake.events, nullptr);
     for (uint64_t i = 0; i < 8; ++i) fake.bytes[{Generic::kPortRegion, 0x3f8 + i}] = 0x10 + i;
@@ -277,12 +199,12 @@ TEST_F(GenericTest, PortPassthroughForwardsToRegion8AtTheAbsolutePort) {
     };
     for (size_t i = 0; i < want.size(); ++i) {
         SCOPED_TRACE(i);
-        EXPECT_EQ(fake.accesses[i].region, Generic::kPortRegion);
+        EXPECT_EQ(fake.accesses[i].index, Generic::kPortRegion);
         EXPECT_EQ(fake.accesses[i].is_write, std::get<0>(want[i]));
         EXPECT_EQ(fake.accesses[i].offset, std::get<1>(want[i]));
-        EXPECT_EQ(fake.accesses[i].data.size(), std::get<2>(want[i]).size());
+        EXPECT_EQ(fake.accesses[i].bytes.size(), std::get<2>(want[i]).size());
         if (std::get<0>(want[i])) {
-            EXPECT_EQ(fake.accesses[i].data, std::get<2>(want[i]));
+            EXPECT_EQ(fake.accesses[i].bytes, std::get<2>(want[i]));
         }
     }
     EXPECT_TRUE(trace.notes.empty());  // PASSTHROUGH alone prints nothing
@@ -310,12 +232,12 @@ TEST_F(GenericTest, MemoryPassthroughForwardsToRegion9AtTheGuestPhysicalAddress)
         {0xd1000001, 1}, {0xd1000002, 2}, {0xd1000004, 4}, {0xd1000008, 8}};
     for (size_t i = 0; i < 8; ++i) {
         SCOPED_TRACE(i);
-        EXPECT_EQ(fake.accesses[i].region, Generic::kMemoryRegion);
+        EXPECT_EQ(fake.accesses[i].index, Generic::kMemoryRegion);
         EXPECT_EQ(fake.accesses[i].is_write, i < 4);
         EXPECT_EQ(fake.accesses[i].offset, want[i % 4].first);
-        EXPECT_EQ(fake.accesses[i].data.size(), want[i % 4].second);
+        EXPECT_EQ(fake.accesses[i].bytes.size(), want[i % 4].second);
     }
-    EXPECT_EQ(fake.accesses[3].data,
+    EXPECT_EQ(fake.accesses[3].bytes,
               (std::vector<uint8_t>{0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01}));
 }
 
@@ -340,9 +262,9 @@ TEST_F(GenericTest, PrintAndPassthroughForwardsAndNotesTheForwardedValue) {
                                 "GENERIC spy: READ 0xd1000010 size 4 -> 0xcafe",
                             }));
     ASSERT_EQ(fake.accesses.size(), 4u);
-    EXPECT_EQ(fake.accesses[1].region, Generic::kPortRegion);
+    EXPECT_EQ(fake.accesses[1].index, Generic::kPortRegion);
     EXPECT_EQ(fake.accesses[1].offset, 0x3f9u);
-    EXPECT_EQ(fake.accesses[2].region, Generic::kMemoryRegion);
+    EXPECT_EQ(fake.accesses[2].index, Generic::kMemoryRegion);
     EXPECT_EQ(fake.accesses[2].offset, 0xd1000010u);
 }
 
@@ -399,7 +321,7 @@ TEST_F(GenericTest, DestructionUnhooksEveryRangeAndClosesTheHostDevice) {
     mgr.reset();
     EXPECT_TRUE(ports.ranges().empty());
     EXPECT_TRUE(mmio.ranges().empty());
-    EXPECT_EQ(fake.closed, 1);
+    EXPECT_EQ(fake.closes, 1);
     EXPECT_EQ(ports.read(Port(0x3f8), 1), 0xffu);
 }
 
@@ -416,7 +338,7 @@ TEST_F(GenericTest, IntxGoesToTheConfiguredIrq) {
     ASSERT_NE(fake.events, nullptr);
     fake.events->intx(true);
     fake.events->intx(false);
-    EXPECT_EQ(sink.lines, (std::vector<std::pair<unsigned, bool>>{{4, true}, {4, false}}));
+    EXPECT_EQ(sink.irq_calls, (std::vector<std::pair<unsigned, bool>>{{4, true}, {4, false}}));
     EXPECT_EQ(spy().stats().dropped_intx, 0u);
 }
 
@@ -452,7 +374,7 @@ TEST_F(GenericTest, IntxWithoutIrqAndMsiAreDroppedAndCounted) {
     fake.events->intx(true);
     fake.events->intx(false);
     fake.events->msi(0);
-    EXPECT_TRUE(sink.lines.empty());
+    EXPECT_TRUE(sink.irq_calls.empty());
     EXPECT_EQ(spy().stats().dropped_intx, 2u);
     EXPECT_EQ(spy().stats().dropped_msi, 1u);
 }
@@ -485,6 +407,89 @@ TEST_F(GenericTest, HostDisconnectIsRecordedNotFatal) {
     EXPECT_TRUE(spy().host_disconnected());
     fake.fail_reads = true;  // what a disconnected transport does
     EXPECT_EQ(ports.read(Port(0x3f8), 1), 0xffu);
+}
+
+// Regression (issue 9): GENERIC never cleared its disconnected flag (it had no reconnected()),
+// so after a transport reconnected it never passed a guest's EOI on as ack_intx() again and a
+// vfio-user device, which holds its line until then, stayed masked for good.
+TEST_F(GenericTest, ForwardsEoiAgainAfterReconnect) {
+    ASSERT_EQ(
+        create(
+            R"(    <device class="GENERIC" id="spy" forward="host_device" hostdev="fake:x" irq="5">
+      <ports><start>0x3f8</start><end>0x3ff</end><mode>PASSTHROUGH</mode></ports>
+    </device>
+)"),
+        "");
+    fake.events->intx(true);
+    sink.eoi(5);
+    ASSERT_EQ(fake.acks, 1);
+    fake.events->disconnected("server killed");
+    EXPECT_TRUE(spy().host_disconnected());
+    sink.eoi(5);
+    EXPECT_EQ(fake.acks, 1) << "nobody to acknowledge while disconnected";
+
+    fake.events->reconnected();
+    EXPECT_FALSE(spy().host_disconnected());
+    fake.events->intx(true);  // the restarted device raises its line again
+    sink.eoi(5);
+    EXPECT_EQ(fake.acks, 2) << "the EOI reaches the device again after the reconnect";
+    fake.bytes[{Generic::kPortRegion, 0x3f8}] = 0x41;
+    EXPECT_EQ(ports.read(Port(0x3f8), 1), 0x41u) << "and so do accesses";
+}
+
+// A device that is gone cannot hold its interrupt line: the IRQ it held drops with it.
+TEST_F(GenericTest, DisconnectReleasesTheIrqTheDeviceHeld) {
+    ASSERT_EQ(
+        create(
+            R"(    <device class="GENERIC" id="spy" forward="host_device" hostdev="fake:x" irq="5">
+      <ports><start>0x3f8</start><end>0x3ff</end><mode>PASSTHROUGH</mode></ports>
+    </device>
+)"),
+        "");
+    fake.events->intx(true);
+    fake.events->disconnected("peer closed the socket");
+    EXPECT_EQ(sink.irq_calls, (std::vector<std::pair<unsigned, bool>>{{5, true}, {5, false}}));
+    EXPECT_EQ(ports.read(Port(0x3f8), 1), 0xffu);
+    EXPECT_TRUE(fake.accesses.empty()) << "a disconnected device is not asked";
+}
+
+// Regression (issue 9): GENERIC opened its host device with an OpenContext holding only the
+// events sink, so over vfio-user its interrupts waited for the guest's next access (no post)
+// and a halted guest was not kept waiting for them (no external_source); DMA could not share
+// guest RAM (no memory) and relative paths in the URL ignored the config's directory.
+TEST_F(GenericTest, OpenContextCarriesPostExternalSourceMemoryAndBaseDir) {
+    const auto dir =
+        std::filesystem::temp_directory_path() / ("generic-test-" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir);
+    int posted = 0, sources = 0;
+    ASSERT_EQ(create(R"(    <device class="GENERIC" id="spy" forward="host_device" hostdev="fake:x">
+      <ports><start>0x3f8</start><end>0x3ff</end><mode>PASSTHROUGH</mode></ports>
+    </device>
+)",
+                     (dir / "vm.xml").string(),
+                     [&](DeviceContext& c) {
+                         c.post = [&](std::function<void()> f) {
+                             ++posted;
+                             f();
+                         };
+                         c.external_source = [&](int delta) { sources += delta; };
+                     }),
+              "");
+    const hostdev::OpenContext& oc = fake.open_context;
+    EXPECT_NE(oc.events, nullptr);
+    EXPECT_EQ(oc.memory, memory->get());
+    ASSERT_TRUE(oc.post);
+    ASSERT_TRUE(oc.external_source);
+    EXPECT_EQ(oc.base_dir, dir.string());
+    // They are the machine's: what the transport posts runs, its sources are counted.
+    bool ran = false;
+    oc.post([&] { ran = true; });
+    EXPECT_TRUE(ran);
+    EXPECT_EQ(posted, 1);
+    oc.external_source(+1);
+    EXPECT_EQ(sources, 1);
+    oc.external_source(-1);
+    std::filesystem::remove_all(dir);
 }
 
 // --- configuration errors --------------------------------------------------------------------
@@ -563,7 +568,7 @@ TEST_F(GenericTest, OverlapWithAnotherDeviceNamesBothOwnersAndTheLine) {
     // Nothing of the failed device stays behind.
     ASSERT_EQ(ports.ranges().size(), 1u);
     EXPECT_EQ(ports.ranges()[0].owner, "t0");
-    EXPECT_EQ(fake.closed, fake.opened);
+    EXPECT_EQ(fake.closes, fake.opens);
 
     EXPECT_EQ(create(R"(    <device class="TEST_DEVICE" id="t0" port="0x3f0" mmio="0xd1000000"/>
     <device class="GENERIC" id="spy">

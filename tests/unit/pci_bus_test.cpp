@@ -13,6 +13,7 @@
 #include "vm/config.hpp"
 #include "vm/device.hpp"
 #include "vm/guest_memory.hpp"
+#include "vm_fakes.hpp"
 
 namespace potemkin::pci {
 namespace {
@@ -26,32 +27,8 @@ constexpr int kIoBar = 0;     // I/O, 32 bytes
 constexpr int kMemBar = 1;    // mem32, 4 KiB
 constexpr int kMem64Bar = 2;  // mem64, 16 KiB (BAR 2 and 3)
 
-struct RecordingSink : vm::InterruptSink {
-    std::map<unsigned, bool> level;
-    std::vector<std::pair<unsigned, bool>> events;
-    void set_irq(unsigned line, bool l) override {
-        level[line] = l;
-        events.emplace_back(line, l);
-    }
-    void send_msi(uint64_t, uint32_t) override {}
-    // The EOI notification, fired by hand (eoi()) as the PIC would.
-    uint64_t add_eoi_listener(EoiListener l) override {
-        listeners[++next] = std::move(l);
-        return next;
-    }
-    void remove_eoi_listener(uint64_t h) override { listeners.erase(h); }
-    void eoi(unsigned line) {
-        for (auto& [h, l] : listeners) l(line);
-    }
-    std::map<uint64_t, EoiListener> listeners;
-    uint64_t next = 0;
-};
-
-struct NullTimers : vm::TimerService {
-    vm::Clock::time_point now() const override { return {}; }
-    vm::TimerId schedule(vm::Clock::time_point, std::function<void()>) override { return 0; }
-    void cancel(vm::TimerId) override {}
-};
+using testing::NullTimers;
+using testing::RecordingSink;
 
 // A real config-space function: type 0 header, an I/O BAR, a mem32 BAR, a mem64 BAR and a
 // ROM, the generic write path, rollback on rejection. Its BAR handlers record each access
@@ -518,10 +495,10 @@ TEST_F(PciBusTest, BarMovedOntoTheLapicPageIsRefused) {
     TestFunction f("f1");
     add(f, 1);
     program(1, 0xC000, 0xE000'0000, 0x1'0000'4000, 0xE100'0000);
-    testing::internal::CaptureStderr();
+    ::testing::internal::CaptureStderr();
     cfg_write(1, 0, reg::bar(kMemBar), 4, 0xFEE0'0000);
     cfg_write(1, 0, reg::bar(kMemBar), 4, 0xFEE0'0000);
-    const std::string log = testing::internal::GetCapturedStderr();
+    const std::string log = ::testing::internal::GetCapturedStderr();
     EXPECT_EQ(bus->rejected_writes(), 2u);
     EXPECT_EQ(p.mmio.find(Gpa(0xFEE0'0000))->owner, "lapic");
     // Warned once, naming the function, the BAR, the address and the other owner.
@@ -566,24 +543,24 @@ TEST_F(PciBusTest, SharedIntxLineStaysHighUntilEveryFunctionDeasserts) {
     const PciAddress aa = add(a, 1), ba = add(b, 5);  // both PIRQB → line 10
     ASSERT_EQ(bus->intx_line(aa, 1), bus->intx_line(ba, 1));
     bus->set_intx(aa, 1, true);
-    EXPECT_TRUE(p.sink.level[10]);
+    EXPECT_TRUE(p.sink.levels[10]);
     bus->set_intx(ba, 1, true);
     bus->set_intx(aa, 1, false);
-    EXPECT_TRUE(p.sink.level[10]);
+    EXPECT_TRUE(p.sink.levels[10]);
     bus->set_intx(ba, 1, false);
-    EXPECT_FALSE(p.sink.level[10]);
-    EXPECT_FALSE(p.sink.level.count(11));
+    EXPECT_FALSE(p.sink.levels[10]);
+    EXPECT_FALSE(p.sink.levels.count(11));
 }
 
 TEST_F(PciBusTest, RemovingAnAssertingFunctionReleasesItsLine) {
     TestFunction a("a");
     const PciAddress aa = add(a, 2);
     bus->set_intx(aa, 1, true);
-    EXPECT_TRUE(p.sink.level[11]);
+    EXPECT_TRUE(p.sink.levels[11]);
     bus->remove_function(aa);
-    EXPECT_FALSE(p.sink.level[11]);
+    EXPECT_FALSE(p.sink.levels[11]);
     bus->set_intx(aa, 1, true);  // gone: ignored
-    EXPECT_FALSE(p.sink.level[11]);
+    EXPECT_FALSE(p.sink.levels[11]);
 }
 
 // ---- EOI fan-out ---------------------------------------------------------------------------
@@ -633,7 +610,7 @@ TEST_F(PciBusTest, FunctionMayDeassertOrRemoveOthersInItsEoi) {
     p.sink.eoi(10);
     EXPECT_EQ(a.eois.size(), 1u);
     EXPECT_TRUE(b.eois.empty());
-    EXPECT_FALSE(p.sink.level[10]);
+    EXPECT_FALSE(p.sink.levels[10]);
 }
 
 TEST_F(PciBusTest, DestroyingTheBusStopsListeningForEois) {
@@ -670,11 +647,11 @@ TEST_F(PciBusTest, ResetReleasesEveryFunctionsRangesAndIntx) {
     const PciAddress a = add(f, 2);
     program(2, 0xC000, 0xE000'0000, 0x1'0000'4000, 0xE100'0000);
     bus->set_intx(a, 1, true);
-    ASSERT_TRUE(p.sink.level[11]);
+    ASSERT_TRUE(p.sink.levels[11]);
     ASSERT_GT(ranges_owned_by("f1"), 0u);
     bus->reset();
     EXPECT_EQ(ranges_owned_by("f1"), 0u);
-    EXPECT_FALSE(p.sink.level[11]);
+    EXPECT_FALSE(p.sink.levels[11]);
     EXPECT_EQ(p.mmio.read(Gpa(0xE000'0000), 4), 0xFFFF'FFFFu);
     p.sink.eoi(11);
     EXPECT_TRUE(f.eois.empty()) << "a reset function asserts nothing";

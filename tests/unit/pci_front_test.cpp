@@ -10,6 +10,7 @@
 
 #include "devices/pci_front.hpp"
 #include "devices/test_device.hpp"
+#include "fake_host_device.hpp"
 #include "pci/capabilities.hpp"
 #include "pci/header.hpp"
 #include "pci/pci_bus.hpp"
@@ -37,102 +38,15 @@ constexpr uint32_t kTableOffset = 0x800;
 constexpr uint32_t kPbaOffset = 0xC00;
 constexpr uint32_t kVendorReg = 0xC0;  // a vendor-specific register past the capabilities
 
-struct ConfigAccess {
-    uint32_t offset;
-    std::vector<uint8_t> bytes;
-    bool operator==(const ConfigAccess&) const = default;
-};
-struct RegionAccess {
-    uint32_t index;
-    uint64_t offset;
-    std::vector<uint8_t> bytes;
-};
-
-// Everything the fake device records; outlives the device so tests can look after teardown.
-struct FakeState {
-    std::vector<uint8_t> config;
-    std::array<hostdev::RegionInfo, 7> regions{};
-    std::vector<ConfigAccess> config_writes, config_reads;
-    std::vector<RegionAccess> region_reads, region_writes;
-    std::vector<std::pair<IrqKind, uint32_t>> irqs;
-    bool fail_region_reads = false;
-    bool fail_config_reads_after_open = false;
-    bool opened = false;
-    int closes = 0;
-    int destroyed = 0;
-    int acks = 0;    // ack_intx() calls
-    int resets = 0;  // reset() calls
-    std::function<void()> on_ack;
-    hostdev::HostDeviceEvents* events = nullptr;
-
-    bool wrote_config(uint32_t offset, std::vector<uint8_t> bytes) const {
-        return std::find(config_writes.begin(), config_writes.end(),
-                         ConfigAccess{offset, std::move(bytes)}) != config_writes.end();
-    }
-    bool config_written_in(uint32_t begin, uint32_t end) const {
-        for (const auto& w : config_writes)
-            if (w.offset < end && begin < w.offset + w.bytes.size()) return true;
-        return false;
-    }
-};
+using testing::ConfigAccess;
+using testing::FakeHostState;
+using testing::NullTimers;
+using testing::RecordingSink;
 
 // Region contents: a pattern that identifies the region and the offset.
 uint8_t region_byte(uint32_t index, uint64_t offset) {
     return static_cast<uint8_t>((index << 4) | (offset & 0xF));
 }
-
-class FakeDevice final : public hostdev::HostDevice {
-  public:
-    explicit FakeDevice(FakeState& s) : s_(s) {}
-    ~FakeDevice() override { ++s_.destroyed; }
-
-    Result<hostdev::DeviceInfo> info() override {
-        return hostdev::DeviceInfo{.name = "fake", .num_irqs = 3};
-    }
-    Result<hostdev::RegionInfo> region_info(uint32_t index) override {
-        if (index >= s_.regions.size()) return failf("no region {}", index);
-        return s_.regions[index];
-    }
-    Result<void> config_read(uint32_t offset, std::span<uint8_t> out) override {
-        if (s_.fail_config_reads_after_open && s_.opened) return fail("config read failed");
-        if (offset + out.size() > s_.config.size()) return fail("config read out of range");
-        std::copy_n(s_.config.begin() + offset, out.size(), out.begin());
-        if (s_.opened) s_.config_reads.push_back({offset, {out.begin(), out.end()}});
-        return ok();
-    }
-    Result<void> config_write(uint32_t offset, std::span<const uint8_t> in) override {
-        s_.config_writes.push_back({offset, {in.begin(), in.end()}});
-        return ok();
-    }
-    Result<void> region_read(uint32_t index, uint64_t offset, std::span<uint8_t> out) override {
-        if (s_.fail_region_reads) return fail("region read failed: connection reset");
-        for (size_t k = 0; k < out.size(); ++k) out[k] = region_byte(index, offset + k);
-        s_.region_reads.push_back({index, offset, {out.begin(), out.end()}});
-        return ok();
-    }
-    Result<void> region_write(uint32_t index, uint64_t offset,
-                              std::span<const uint8_t> in) override {
-        s_.region_writes.push_back({index, offset, {in.begin(), in.end()}});
-        return ok();
-    }
-    Result<void> set_irqs(IrqKind kind, uint32_t count) override {
-        s_.irqs.emplace_back(kind, count);
-        return ok();
-    }
-    Result<void> ack_intx() override {
-        ++s_.acks;
-        if (s_.on_ack) s_.on_ack();
-        return ok();
-    }
-    Result<void> reset() override {
-        ++s_.resets;
-        return ok();
-    }
-    void close() override { ++s_.closes; }
-
-  private:
-    FakeState& s_;
-};
 
 // The fake device's config space: built with the pci helpers, then given the values a real
 // device might hold that the front-end must not trust (a BAR value that implies another size,
@@ -161,10 +75,12 @@ std::vector<uint8_t> fake_config() {
     return {cs.bytes().begin(), cs.bytes().end()};
 }
 
-FakeState fake_state() {
-    FakeState s;
+FakeHostState fake_state() {
+    FakeHostState s;
     s.config = fake_config();
-    for (uint32_t i = 0; i < s.regions.size(); ++i) s.regions[i].index = i;
+    s.num_irqs = 3;
+    s.pattern = region_byte;
+    s.store_writes = false;
     auto region = [&](uint32_t i, pci::BarKind kind, uint64_t size, bool pf = false) {
         s.regions[i].bar_kind = kind;
         s.regions[i].size = size;
@@ -177,23 +93,6 @@ FakeState fake_state() {
     region(6, pci::BarKind::rom, 0x1'0000);
     return s;
 }
-
-struct RecordingSink final : vm::InterruptSink {
-    std::map<unsigned, bool> lines;
-    std::vector<std::pair<unsigned, bool>> irq_calls;
-    std::vector<pci::MsiMessage> msis;
-    void set_irq(unsigned line, bool level) override {
-        lines[line] = level;
-        irq_calls.emplace_back(line, level);
-    }
-    void send_msi(uint64_t address, uint32_t data) override { msis.push_back({address, data}); }
-};
-
-struct NullTimers final : vm::TimerService {
-    vm::Clock::time_point now() const override { return {}; }
-    vm::TimerId schedule(vm::Clock::time_point, std::function<void()>) override { return 0; }
-    void cancel(vm::TimerId) override {}
-};
 
 constexpr const char* kDefaultDevice =
     R"(<device class="PCI_FRONT" id="edu0" bus="pci0" hostdev="fake:dev" slot="3"/>)";
@@ -208,7 +107,7 @@ std::string vm_xml(const std::string& devices) {
 // A VM without a CPU: buses, RAM, the device manager, a test-local transport registry with
 // the "fake" scheme.
 struct Env {
-    FakeState state = fake_state();
+    FakeHostState state = fake_state();
     hostdev::TransportRegistry transports;
     vm::DeviceClassRegistry classes;
     std::unique_ptr<vm::GuestMemory> memory;
@@ -220,14 +119,7 @@ struct Env {
     std::unique_ptr<vm::DeviceContext> ctx;
 
     Env() {
-        EXPECT_TRUE(transports.add(
-            "fake",
-            [this](const hostdev::ParsedUrl& url,
-                   const hostdev::OpenContext& oc) -> Result<std::unique_ptr<hostdev::HostDevice>> {
-                if (url.path != "dev") return failf("no fake device '{}'", url.path);
-                state.events = oc.events;
-                return std::unique_ptr<hostdev::HostDevice>(new FakeDevice(state));
-            }));
+        EXPECT_TRUE(testing::add_fake_transport(transports, state, "fake", "dev"));
         devices::register_test_device(classes);
         pci::register_pci_bus(classes);
         devices::register_pci_front(classes, &transports);
@@ -481,7 +373,7 @@ TEST_F(PciFrontTest, CommandWriteIsForwardedToo) {
 TEST_F(PciFrontTest, FailedHostReadReturnsAllOnesAndLogsOnce) {
     bus_write(reg::bar(1), 4, 0xE000'0000);
     bus_write(reg::kCommand, 2, kMem);
-    env.state.fail_region_reads = true;
+    env.state.fail_reads = true;
     ::testing::internal::CaptureStderr();
     EXPECT_EQ(env.mmio.read(Gpa(0xE000'0010), 4), 0xFFFF'FFFFu);
     EXPECT_EQ(env.mmio.read(Gpa(0xE000'0010), 2), 0xFFFFu);
@@ -504,14 +396,14 @@ TEST_F(PciFrontTest, DisconnectedDeviceReadsAllOnes) {
     bus_write(reg::kCommand, 2, kMem);
     env.events().intx(true);
     const uint8_t line = env.bus().intx_line(env.addr(), 1);
-    EXPECT_TRUE(env.sink.lines[line]);
+    EXPECT_TRUE(env.sink.levels[line]);
     ::testing::internal::CaptureStderr();
     env.events().disconnected("peer closed the socket");
     env.events().disconnected("again");
     const std::string log = ::testing::internal::GetCapturedStderr();
     EXPECT_NE(log.find("peer closed the socket"), std::string::npos);
     EXPECT_EQ(log.find("again"), std::string::npos);
-    EXPECT_FALSE(env.sink.lines[line]);  // a device that is gone holds no line
+    EXPECT_FALSE(env.sink.levels[line]);  // a device that is gone holds no line
     EXPECT_EQ(env.mmio.read(Gpa(0xE000'0010), 4), 0xFFFF'FFFFu);
     EXPECT_EQ(bus_read(reg::kVendorId), 0xFFFF'FFFFu);
     EXPECT_EQ(bus_read(reg::kCommand, 2), 0xFFFFu);
@@ -595,16 +487,16 @@ TEST_F(PciFrontTest, MsixTableEmulatedLocally) {
 TEST_F(PciFrontTest, IntxRoutedThroughBusAndInterruptDisable) {
     const uint8_t line = env.bus().intx_line(env.addr(), 1);
     env.events().intx(true);
-    EXPECT_TRUE(env.sink.lines[line]);
+    EXPECT_TRUE(env.sink.levels[line]);
     write(reg::kCommand, 2, kIntxOff);
-    EXPECT_FALSE(env.sink.lines[line]);
+    EXPECT_FALSE(env.sink.levels[line]);
     env.events().intx(false);
     env.events().intx(true);  // remembered, not delivered
-    EXPECT_FALSE(env.sink.lines[line]);
+    EXPECT_FALSE(env.sink.levels[line]);
     write(reg::kCommand, 2, 0);  // re-enabled: the remembered level applies
-    EXPECT_TRUE(env.sink.lines[line]);
+    EXPECT_TRUE(env.sink.levels[line]);
     env.events().intx(false);
-    EXPECT_FALSE(env.sink.lines[line]);
+    EXPECT_FALSE(env.sink.levels[line]);
 }
 
 TEST_F(PciFrontTest, GuestEoiReachesTheHostDeviceOnlyWhileItDrivesTheLine) {
@@ -617,7 +509,7 @@ TEST_F(PciFrontTest, GuestEoiReachesTheHostDeviceOnlyWhileItDrivesTheLine) {
     EXPECT_EQ(env.state.acks, 0) << "an EOI on another line";
     env.bus().eoi(line);
     EXPECT_EQ(env.state.acks, 1);
-    EXPECT_TRUE(env.sink.lines[line]) << "the device did not lower it: still asserted";
+    EXPECT_TRUE(env.sink.levels[line]) << "the device did not lower it: still asserted";
     // Interrupt Disable holds the line back: the guest took no interrupt of ours.
     write(reg::kCommand, 2, kIntxOff);
     env.bus().eoi(line);
@@ -628,7 +520,7 @@ TEST_F(PciFrontTest, GuestEoiReachesTheHostDeviceOnlyWhileItDrivesTheLine) {
     env.state.on_ack = [&] { env.events().intx(false); };
     env.bus().eoi(line);
     EXPECT_EQ(env.state.acks, 2);
-    EXPECT_FALSE(env.sink.lines[line]);
+    EXPECT_FALSE(env.sink.levels[line]);
     env.bus().eoi(line);
     EXPECT_EQ(env.state.acks, 2);
 }
@@ -641,7 +533,7 @@ TEST_F(PciFrontTest, VmResetRestoresThePowerOnShadowAndResetsTheDevice) {
     ASSERT_EQ(owner_at(0xE000'0000), "edu0");
     ASSERT_EQ(port_owner_at(0xC000), "edu0");
     env.events().intx(true);
-    ASSERT_TRUE(env.sink.lines[line]);
+    ASSERT_TRUE(env.sink.levels[line]);
     const uint8_t msi = cap(pci::cap_id::kMsi);
     bus_write(msi + pci::msi::kControl, 2, pci::msi::kEnable);  // MSI on at the reset
     env.events().msi(0);
@@ -658,7 +550,7 @@ TEST_F(PciFrontTest, VmResetRestoresThePowerOnShadowAndResetsTheDevice) {
     EXPECT_EQ(bus_read(reg::kStatus, 2) & pci::status::kInterruptStatus, 0u);
     EXPECT_EQ(owner_at(0xE000'0000), "(none)");
     EXPECT_EQ(port_owner_at(0xC000), "(none)");
-    EXPECT_FALSE(env.sink.lines[line]) << "a reset function drives no INTx";
+    EXPECT_FALSE(env.sink.levels[line]) << "a reset function drives no INTx";
     ASSERT_EQ(env.state.irqs.size(), irq_calls + 1);
     EXPECT_EQ(env.state.irqs.back(), std::make_pair(IrqKind::intx, 1u)) << "back in INTx mode";
     // It works again from scratch: the guest assigns the BAR anew, INTx is delivered.
@@ -666,7 +558,7 @@ TEST_F(PciFrontTest, VmResetRestoresThePowerOnShadowAndResetsTheDevice) {
     bus_write(reg::kCommand, 2, kMem);
     EXPECT_EQ(owner_at(0xE100'0000), "edu0");
     env.events().intx(true);
-    EXPECT_TRUE(env.sink.lines[line]);
+    EXPECT_TRUE(env.sink.levels[line]);
 }
 
 TEST_F(PciFrontTest, SetIrqsToldOnMsiEnable) {
@@ -736,7 +628,7 @@ TEST_F(PciFrontTest, ConfigWriteRejectedRestoresPreviousBar) {
 
 TEST_F(PciFrontTest, TeardownUnhooksAndClosesWithoutUseAfterFree) {
     // A second front-end the test owns, so it can be destroyed while mapped.
-    FakeState& s = env.state;
+    FakeHostState& s = env.state;
     devices::PciFrontSettings settings{
         .hostdev = "fake:dev", .bus = &env.bus(), .slot = 5, .transports = &env.transports};
     const int destroyed_before = s.destroyed;
@@ -750,7 +642,7 @@ TEST_F(PciFrontTest, TeardownUnhooksAndClosesWithoutUseAfterFree) {
     ASSERT_EQ(port_owner_at(0xD000), "edu1");
     s.events->intx(true);
     const uint8_t line = env.bus().intx_line(addr, 1);
-    ASSERT_TRUE(env.sink.lines[line]);
+    ASSERT_TRUE(env.sink.levels[line]);
     const int closes_before = s.closes;
 
     f.value().reset();  // destroy while mapped and asserting INTx
@@ -759,7 +651,7 @@ TEST_F(PciFrontTest, TeardownUnhooksAndClosesWithoutUseAfterFree) {
     EXPECT_EQ(port_owner_at(0xD000), "(none)");
     EXPECT_EQ(env.mmio.read(Gpa(0xD000'0000), 4), 0xFFFF'FFFFu);
     EXPECT_EQ(env.bus().config_read(addr, reg::kVendorId, 4), 0xFFFF'FFFFu);
-    EXPECT_FALSE(env.sink.lines[line]);
+    EXPECT_FALSE(env.sink.levels[line]);
     EXPECT_EQ(s.closes, closes_before + 1);
     EXPECT_EQ(s.destroyed, destroyed_before + 1);
     // The slot is free again.
