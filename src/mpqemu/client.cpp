@@ -331,55 +331,16 @@ Result<void> MpqemuClient::Impl::reset() {
 
 // ---- MpqemuClient: the public shell over the shared state ------------------------------------
 
-MpqemuClient::MpqemuClient(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
-
-MpqemuClient::~MpqemuClient() {
-    close();
-}
+MpqemuClient::MpqemuClient(std::shared_ptr<Impl> impl) : RemoteClient(impl), impl_(impl.get()) {}
 
 Result<std::unique_ptr<MpqemuClient>> MpqemuClient::open(MpqemuClientSettings settings) {
     if (settings.label.empty()) settings.label = "mpqemu";
     if (settings.timeout.count() <= 0)
         return failf("{}: the timeout must be positive", settings.label);
-    auto impl = std::make_shared<Impl>(std::move(settings));
-    if (auto r = impl->start(); !r) {
-        impl->close();
-        return fail(r.error());
-    }
+    POTEMKIN_TRY_ASSIGN(auto impl, hostdev::start_remote_state<Impl>(std::move(settings)));
     return std::unique_ptr<MpqemuClient>(new MpqemuClient(std::move(impl)));
 }
 
-Result<hostdev::DeviceInfo> MpqemuClient::info() {
-    return impl_->info();
-}
-Result<hostdev::RegionInfo> MpqemuClient::region_info(uint32_t index) {
-    return impl_->region_info(index);
-}
-Result<void> MpqemuClient::config_read(uint32_t offset, std::span<uint8_t> out) {
-    return impl_->config_read(offset, out);
-}
-Result<void> MpqemuClient::config_write(uint32_t offset, std::span<const uint8_t> in) {
-    return impl_->config_write(offset, in);
-}
-Result<void> MpqemuClient::region_read(uint32_t index, uint64_t offset, std::span<uint8_t> out) {
-    return impl_->region_read(index, offset, out);
-}
-Result<void> MpqemuClient::region_write(uint32_t index, uint64_t offset,
-                                        std::span<const uint8_t> in) {
-    return impl_->region_write(index, offset, in);
-}
-Result<void> MpqemuClient::set_irqs(hostdev::IrqKind kind, uint32_t count) {
-    return impl_->set_irqs(kind, count);
-}
-Result<void> MpqemuClient::ack_intx() {
-    return impl_->ack_intx();
-}
-Result<void> MpqemuClient::reset() {
-    return impl_->reset();
-}
-void MpqemuClient::close() {
-    if (impl_) impl_->close();
-}
 bool MpqemuClient::connected() const {
     return impl_->connected();
 }

@@ -37,25 +37,27 @@ inline constexpr uint32_t kBarSlots = 6;
 
 // Locks: io_mu_ (the socket: one request/reply at a time) before the link's inbox lock.
 // Engine-thread-only state has no lock; the poll thread never touches it.
-class MpqemuClient::Impl final : public std::enable_shared_from_this<Impl>,
+class MpqemuClient::Impl final : public hostdev::HostDevice,
+                                 public std::enable_shared_from_this<Impl>,
                                  private hostdev::RemoteTransport {
   public:
     explicit Impl(MpqemuClientSettings s);
-    ~Impl() { link_.stop_polling(); }
+    ~Impl() override { link_.stop_polling(); }
 
     Result<void> start();
-    void close();
 
     // ---- HostDevice calls (engine thread; client.cpp) ----
-    Result<hostdev::DeviceInfo> info();
-    Result<hostdev::RegionInfo> region_info(uint32_t index);
-    Result<void> config_read(uint32_t offset, std::span<uint8_t> out);
-    Result<void> config_write(uint32_t offset, std::span<const uint8_t> in);
-    Result<void> region_read(uint32_t index, uint64_t offset, std::span<uint8_t> out);
-    Result<void> region_write(uint32_t index, uint64_t offset, std::span<const uint8_t> in);
-    Result<void> set_irqs(hostdev::IrqKind kind, uint32_t count);
-    Result<void> ack_intx();
-    Result<void> reset();
+    Result<hostdev::DeviceInfo> info() override;
+    Result<hostdev::RegionInfo> region_info(uint32_t index) override;
+    Result<void> config_read(uint32_t offset, std::span<uint8_t> out) override;
+    Result<void> config_write(uint32_t offset, std::span<const uint8_t> in) override;
+    Result<void> region_read(uint32_t index, uint64_t offset, std::span<uint8_t> out) override;
+    Result<void> region_write(uint32_t index, uint64_t offset,
+                              std::span<const uint8_t> in) override;
+    Result<void> set_irqs(hostdev::IrqKind kind, uint32_t count) override;
+    Result<void> ack_intx() override;
+    Result<void> reset() override;
+    void close() override;
     void poll_events() { link_.drain(); }
 
     bool connected() const { return link_.up(); }

@@ -155,7 +155,7 @@ Result<hostdev::RegionInfo> VfioUserClient::Impl::region_info(uint32_t index) {
         // vfio-user describes a BAR's size, not its kind: that is in the BAR register itself,
         // which VFIO clients read from config space too.
         std::array<uint8_t, 4> bar{};
-        POTEMKIN_TRY(read(hostdev::kConfigRegion, 0x10 + 4 * index, bar));
+        POTEMKIN_TRY(config_read(0x10 + 4 * index, bar));
         if (const auto decoded = pci::decode_bar_register(le32(bar, 0))) {
             out.bar_kind = decoded->kind;
             out.prefetchable = decoded->prefetchable;
@@ -191,7 +191,8 @@ Result<hostdev::RegionInfo> VfioUserClient::Impl::region_info(uint32_t index) {
 // formatted only for an error. Reads do not look at the interrupt eventfds afterwards (writes
 // do): a device that raises an interrupt because it was read is rare, and its interrupt still
 // comes, through the poll thread, a moment later, as any interrupt the device raises by itself.
-Result<void> VfioUserClient::Impl::read(uint32_t region, uint64_t offset, std::span<uint8_t> out) {
+Result<void> VfioUserClient::Impl::region_read(uint32_t region, uint64_t offset,
+                                               std::span<uint8_t> out) {
     link_.run_inbox();
     Result<void> result = [&]() -> Result<void> {
         std::lock_guard lk(io_mu_);
@@ -223,8 +224,8 @@ Result<void> VfioUserClient::Impl::read(uint32_t region, uint64_t offset, std::s
     return result;
 }
 
-Result<void> VfioUserClient::Impl::write(uint32_t region, uint64_t offset,
-                                         std::span<const uint8_t> in) {
+Result<void> VfioUserClient::Impl::region_write(uint32_t region, uint64_t offset,
+                                                std::span<const uint8_t> in) {
     link_.run_inbox();
     if (region == hostdev::kConfigRegion && offset + in.size() <= 4096)
         config_log_.record(static_cast<uint32_t>(offset), in);
@@ -293,55 +294,17 @@ Result<void> VfioUserClient::Impl::reset() {
 
 // ---- VfioUserClient: the public shell over the shared state ----------------------------------
 
-VfioUserClient::VfioUserClient(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
-
-VfioUserClient::~VfioUserClient() {
-    close();
-}
+VfioUserClient::VfioUserClient(std::shared_ptr<Impl> impl)
+    : RemoteClient(impl), impl_(impl.get()) {}
 
 Result<std::unique_ptr<VfioUserClient>> VfioUserClient::open(VfioUserClientSettings settings) {
     if (settings.label.empty()) settings.label = "vfio-user:" + settings.socket_path;
     if (settings.timeout.count() <= 0)
         return failf("{}: the timeout must be positive", settings.label);
-    auto impl = std::make_shared<Impl>(std::move(settings));
-    if (auto r = impl->start(); !r) {
-        impl->close();
-        return fail(r.error());
-    }
+    POTEMKIN_TRY_ASSIGN(auto impl, hostdev::start_remote_state<Impl>(std::move(settings)));
     return std::unique_ptr<VfioUserClient>(new VfioUserClient(std::move(impl)));
 }
 
-Result<hostdev::DeviceInfo> VfioUserClient::info() {
-    return impl_->info();
-}
-Result<hostdev::RegionInfo> VfioUserClient::region_info(uint32_t index) {
-    return impl_->region_info(index);
-}
-Result<void> VfioUserClient::config_read(uint32_t offset, std::span<uint8_t> out) {
-    return impl_->read(hostdev::kConfigRegion, offset, out);
-}
-Result<void> VfioUserClient::config_write(uint32_t offset, std::span<const uint8_t> in) {
-    return impl_->write(hostdev::kConfigRegion, offset, in);
-}
-Result<void> VfioUserClient::region_read(uint32_t index, uint64_t offset, std::span<uint8_t> out) {
-    return impl_->read(index, offset, out);
-}
-Result<void> VfioUserClient::region_write(uint32_t index, uint64_t offset,
-                                          std::span<const uint8_t> in) {
-    return impl_->write(index, offset, in);
-}
-Result<void> VfioUserClient::set_irqs(hostdev::IrqKind kind, uint32_t count) {
-    return impl_->set_irqs(kind, count);
-}
-Result<void> VfioUserClient::ack_intx() {
-    return impl_->ack_intx();
-}
-Result<void> VfioUserClient::reset() {
-    return impl_->reset();
-}
-void VfioUserClient::close() {
-    if (impl_) impl_->close();
-}
 VfioUserCaps VfioUserClient::caps() const {
     return impl_->caps();
 }

@@ -41,23 +41,31 @@ Result<UniqueFd> connect_unix(const std::string& path, std::chrono::milliseconds
 
 // Locks, taken in this order when nested: io_mu_ (the socket: one exchange at a time), then the
 // link's inbox lock. Engine-thread-only state has no lock; the poll thread never touches it.
-class VfioUserClient::Impl final : public std::enable_shared_from_this<Impl>,
+class VfioUserClient::Impl final : public hostdev::HostDevice,
+                                   public std::enable_shared_from_this<Impl>,
                                    private hostdev::RemoteTransport {
   public:
     explicit Impl(VfioUserClientSettings s);
-    ~Impl() { link_.stop_polling(); }
+    ~Impl() override { link_.stop_polling(); }
 
     Result<void> start();
-    void close();
 
     // ---- HostDevice calls (engine thread; client.cpp) ----
-    Result<hostdev::DeviceInfo> info();
-    Result<hostdev::RegionInfo> region_info(uint32_t index);
-    Result<void> read(uint32_t region, uint64_t offset, std::span<uint8_t> out);
-    Result<void> write(uint32_t region, uint64_t offset, std::span<const uint8_t> in);
-    Result<void> set_irqs(hostdev::IrqKind kind, uint32_t count);
-    Result<void> ack_intx();
-    Result<void> reset();
+    Result<hostdev::DeviceInfo> info() override;
+    Result<hostdev::RegionInfo> region_info(uint32_t index) override;
+    Result<void> config_read(uint32_t offset, std::span<uint8_t> out) override {
+        return region_read(hostdev::kConfigRegion, offset, out);
+    }
+    Result<void> config_write(uint32_t offset, std::span<const uint8_t> in) override {
+        return region_write(hostdev::kConfigRegion, offset, in);
+    }
+    Result<void> region_read(uint32_t region, uint64_t offset, std::span<uint8_t> out) override;
+    Result<void> region_write(uint32_t region, uint64_t offset,
+                              std::span<const uint8_t> in) override;
+    Result<void> set_irqs(hostdev::IrqKind kind, uint32_t count) override;
+    Result<void> ack_intx() override;
+    Result<void> reset() override;
+    void close() override;
     void poll_events() { link_.drain(); }
 
     VfioUserCaps caps() const {
