@@ -768,15 +768,10 @@ TEST(MpqemuClient, TransportsAreRegisteredWithTheirParameters) {
 }  // namespace
 }  // namespace potemkin
 
-// Counts allocations for GuestAccessesMakeNoHeapAllocation; otherwise the default behaviour.
+// Counts allocations for GuestAccessesMakeNoHeapAllocation; otherwise the default behaviour (and
+// the default operator delete, which frees what malloc gave).
 void* operator new(std::size_t n) {
     if (potemkin::t_count_allocations) ++potemkin::t_allocations;
     if (void* p = std::malloc(n != 0 ? n : 1)) return p;
     throw std::bad_alloc();
-}
-void operator delete(void* p) noexcept {
-    std::free(p);
-}
-void operator delete(void* p, std::size_t) noexcept {
-    std::free(p);
 }
