@@ -233,7 +233,9 @@ void RemoteLink::poll_loop() {
                        std::strerror(errno));
             return;
         }
-        if ((p[0].revents & POLLIN) != 0) (void)consume_eventfd(wake_fd_.get());
+        // Woken: the count only had to wake this thread, what changed is looked at below.
+        if ((p[0].revents & POLLIN) != 0 && !consume_eventfd(wake_fd_.get()))
+            log::debug("{}: the wake eventfd was emptied by someone else", s_.label);
         if (p[1].revents != 0) {
             bool post_now = false;
             {

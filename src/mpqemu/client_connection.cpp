@@ -197,8 +197,11 @@ void MpqemuClient::Impl::adopt(UniqueFd sock, std::unique_ptr<QemuProcess> proce
         else
             lose_locked(r.error().message);  // reported once: the loss before was
     }
-    if (old) old->terminate();  // reaps the dead one
-    link_.wake();               // a new socket to watch
+    if (old) {
+        const int st = old->terminate();  // reaps the dead one
+        log::debug("{}: the old qemu ended (wait status {:#x})", s_.label, st);
+    }
+    link_.wake();  // a new socket to watch
     if (!r) {
         log::warn("{}: the new remote could not be set up, retrying: {}", s_.label,
                   r.error().message);
