@@ -19,6 +19,7 @@
 #include <new>
 #include <thread>
 
+#include "../support/alloc_counter.hpp"
 #include "mpqemu/client.hpp"
 #include "mpqemu/protocol.hpp"
 #include "mpqemu/qemu_process.hpp"
@@ -29,10 +30,6 @@ namespace {
 
 namespace mq = mpqemu;
 using namespace std::chrono_literals;
-
-// Heap allocations this thread made while counting (see operator new at the end).
-thread_local bool t_count_allocations = false;
-thread_local size_t t_allocations = 0;
 
 struct Frame {
     mq::Cmd cmd = mq::Cmd::ret;
@@ -670,8 +667,8 @@ TEST(MpqemuClient, RespawnSetsUpTheNewRemoteAndReplaysConfig) {
     client.close();
 }
 
-// The guest access path (a BAR read or write) costs the exchange and nothing else: counted
-// with the replaced operator new below, on this thread only (the fake remote allocates freely).
+// The guest access path (a BAR read or write) costs the exchange and nothing else: counted on
+// this thread only (the fake remote allocates freely).
 TEST(MpqemuClient, GuestAccessesMakeNoHeapAllocation) {
     Fixture f;
     ASSERT_TRUE(f.client);
@@ -680,16 +677,18 @@ TEST(MpqemuClient, GuestAccessesMakeNoHeapAllocation) {
     ASSERT_TRUE(c.region_read(0, 0, b));  // the reused reply buffer has its size from now on
     ASSERT_TRUE(c.region_write(0, 4, b));
     bool all_ok = true;
-    t_allocations = 0;
-    t_count_allocations = true;
-    for (int i = 0; i < 100; ++i) {
-        all_ok = static_cast<bool>(c.region_read(0, 0, b)) && all_ok;
-        all_ok = static_cast<bool>(c.region_write(0, 4, b)) && all_ok;
-        all_ok = static_cast<bool>(c.region_read(2, 0, std::span(b, 2))) && all_ok;
+    size_t allocations = 0;
+    {
+        testing::CountAllocations counting;
+        for (int i = 0; i < 100; ++i) {
+            all_ok = static_cast<bool>(c.region_read(0, 0, b)) && all_ok;
+            all_ok = static_cast<bool>(c.region_write(0, 4, b)) && all_ok;
+            all_ok = static_cast<bool>(c.region_read(2, 0, std::span(b, 2))) && all_ok;
+        }
+        allocations = counting.count();
     }
-    t_count_allocations = false;
     EXPECT_TRUE(all_ok);
-    EXPECT_EQ(t_allocations, 0u);
+    EXPECT_EQ(allocations, 0u);
     EXPECT_EQ(f.remote.fatal(), "");
 }
 
@@ -767,11 +766,3 @@ TEST(MpqemuClient, TransportsAreRegisteredWithTheirParameters) {
 
 }  // namespace
 }  // namespace potemkin
-
-// Counts allocations for GuestAccessesMakeNoHeapAllocation; otherwise the default behaviour (and
-// the default operator delete, which frees what malloc gave).
-void* operator new(std::size_t n) {
-    if (potemkin::t_count_allocations) ++potemkin::t_allocations;
-    if (void* p = std::malloc(n != 0 ? n : 1)) return p;
-    throw std::bad_alloc();
-}
