@@ -5,7 +5,8 @@
 // front-end's config, region, interrupt and reset calls as messages.
 //
 // Threading. Every HostDevice call comes from one thread (the VM's engine thread). A background
-// thread, the "poll thread", watches the interrupt eventfds, the idle socket (server-initiated
+// thread, the remote link's "poll thread" (hostdev/remote_link.hpp, shared with the mpqemu
+// client), watches the interrupt eventfds, the idle socket (server-initiated
 // DMA_READ/DMA_WRITE, hang-ups) and, while the server is gone, the socket path. It never calls
 // HostDeviceEvents itself: what it finds goes into an inbox that runs on the engine thread,
 // either through OpenContext::post (the machine's post) or, without one, at the start of the
