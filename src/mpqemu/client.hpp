@@ -41,6 +41,7 @@
 
 #include "common/unique_fd.hpp"
 #include "hostdev/host_device.hpp"
+#include "hostdev/remote_client.hpp"
 #include "vm/guest_memory.hpp"
 
 namespace potemkin::mpqemu {
@@ -77,27 +78,13 @@ struct MpqemuBar {
     uint64_t base = 0;  // where the client placed it in the remote
 };
 
-class MpqemuClient final : public hostdev::HostDevice {
+// The HostDevice calls are hostdev::RemoteClient's; the requests they become, client.cpp's.
+// ack_intx(), called on the guest's EOI for this device's INTx (and safe to call any time),
+// deasserts the line locally and writes the resamplefd, so the remote fires the irqfd again if
+// the device still holds its line.
+class MpqemuClient final : public hostdev::RemoteClient {
   public:
     static Result<std::unique_ptr<MpqemuClient>> open(MpqemuClientSettings settings);
-    ~MpqemuClient() override;
-    MpqemuClient(const MpqemuClient&) = delete;
-    MpqemuClient& operator=(const MpqemuClient&) = delete;
-
-    Result<hostdev::DeviceInfo> info() override;
-    Result<hostdev::RegionInfo> region_info(uint32_t index) override;
-    Result<void> config_read(uint32_t offset, std::span<uint8_t> out) override;
-    Result<void> config_write(uint32_t offset, std::span<const uint8_t> in) override;
-    Result<void> region_read(uint32_t index, uint64_t offset, std::span<uint8_t> out) override;
-    Result<void> region_write(uint32_t index, uint64_t offset,
-                              std::span<const uint8_t> in) override;
-    Result<void> set_irqs(hostdev::IrqKind kind, uint32_t count) override;
-    // Contract: called on the guest's EOI for this device's INTx (and safe to call any time):
-    // deasserts the line locally and writes the resamplefd, so the remote fires the irqfd again
-    // if the device still holds its line.
-    Result<void> ack_intx() override;
-    Result<void> reset() override;
-    void close() override;
 
     // ---- Introspection (tests) ----
     bool connected() const;
@@ -107,11 +94,11 @@ class MpqemuClient final : public hostdev::HostDevice {
     // Runs what the interrupt thread queued, on the calling thread. Only needed without `post`.
     void poll_events();
 
-    class Impl;
+    class Impl;  // shared with the poll thread; client_impl.hpp
 
   private:
     explicit MpqemuClient(std::shared_ptr<Impl> impl);
-    std::shared_ptr<Impl> impl_;
+    Impl* impl_;  // owned by RemoteClient
 };
 
 // Parsed `qemu:` URL path: "DEVICE[,k=v...]".

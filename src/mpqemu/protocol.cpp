@@ -208,6 +208,13 @@ Result<void> send_raw(int sock, std::span<const uint8_t> bytes, std::span<const 
 
 Result<Message> recv_message(int sock, const RecvOptions& options) {
     Message m;
+    POTEMKIN_TRY(recv_message(sock, m, options));
+    return m;
+}
+
+Result<void> recv_message(int sock, Message& m, const RecvOptions& options) {
+    m.payload.clear();
+    m.fds.clear();
     // The header, and room for read_ahead payload bytes received in the same recvmsg.
     uint8_t buf[kHeaderSize + kMaxPayload]{};
     const size_t want = kHeaderSize + std::min(options.read_ahead, kMaxPayload);
@@ -269,7 +276,7 @@ Result<Message> recv_message(int sock, const RecvOptions& options) {
         POTEMKIN_TRY(hostdev::recv_exact(sock, std::span<uint8_t>(m.payload).subspan(have),
                                          options.timeout_ms, command_name(m.cmd) + " payload"));
     POTEMKIN_TRY(validate(m));
-    return m;
+    return ok();
 }
 
 }  // namespace potemkin::mpqemu

@@ -121,5 +121,8 @@ struct RecvOptions {
 // ETIMEDOUT on timeout, EPROTO for a frame that breaks the rules (size > 192, too many fds,
 // a field mpqemu_msg_valid rejects); after any of them the stream cannot be trusted.
 Result<Message> recv_message(int sock, const RecvOptions& options = {});
+// The same into `out`, whose vectors keep their capacity: a reused Message costs no allocation
+// (the client's per-access reply).
+Result<void> recv_message(int sock, Message& out, const RecvOptions& options = {});
 
 }  // namespace potemkin::mpqemu

@@ -5,7 +5,8 @@
 // front-end's config, region, interrupt and reset calls as messages.
 //
 // Threading. Every HostDevice call comes from one thread (the VM's engine thread). A background
-// thread, the "poll thread", watches the interrupt eventfds, the idle socket (server-initiated
+// thread, the remote link's "poll thread" (hostdev/remote_link.hpp, shared with the mpqemu
+// client), watches the interrupt eventfds, the idle socket (server-initiated
 // DMA_READ/DMA_WRITE, hang-ups) and, while the server is gone, the socket path. It never calls
 // HostDeviceEvents itself: what it finds goes into an inbox that runs on the engine thread,
 // either through OpenContext::post (the machine's post) or, without one, at the start of the
@@ -35,6 +36,7 @@
 #include <string>
 
 #include "hostdev/host_device.hpp"
+#include "hostdev/remote_client.hpp"
 #include "vm/guest_memory.hpp"
 
 namespace potemkin::vfio_user {
@@ -68,26 +70,12 @@ struct VfioUserCaps {
     uint32_t max_dma_maps = 65535;
 };
 
-class VfioUserClient final : public hostdev::HostDevice {
+// The HostDevice calls are hostdev::RemoteClient's; the requests they become, client.cpp's.
+class VfioUserClient final : public hostdev::RemoteClient {
   public:
     // Connects, negotiates and sets the device up (DMA maps, INTx eventfd). Errors name the
     // label and what failed.
     static Result<std::unique_ptr<VfioUserClient>> open(VfioUserClientSettings settings);
-    ~VfioUserClient() override;
-    VfioUserClient(const VfioUserClient&) = delete;
-    VfioUserClient& operator=(const VfioUserClient&) = delete;
-
-    Result<hostdev::DeviceInfo> info() override;
-    Result<hostdev::RegionInfo> region_info(uint32_t index) override;
-    Result<void> config_read(uint32_t offset, std::span<uint8_t> out) override;
-    Result<void> config_write(uint32_t offset, std::span<const uint8_t> in) override;
-    Result<void> region_read(uint32_t index, uint64_t offset, std::span<uint8_t> out) override;
-    Result<void> region_write(uint32_t index, uint64_t offset,
-                              std::span<const uint8_t> in) override;
-    Result<void> set_irqs(hostdev::IrqKind kind, uint32_t count) override;
-    Result<void> ack_intx() override;
-    Result<void> reset() override;
-    void close() override;
 
     // ---- Introspection (tests, probe) ------------------------------------------------------
     VfioUserCaps caps() const;
@@ -96,11 +84,11 @@ class VfioUserClient final : public hostdev::HostDevice {
     // Runs what the poll thread queued, on the calling thread. Only needed without `post`.
     void poll_events();
 
-    class Impl;  // shared with the poll thread; defined in the .cpp
+    class Impl;  // shared with the poll thread; client_impl.hpp
 
   private:
     explicit VfioUserClient(std::shared_ptr<Impl> impl);
-    std::shared_ptr<Impl> impl_;
+    Impl* impl_;  // owned by RemoteClient
 };
 
 // Register scheme "vfio-user": path = the socket; parameters timeout_ms=N (reply timeout,

@@ -12,11 +12,14 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <mutex>
+#include <new>
 #include <thread>
 
+#include "../support/alloc_counter.hpp"
 #include "mpqemu/client.hpp"
 #include "mpqemu/protocol.hpp"
 #include "mpqemu/qemu_process.hpp"
@@ -662,6 +665,31 @@ TEST(MpqemuClient, RespawnSetsUpTheNewRemoteAndReplaysConfig) {
     }
     EXPECT_EQ(read_bar(client, 0, 0, 4, true), client.bar(0).base & 0xFFFFFFFF);
     client.close();
+}
+
+// The guest access path (a BAR read or write) costs the exchange and nothing else: counted on
+// this thread only (the fake remote allocates freely).
+TEST(MpqemuClient, GuestAccessesMakeNoHeapAllocation) {
+    Fixture f;
+    ASSERT_TRUE(f.client);
+    auto& c = *f.client;
+    uint8_t b[4] = {1, 2, 3, 4};
+    ASSERT_TRUE(c.region_read(0, 0, b));  // the reused reply buffer has its size from now on
+    ASSERT_TRUE(c.region_write(0, 4, b));
+    bool all_ok = true;
+    size_t allocations = 0;
+    {
+        testing::CountAllocations counting;
+        for (int i = 0; i < 100; ++i) {
+            all_ok = static_cast<bool>(c.region_read(0, 0, b)) && all_ok;
+            all_ok = static_cast<bool>(c.region_write(0, 4, b)) && all_ok;
+            all_ok = static_cast<bool>(c.region_read(2, 0, std::span(b, 2))) && all_ok;
+        }
+        allocations = counting.count();
+    }
+    EXPECT_TRUE(all_ok);
+    EXPECT_EQ(allocations, 0u);
+    EXPECT_EQ(f.remote.fatal(), "");
 }
 
 TEST(MpqemuClient, AnythingButRetLosesTheConnection) {

@@ -16,6 +16,7 @@
 #include <mutex>
 #include <thread>
 
+#include "../support/alloc_counter.hpp"
 #include "vfio_user/client.hpp"
 #include "vfio_user/protocol.hpp"
 #include "vfio_user/socket.hpp"
@@ -355,6 +356,27 @@ TEST(VfioUserClient, NegotiatesAndDescribesTheDevice) {
     EXPECT_EQ(id, (std::array<uint8_t, 4>{0x34, 0x12, 0xe8, 0x11}));
     // The INTx eventfd was installed at open.
     EXPECT_GE(server.intx_fd(), 0);
+}
+
+// The guest read path: one sendmsg, one recvmsg into the reused reply, nothing allocated on
+// this thread (the fake server allocates freely).
+TEST(VfioUserClient, RegionReadsMakeNoHeapAllocation) {
+    FakeServer server;
+    Events ev;
+    auto d = open_url("vfio-user:" + server.path(), ev);
+    ASSERT_TRUE(d) << d.error().message;
+    std::array<uint8_t, 4> buf{};
+    ASSERT_TRUE((*d)->region_read(0, 0, buf));  // the reader's buffer has its size from now on
+    bool all_ok = true;
+    size_t allocations = 0;
+    {
+        testing::CountAllocations counting;
+        for (int i = 0; i < 100; ++i)
+            all_ok = static_cast<bool>((*d)->region_read(0, 0, buf)) && all_ok;
+        allocations = counting.count();
+    }
+    EXPECT_TRUE(all_ok);
+    EXPECT_EQ(allocations, 0u);
 }
 
 TEST(VfioUserClient, ErrorReplyCarriesTheServersErrno) {

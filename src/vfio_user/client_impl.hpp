@@ -1,0 +1,169 @@
+// The vfio-user client's state, shared by the files it is split into (private to src/vfio_user):
+//   client_connection.cpp  connecting, one request/reply exchange, serving the server's DMA
+//                          requests, loss, the poll thread's view of the socket, reconnecting;
+//   client_setup.cpp       what a fresh connection needs: VERSION, DMA maps, IRQ eventfds,
+//                          the guest's config writes replayed;
+//   client.cpp             the HostDevice adapter (what the front-end calls);
+//   client_url.cpp         the "vfio-user:" URL and its registration.
+// The inbox, the poll thread, the eventfd set, loss reporting, the config replay log and the
+// external source are the remote link's (hostdev/remote_link.hpp).
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <utility>
+#include <vector>
+
+#include "hostdev/config_log.hpp"
+#include "hostdev/remote_link.hpp"
+#include "hostdev/what.hpp"
+#include "vfio_user/client.hpp"
+#include "vfio_user/protocol.hpp"
+#include "vfio_user/socket.hpp"
+
+namespace potemkin::vfio_user {
+
+using hostdev::What;
+
+// What this client can take in one message: fds it makes room for, and data per transfer.
+inline constexpr uint32_t kOurMaxMsgFds = 16;
+inline constexpr uint32_t kOurMaxDataXfer = kDefaultMaxDataXferSize;
+
+// "INTx", "MSI", "MSI-X" for VFIO's interrupt index.
+const char* irq_name(uint32_t index);
+
+// A blocking AF_UNIX stream connection to `path` whose sends and receives time out after
+// `timeout` (the reply wait depends on it). Errors name the path.
+Result<UniqueFd> connect_unix(const std::string& path, std::chrono::milliseconds timeout);
+
+// Locks, taken in this order when nested: io_mu_ (the socket: one exchange at a time), then the
+// link's inbox lock. Engine-thread-only state has no lock; the poll thread never touches it.
+class VfioUserClient::Impl final : public hostdev::HostDevice,
+                                   public std::enable_shared_from_this<Impl>,
+                                   private hostdev::RemoteTransport {
+  public:
+    explicit Impl(VfioUserClientSettings s);
+    ~Impl() override { link_.stop_polling(); }
+
+    Result<void> start();
+
+    // ---- HostDevice calls (engine thread; client.cpp) ----
+    Result<hostdev::DeviceInfo> info() override;
+    Result<hostdev::RegionInfo> region_info(uint32_t index) override;
+    Result<void> config_read(uint32_t offset, std::span<uint8_t> out) override {
+        return region_read(hostdev::kConfigRegion, offset, out);
+    }
+    Result<void> config_write(uint32_t offset, std::span<const uint8_t> in) override {
+        return region_write(hostdev::kConfigRegion, offset, in);
+    }
+    Result<void> region_read(uint32_t region, uint64_t offset, std::span<uint8_t> out) override;
+    Result<void> region_write(uint32_t region, uint64_t offset,
+                              std::span<const uint8_t> in) override;
+    Result<void> set_irqs(hostdev::IrqKind kind, uint32_t count) override;
+    Result<void> ack_intx() override;
+    Result<void> reset() override;
+    void close() override;
+    void poll_events() { link_.drain(); }
+
+    VfioUserCaps caps() const {
+        std::lock_guard lk(io_mu_);
+        return caps_;
+    }
+    bool connected() const { return link_.up(); }
+    uint64_t reconnects() const { return reconnects_.load(); }
+
+  private:
+    struct Reply {
+        Header header;
+        std::vector<uint8_t> payload;
+        std::vector<UniqueFd> fds;
+    };
+
+    // ---- Messages (client_connection.cpp) ----
+    // A request and its reply, then the interrupts it raised (the server writes the eventfd
+    // before it replies) delivered before the guest's next instruction.
+    Result<Reply> request(Command cmd, std::span<const uint8_t> payload, std::span<const int> fds,
+                          What what);
+    Result<Reply> request_locked(Command cmd, std::span<const uint8_t> payload,
+                                 std::span<const int> fds, What what);
+    // One request and its reply: the reply stays in rx_ (valid until the next exchange), so
+    // the per-access path allocates nothing.
+    Result<const Message*> exchange_locked(Command cmd,
+                                           std::span<const std::span<const uint8_t>> payload,
+                                           std::span<const int> fds, What what);
+    void serve_buffered_locked();
+    RecvOptions recv_options() const;
+    void serve_locked(const Message& m);
+    void serve_later(std::shared_ptr<Message> m, uint64_t generation);
+    Error gone_error(What what) const;
+    void lose_locked(const std::string& why, bool report);
+    // The poll thread's side (hostdev::RemoteTransport).
+    Watch connection_watch() override;
+    void connection_event(const Watch& watched, short revents) override;
+    std::function<void()> try_restore() override;
+
+    // ---- Setup (client_setup.cpp) ----
+    Result<void> setup(UniqueFd sock, bool first);
+    Result<void> setup_locked(bool first);
+    Result<void> negotiate_locked();
+    Result<void> map_dma_locked();
+    Result<void> unmap_dma_locked();
+    Result<void> query_irqs_locked();
+    Result<void> apply_irqs_locked();
+    Result<void> irq_trigger_locked(uint32_t index, uint32_t count);
+    Result<void> replay_config_locked();
+    void adopt(UniqueFd sock);
+
+    // ---- Interrupts (client.cpp) ----
+    void deliver_intx();
+    void deliver_msi(unsigned vector);
+    Result<void> drop_intx_and_unmask();
+
+    VfioUserClientSettings s_;
+    hostdev::RemoteLink link_;
+
+    // Socket and what was negotiated on it (io_mu_).
+    mutable std::mutex io_mu_;
+    UniqueFd sock_;
+    MessageReader reader_;  // sock_'s incoming bytes
+    Message rx_;            // the last reply exchange_locked received
+    uint16_t next_id_ = 0;
+    VfioUserCaps caps_;
+    DeviceInfo device_;
+    std::array<uint32_t, 3> irq_counts_{};  // INTx, MSI, MSI-X vectors the device has
+    std::array<bool, 3> armed_{};           // which kinds have eventfds on the server now
+    std::vector<std::pair<uint64_t, uint64_t>> dma_maps_;  // (iova, size) mapped
+    // Some RAM is not mapped with an fd, so the server may send DMA_READ/DMA_WRITE.
+    std::atomic<bool> dma_by_message_{true};
+    bool in_setup_ = false;
+    std::atomic<uint64_t> generation_{0};
+    std::atomic<int> watch_fd_{-1};
+    // A request is waiting for its reply (set by exchange_locked), and how many were made: the
+    // poll thread stops watching the socket for data while requests come and go, so that their
+    // replies do not wake it (the requesting thread reads them itself).
+    std::atomic<bool> in_flight_{false};
+    std::atomic<uint64_t> requests_{0};
+    std::atomic<uint64_t> reconnects_{0};
+
+    // The interrupt eventfds (io_mu_ to add; the link watches them). Never closed before
+    // close(): the poll thread may be polling them, and a closed number could be reused.
+    UniqueFd intx_fd_;
+    std::vector<UniqueFd> vector_fds_;
+
+    // Poll thread only: requests are under way, so the socket's data is their replies, not
+    // for the poll thread; it watches hang-ups only and looks again every millisecond.
+    bool quiet_ = false;
+    uint64_t seen_requests_ = 0;
+    uint64_t watched_generation_ = 0;
+
+    // Engine thread only.
+    hostdev::IrqKind irq_kind_ = hostdev::IrqKind::intx;
+    uint32_t irq_count_ = 1;
+    hostdev::ConfigLog config_log_;
+    std::array<UniqueFd, hostdev::kPciRegionCount> region_fds_;
+};
+
+}  // namespace potemkin::vfio_user
