@@ -289,7 +289,17 @@ Result<void> VfioUserClient::Impl::reset() {
     config_log_.clear();
     link_.deassert_intx();
     if (!r) return fail(r.error());
-    return ok();
+    // A reset device is in INTx mode (HostDevice contract), whatever the guest had enabled:
+    // arm INTx again as at open, or its line would reach nobody until the front-end chose.
+    irq_kind_ = hostdev::IrqKind::intx;
+    irq_count_ = 1;
+    Result<void> armed = [&] {
+        std::lock_guard lk(io_mu_);
+        if (!link_.up()) return ok();
+        return apply_irqs_locked();
+    }();
+    link_.drain();
+    return armed;
 }
 
 // ---- VfioUserClient: the public shell over the shared state ----------------------------------

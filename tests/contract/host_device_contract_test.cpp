@@ -543,16 +543,9 @@ TEST_P(HostDeviceContract, ResetDeassertsTheLine) {
 }
 
 // host_device.hpp: reset() leaves the device "in INTx mode". The front-end must not need to
-// call set_irqs(intx) after it for INTx to work (PciFront does, as a workaround).
+// call set_irqs(intx) after it for INTx to work.
 TEST_P(HostDeviceContract, ResetReturnsToIntxMode) {
     if (traits_.no_msi != nullptr) GTEST_SKIP() << traits_.no_msi;
-    if (GetParam().kind == TransportKind::vfio_user) {
-        GTEST_SKIP() << "bug: vfio_user::VfioUserClient::reset() keeps the interrupt kind the "
-                        "guest chose (irq_kind_ = MSI) and the INTx eventfd it disarmed when MSI "
-                        "was enabled, while the server is back in INTx mode: an INTx the device "
-                        "raises after the reset never reaches HostDeviceEvents::intx() (until "
-                        "the front-end calls set_irqs(intx) itself)";
-    }
     ASSERT_TRUE(dev_->set_irqs(IrqKind::msi, M::kVectors));
     ASSERT_TRUE(dev_->reset());
     // After the reset the device is in INTx mode: its line works, its doorbell sends nothing.
