@@ -35,8 +35,9 @@ Result<void> MpqemuClient::Impl::probe_bars_locked() {
         return v;
     };
     bars_ = {};
-    for (uint32_t i = 0; i < kBarSlots; ++i) {
-        POTEMKIN_TRY_ASSIGN(const uint32_t v, size_register(kBarOffset + 4 * i, 0xFFFF'FFFFu));
+    for (uint32_t i = 0; i < pci::kBarCount; ++i) {
+        POTEMKIN_TRY_ASSIGN(const uint32_t v,
+                            size_register(pci::reg::bar(static_cast<int>(i)), 0xFFFF'FFFFu));
         MpqemuBar& b = bars_[i];
         if (v == 0) continue;
         const auto decoded = pci::decode_bar_register(v);
@@ -49,9 +50,10 @@ Result<void> MpqemuClient::Impl::probe_bars_locked() {
         b.prefetchable = decoded->prefetchable;
         uint32_t high = 0;
         if (decoded->kind == pci::BarKind::mem64) {
-            if (i + 1 >= kBarSlots)
+            if (i + 1 >= pci::kBarCount)
                 return failf("{}: BAR5 claims to be the low half of a 64-bit BAR", s_.label);
-            POTEMKIN_TRY_ASSIGN(high, size_register(kBarOffset + 4 * (i + 1), 0xFFFF'FFFFu));
+            POTEMKIN_TRY_ASSIGN(
+                high, size_register(pci::reg::bar(static_cast<int>(i) + 1), 0xFFFF'FFFFu));
         }
         b.size = pci::bar_size_from_readback(*decoded, v, high);
         if (decoded->kind == pci::BarKind::mem64) ++i;  // the upper slot stays absent
@@ -60,10 +62,10 @@ Result<void> MpqemuClient::Impl::probe_bars_locked() {
             b = {};
         }
     }
-    POTEMKIN_TRY_ASSIGN(const uint32_t rom, size_register(kRomOffset, kRomAddressMask));
-    if ((rom & kRomAddressMask) != 0) {
+    POTEMKIN_TRY_ASSIGN(const uint32_t rom, size_register(pci::reg::kRomBar, pci::kRomAddressMask));
+    if ((rom & pci::kRomAddressMask) != 0) {
         bars_[hostdev::kRomRegion].kind = pci::BarKind::rom;
-        bars_[hostdev::kRomRegion].size = lowest_bit(rom & kRomAddressMask);
+        bars_[hostdev::kRomRegion].size = lowest_bit(rom & pci::kRomAddressMask);
     }
     return ok();
 }
@@ -94,14 +96,14 @@ Result<void> MpqemuClient::Impl::place_bars() {
             if (io > 0x1'0000)
                 return failf("{}: the I/O BARs do not fit below 64 KiB from {:#x}", s_.label,
                              s_.io_base);
-            decode_bits_ |= kCommandIo;
+            decode_bits_ |= pci::command::kIoSpace;
         } else {
             b.base = align_up(mem, b.size);
             mem = b.base + b.size;
             if (b.kind != pci::BarKind::mem64 && mem > (1ull << 32))
                 return failf("{}: {} ({:#x} bytes, 32-bit) does not fit below 4 GiB from {:#x}",
                              s_.label, hostdev::region_name(i), b.size, s_.mem_base);
-            decode_bits_ |= kCommandMemory;
+            decode_bits_ |= pci::command::kMemorySpace;
         }
     }
     return ok();
@@ -109,18 +111,19 @@ Result<void> MpqemuClient::Impl::place_bars() {
 
 // The layout into the remote's registers, and decode on (with the guest's other command bits).
 Result<void> MpqemuClient::Impl::program_bars_locked() {
-    for (uint32_t i = 0; i < kBarSlots; ++i) {
+    for (uint32_t i = 0; i < pci::kBarCount; ++i) {
         const MpqemuBar& b = bars_[i];
         if (b.size == 0) continue;
-        POTEMKIN_TRY(cfg_write_locked(kBarOffset + 4 * i, static_cast<uint32_t>(b.base), 4));
+        POTEMKIN_TRY(
+            cfg_write_locked(pci::reg::bar(static_cast<int>(i)), static_cast<uint32_t>(b.base), 4));
         if (b.kind == pci::BarKind::mem64)
-            POTEMKIN_TRY(
-                cfg_write_locked(kBarOffset + 4 * (i + 1), static_cast<uint32_t>(b.base >> 32), 4));
+            POTEMKIN_TRY(cfg_write_locked(pci::reg::bar(static_cast<int>(i) + 1),
+                                          static_cast<uint32_t>(b.base >> 32), 4));
     }
     const MpqemuBar& rom = bars_[hostdev::kRomRegion];
     if (rom.size != 0)
-        POTEMKIN_TRY(cfg_write_locked(kRomOffset, static_cast<uint32_t>(rom.base) | 1u, 4));
-    return cfg_write_locked(kCommandOffset, guest_command_ | decode_bits_, 2);
+        POTEMKIN_TRY(cfg_write_locked(pci::reg::kRomBar, static_cast<uint32_t>(rom.base) | 1u, 4));
+    return cfg_write_locked(pci::reg::kCommand, guest_command_ | decode_bits_, 2);
 }
 
 }  // namespace potemkin::mpqemu

@@ -30,8 +30,8 @@ uint32_t chunk_size(uint64_t at, uint64_t left, uint32_t max) {
 }
 
 bool is_bar_register(uint32_t offset) {
-    return (offset >= kBarOffset && offset < kBarOffset + 4 * kBarSlots) ||
-           (offset >= kRomOffset && offset < kRomOffset + 4);
+    return (offset >= pci::reg::kBar0 && offset < pci::reg::bar(pci::kBarCount)) ||
+           (offset >= pci::reg::kRomBar && offset < pci::reg::kRomBar + 4);
 }
 
 hostdev::RemoteLinkSettings link_settings(const MpqemuClientSettings& s) {
@@ -182,13 +182,14 @@ Result<void> MpqemuClient::Impl::config_write(uint32_t offset, std::span<const u
             // in the front-end.
             forward[i] = false;
             record_run();
-        } else if (at == kCommandOffset || at == kCommandOffset + 1) {
-            const unsigned shift = 8 * (at - kCommandOffset);
+        } else if (at == pci::reg::kCommand || at == pci::reg::kCommand + 1) {
+            const unsigned shift = 8 * (at - pci::reg::kCommand);
             guest_command_ = static_cast<uint16_t>((guest_command_ & ~(0xFFu << shift)) |
                                                    (uint32_t{bytes[i]} << shift));
             bytes[i] = static_cast<uint8_t>(bytes[i] | (decode_bits_ >> shift));
             record_run();  // replayed through program_bars_locked with the decode bits
-        } else if (at != kCommandOffset + 2 && at != kCommandOffset + 3 && at + 4 <= kConfigSize) {
+        } else if (at != pci::reg::kCommand + 2 && at != pci::reg::kCommand + 3 &&
+                   at + 4 <= kConfigSize) {
             // Not status (W1C: replaying it would clear bits).
             if (run_len == 0) run_start = i;
             ++run_len;

@@ -149,7 +149,7 @@ Result<void> MpqemuClient::Impl::setup_locked() {
     POTEMKIN_TRY(sync_sysmem_locked());
     POTEMKIN_TRY(set_irqfd_locked());
     // Decode off while the BARs are sized (the remote may come from someone else's use).
-    POTEMKIN_TRY(cfg_write_locked(kCommandOffset, 0, 2));
+    POTEMKIN_TRY(cfg_write_locked(pci::reg::kCommand, 0, 2));
     POTEMKIN_TRY(probe_bars_locked());
     POTEMKIN_TRY(place_bars());
     POTEMKIN_TRY(program_bars_locked());

@@ -21,19 +21,14 @@
 #include "mpqemu/client.hpp"
 #include "mpqemu/protocol.hpp"
 #include "mpqemu/qemu_process.hpp"
+#include "pci/bar.hpp"
+#include "pci/registers.hpp"
 
 namespace potemkin::mpqemu {
 
 using hostdev::What;
 
 inline constexpr uint32_t kConfigSize = kConventionalConfigSize;  // 256
-inline constexpr uint32_t kCommandOffset = 0x04;
-inline constexpr uint32_t kBarOffset = 0x10;
-inline constexpr uint32_t kRomOffset = 0x30;
-inline constexpr uint32_t kRomAddressMask = 0xFFFF'F800u;
-inline constexpr uint16_t kCommandIo = 1u << 0;
-inline constexpr uint16_t kCommandMemory = 1u << 1;
-inline constexpr uint32_t kBarSlots = 6;
 
 // Locks: io_mu_ (the socket: one request/reply at a time) before the link's inbox lock.
 // Engine-thread-only state has no lock; the poll thread never touches it.

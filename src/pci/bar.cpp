@@ -20,7 +20,6 @@ constexpr uint32_t kMemType64 = 0x2;
 constexpr uint32_t kMemPrefetchable = 0x8;
 // Expansion ROM BAR (spec 3.0 section 6.2.5.2): bit 0 enable, 10:1 reserved, 31:11 address.
 constexpr uint32_t kRomEnable = 0x1;
-constexpr uint32_t kRomAddressMask = 0xFFFF'F800u;
 
 constexpr uint64_t k1M = 1ull << 20;
 constexpr uint64_t k4G = 1ull << 32;

@@ -24,6 +24,8 @@ namespace potemkin::pci {
 inline constexpr int kBarCount = 6;
 // Index used for the expansion ROM BAR wherever a BAR index is expected.
 inline constexpr int kRomBarIndex = 6;
+// The expansion ROM BAR's address bits (spec 3.0 section 6.2.5.2; bit 0 enables, 10:1 reserved).
+inline constexpr uint32_t kRomAddressMask = 0xFFFF'F800u;
 
 enum class BarKind : uint8_t {
     io,     // I/O space

@@ -7,8 +7,10 @@
 #include <algorithm>
 #include <cerrno>
 
+#include "common/bytes.hpp"
 #include "common/eventfd.hpp"
 #include "common/log.hpp"
+#include "pci/registers.hpp"
 #include "vfio_user/client_impl.hpp"
 
 namespace potemkin::vfio_user {
@@ -17,11 +19,6 @@ namespace {
 
 // Region info replies with capabilities are re-requested at their full size, up to this.
 constexpr uint32_t kMaxRegionInfoSize = 64 * 1024;
-
-uint32_t le32(std::span<const uint8_t> b, size_t off) {
-    return uint32_t{b[off]} | (uint32_t{b[off + 1]} << 8) | (uint32_t{b[off + 2]} << 16) |
-           (uint32_t{b[off + 3]} << 24);
-}
 
 hostdev::RemoteLinkSettings link_settings(const VfioUserClientSettings& s) {
     hostdev::RemoteLinkSettings l;
@@ -155,8 +152,8 @@ Result<hostdev::RegionInfo> VfioUserClient::Impl::region_info(uint32_t index) {
         // vfio-user describes a BAR's size, not its kind: that is in the BAR register itself,
         // which VFIO clients read from config space too.
         std::array<uint8_t, 4> bar{};
-        POTEMKIN_TRY(config_read(0x10 + 4 * index, bar));
-        if (const auto decoded = pci::decode_bar_register(le32(bar, 0))) {
+        POTEMKIN_TRY(config_read(pci::reg::bar(static_cast<int>(index)), bar));
+        if (const auto decoded = pci::decode_bar_register(static_cast<uint32_t>(load_le(bar)))) {
             out.bar_kind = decoded->kind;
             out.prefetchable = decoded->prefetchable;
         }
