@@ -52,7 +52,9 @@ class UnicornEngine final : public CpuEngine {
     explicit UnicornEngine(const EngineSettings& s) : settings_(s) {}
     ~UnicornEngine() override {
         if (ctx_) uc_context_free(ctx_);
-        if (uc_) uc_close(uc_);
+        if (uc_)
+            if (auto e = uc_close(uc_); e != UC_ERR_OK)
+                log::error("unicorn: uc_close: {}", uc_strerror(e));
     }
 
     Result<void> open() {
@@ -112,7 +114,7 @@ class UnicornEngine final : public CpuEngine {
         }
         POTEMKIN_TRY(check(uc_mem_map_ptr(uc_, begin, size, UC_PROT_ALL, host), "map host memory"));
         direct_.push_back({begin, end});
-        uc_ctl_remove_cache(uc_, begin, end);
+        POTEMKIN_TRY(check(uc_ctl_remove_cache(uc_, begin, end), "drop translated code"));
         return ok();
     }
 
@@ -125,7 +127,7 @@ class UnicornEngine final : public CpuEngine {
                          size);
         POTEMKIN_TRY(check(uc_mem_unmap(uc_, begin, size), "unmap host memory"));
         direct_.erase(it);
-        uc_ctl_remove_cache(uc_, begin, end);
+        POTEMKIN_TRY(check(uc_ctl_remove_cache(uc_, begin, end), "drop translated code"));
         return ok();
     }
 
@@ -235,7 +237,10 @@ class UnicornEngine final : public CpuEngine {
     void set_interrupt_window(bool on) override { irq_window_ = on; }
 
     void invalidate_code(Gpa base, uint64_t size) override {
-        if (size) uc_ctl_remove_cache(uc_, base.value, base.value + size);
+        if (!size) return;
+        if (auto e = uc_ctl_remove_cache(uc_, base.value, base.value + size); e != UC_ERR_OK)
+            log::error("unicorn: dropping translated code at [{:#x}, +{:#x}): {}", base.value, size,
+                       uc_strerror(e));
     }
 
   private:

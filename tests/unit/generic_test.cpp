@@ -130,8 +130,8 @@ class GenericTest : public ::testing::Test {
                 fake.events = oc.events;
                 return std::unique_ptr<hostdev::HostDevice>(new FakeHost(fake));
             }));
-        devices::register_generic(classes, &transports);
-        devices::register_test_device(classes);
+        EXPECT_TRUE(devices::register_generic(classes, &transports));
+        EXPECT_TRUE(devices::register_test_device(classes));
     }
 
     // Parse and create; the error message, or "" on success.

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "cpu/cpu_engine.hpp"
+#include "cpu/engine_factory.hpp"
 
 using namespace potemkin;
 using namespace potemkin::cpu;
