@@ -5,7 +5,9 @@
 
 #include "cpu/bus_io.hpp"
 #include "cpu/engine_factory.hpp"
+#include "machine/machine.hpp"
 #include "vm/bus.hpp"
+#include "vm/config.hpp"
 
 using namespace potemkin;
 using namespace potemkin::cpu;
@@ -89,4 +91,20 @@ TEST(BusIo, ForwardsPortAndMmioAccessesToTheBuses) {
     // Where nothing decodes, reads are all-ones as on real hardware.
     EXPECT_EQ(cpu.port_in(0x700, 4), 0xffff'ffffu);
     EXPECT_EQ(cpu.mmio_read(0xe000'0000, 4), 0xffff'ffffu);
+}
+
+TEST(EngineFactory, MachineRefusesAnUnknownEngineBeforeCreatingAnything) {
+    // A device whose creation would fail: the engine error must come first.
+    auto doc = vm::ConfigDocument::load_string(
+        R"(<vm><memory>16</memory><devices><device class="NOPE" id="x"/></devices></vm>)",
+        "engine.xml");
+    ASSERT_TRUE(doc) << doc.error().message;
+    auto cfg = vm::parse_vm_config(*doc);
+    ASSERT_TRUE(cfg) << cfg.error().message;
+    machine::MachineSettings s;
+    s.config = std::move(*cfg);
+    s.engine = "kvn";
+    auto m = machine::Machine::create(std::move(s));
+    ASSERT_FALSE(m);
+    EXPECT_EQ(m.error().message, "unknown CPU engine 'kvn' (known: unicorn)");
 }

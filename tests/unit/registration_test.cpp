@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 
 #include "devices/builtin.hpp"
 #include "devices/generic.hpp"
@@ -119,4 +121,27 @@ TEST(Registration, ProcessWideRegistrationGivesEveryCallerTheSameOutcome) {
     EXPECT_NE(vm::DeviceClassRegistry::builtin().find("PCI_FRONT"), nullptr);
     auto schemes = hostdev::TransportRegistry::builtin().schemes();
     EXPECT_NE(std::find(schemes.begin(), schemes.end(), "inproc"), schemes.end());
+}
+
+// The process-wide registration runs once; when it fails, the first caller and every later one
+// get that failure (not only the first, as with a bare std::call_once). Run in a fresh process:
+// the registration may have happened in this one already.
+TEST(RegistrationDeathTest, AFailedProcessWideRegistrationIsReportedToEveryCaller) {
+    GTEST_FLAG_SET(death_test_style, "threadsafe");
+    EXPECT_EXIT(
+        {
+            // Something took "edu" before the built-ins got there.
+            auto squat = sdk::ModelRegistry::builtin().add(
+                "edu", "squatter",
+                [](const sdk::ModelParams&) -> Result<std::unique_ptr<sdk::DeviceModel>> {
+                    return fail("squatter");
+                });
+            if (!squat) std::exit(5);
+            auto first = machine::register_builtins();
+            auto second = machine::register_builtins();
+            const bool both = !first && !second && first.error().message == second.error().message;
+            if (!second) std::fprintf(stderr, "%s\n", second.error().message.c_str());
+            std::exit(both ? 3 : 4);
+        },
+        ::testing::ExitedWithCode(3), "device model 'edu' is already registered");
 }
