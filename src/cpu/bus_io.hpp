@@ -1,7 +1,9 @@
 // The CpuIo every engine is given: guest port and MMIO accesses go straight to the VM's buses.
-// The access path is the engine's hook, one virtual call into this final class, and the bus
-// lookup; nothing in between and no allocation. Interrupts, HLT and stops do not pass through
-// here: the engine reports HLT from run() and the machine's run loop injects interrupts.
+// The class is final and its methods inline, so an engine that knows it has a BusIo (Unicorn's
+// hooks are made for it) calls the bus lookup directly from its hook: no virtual call, no
+// allocation. Through a CpuIo& it is one virtual call, as for any other CpuIo. Interrupts, HLT and
+// stops do not pass through here: the engine reports HLT from run() and the machine's run loop
+// injects interrupts.
 #pragma once
 
 #include <cstdint>
