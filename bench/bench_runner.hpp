@@ -112,6 +112,10 @@ inline double time_machine(const std::vector<uint8_t>& code, const std::string& 
         vm::ConfigDocument::load_string("<vm><memory>16</memory><guest file=\"" + path +
                                             "\"/><devices>" + devices_xml + "</devices></vm>",
                                         "bench.xml");
+    if (!doc) {
+        std::fprintf(stderr, "bench: %s\n", doc.error().message.c_str());
+        std::exit(1);
+    }
     auto cfg = vm::parse_vm_config(*doc);
     if (!cfg) {
         std::fprintf(stderr, "bench: %s\n", cfg.error().message.c_str());
@@ -147,6 +151,10 @@ inline double time_pci_front(const std::vector<uint8_t>& code, const std::string
                             auto* bus = m.devices().find_as<pci::PciBus>("pci0");
                             bus->config_write({0, 3, 0}, 0x10, 4, bar0);
                             bus->config_write({0, 3, 0}, 0x04, 2, 0x0002);
+                            if (bus->rejected_writes() != 0) {
+                                std::fprintf(stderr, "bench: BAR0 at %#x was refused\n", bar0);
+                                std::exit(1);
+                            }
                         });
 }
 
