@@ -4,6 +4,9 @@
 
 namespace potemkin::cpu {
 
+// The engines, one file each.
+Result<std::unique_ptr<CpuEngine>> create_unicorn_engine(const EngineSettings& settings);
+
 namespace {
 
 // One row per engine, the default first.

@@ -1,5 +1,6 @@
-// CPU engines by name. A new engine is one file in cpu/ defining its create function (declared
-// below) and one row in engine_factory.cpp's table; the machine asks for engines by name only.
+// CPU engines by name. A new engine is one file in cpu/ defining its create function and one
+// entry in engine_factory.cpp (the function's declaration and a table row); the machine and
+// the tools ask for engines by name only.
 #pragma once
 
 #include <memory>
@@ -32,9 +33,5 @@ Result<const EngineEntry*> find_engine(std::string_view name);
 // One vCPU on the engine called `name`.
 Result<std::unique_ptr<CpuEngine>> create_engine(std::string_view name,
                                                  const EngineSettings& settings);
-
-// The engines, one file each.
-Result<std::unique_ptr<CpuEngine>> create_unicorn_engine(
-    const EngineSettings& settings);  // unicorn_engine.cpp
 
 }  // namespace potemkin::cpu
