@@ -81,8 +81,12 @@ double potemkin_run(Op op, uint32_t n) {
     vm::BusHandler null{[](uint64_t, unsigned) -> uint64_t { return 0; },
                         [](uint64_t, unsigned, uint64_t) {}};
     return bench::time_machine(loop_code(op, n), "", [&](machine::Machine& m) {
-        (void)m.ports().add(Port(kNullPort), 4, "null", null);
-        (void)m.mmio().add(Gpa(kNullMmio), 0x1000, "null", null);
+        auto p = m.ports().add(Port(kNullPort), 4, "null", null);
+        auto r = m.mmio().add(Gpa(kNullMmio), 0x1000, "null", null);
+        if (!p || !r) {
+            std::fprintf(stderr, "bench: %s\n", (!p ? p.error() : r.error()).message.c_str());
+            std::exit(1);
+        }
     });
 }
 

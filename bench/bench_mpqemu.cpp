@@ -89,7 +89,10 @@ int compare_transports(uint32_t g) {
 
 int main(int argc, char** argv) {
     const unsigned n = argc > 1 ? static_cast<unsigned>(std::atoi(argv[1])) : 20000;
-    machine::register_builtins();
+    if (auto r = machine::register_builtins(); !r) {
+        std::fprintf(stderr, "bench: %s\n", r.error().message.c_str());
+        return 1;
+    }
     const std::string disk = "/tmp/potemkin-bench-nvme-" + std::to_string(::getpid()) + ".raw";
     {
         std::ofstream f(disk, std::ios::binary | std::ios::trunc);

@@ -53,14 +53,21 @@ struct BareSettings {
     uint64_t mmio_page = 0;
 };
 
+// A Unicorn call in the floor's setup failed: its figure would mean nothing.
+inline void uc_check(uc_err e, const char* what) {
+    if (e == UC_ERR_OK) return;
+    std::fprintf(stderr, "bench: unicorn %s: %s\n", what, uc_strerror(e));
+    std::exit(1);
+}
+
 // The code runs from kCodeBase until HLT; IN returns 0 and OUT is ignored.
 inline double time_bare_unicorn(const std::vector<uint8_t>& code, const BareSettings& s) {
     uc_engine* uc = nullptr;
-    uc_open(UC_ARCH_X86, UC_MODE_32, &uc);
-    uc_mem_map(uc, 0, 4 << 20, UC_PROT_ALL);
-    uc_mem_write(uc, kCodeBase, code.data(), code.size());
+    uc_check(uc_open(UC_ARCH_X86, UC_MODE_32, &uc), "open");
+    uc_check(uc_mem_map(uc, 0, 4 << 20, UC_PROT_ALL), "map RAM");
+    uc_check(uc_mem_write(uc, kCodeBase, code.data(), code.size()), "load code");
     uint32_t esp = 0x90000;
-    uc_reg_write(uc, UC_X86_REG_ESP, &esp);
+    uc_check(uc_reg_write(uc, UC_X86_REG_ESP, &esp), "write ESP");
     uc_hook h;
     auto in = +[](uc_engine*, uint32_t, int, void*) -> uint32_t { return 0; };
     auto out = +[](uc_engine*, uint32_t, int, uint32_t, void*) {};
@@ -69,19 +76,26 @@ inline double time_bare_unicorn(const std::vector<uint8_t>& code, const BareSett
         if (static_cast<std::atomic<bool>*>(flag)->load(std::memory_order_relaxed)) std::abort();
     };
     std::atomic<bool> never{false};
-    uc_hook_add(uc, &h, UC_HOOK_INSN, reinterpret_cast<void*>(in), nullptr, 1, 0, UC_X86_INS_IN);
-    uc_hook_add(uc, &h, UC_HOOK_INSN, reinterpret_cast<void*>(out), nullptr, 1, 0, UC_X86_INS_OUT);
+    uc_check(uc_hook_add(uc, &h, UC_HOOK_INSN, reinterpret_cast<void*>(in), nullptr, 1, 0,
+                         UC_X86_INS_IN),
+             "hook IN");
+    uc_check(uc_hook_add(uc, &h, UC_HOOK_INSN, reinterpret_cast<void*>(out), nullptr, 1, 0,
+                         UC_X86_INS_OUT),
+             "hook OUT");
     if (s.block_hook)
-        uc_hook_add(uc, &h, UC_HOOK_BLOCK, reinterpret_cast<void*>(block), &never, 1, 0);
+        uc_check(uc_hook_add(uc, &h, UC_HOOK_BLOCK, reinterpret_cast<void*>(block), &never, 1, 0),
+                 "hook block");
     if (s.mmio_page)
-        uc_mmio_map(
-            uc, s.mmio_page, 0x1000,
-            [](uc_engine*, uint64_t, unsigned, void*) -> uint64_t { return 0; }, nullptr,
-            [](uc_engine*, uint64_t, unsigned, uint64_t, void*) {}, nullptr);
+        uc_check(uc_mmio_map(
+                     uc, s.mmio_page, 0x1000,
+                     [](uc_engine*, uint64_t, unsigned, void*) -> uint64_t { return 0; }, nullptr,
+                     [](uc_engine*, uint64_t, unsigned, uint64_t, void*) {}, nullptr),
+                 "map MMIO");
     auto t0 = Clock::now();
-    uc_emu_start(uc, kCodeBase, 0xffff'ffff'ffff'fff0ull, 0, 0);
+    const uc_err run = uc_emu_start(uc, kCodeBase, 0xffff'ffff'ffff'fff0ull, 0, 0);
     double ns = ns_since(t0);
-    uc_close(uc);
+    uc_check(run, "run");
+    uc_check(uc_close(uc), "close");
     return ns;
 }
 
@@ -90,11 +104,18 @@ inline double time_bare_unicorn(const std::vector<uint8_t>& code, const BareSett
 inline double time_machine(const std::vector<uint8_t>& code, const std::string& devices_xml,
                            const std::function<void(machine::Machine&)>& setup = {}) {
     const std::string path = "/tmp/potemkin-bench-guest.elf";
-    testing::write_flat_elf(path, code, kCodeBase);
+    if (!testing::write_flat_elf(path, code, kCodeBase)) {
+        std::fprintf(stderr, "bench: could not write %s\n", path.c_str());
+        std::exit(1);
+    }
     auto doc =
         vm::ConfigDocument::load_string("<vm><memory>16</memory><guest file=\"" + path +
                                             "\"/><devices>" + devices_xml + "</devices></vm>",
                                         "bench.xml");
+    if (!doc) {
+        std::fprintf(stderr, "bench: %s\n", doc.error().message.c_str());
+        std::exit(1);
+    }
     auto cfg = vm::parse_vm_config(*doc);
     if (!cfg) {
         std::fprintf(stderr, "bench: %s\n", cfg.error().message.c_str());
@@ -130,6 +151,10 @@ inline double time_pci_front(const std::vector<uint8_t>& code, const std::string
                             auto* bus = m.devices().find_as<pci::PciBus>("pci0");
                             bus->config_write({0, 3, 0}, 0x10, 4, bar0);
                             bus->config_write({0, 3, 0}, 0x04, 2, 0x0002);
+                            if (bus->rejected_writes() != 0) {
+                                std::fprintf(stderr, "bench: BAR0 at %#x was refused\n", bar0);
+                                std::exit(1);
+                            }
                         });
 }
 

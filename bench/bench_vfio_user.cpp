@@ -25,7 +25,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <numeric>
 #include <string_view>
@@ -46,6 +48,12 @@ using bench::Latency;
 using bench::summarize;
 
 namespace {
+
+// A system call the measurement depends on failed.
+[[noreturn]] void die(const char* what) {
+    std::fprintf(stderr, "bench: %s: %s\n", what, std::strerror(errno));
+    std::exit(1);
+}
 
 double median(std::vector<double> v) {
     std::sort(v.begin(), v.end());
@@ -138,23 +146,24 @@ class RawPingPong {
   public:
     RawPingPong() {
         int sv[2];
-        ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv);
+        if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) die("socketpair");
+        const std::string fd = std::to_string(sv[1]);
         child_ = ::fork();
+        if (child_ < 0) die("fork");
         if (child_ == 0) {
             // A fresh program, as `potemkin serve` is: a forked copy of this process measures
             // slower here (its copy-on-write address space, it seems), which is no floor.
-            ::close(sv[0]);
-            ::fcntl(sv[1], F_SETFD, 0);
-            const std::string fd = std::to_string(sv[1]);
-            ::execl("/proc/self/exe", "bench_vfio_user", "--floor-peer", fd.c_str(), nullptr);
+            // sv[0] is close-on-exec; sv[1] must survive the exec.
+            if (::fcntl(sv[1], F_SETFD, 0) == 0)
+                ::execl("/proc/self/exe", "bench_vfio_user", "--floor-peer", fd.c_str(), nullptr);
             ::_exit(127);
         }
-        ::close(sv[1]);
+        if (::close(sv[1]) != 0) die("close");
         fd_ = sv[0];
     }
     ~RawPingPong() {
-        ::close(fd_);
-        ::waitpid(child_, nullptr, 0);
+        if (::close(fd_) != 0) std::perror("bench: close");
+        if (::waitpid(child_, nullptr, 0) != child_) std::perror("bench: waitpid");
     }
     // One REGION_READ of 4 bytes at BAR0 + 4.
     bool round_trip(uint8_t (&data)[4]) {
@@ -224,7 +233,9 @@ class Pinning {
         cpu_set_t set;
         CPU_ZERO(&set);
         CPU_SET(cpu, &set);
-        (void)::sched_setaffinity(0, sizeof set, &set);
+        if (::sched_setaffinity(0, sizeof set, &set) != 0)
+            std::fprintf(stderr, "bench: pinning to CPU %d: %s (figures are less comparable)\n",
+                         cpu, std::strerror(errno));
     }
     int client_ = -1, device_ = -1;
 };
@@ -352,7 +363,10 @@ int main(int argc, char** argv) {
         }
     }
     if (n == 0) n = 1;
-    machine::register_builtins();
+    if (auto r = machine::register_builtins(); !r) {
+        std::fprintf(stderr, "bench: %s\n", r.error().message.c_str());
+        return 1;
+    }
     const std::string sock = "/tmp/potemkin-bench-" + std::to_string(::getpid()) + ".sock";
     const Pinning pin(pin_on);
     pin.to_device();
@@ -402,7 +416,12 @@ int main(int argc, char** argv) {
 
     const size_t bytes = 64u << 20;
     auto mem = vm::GuestMemory::create({{Gpa(0), bytes}});
+    if (!mem) {
+        std::fprintf(stderr, "bench: %s\n", mem.error().message.c_str());
+        return 1;
+    }
     void* shared = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, (*mem)->fd(), 0);
+    if (shared == MAP_FAILED) die("mmap of guest RAM");
     std::vector<uint8_t> src(bytes, 0x5a), priv(bytes, 0);
     std::memset(shared, 0, bytes);  // fault the pages in before timing
     double shared_gbs = bandwidth(static_cast<uint8_t*>(shared), src.data(), bytes);
@@ -410,6 +429,6 @@ int main(int argc, char** argv) {
     std::printf("%-46s %9.2f GB/s\n", "DMA into guest RAM via the memfd mapping", shared_gbs);
     std::printf("%-46s %9.2f GB/s  (%.0f%%)\n", "memcpy into private memory", private_gbs,
                 100.0 * shared_gbs / private_gbs);
-    ::munmap(shared, bytes);
+    if (::munmap(shared, bytes) != 0) die("munmap of guest RAM");
     return 0;
 }

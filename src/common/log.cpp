@@ -34,7 +34,8 @@ void set_level(Level l) {
 void write(Level l, std::string_view message) {
     static constexpr const char* names[] = {"error", "warn", "info", "debug"};
     std::string line = fmt::format("potemkin: {}: {}\n", names[static_cast<int>(l)], message);
-    std::fwrite(line.data(), 1, line.size(), stderr);
+    // Standard error is where failures are reported; a failure to write there has nowhere to go.
+    (void)std::fwrite(line.data(), 1, line.size(), stderr);
 }
 
 }  // namespace potemkin::log

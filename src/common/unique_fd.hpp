@@ -2,9 +2,11 @@
 // over sockets (vfio-user, mpqemu) and by the processes that serve them.
 #pragma once
 
-#include <unistd.h>
+#include <unistd.h>  // kept for includers that use read/write/close through this header
 
 #include <utility>
+
+#include "common/result.hpp"
 
 namespace potemkin {
 
@@ -24,10 +26,11 @@ class UniqueFd {
     int get() const { return fd_; }
     explicit operator bool() const { return fd_ >= 0; }
     int release() { return std::exchange(fd_, -1); }
-    void reset(int fd = -1) {
-        if (fd_ >= 0) ::close(fd_);
-        fd_ = fd;
-    }
+    // Closes the fd held (a failure is logged: nobody is left to tell) and takes `fd`.
+    void reset(int fd = -1);
+    // Closes the fd held and says whether that worked (the fd is gone either way, as close(2)
+    // leaves it on Linux even when it reports an error).
+    Result<void> close();
 
   private:
     int fd_ = -1;

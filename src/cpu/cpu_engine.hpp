@@ -21,7 +21,8 @@ struct Registers {
 };
 std::string format_registers(const Registers& r);
 
-// Where guest port and MMIO accesses go. Called on the engine's thread.
+// Where guest port and MMIO accesses go. Called on the engine's thread. The machine gives every
+// engine a BusIo (cpu/bus_io.hpp) over its buses; tests give fakes.
 class CpuIo {
   public:
     virtual ~CpuIo() = default;
@@ -111,6 +112,6 @@ class CpuEngine {
     virtual void invalidate_code(Gpa base, uint64_t size) = 0;
 };
 
-Result<std::unique_ptr<CpuEngine>> create_unicorn_engine(const EngineSettings& settings);
+// Engines are made by name: cpu/engine_factory.hpp.
 
 }  // namespace potemkin::cpu

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "common/log.hpp"
+#include "cpu/bus_io.hpp"
 #include "cpu/cpu_engine.hpp"
 #include "cpu/unicorn_env_probe.hpp"
 
@@ -52,24 +53,26 @@ class UnicornEngine final : public CpuEngine {
     explicit UnicornEngine(const EngineSettings& s) : settings_(s) {}
     ~UnicornEngine() override {
         if (ctx_) uc_context_free(ctx_);
-        if (uc_) uc_close(uc_);
+        if (uc_)
+            if (auto e = uc_close(uc_); e != UC_ERR_OK)
+                log::error("unicorn: uc_close: {}", uc_strerror(e));
     }
 
     Result<void> open() {
         if (!settings_.io || !settings_.kick)
             return fail("unicorn: engine settings lack io or kick");
+        hooks_ = dynamic_cast<BusIo*>(settings_.io) ? io_hooks<BusIo>() : io_hooks<CpuIo>();
         if (auto e = uc_open(UC_ARCH_X86, UC_MODE_32, &uc_); e != UC_ERR_OK)
             return failf("unicorn: uc_open: {}", uc_strerror(e));
         uc_hook h;
         POTEMKIN_TRY(check(
             uc_hook_add(uc_, &h, UC_HOOK_BLOCK, reinterpret_cast<void*>(&on_block), this, 1, 0),
             "hook block"));
-        POTEMKIN_TRY(check(uc_hook_add(uc_, &h, UC_HOOK_INSN, reinterpret_cast<void*>(&on_in), this,
-                                       1, 0, UC_X86_INS_IN),
+        POTEMKIN_TRY(check(uc_hook_add(uc_, &h, UC_HOOK_INSN, hooks_.in, this, 1, 0, UC_X86_INS_IN),
                            "hook IN"));
-        POTEMKIN_TRY(check(uc_hook_add(uc_, &h, UC_HOOK_INSN, reinterpret_cast<void*>(&on_out),
-                                       this, 1, 0, UC_X86_INS_OUT),
-                           "hook OUT"));
+        POTEMKIN_TRY(
+            check(uc_hook_add(uc_, &h, UC_HOOK_INSN, hooks_.out, this, 1, 0, UC_X86_INS_OUT),
+                  "hook OUT"));
         POTEMKIN_TRY(
             check(uc_hook_add(uc_, &h, UC_HOOK_INTR, reinterpret_cast<void*>(&on_intr), this, 1, 0),
                   "hook INTR"));
@@ -112,7 +115,7 @@ class UnicornEngine final : public CpuEngine {
         }
         POTEMKIN_TRY(check(uc_mem_map_ptr(uc_, begin, size, UC_PROT_ALL, host), "map host memory"));
         direct_.push_back({begin, end});
-        uc_ctl_remove_cache(uc_, begin, end);
+        POTEMKIN_TRY(check(uc_ctl_remove_cache(uc_, begin, end), "drop translated code"));
         return ok();
     }
 
@@ -125,7 +128,7 @@ class UnicornEngine final : public CpuEngine {
                          size);
         POTEMKIN_TRY(check(uc_mem_unmap(uc_, begin, size), "unmap host memory"));
         direct_.erase(it);
-        uc_ctl_remove_cache(uc_, begin, end);
+        POTEMKIN_TRY(check(uc_ctl_remove_cache(uc_, begin, end), "drop translated code"));
         return ok();
     }
 
@@ -235,7 +238,10 @@ class UnicornEngine final : public CpuEngine {
     void set_interrupt_window(bool on) override { irq_window_ = on; }
 
     void invalidate_code(Gpa base, uint64_t size) override {
-        if (size) uc_ctl_remove_cache(uc_, base.value, base.value + size);
+        if (!size) return;
+        if (auto e = uc_ctl_remove_cache(uc_, base.value, base.value + size); e != UC_ERR_OK)
+            log::error("unicorn: dropping translated code at [{:#x}, +{:#x}): {}", base.value, size,
+                       uc_strerror(e));
     }
 
   private:
@@ -275,9 +281,9 @@ class UnicornEngine final : public CpuEngine {
         if (is_ram(page) || mmio_pages_.count(page) || overlaps_direct(page, page + kPage))
             return ok();
         auto ctx = std::make_unique<MmioPage>(MmioPage{this, page});
-        POTEMKIN_TRY(check(
-            uc_mmio_map(uc_, page, kPage, &on_mmio_read, ctx.get(), &on_mmio_write, ctx.get()),
-            "map MMIO page"));
+        POTEMKIN_TRY(check(uc_mmio_map(uc_, page, kPage, hooks_.mmio_read, ctx.get(),
+                                       hooks_.mmio_write, ctx.get()),
+                           "map MMIO page"));
         mmio_pages_.emplace(page, std::move(ctx));
         return ok();
     }
@@ -336,27 +342,49 @@ class UnicornEngine final : public CpuEngine {
         }
     }
 
+    // The guest I/O hooks, made for an `Io` type: for the machine's BusIo (a final class) the
+    // calls are direct and reach the bus lookup with no virtual call in between; for any other
+    // CpuIo (tests' fakes) they are one virtual call. open() picks the pair once.
+    template <typename Io>
+    static Io& io(UnicornEngine* self) {
+        return *static_cast<Io*>(self->settings_.io);
+    }
+
+    template <typename Io>
     static uint32_t on_in(uc_engine*, uint32_t port, int size, void* user) {
-        auto* self = static_cast<UnicornEngine*>(user);
-        return self->settings_.io->port_in(static_cast<uint16_t>(port),
-                                           static_cast<unsigned>(size));
+        return io<Io>(static_cast<UnicornEngine*>(user))
+            .port_in(static_cast<uint16_t>(port), static_cast<unsigned>(size));
     }
 
+    template <typename Io>
     static void on_out(uc_engine*, uint32_t port, int size, uint32_t value, void* user) {
-        auto* self = static_cast<UnicornEngine*>(user);
-        self->settings_.io->port_out(static_cast<uint16_t>(port), static_cast<unsigned>(size),
-                                     value);
+        io<Io>(static_cast<UnicornEngine*>(user))
+            .port_out(static_cast<uint16_t>(port), static_cast<unsigned>(size), value);
     }
 
+    template <typename Io>
     static uint64_t on_mmio_read(uc_engine*, uint64_t offset, unsigned size, void* user) {
         auto* page = static_cast<MmioPage*>(user);
-        return page->self->settings_.io->mmio_read(page->base + offset, size);
+        return io<Io>(page->self).mmio_read(page->base + offset, size);
     }
 
+    template <typename Io>
     static void on_mmio_write(uc_engine*, uint64_t offset, unsigned size, uint64_t value,
                               void* user) {
         auto* page = static_cast<MmioPage*>(user);
-        page->self->settings_.io->mmio_write(page->base + offset, size, value);
+        io<Io>(page->self).mmio_write(page->base + offset, size, value);
+    }
+
+    struct IoHooks {
+        void* in;
+        void* out;
+        uc_cb_mmio_read_t mmio_read;
+        uc_cb_mmio_write_t mmio_write;
+    };
+    template <typename Io>
+    static IoHooks io_hooks() {
+        return {reinterpret_cast<void*>(&on_in<Io>), reinterpret_cast<void*>(&on_out<Io>),
+                &on_mmio_read<Io>, &on_mmio_write<Io>};
     }
 
     // INT n and CPU exceptions (UNICORN.md gotcha 3). EIP is already past an INT n and at the
@@ -429,6 +457,7 @@ class UnicornEngine final : public CpuEngine {
     }
 
     EngineSettings settings_;
+    IoHooks hooks_{};
     uc_engine* uc_ = nullptr;
     uc_context* ctx_ = nullptr;
     std::optional<std::array<uint32_t, 3>> initial_cr_;  // CR0, CR3, CR4 at the first boot

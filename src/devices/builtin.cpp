@@ -7,11 +7,13 @@
 
 namespace potemkin::devices {
 
-void register_builtin_device_classes(vm::DeviceClassRegistry& registry) {
-    register_test_device(registry);
-    pci::register_pci_bus(registry);
-    register_pci_front(registry);
-    register_generic(registry);
+Result<void> register_builtin_device_classes(vm::DeviceClassRegistry& registry,
+                                             const hostdev::TransportRegistry* transports) {
+    POTEMKIN_TRY(register_test_device(registry));
+    POTEMKIN_TRY(pci::register_pci_bus(registry));
+    POTEMKIN_TRY(register_pci_front(registry, transports));
+    POTEMKIN_TRY(register_generic(registry, transports));
+    return ok();
 }
 
 }  // namespace potemkin::devices

@@ -474,17 +474,16 @@ Result<std::unique_ptr<Generic>> Generic::from_config(
     return create(*id, std::move(s), ctx);
 }
 
-void register_generic(vm::DeviceClassRegistry& registry,
-                      const hostdev::TransportRegistry* transports) {
-    auto r =
-        registry.add("GENERIC",
-                     [transports](const vm::ConfigElement& e,
-                                  vm::DeviceContext& ctx) -> Result<std::unique_ptr<vm::Device>> {
-                         auto d = Generic::from_config(e, ctx, transports);
-                         if (!d) return fail(d.error());
-                         return std::unique_ptr<vm::Device>(std::move(*d));
-                     });
-    (void)r;  // only fails on a duplicate name, which builtin registration never produces
+Result<void> register_generic(vm::DeviceClassRegistry& registry,
+                              const hostdev::TransportRegistry* transports) {
+    return registry.add(
+        "GENERIC",
+        [transports](const vm::ConfigElement& e,
+                     vm::DeviceContext& ctx) -> Result<std::unique_ptr<vm::Device>> {
+            auto d = Generic::from_config(e, ctx, transports);
+            if (!d) return fail(d.error());
+            return std::unique_ptr<vm::Device>(std::move(*d));
+        });
 }
 
 }  // namespace potemkin::devices

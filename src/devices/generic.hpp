@@ -124,7 +124,7 @@ class Generic final : public vm::Device, private HostLinkOwner {
 
 // Registers "GENERIC". `transports` null: hostdev::TransportRegistry::builtin() (tests pass
 // their own registry to project fake host devices).
-void register_generic(vm::DeviceClassRegistry& registry,
-                      const hostdev::TransportRegistry* transports = nullptr);
+Result<void> register_generic(vm::DeviceClassRegistry& registry,
+                              const hostdev::TransportRegistry* transports = nullptr);
 
 }  // namespace potemkin::devices

@@ -690,9 +690,9 @@ void PciFront::sync_direct() {
 
 // ---- Configuration -----------------------------------------------------------------------
 
-void register_pci_front(vm::DeviceClassRegistry& registry,
-                        const hostdev::TransportRegistry* transports) {
-    auto r = registry.add(
+Result<void> register_pci_front(vm::DeviceClassRegistry& registry,
+                                const hostdev::TransportRegistry* transports) {
+    return registry.add(
         "PCI_FRONT",
         [transports](const vm::ConfigElement& e,
                      vm::DeviceContext& ctx) -> Result<std::unique_ptr<vm::Device>> {
@@ -713,7 +713,6 @@ void register_pci_front(vm::DeviceClassRegistry& registry,
             if (!d) return fail(d.error());
             return std::unique_ptr<vm::Device>(std::move(*d));
         });
-    (void)r;  // only fails on a duplicate name, which builtin registration never produces
 }
 
 }  // namespace potemkin::devices

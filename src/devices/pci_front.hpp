@@ -186,7 +186,7 @@ class PciFront final : public vm::Device, public pci::PciFunction, private HostL
 
 // PCI_FRONT: <device class="PCI_FRONT" id="edu0" bus="pci0" hostdev="inproc:edu" slot="3"/>.
 // `transports` overrides the built-in transport registry (tests register fake schemes).
-void register_pci_front(vm::DeviceClassRegistry& registry,
-                        const hostdev::TransportRegistry* transports = nullptr);
+Result<void> register_pci_front(vm::DeviceClassRegistry& registry,
+                                const hostdev::TransportRegistry* transports = nullptr);
 
 }  // namespace potemkin::devices

@@ -130,25 +130,24 @@ void TestDevice::port_write(uint64_t off, unsigned size, uint64_t value) {
     if (off + size <= port_scratch_.size()) scratch_write(&port_scratch_[off], size, value);
 }
 
-void register_test_device(vm::DeviceClassRegistry& registry) {
-    auto r = registry.add("TEST_DEVICE",
-                          [](const vm::ConfigElement& e,
-                             vm::DeviceContext& ctx) -> Result<std::unique_ptr<vm::Device>> {
-                              POTEMKIN_TRY(e.only_attributes({"class", "id", "port", "mmio"}));
-                              TestDevice::Settings s;
-                              auto port = e.number("port", s.port, 0xfff0);
-                              if (!port) return fail(port.error());
-                              auto mmio = e.number("mmio", s.mmio);
-                              if (!mmio) return fail(mmio.error());
-                              if (*mmio % 0x1000)
-                                  return fail(e.attr_error("mmio", "must be 4 KiB aligned"));
-                              s.port = static_cast<uint16_t>(*port);
-                              s.mmio = *mmio;
-                              auto d = TestDevice::create(*e.attr("id"), s, ctx);
-                              if (!d) return fail(d.error().context(e.where()));
-                              return std::unique_ptr<vm::Device>(std::move(*d));
-                          });
-    (void)r;  // only fails on a duplicate name, which builtin registration never produces
+Result<void> register_test_device(vm::DeviceClassRegistry& registry) {
+    return registry.add("TEST_DEVICE",
+                        [](const vm::ConfigElement& e,
+                           vm::DeviceContext& ctx) -> Result<std::unique_ptr<vm::Device>> {
+                            POTEMKIN_TRY(e.only_attributes({"class", "id", "port", "mmio"}));
+                            TestDevice::Settings s;
+                            auto port = e.number("port", s.port, 0xfff0);
+                            if (!port) return fail(port.error());
+                            auto mmio = e.number("mmio", s.mmio);
+                            if (!mmio) return fail(mmio.error());
+                            if (*mmio % 0x1000)
+                                return fail(e.attr_error("mmio", "must be 4 KiB aligned"));
+                            s.port = static_cast<uint16_t>(*port);
+                            s.mmio = *mmio;
+                            auto d = TestDevice::create(*e.attr("id"), s, ctx);
+                            if (!d) return fail(d.error().context(e.where()));
+                            return std::unique_ptr<vm::Device>(std::move(*d));
+                        });
 }
 
 }  // namespace potemkin::devices

@@ -43,6 +43,6 @@ class TestDevice final : public vm::Device {
     vm::RangeId mmio_range_ = 0, port_range_ = 0;
 };
 
-void register_test_device(vm::DeviceClassRegistry& registry);
+Result<void> register_test_device(vm::DeviceClassRegistry& registry);
 
 }  // namespace potemkin::devices

@@ -1,29 +1,36 @@
 #include "machine/builtins.hpp"
 
-#include <mutex>
-
-#include "common/log.hpp"
+#include "devices/builtin.hpp"
 #include "hostdev/host_device.hpp"
 #include "inproc/transport.hpp"
 #include "models/builtin.hpp"
 #include "mpqemu/client.hpp"
+#include "sdk/device_model.hpp"
 #include "vfio_user/client.hpp"
+#include "vm/device.hpp"
 
 namespace potemkin::machine {
 
-void register_builtins() {
-    static std::once_flag once;
-    std::call_once(once, [] {
-        if (auto r = models::register_builtin_models(sdk::ModelRegistry::builtin()); !r)
-            log::error("registering built-in models: {}", r.error().message);
-        if (auto r = inproc::register_inproc_transport(hostdev::TransportRegistry::builtin()); !r)
-            log::error("registering the inproc transport: {}", r.error().message);
-        if (auto r = vfio_user::register_vfio_user_transport(hostdev::TransportRegistry::builtin());
-            !r)
-            log::error("registering the vfio-user transport: {}", r.error().message);
-        if (auto r = mpqemu::register_mpqemu_transports(hostdev::TransportRegistry::builtin()); !r)
-            log::error("registering the mpqemu transports: {}", r.error().message);
-    });
+Result<void> register_builtins(const BuiltinRegistries& r) {
+    POTEMKIN_TRY(models::register_builtin_models(r.models));
+    POTEMKIN_TRY(inproc::register_inproc_transport(r.transports, r.models));
+    POTEMKIN_TRY(vfio_user::register_vfio_user_transport(r.transports));
+    POTEMKIN_TRY(mpqemu::register_mpqemu_transports(r.transports));
+    POTEMKIN_TRY(devices::register_builtin_device_classes(r.classes, &r.transports));
+    return ok();
+}
+
+Result<void> register_builtins() {
+    // A function-local static is initialised once, thread-safely; every later call returns the
+    // stored outcome.
+    static const Result<void> outcome = [] {
+        auto r = register_builtins(BuiltinRegistries{sdk::ModelRegistry::builtin(),
+                                                     hostdev::TransportRegistry::builtin(),
+                                                     vm::DeviceClassRegistry::builtin()});
+        if (!r) return Result<void>(fail(r.error().context("registering the built-in parts")));
+        return r;
+    }();
+    return outcome;
 }
 
 }  // namespace potemkin::machine

@@ -2,6 +2,7 @@
 
 #include <elf.h>
 
+#include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <iterator>
@@ -11,9 +12,10 @@ namespace potemkin::machine {
 
 Result<LoadedImage> load_elf32(const std::string& path, vm::GuestMemory& memory) {
     std::ifstream in(path, std::ios::binary);
-    if (!in) return failf("{}: cannot open guest image", path);
+    if (!in) return failf(Errno{errno}, "{}: cannot open guest image", path);
     std::vector<uint8_t> file((std::istreambuf_iterator<char>(in)),
                               std::istreambuf_iterator<char>());
+    if (in.bad()) return failf(Errno{errno}, "{}: reading the guest image", path);
     Elf32_Ehdr eh;
     if (file.size() < sizeof eh) return failf("{}: too short to be an ELF file", path);
     std::memcpy(&eh, file.data(), sizeof eh);

@@ -2,11 +2,12 @@
 
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 
 #include "common/log.hpp"
-#include "devices/builtin.hpp"
 #include "devices/platform.hpp"
 #include "machine/builtins.hpp"
 #include "machine/elf_loader.hpp"
@@ -66,7 +67,7 @@ Machine::~Machine() {
 }
 
 Result<std::unique_ptr<Machine>> Machine::create(MachineSettings settings) {
-    register_builtins();
+    POTEMKIN_TRY(register_builtins());
     std::unique_ptr<Machine> m(new Machine(std::move(settings)));
     POTEMKIN_TRY(m->build());
     return m;
@@ -97,10 +98,15 @@ Result<std::string> Machine::resolve_guest_path() const {
 
 Result<void> Machine::build() {
     const auto& cfg = settings_.config;
+    // An unknown engine fails before any device (or device process) exists.
+    POTEMKIN_TRY_ASSIGN(const cpu::EngineEntry* engine_kind, cpu::find_engine(settings_.engine));
     if (!settings_.console) {
-        settings_.console = [](std::string_view s) {
-            std::fwrite(s.data(), 1, s.size(), stdout);
-            std::fflush(stdout);
+        settings_.console = [reported = false](std::string_view s) mutable {
+            if (std::fwrite(s.data(), 1, s.size(), stdout) == s.size() && std::fflush(stdout) == 0)
+                return;
+            if (!std::exchange(reported, true))
+                log::error("guest console: writing to standard output failed: {}",
+                           std::strerror(errno));
         };
     }
     auto mem = vm::GuestMemory::create({{Gpa(0), cfg.memory_mib * kMiB}});
@@ -121,12 +127,9 @@ Result<void> Machine::build() {
         mmio_.set_tracer([this](const vm::BusAccess& a) { trace_->access(a); });
     }
 
-    const vm::DeviceClassRegistry* classes = settings_.classes;
-    if (!classes) {
-        devices::register_builtin_device_classes(builtin_classes_);
-        classes = &builtin_classes_;
-    }
-    devices_ = std::make_unique<vm::DeviceManager>(*classes);
+    const vm::DeviceClassRegistry& classes =
+        settings_.classes ? *settings_.classes : vm::DeviceClassRegistry::builtin();
+    devices_ = std::make_unique<vm::DeviceManager>(classes);
     auto console = devices::DebugConsole::create(ports_, settings_.console);
     if (!console) return fail(console.error());
     POTEMKIN_TRY(devices_->adopt(std::move(*console)));
@@ -154,17 +157,16 @@ Result<void> Machine::build() {
 
     for (unsigned i = 0; i < cfg.cores; ++i) {
         cpu::EngineSettings es;
-        es.io = this;
+        es.io = &io_;
         es.kick = &kick_;
         es.vcpu_index = i;
         es.preempt_blocks = cfg.cores > 1 ? settings_.preempt_blocks : 0;
-        auto engine = cpu::create_unicorn_engine(es);
-        if (!engine) return fail(engine.error());
+        POTEMKIN_TRY_ASSIGN(std::unique_ptr<cpu::CpuEngine> engine, engine_kind->make(es));
         for (const auto& r : memory_->regions())
-            POTEMKIN_TRY((*engine)->map_ram(r.base, r.size, r.host));
+            POTEMKIN_TRY(engine->map_ram(r.base, r.size, r.host));
         for (const auto& [base, d] : direct_)
-            POTEMKIN_TRY((*engine)->map_host(Gpa(base), d.first, d.second));
-        vcpus_.push_back(Vcpu{std::move(*engine), false});
+            POTEMKIN_TRY(engine->map_host(Gpa(base), d.first, d.second));
+        vcpus_.push_back(Vcpu{std::move(engine), false});
     }
 
     auto path = resolve_guest_path();
@@ -181,7 +183,10 @@ Result<void> Machine::map_direct(Gpa base, uint64_t size, uint8_t* host) {
         return failf("direct mapping at {:#x} exists already", base.value);
     for (size_t i = 0; i < vcpus_.size(); ++i) {
         if (auto r = vcpus_[i].engine->map_host(base, size, host); !r) {
-            for (size_t k = 0; k < i; ++k) (void)vcpus_[k].engine->unmap_host(base, size);
+            for (size_t k = 0; k < i; ++k)
+                if (auto u = vcpus_[k].engine->unmap_host(base, size); !u)
+                    log::error("vCPU {}: taking back [{:#x}, +{:#x}) after a failed map: {}", k,
+                               base.value, size, u.error().message);
             return r;
         }
     }
@@ -405,22 +410,6 @@ RunResult Machine::run() {
             if (!deliverable_now) wait_for_kick();
         }
     }
-}
-
-uint32_t Machine::port_in(uint16_t port, unsigned size) {
-    return static_cast<uint32_t>(ports_.read(Port(port), size));
-}
-
-void Machine::port_out(uint16_t port, unsigned size, uint32_t value) {
-    ports_.write(Port(port), size, value);
-}
-
-uint64_t Machine::mmio_read(uint64_t address, unsigned size) {
-    return mmio_.read(Gpa(address), size);
-}
-
-void Machine::mmio_write(uint64_t address, unsigned size, uint64_t value) {
-    mmio_.write(Gpa(address), size, value);
 }
 
 }  // namespace potemkin::machine

@@ -15,7 +15,9 @@
 #include <thread>
 #include <vector>
 
+#include "cpu/bus_io.hpp"
 #include "cpu/cpu_engine.hpp"
+#include "cpu/engine_factory.hpp"
 #include "vm/bus.hpp"
 #include "vm/config.hpp"
 #include "vm/device.hpp"
@@ -38,8 +40,11 @@ struct MachineSettings {
     std::optional<std::string> trace_path;
     // Guest console bytes; default: standard output, flushed per write.
     std::function<void(std::string_view)> console;
-    // Device classes; default: the built-in ones.
+    // Device classes; default: the built-in ones (vm::DeviceClassRegistry::builtin(), filled by
+    // register_builtins()).
     const vm::DeviceClassRegistry* classes = nullptr;
+    // The CPU engine every vCPU runs on, by name (cpu/engine_factory.hpp).
+    std::string engine{cpu::kDefaultEngine};
     // Translation blocks a vCPU runs before the next one gets its turn (several vCPUs only).
     uint64_t preempt_blocks = 20000;
     // VM resets the guest may trigger in one run (docs/guest-abi.md, "VM reset"); the one after
@@ -57,10 +62,10 @@ struct RunResult {
     int process_status() const;
 };
 
-class Machine final : private cpu::CpuIo {
+class Machine final {
   public:
     static Result<std::unique_ptr<Machine>> create(MachineSettings settings);
-    ~Machine() override;
+    ~Machine();
 
     RunResult run();
 
@@ -102,20 +107,15 @@ class Machine final : private cpu::CpuIo {
     Result<void> map_direct(Gpa base, uint64_t size, uint8_t* host);
     Result<void> unmap_direct(Gpa base, uint64_t size);
 
-    // cpu::CpuIo
-    uint32_t port_in(uint16_t port, unsigned size) override;
-    void port_out(uint16_t port, unsigned size, uint32_t value) override;
-    uint64_t mmio_read(uint64_t address, unsigned size) override;
-    void mmio_write(uint64_t address, unsigned size, uint64_t value) override;
-
     MachineSettings settings_;
     std::unique_ptr<vm::GuestMemory> memory_;
     vm::PortBus ports_{vm::Space::io, 0x10000};
     vm::MmioBus mmio_{vm::Space::mmio, 0};
+    // What every vCPU's engine calls for guest port and MMIO accesses.
+    cpu::BusIo io_{ports_, mmio_};
     std::unique_ptr<vm::InterruptController> irq_;
     vm::TimerQueue timers_;
     std::unique_ptr<TraceWriter> trace_;
-    vm::DeviceClassRegistry builtin_classes_;
     std::unique_ptr<vm::DeviceManager> devices_;
     std::unique_ptr<vm::Pit8254> pit_;
     std::unique_ptr<vm::DeviceContext> device_ctx_;

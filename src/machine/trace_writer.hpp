@@ -1,4 +1,5 @@
-// The --trace file: one line per device access (docs/trace.md).
+// The --trace file: one line per device access (docs/trace.md). A write error stops the trace
+// and is logged once, when it happens, and again at close, where the file is flushed.
 #pragma once
 
 #include <cstdio>
@@ -21,9 +22,14 @@ class TraceWriter final : public vm::TraceNotes {
     void note(std::string_view device, std::string_view text) override;
 
   private:
-    TraceWriter(std::FILE* f, std::function<unsigned()> vcpu) : file_(f), vcpu_(std::move(vcpu)) {}
+    TraceWriter(std::FILE* f, std::string path, std::function<unsigned()> vcpu)
+        : file_(f), path_(std::move(path)), vcpu_(std::move(vcpu)) {}
     uint64_t now_ns() const;
+    void put(std::string_view line);
     std::FILE* file_;
+    std::string path_;
+    bool failed_ = false;
+    int errno_ = 0;
     std::function<unsigned()> vcpu_;
     vm::Clock::time_point start_ = vm::Clock::now();
 };

@@ -449,20 +449,19 @@ void PciBus::drive_line(uint8_t line) {
 
 // ---- Configuration ---------------------------------------------------------------------
 
-void register_pci_bus(vm::DeviceClassRegistry& registry) {
-    auto r = registry.add("PCI",
-                          [](const vm::ConfigElement& e,
-                             vm::DeviceContext& ctx) -> Result<std::unique_ptr<vm::Device>> {
-                              POTEMKIN_TRY(e.only_attributes({"class", "id"}));
-                              auto id = e.required("id");
-                              if (!id) return fail(id.error());
-                              PciBusSettings settings;
-                              settings.memory = &ctx.memory;
-                              auto bus = PciBus::create(*id, ctx, settings);
-                              if (!bus) return fail(bus.error().context(e.where()));
-                              return std::unique_ptr<vm::Device>(std::move(*bus));
-                          });
-    (void)r;  // only fails on a duplicate name, which builtin registration never produces
+Result<void> register_pci_bus(vm::DeviceClassRegistry& registry) {
+    return registry.add("PCI",
+                        [](const vm::ConfigElement& e,
+                           vm::DeviceContext& ctx) -> Result<std::unique_ptr<vm::Device>> {
+                            POTEMKIN_TRY(e.only_attributes({"class", "id"}));
+                            auto id = e.required("id");
+                            if (!id) return fail(id.error());
+                            PciBusSettings settings;
+                            settings.memory = &ctx.memory;
+                            auto bus = PciBus::create(*id, ctx, settings);
+                            if (!bus) return fail(bus.error().context(e.where()));
+                            return std::unique_ptr<vm::Device>(std::move(*bus));
+                        });
 }
 
 }  // namespace potemkin::pci

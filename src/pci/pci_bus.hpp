@@ -154,6 +154,6 @@ class PciBus final : public vm::Device {
     uint64_t eoi_listener_ = 0;  // handle from the interrupt sink
 };
 
-void register_pci_bus(vm::DeviceClassRegistry& registry);
+Result<void> register_pci_bus(vm::DeviceClassRegistry& registry);
 
 }  // namespace potemkin::pci

@@ -57,9 +57,14 @@ ModelServer::ModelServer(std::unique_ptr<DeviceModel> model, hostdev::HostDevice
 ModelServer::~ModelServer() {
     // The model holds a pointer to us (its DeviceServices): let it go first.
     model_.reset();
+    // Nobody is left to take an error: log it.
     for (auto& b : shared_) {
-        if (b.host) ::munmap(b.host, b.size);
-        if (b.fd >= 0) ::close(b.fd);
+        if (b.host && ::munmap(b.host, b.size) != 0)
+            log::error("device model '{}': munmap of a shared BAR: {}", spec_.name,
+                       std::strerror(errno));
+        if (b.fd >= 0 && ::close(b.fd) != 0)
+            log::error("device model '{}': close of a shared BAR's memfd: {}", spec_.name,
+                       std::strerror(errno));
     }
 }
 
@@ -100,11 +105,11 @@ Result<void> ModelServer::build() {
             auto& sb = shared_[static_cast<size_t>(i)];
             const std::string name = fmt::format("potemkin-{}-bar{}", spec_.name, i);
             sb.fd = ::memfd_create(name.c_str(), MFD_CLOEXEC);
-            if (sb.fd < 0) return failf("BAR{}: memfd_create: {}", i, std::strerror(errno));
+            if (sb.fd < 0) return failf(Errno{errno}, "BAR{}: memfd_create", i);
             if (::ftruncate(sb.fd, static_cast<off_t>(bar->size)) != 0)
-                return failf("BAR{}: ftruncate: {}", i, std::strerror(errno));
+                return failf(Errno{errno}, "BAR{}: ftruncate", i);
             void* p = ::mmap(nullptr, bar->size, PROT_READ | PROT_WRITE, MAP_SHARED, sb.fd, 0);
-            if (p == MAP_FAILED) return failf("BAR{}: mmap: {}", i, std::strerror(errno));
+            if (p == MAP_FAILED) return failf(Errno{errno}, "BAR{}: mmap", i);
             sb.host = static_cast<uint8_t*>(p);
             sb.size = bar->size;
         }

@@ -9,6 +9,8 @@
 #include <filesystem>
 
 #include "common/log.hpp"
+#include "common/unique_fd.hpp"
+#include "cpu/engine_factory.hpp"
 #include "machine/builtins.hpp"
 #include "machine/machine.hpp"
 #include "mpqemu/server.hpp"
@@ -40,12 +42,23 @@ std::string self_dir() {
     return std::filesystem::path(buf).parent_path().string();
 }
 
+// The built-in models, transports and device classes; false (and a message) if they could not
+// be registered.
+bool registered(const char* who) {
+    if (auto r = machine::register_builtins(); !r) {
+        std::fprintf(stderr, "%s: %s\n", who, r.error().message.c_str());
+        return false;
+    }
+    return true;
+}
+
 struct RunOptions {
     std::string config;
     std::string guest;
     std::string trace;
     double timeout = 0;
     unsigned max_resets = machine::MachineSettings{}.max_resets;
+    std::string engine{cpu::kDefaultEngine};
     bool verbose = false;
 };
 
@@ -68,6 +81,7 @@ int run_command(const RunOptions& o) {
     if (o.timeout > 0)
         s.timeout = std::chrono::milliseconds(static_cast<int64_t>(o.timeout * 1000));
     s.max_resets = o.max_resets;
+    s.engine = o.engine;
     s.guest_search_path = {self_dir() + "/guests"};
     auto m = machine::Machine::create(std::move(s));
     if (!m) {
@@ -111,7 +125,7 @@ int serve_mpqemu(const ServeOptions& o, std::unique_ptr<sdk::DeviceModel> model,
 
 int serve_command(const ServeOptions& o) {
     if (o.verbose) log::set_level(log::Level::info);
-    machine::register_builtins();
+    if (!registered("potemkin serve")) return 1;
     const int transports = int{!o.socket.empty()} + int{o.fd >= 0} + int{o.mpqemu_fd >= 0};
     if (transports != 1) {
         std::fprintf(stderr,
@@ -187,6 +201,8 @@ int main(int argc, char** argv) {
                     "VM resets the guest may trigger (0xcf9); the next one is a fault (exit "
                     "status 126)")
         ->capture_default_str();
+    cmd->add_option("--engine", run.engine, "CPU engine: " + cpu::engine_names())
+        ->capture_default_str();
     cmd->add_flag("-v,--verbose", run.verbose, "Log device events");
     cmd->footer(
         "Exit status: the guest's exit value (port 0xf4) & 0xff; 2 configuration or usage error;\n"
@@ -199,7 +215,7 @@ int main(int argc, char** argv) {
     probe->add_option("url", probe_url, "Host-device URL, e.g. inproc:edu or vfio-user:/run/x.sock")
         ->required();
     probe->callback([&] {
-        machine::register_builtins();
+        if (!registered("potemkin probe")) std::exit(1);
         std::exit(tools::probe_command(probe_url));
     });
 
@@ -253,7 +269,7 @@ int main(int argc, char** argv) {
         "0xf4 (isa-debug-exit).");
     qp->callback([&] {
         // An unknown model fails here, before QEMU starts.
-        machine::register_builtins();
+        if (!registered("potemkin qemu-proxy")) std::exit(1);
         sdk::ModelParams params;
         for (const std::string& p : proxy.params) {
             auto eq = p.find('=');

@@ -96,7 +96,13 @@ int probe_command(const std::string& url) {
         return 1;
     }
     pci::ConfigSpace cs;
-    for (uint32_t i = 0; i < raw.size(); ++i) (void)cs.store(i, 1, raw[i]);
+    for (uint32_t i = 0; i < raw.size(); ++i) {
+        if (auto r = cs.store(i, 1, raw[i]); !r) {
+            std::fprintf(stderr, "potemkin probe: %s: %s\n", url.c_str(),
+                         r.error().message.c_str());
+            return 1;
+        }
+    }
     const PciIds ids = PciIds::load_system();
     const uint16_t vendor = static_cast<uint16_t>(cs.read(pci::reg::kVendorId, 2));
     const uint16_t device = static_cast<uint16_t>(cs.read(pci::reg::kDeviceId, 2));

@@ -30,11 +30,16 @@ pid_t spawn(const std::vector<std::string>& argv, int keep, const sigset_t& mask
     args.push_back(nullptr);
     const pid_t pid = ::fork();
     if (pid != 0) return pid;
-    ::sigprocmask(SIG_SETMASK, &mask, nullptr);
-    const int flags = ::fcntl(keep, F_GETFD);
-    if (flags >= 0) ::fcntl(keep, F_SETFD, flags & ~FD_CLOEXEC);
-    ::execvp(args[0], args.data());
-    std::fprintf(stderr, "potemkin qemu-proxy: exec %s: %s\n", args[0], std::strerror(errno));
+    const char* step = "sigprocmask";
+    if (::sigprocmask(SIG_SETMASK, &mask, nullptr) == 0) {
+        step = "fcntl";
+        const int flags = ::fcntl(keep, F_GETFD);
+        if (flags >= 0 && ::fcntl(keep, F_SETFD, flags & ~FD_CLOEXEC) == 0) {
+            step = "exec";
+            ::execvp(args[0], args.data());
+        }
+    }
+    std::fprintf(stderr, "potemkin qemu-proxy: %s %s: %s\n", step, args[0], std::strerror(errno));
     ::_exit(127);
 }
 
@@ -44,12 +49,24 @@ int exit_status(int status) {
     return 1;
 }
 
+// Sends `sig` to `pid`; a child that is gone already (ESRCH) is no failure.
+void send_signal(pid_t pid, int sig) {
+    if (::kill(pid, sig) != 0 && errno != ESRCH)
+        std::fprintf(stderr, "potemkin qemu-proxy: kill %d: %s\n", static_cast<int>(pid),
+                     std::strerror(errno));
+}
+
 // Waits for `pid` at most `ms` milliseconds; true (and *status set) when it ended.
 bool wait_for(pid_t pid, int ms, int* status) {
     const auto end = Clock::now() + std::chrono::milliseconds(ms);
     while (true) {
         const pid_t r = ::waitpid(pid, status, WNOHANG);
         if (r == pid || (r < 0 && errno == ECHILD)) return true;
+        if (r < 0 && errno != EINTR) {
+            std::fprintf(stderr, "potemkin qemu-proxy: waitpid %d: %s\n", static_cast<int>(pid),
+                         std::strerror(errno));
+            return true;
+        }
         if (Clock::now() >= end) return false;
         ::usleep(10000);
     }
@@ -59,10 +76,15 @@ bool wait_for(pid_t pid, int ms, int* status) {
 int finish(pid_t pid) {
     int status = 0;
     if (wait_for(pid, 0, &status)) return status;
-    ::kill(pid, SIGTERM);
+    send_signal(pid, SIGTERM);
     if (wait_for(pid, 5000, &status)) return status;
-    ::kill(pid, SIGKILL);
-    ::waitpid(pid, &status, 0);
+    send_signal(pid, SIGKILL);
+    while (::waitpid(pid, &status, 0) < 0) {
+        if (errno == EINTR) continue;
+        std::fprintf(stderr, "potemkin qemu-proxy: waitpid %d: %s\n", static_cast<int>(pid),
+                     std::strerror(errno));
+        break;
+    }
     return status;
 }
 
@@ -98,7 +120,10 @@ int qemu_proxy_command(const QemuProxyOptions& o, const std::string& potemkin_ex
     sigaddset(&handled, SIGCHLD);
     sigaddset(&handled, SIGTERM);
     sigaddset(&handled, SIGINT);
-    ::sigprocmask(SIG_BLOCK, &handled, &original);
+    if (::sigprocmask(SIG_BLOCK, &handled, &original) != 0) {
+        std::perror("potemkin qemu-proxy: sigprocmask");
+        return 1;
+    }
     UniqueFd sigfd(::signalfd(-1, &handled, SFD_CLOEXEC | SFD_NONBLOCK));
     if (!sigfd) {
         std::perror("potemkin qemu-proxy: signalfd");
@@ -141,7 +166,10 @@ int qemu_proxy_command(const QemuProxyOptions& o, const std::string& potemkin_ex
         }
         pollfd p{sigfd.get(), POLLIN, 0};
         const int n = ::poll(&p, 1, wait_ms);
-        if (n < 0 && errno != EINTR) break;
+        if (n < 0 && errno != EINTR) {
+            std::perror("potemkin qemu-proxy: poll");
+            break;
+        }
         if (n == 0 && timed && Clock::now() >= deadline) {
             std::fprintf(stderr, "potemkin qemu-proxy: timeout after %g s; stopping QEMU\n",
                          o.timeout);
@@ -152,7 +180,7 @@ int qemu_proxy_command(const QemuProxyOptions& o, const std::string& potemkin_ex
         }
         signalfd_siginfo si{};
         while (::read(sigfd.get(), &si, sizeof si) == sizeof si) {
-            if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) ::kill(qemu, SIGTERM);
+            if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) send_signal(qemu, SIGTERM);
         }
         if (!qemu_done && ::waitpid(qemu, &qemu_status, WNOHANG) == qemu) qemu_done = true;
         if (!server_done && ::waitpid(server, &server_status, WNOHANG) == server) {
@@ -176,7 +204,8 @@ int qemu_proxy_command(const QemuProxyOptions& o, const std::string& potemkin_ex
     if (exit_status(server_status) != 0)
         std::fprintf(stderr, "potemkin qemu-proxy: the device server exited with status %d\n",
                      exit_status(server_status));
-    ::sigprocmask(SIG_SETMASK, &original, nullptr);
+    if (::sigprocmask(SIG_SETMASK, &original, nullptr) != 0)
+        std::perror("potemkin qemu-proxy: restoring the signal mask");
     if (timed_out) return 124;
     return exit_status(qemu_status);
 }

@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
 #include <fstream>
 #include <sstream>
@@ -132,9 +133,10 @@ Result<void> ConfigElement::only_attributes(std::initializer_list<std::string_vi
 
 Result<std::shared_ptr<ConfigDocument>> ConfigDocument::load_file(const std::string& path) {
     std::ifstream in(path, std::ios::binary);
-    if (!in) return failf("{}: cannot open configuration file", path);
+    if (!in) return failf(Errno{errno}, "{}: cannot open configuration file", path);
     std::stringstream ss;
     ss << in.rdbuf();
+    if (in.bad()) return failf(Errno{errno}, "{}: reading the configuration file", path);
     auto doc = load_string(ss.str(), path);
     if (!doc) return doc;
     auto slash = path.find_last_of('/');

@@ -2,6 +2,11 @@
 
 namespace potemkin::vm {
 
+DeviceClassRegistry& DeviceClassRegistry::builtin() {
+    static DeviceClassRegistry registry;
+    return registry;
+}
+
 Result<void> DeviceClassRegistry::add(std::string name, DeviceFactory factory) {
     if (factories_.count(name)) return failf("device class '{}' is registered twice", name);
     factories_.emplace(std::move(name), std::move(factory));

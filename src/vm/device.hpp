@@ -76,6 +76,9 @@ using DeviceFactory =
 // Device classes by name ("PCI", "PCI_FRONT", "GENERIC", ...).
 class DeviceClassRegistry {
   public:
+    // The process-wide registry of the device classes that ship with potemkin; filled once by
+    // machine::register_builtins().
+    static DeviceClassRegistry& builtin();
     // Registering a name twice is a programming error and fails.
     Result<void> add(std::string name, DeviceFactory factory);
     const DeviceFactory* find(std::string_view name) const;

@@ -35,14 +35,11 @@ Result<std::unique_ptr<GuestMemory>> GuestMemory::create(std::vector<RamRegionSp
 
     std::unique_ptr<GuestMemory> mem(new GuestMemory());
     mem->fd_ = memfd_create("potemkin-guest-ram", MFD_CLOEXEC);
-    if (mem->fd_ < 0) return fail(fmt::format("memfd_create: {}", std::strerror(errno)), errno);
+    if (mem->fd_ < 0) return failf(Errno{errno}, "memfd_create");
     if (ftruncate(mem->fd_, static_cast<off_t>(total)) != 0)
-        return fail(fmt::format("ftruncate guest RAM to {} bytes: {}", total, std::strerror(errno)),
-                    errno);
+        return failf(Errno{errno}, "ftruncate guest RAM to {} bytes", total);
     void* p = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED, mem->fd_, 0);
-    if (p == MAP_FAILED)
-        return fail(fmt::format("mmap guest RAM ({} bytes): {}", total, std::strerror(errno)),
-                    errno);
+    if (p == MAP_FAILED) return failf(Errno{errno}, "mmap guest RAM ({} bytes)", total);
     mem->map_ = static_cast<uint8_t*>(p);
     mem->total_ = total;
     uint64_t off = 0;

@@ -71,6 +71,20 @@ TEST(Cli, GuestStatusBecomesProcessStatus) {
     EXPECT_EQ(r.status, 42) << r.out;
 }
 
+TEST(Cli, EngineIsChosenByName) {
+    std::string path = write_file(
+        "engine.xml",
+        "<vm><memory>16</memory><guest file=\"exitcode.elf\" cmdline=\"status=7\"/></vm>");
+    auto r = run_cli("run " + path + " --engine unicorn");
+    EXPECT_EQ(r.status, 7) << r.out;
+}
+
+TEST(Cli, UnknownEngineExitsTwoListingTheKnownOnes) {
+    auto r = run_cli("run " POTEMKIN_SOURCE_DIR "/examples/hello.xml --engine kvn");
+    EXPECT_EQ(r.status, 2) << r.out;
+    EXPECT_NE(r.out.find("unknown CPU engine 'kvn' (known: unicorn)"), std::string::npos) << r.out;
+}
+
 TEST(Cli, TimeoutHasItsOwnStatus) {
     auto r = run_cli("run " POTEMKIN_SOURCE_DIR "/examples/hello.xml --timeout 0.001");
     EXPECT_EQ(r.status, 124) << r.out;

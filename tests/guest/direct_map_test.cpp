@@ -91,7 +91,7 @@ std::vector<uint8_t> guest_code() {
 
 void run_direct_map_guest(const std::string& hostdev, bool direct = true) {
     const std::string elf = "/tmp/potemkin-directmap-" + std::to_string(::getpid()) + ".elf";
-    write_flat_elf(elf, guest_code());
+    ASSERT_TRUE(write_flat_elf(elf, guest_code())) << elf;
     GuestVm g{.guest_file = elf,
               .devices_xml = R"(<device class="PCI" id="pci0"/>)"
                              R"(<device class="PCI_FRONT" id="mb0" bus="pci0" hostdev=")" +

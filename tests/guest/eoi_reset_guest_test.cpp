@@ -58,7 +58,8 @@ class EoiCountingEdu final : public sdk::DeviceModel {
 
 void register_counting_edu() {
     static const bool once = [] {
-        machine::register_builtins();  // the built-in models and transports first
+        // The built-in models and transports first.
+        if (auto b = machine::register_builtins(); !b) ADD_FAILURE() << b.error().message;
         auto r = sdk::ModelRegistry::builtin().add(
             "edu-eoi-count", "edu counting EOIs (test)",
             [](const sdk::ModelParams&) -> Result<std::unique_ptr<sdk::DeviceModel>> {

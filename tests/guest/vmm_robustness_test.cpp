@@ -16,7 +16,7 @@ namespace {
 GuestRun run_code(const std::string& name, const std::vector<uint8_t>& code,
                   int timeout_ms = 10000) {
     std::string path = ::testing::TempDir() + "/" + name + ".elf";
-    write_flat_elf(path, code);
+    EXPECT_TRUE(write_flat_elf(path, code)) << path;
     return run_guest({.guest_file = path, .memory_mib = 16, .timeout_ms = timeout_ms});
 }
 

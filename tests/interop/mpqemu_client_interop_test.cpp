@@ -79,8 +79,8 @@ struct Opened {
 };
 
 Opened open_nvme(const Disk& disk, const std::string& params = "") {
-    machine::register_builtins();
     Opened o;
+    if (auto b = machine::register_builtins(); !b) ADD_FAILURE() << b.error().message;
     auto mem = vm::GuestMemory::create({{Gpa{0}, 16u << 20}});
     EXPECT_TRUE(mem) << mem.error().message;
     o.mem = std::move(*mem);
@@ -277,7 +277,7 @@ TEST(MpqemuInterop, KilledRemoteReadsAllOnes) {
 }
 
 TEST(MpqemuInterop, FailingQemuIsReportedWithItsStderr) {
-    machine::register_builtins();
+    ASSERT_TRUE(machine::register_builtins());
     RecordingEvents events(nullptr);
     hostdev::OpenContext ctx;
     ctx.events = &events;
@@ -411,7 +411,7 @@ TEST(MpqemuInterop, ProbePrintsTheDevice) {
 // read through the ROM BAR the client programs in the remote; the I/O BAR is reached at the
 // port the client gave it.
 TEST(MpqemuInterop, E1000IoBarAndRom) {
-    machine::register_builtins();
+    ASSERT_TRUE(machine::register_builtins());
     RecordingEvents events(nullptr);
     hostdev::OpenContext ctx;
     ctx.events = &events;

@@ -9,8 +9,9 @@
 
 namespace potemkin::testing {
 
-inline void write_flat_elf(const std::string& path, const std::vector<uint8_t>& code,
-                           uint32_t base = 0x100000) {
+// False when the file could not be written.
+[[nodiscard]] inline bool write_flat_elf(const std::string& path, const std::vector<uint8_t>& code,
+                                         uint32_t base = 0x100000) {
     std::vector<uint8_t> f(0x54, 0);
     auto put32 = [&](size_t off, uint32_t v) {
         for (int i = 0; i < 4; ++i) f[off + i] = uint8_t(v >> (8 * i));
@@ -37,8 +38,10 @@ inline void write_flat_elf(const std::string& path, const std::vector<uint8_t>& 
     put32(0x48, uint32_t(code.size()));
     put32(0x4c, 7);  // RWX
     f.insert(f.end(), code.begin(), code.end());
-    std::ofstream(path, std::ios::binary)
-        .write(reinterpret_cast<const char*>(f.data()), static_cast<std::streamsize>(f.size()));
+    std::ofstream out(path, std::ios::binary);
+    out.write(reinterpret_cast<const char*>(f.data()), static_cast<std::streamsize>(f.size()));
+    out.close();
+    return static_cast<bool>(out);
 }
 
 }  // namespace potemkin::testing

@@ -11,7 +11,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -25,13 +27,41 @@ namespace potemkin::testing {
 
 using namespace std::chrono_literals;
 
+// A system call that failed where no result can flow (destructors, cleanup): say so.
+inline void report_errno(const char* what) {
+    std::fprintf(stderr, "server_process: %s: %s\n", what, std::strerror(errno));
+}
+inline void close_reporting(int fd) {
+    if (fd >= 0 && ::close(fd) != 0) report_errno("close");
+}
+// Removes a socket or log file; one that is not there is fine.
+inline void unlink_reporting(const std::string& path) {
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT) report_errno(("unlink " + path).c_str());
+}
+// Signals a child; one that has exited already (ESRCH) is fine.
+inline void kill_reporting(pid_t pid, int sig) {
+    if (::kill(pid, sig) != 0 && errno != ESRCH) report_errno("kill");
+}
+// Reaps a child, blocking.
+inline void reap(pid_t pid) {
+    while (::waitpid(pid, nullptr, 0) < 0) {
+        if (errno == EINTR) continue;
+        report_errno("waitpid");
+        return;
+    }
+}
+
 inline bool connectable(const std::string& path) {
     const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        report_errno("socket");
+        return false;
+    }
     sockaddr_un a{};
     a.sun_family = AF_UNIX;
     std::strncpy(a.sun_path, path.c_str(), sizeof a.sun_path - 1);
     const bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
-    ::close(fd);
+    close_reporting(fd);
     return ok;
 }
 
@@ -41,12 +71,12 @@ class ServerProcess {
         : path_(std::move(path)), model_(std::move(model)) {}
     ~ServerProcess() {
         stop();
-        ::unlink(path_.c_str());
+        unlink_reporting(path_);
     }
 
     // Starts the server and waits (at most 10 s) until it accepts connections.
     bool start() {
-        ::unlink(path_.c_str());  // a server killed with SIGKILL leaves its socket behind
+        unlink_reporting(path_);  // a server killed with SIGKILL leaves its socket behind
         pid_ = ::fork();
         if (pid_ < 0) return false;
         if (pid_ == 0) {
@@ -83,7 +113,7 @@ class ServerProcess {
   private:
     void finish(int sig) {
         if (pid_ <= 0) return;
-        ::kill(pid_, sig);
+        kill_reporting(pid_, sig);
         // Bounded: a server that ignores SIGTERM for 5 s gets SIGKILL.
         for (int i = 0; i < 500; ++i) {
             if (::waitpid(pid_, nullptr, WNOHANG) == pid_) {
@@ -92,8 +122,8 @@ class ServerProcess {
             }
             std::this_thread::sleep_for(10ms);
         }
-        ::kill(pid_, SIGKILL);
-        ::waitpid(pid_, nullptr, 0);
+        kill_reporting(pid_, SIGKILL);
+        reap(pid_);
         pid_ = -1;
     }
 
@@ -111,12 +141,12 @@ class MpqemuServerProcess {
     explicit MpqemuServerProcess(std::string model = "edu", std::vector<std::string> extra = {})
         : model_(std::move(model)), extra_(std::move(extra)) {}
     ~MpqemuServerProcess() {
-        if (sock_ >= 0) ::close(sock_);
+        close_reporting(sock_);
         if (pid_ > 0) {
-            ::kill(pid_, SIGKILL);
-            ::waitpid(pid_, nullptr, 0);
+            kill_reporting(pid_, SIGKILL);
+            reap(pid_);
         }
-        if (!log_path_.empty()) ::unlink(log_path_.c_str());
+        if (!log_path_.empty()) unlink_reporting(log_path_);
     }
 
     // Before start().
@@ -127,7 +157,12 @@ class MpqemuServerProcess {
         if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return false;
         char path[] = "/tmp/potemkin-mpqemu-serve-XXXXXX";
         const int log_fd = ::mkstemp(path);
-        if (log_fd < 0) return false;
+        if (log_fd < 0) {
+            report_errno("mkstemp");
+            close_reporting(sv[0]);
+            close_reporting(sv[1]);
+            return false;
+        }
         log_path_ = path;
         const std::string fd_arg = std::to_string(sv[0]);
         std::vector<std::string> args = {"potemkin", "serve", model_, "--mpqemu-fd", fd_arg};
@@ -136,15 +171,21 @@ class MpqemuServerProcess {
         for (auto& a : args) argv.push_back(a.data());
         argv.push_back(nullptr);
         pid_ = ::fork();
-        if (pid_ < 0) return false;
+        if (pid_ < 0) {
+            report_errno("fork");
+            close_reporting(log_fd);
+            close_reporting(sv[0]);
+            close_reporting(sv[1]);
+            return false;
+        }
         if (pid_ == 0) {
-            ::fcntl(sv[0], F_SETFD, 0);  // inherited across exec
-            ::dup2(log_fd, 2);
-            ::execv(POTEMKIN_BINARY, argv.data());
+            // sv[0] is inherited across exec; stderr goes to the log.
+            if (::fcntl(sv[0], F_SETFD, 0) == 0 && ::dup2(log_fd, 2) == 2)
+                ::execv(POTEMKIN_BINARY, argv.data());
             ::_exit(127);
         }
-        ::close(log_fd);
-        ::close(sv[0]);
+        close_reporting(log_fd);
+        close_reporting(sv[0]);
         sock_ = sv[1];
         return true;
     }
@@ -152,11 +193,11 @@ class MpqemuServerProcess {
     pid_t pid() const { return pid_; }
     // Closes our end: the server sees EOF.
     void close_socket() {
-        if (sock_ >= 0) ::close(sock_);
+        close_reporting(sock_);
         sock_ = -1;
     }
     void signal(int sig) const {
-        if (pid_ > 0) ::kill(pid_, sig);
+        if (pid_ > 0) kill_reporting(pid_, sig);
     }
     // The wait status once the server exited (waiting at most `timeout`), else nullopt.
     std::optional<int> wait_exit(std::chrono::milliseconds timeout = 10s) {
@@ -180,7 +221,7 @@ class MpqemuServerProcess {
         if (d == nullptr) return -1;
         while (dirent* e = ::readdir(d))
             if (e->d_name[0] != '.') ++n;
-        ::closedir(d);
+        if (::closedir(d) != 0) report_errno("closedir");
         return n;
     }
     std::string log() const {

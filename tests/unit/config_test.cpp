@@ -198,7 +198,7 @@ TEST(Config, NumbersAcceptDecimalAndHex) {
 
 TEST(Config, BuiltinClassesIncludeTheTestDevice) {
     DeviceClassRegistry classes;
-    devices::register_builtin_device_classes(classes);
+    ASSERT_TRUE(devices::register_builtin_device_classes(classes));
     EXPECT_NE(classes.find("TEST_DEVICE"), nullptr);
     EXPECT_FALSE(classes.add("TEST_DEVICE", nullptr));
 }

@@ -44,8 +44,8 @@ class GenericTest : public ::testing::Test {
   protected:
     void SetUp() override {
         ASSERT_TRUE(potemkin::testing::add_fake_transport(transports, fake));
-        devices::register_generic(classes, &transports);
-        devices::register_test_device(classes);
+        ASSERT_TRUE(devices::register_generic(classes, &transports));
+        ASSERT_TRUE(devices::register_test_device(classes));
     }
 
     // Parse and create; the error message, or "" on success.

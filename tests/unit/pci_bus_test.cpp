@@ -714,7 +714,7 @@ Result<void> create_from_xml(Platform& q, const std::string& device) {
 
 TEST(PciBusConfig, PciClassCreatesABusOnTheConfigPorts) {
     Platform q;
-    register_pci_bus(q.classes);
+    ASSERT_TRUE(register_pci_bus(q.classes));
     auto r = create_from_xml(q, R"(<device class="PCI" id="pci0"/>)");
     ASSERT_TRUE(r) << r.error().message;
     ASSERT_NE(q.manager.find_as<PciBus>("pci0"), nullptr);
@@ -731,7 +731,7 @@ TEST(PciBusConfig, PciClassCreatesABusOnTheConfigPorts) {
 
 TEST(PciBusConfig, UnknownAttributeIsRejected) {
     Platform q;
-    register_pci_bus(q.classes);
+    ASSERT_TRUE(register_pci_bus(q.classes));
     auto r = create_from_xml(q, R"(<device class="PCI" id="pci0" slot="3"/>)");
     ASSERT_FALSE(r);
     EXPECT_NE(r.error().message.find("slot"), std::string::npos) << r.error().message;

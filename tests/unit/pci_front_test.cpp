@@ -120,9 +120,9 @@ struct Env {
 
     Env() {
         EXPECT_TRUE(testing::add_fake_transport(transports, state, "fake", "dev"));
-        devices::register_test_device(classes);
-        pci::register_pci_bus(classes);
-        devices::register_pci_front(classes, &transports);
+        EXPECT_TRUE(devices::register_test_device(classes));
+        EXPECT_TRUE(pci::register_pci_bus(classes));
+        EXPECT_TRUE(devices::register_pci_front(classes, &transports));
         auto m = vm::GuestMemory::create({{Gpa(0), 16u << 20}});
         EXPECT_TRUE(m);
         memory = std::move(*m);

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "cpu/cpu_engine.hpp"
+#include "cpu/engine_factory.hpp"
 
 using namespace potemkin;
 using namespace potemkin::cpu;
@@ -83,7 +84,7 @@ TEST(UnicornMapHost, MappedMemoryIsAccessedWithoutExitsAndUnmapTrapsAgain) {
     EngineSettings es;
     es.io = &io;
     es.kick = &kick;
-    auto engine = create_unicorn_engine(es);
+    auto engine = create_engine("unicorn", es);
     ASSERT_TRUE(engine) << engine.error().message;
     CpuEngine& e = **engine;
     ASSERT_TRUE(e.map_ram(Gpa(0), kRam, ram.get()));

@@ -59,7 +59,7 @@ bool closed_by_peer(int fd) {
 class VfioUserServerTest : public ::testing::Test {
   protected:
     void SetUp() override {
-        machine::register_builtins();
+        ASSERT_TRUE(machine::register_builtins());
         char tmpl[] = "/tmp/potemkin-vfu-XXXXXX";
         ASSERT_NE(::mkdtemp(tmpl), nullptr);
         dir_ = tmpl;
