@@ -2,7 +2,15 @@
 
 namespace potemkin::hostdev {
 
-RemoteClient::RemoteClient(std::shared_ptr<HostDevice> state) : state_(std::move(state)) {}
+RemoteClient::RemoteClient(std::shared_ptr<HostDevice> state, RemoteLink& link)
+    : state_(std::move(state)), link_(link) {}
+
+bool RemoteClient::connected() const {
+    return link_.up();
+}
+void RemoteClient::poll_events() {
+    link_.drain();
+}
 
 RemoteClient::~RemoteClient() {
     RemoteClient::close();

@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "hostdev/host_device.hpp"
+#include "hostdev/remote_link.hpp"
 
 namespace potemkin::hostdev {
 
@@ -28,11 +29,20 @@ class RemoteClient : public HostDevice {
     Result<void> reset() override;
     void close() override;
 
+    // ---- Introspection every remote client offers (tests, probe) ----
+    // The implementation is reachable now (false while it is lost and until it is restored).
+    bool connected() const;
+    // Runs what the poll thread queued, on the calling thread. Only needed without
+    // OpenContext::post.
+    void poll_events();
+
   protected:
-    explicit RemoteClient(std::shared_ptr<HostDevice> state);
+    // `link` belongs to `state`, which outlives it here.
+    RemoteClient(std::shared_ptr<HostDevice> state, RemoteLink& link);
 
   private:
     std::shared_ptr<HostDevice> state_;
+    RemoteLink& link_;
 };
 
 // A client's shared state made and started (connect, set up), or closed again if starting

@@ -332,7 +332,8 @@ Result<void> MpqemuClient::Impl::reset() {
 
 // ---- MpqemuClient: the public shell over the shared state ------------------------------------
 
-MpqemuClient::MpqemuClient(std::shared_ptr<Impl> impl) : RemoteClient(impl), impl_(impl.get()) {}
+MpqemuClient::MpqemuClient(std::shared_ptr<Impl> impl)
+    : RemoteClient(impl, impl->link()), impl_(impl.get()) {}
 
 Result<std::unique_ptr<MpqemuClient>> MpqemuClient::open(MpqemuClientSettings settings) {
     if (settings.label.empty()) settings.label = "mpqemu";
@@ -342,9 +343,6 @@ Result<std::unique_ptr<MpqemuClient>> MpqemuClient::open(MpqemuClientSettings se
     return std::unique_ptr<MpqemuClient>(new MpqemuClient(std::move(impl)));
 }
 
-bool MpqemuClient::connected() const {
-    return impl_->connected();
-}
 MpqemuBar MpqemuClient::bar(uint32_t index) const {
     return impl_->bar(index);
 }
@@ -353,9 +351,6 @@ pid_t MpqemuClient::qemu_pid() const {
 }
 uint64_t MpqemuClient::respawns() const {
     return impl_->respawns();
-}
-void MpqemuClient::poll_events() {
-    impl_->poll_events();
 }
 
 }  // namespace potemkin::mpqemu

@@ -87,12 +87,9 @@ class MpqemuClient final : public hostdev::RemoteClient {
     static Result<std::unique_ptr<MpqemuClient>> open(MpqemuClientSettings settings);
 
     // ---- Introspection (tests) ----
-    bool connected() const;
     MpqemuBar bar(uint32_t index) const;  // 0-5 BARs, 6 the ROM
     pid_t qemu_pid() const;               // -1 without a process
     uint64_t respawns() const;
-    // Runs what the interrupt thread queued, on the calling thread. Only needed without `post`.
-    void poll_events();
 
     class Impl;  // shared with the poll thread; client_impl.hpp
 

@@ -53,9 +53,8 @@ class MpqemuClient::Impl final : public hostdev::HostDevice,
     Result<void> ack_intx() override;
     Result<void> reset() override;
     void close() override;
-    void poll_events() { link_.drain(); }
+    hostdev::RemoteLink& link() { return link_; }
 
-    bool connected() const { return link_.up(); }
     MpqemuBar bar(uint32_t index) const {
         return index < bars_.size() ? bars_[index] : MpqemuBar{};
     }

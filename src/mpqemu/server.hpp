@@ -54,17 +54,9 @@
 
 namespace potemkin::mpqemu {
 
-struct MpqemuServerSettings {
+struct MpqemuServerSettings : sdk::DeviceServerSettings {
     // The connected socket to the proxy (inherited; ownership is taken).
     int fd = -1;
-    // The rest of a frame once its first byte arrived must come within this many milliseconds.
-    int io_timeout_ms = 5000;
-    // An extra fd that stops run() when readable (e.g. a signalfd for SIGTERM/SIGINT); not
-    // owned, not read.
-    int stop_fd = -1;
-    // Names the server in logs ("edu").
-    std::string label = "device";
-    sdk::ModelServerSettings model;
 };
 
 class MpqemuServer {

@@ -23,8 +23,24 @@
 
 #include "common/result.hpp"
 #include "common/unique_fd.hpp"
+#include "sdk/model_server.hpp"
 
 namespace potemkin::sdk {
+
+// What every device server is configured with, whatever its protocol; each server's settings
+// add where its clients come from.
+struct DeviceServerSettings {
+    // The rest of a message once its first bytes arrived (and, for vfio-user, a client's reply
+    // to the server's own requests) must come within this many milliseconds; otherwise the
+    // connection is dropped.
+    int io_timeout_ms = 5000;
+    // An extra fd that stops run() when readable (e.g. the signalfd from stop_signal_fd());
+    // not owned, not read.
+    int stop_fd = -1;
+    // Names the server in logs ("edu").
+    std::string label = "device";
+    ModelServerSettings model;
+};
 
 // Blocks SIGTERM and SIGINT in the calling thread (and the threads it starts later) and returns
 // a signalfd that becomes readable when one arrives: give it to a server as its stop_fd, so a

@@ -302,7 +302,7 @@ Result<void> VfioUserClient::Impl::reset() {
 // ---- VfioUserClient: the public shell over the shared state ----------------------------------
 
 VfioUserClient::VfioUserClient(std::shared_ptr<Impl> impl)
-    : RemoteClient(impl), impl_(impl.get()) {}
+    : RemoteClient(impl, impl->link()), impl_(impl.get()) {}
 
 Result<std::unique_ptr<VfioUserClient>> VfioUserClient::open(VfioUserClientSettings settings) {
     if (settings.label.empty()) settings.label = "vfio-user:" + settings.socket_path;
@@ -315,14 +315,8 @@ Result<std::unique_ptr<VfioUserClient>> VfioUserClient::open(VfioUserClientSetti
 VfioUserCaps VfioUserClient::caps() const {
     return impl_->caps();
 }
-bool VfioUserClient::connected() const {
-    return impl_->connected();
-}
 uint64_t VfioUserClient::reconnects() const {
     return impl_->reconnects();
-}
-void VfioUserClient::poll_events() {
-    impl_->poll_events();
 }
 
 }  // namespace potemkin::vfio_user

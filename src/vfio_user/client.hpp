@@ -79,10 +79,7 @@ class VfioUserClient final : public hostdev::RemoteClient {
 
     // ---- Introspection (tests, probe) ------------------------------------------------------
     VfioUserCaps caps() const;
-    bool connected() const;
     uint64_t reconnects() const;
-    // Runs what the poll thread queued, on the calling thread. Only needed without `post`.
-    void poll_events();
 
     class Impl;  // shared with the poll thread; client_impl.hpp
 

@@ -66,13 +66,12 @@ class VfioUserClient::Impl final : public hostdev::HostDevice,
     Result<void> ack_intx() override;
     Result<void> reset() override;
     void close() override;
-    void poll_events() { link_.drain(); }
+    hostdev::RemoteLink& link() { return link_; }
 
     VfioUserCaps caps() const {
         std::lock_guard lk(io_mu_);
         return caps_;
     }
-    bool connected() const { return link_.up(); }
     uint64_t reconnects() const { return reconnects_.load(); }
 
   private:

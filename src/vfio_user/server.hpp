@@ -50,7 +50,7 @@
 
 namespace potemkin::vfio_user {
 
-struct VfioUserServerSettings {
+struct VfioUserServerSettings : sdk::DeviceServerSettings {
     // Where to listen: bind a new socket at `socket_path`, or use the listening socket
     // `listen_fd` (inherited; ownership is taken). Exactly one must be given.
     std::string socket_path;
@@ -60,15 +60,6 @@ struct VfioUserServerSettings {
     bool remove_stale_socket = true;
     // Unlink socket_path when the server is destroyed (only if it bound it).
     bool unlink_on_exit = true;
-    // The rest of a message once its header arrived, and a client's reply to DMA_READ/WRITE,
-    // must come within this many milliseconds; otherwise the connection is dropped.
-    int io_timeout_ms = 5000;
-    // An extra fd that stops run() when readable (e.g. a signalfd for SIGTERM/SIGINT); not
-    // owned, not read.
-    int stop_fd = -1;
-    // Names the server in logs ("edu").
-    std::string label = "device";
-    sdk::ModelServerSettings model;
 };
 
 class VfioUserServer {
