@@ -43,6 +43,20 @@
 
 namespace potemkin::hostdev {
 
+// What every out-of-process client is opened with, whatever its protocol (the OpenContext
+// parts a remote client needs); each client's settings add how to reach its device.
+struct RemoteClientSettings {
+    std::string label;                        // names the device in messages (the URL)
+    std::chrono::milliseconds timeout{5000};  // per reply
+    HostDeviceEvents* events = nullptr;       // required
+    const vm::GuestMemory* memory = nullptr;  // guest RAM to share; null: none (no DMA map)
+    // Runs a function on the engine thread (vm::DeviceContext::post). Null: what the poll
+    // thread finds runs at the start of the next HostDevice call (tools, unit tests).
+    std::function<void(std::function<void()>)> post;
+    // +1 while the client may raise interrupts (every vCPU halted keeps waiting), -1 after.
+    std::function<void(int)> external_source;
+};
+
 struct RemoteLinkSettings {
     std::string label;                   // names the device in messages
     HostDeviceEvents* events = nullptr;  // required
@@ -53,6 +67,13 @@ struct RemoteLinkSettings {
     // how long to wait between attempts.
     bool restore = false;
     std::chrono::milliseconds restore_interval{200};
+
+    // A client's settings as the link needs them.
+    static RemoteLinkSettings of(const RemoteClientSettings& client, bool restore,
+                                 std::chrono::milliseconds restore_interval) {
+        return RemoteLinkSettings{client.label,           client.events, client.post,
+                                  client.external_source, restore,       restore_interval};
+    }
 };
 
 // What the poll thread asks of the transport. Every hook runs on the poll thread.

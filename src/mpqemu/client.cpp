@@ -34,20 +34,12 @@ bool is_bar_register(uint32_t offset) {
            (offset >= pci::reg::kRomBar && offset < pci::reg::kRomBar + 4);
 }
 
-hostdev::RemoteLinkSettings link_settings(const MpqemuClientSettings& s) {
-    hostdev::RemoteLinkSettings l;
-    l.label = s.label;
-    l.events = s.events;
-    l.post = s.post;
-    l.external_source = s.external_source;
-    l.restore = static_cast<bool>(s.respawn);
-    l.restore_interval = s.respawn_interval;
-    return l;
-}
-
 }  // namespace
 
-MpqemuClient::Impl::Impl(MpqemuClientSettings s) : s_(std::move(s)), link_(link_settings(s_)) {}
+MpqemuClient::Impl::Impl(MpqemuClientSettings s)
+    : s_(std::move(s)),
+      link_(hostdev::RemoteLinkSettings::of(s_, static_cast<bool>(s_.respawn),
+                                            s_.respawn_interval)) {}
 
 void MpqemuClient::Impl::close() {
     if (link_.closed()) return;

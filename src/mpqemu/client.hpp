@@ -48,14 +48,9 @@ namespace potemkin::mpqemu {
 
 class QemuProcess;
 
-struct MpqemuClientSettings {
-    UniqueFd socket;    // connected AF_UNIX stream socket to the remote (taken over)
-    std::string label;  // names the device in messages (the URL)
-    std::chrono::milliseconds timeout{5000};      // per reply
-    hostdev::HostDeviceEvents* events = nullptr;  // required
-    const vm::GuestMemory* memory = nullptr;      // null: no SYNC_SYSMEM (no DMA)
-    std::function<void(std::function<void()>)> post;
-    std::function<void(int)> external_source;
+// label names the device (the URL); memory null: no SYNC_SYSMEM (no DMA).
+struct MpqemuClientSettings : hostdev::RemoteClientSettings {
+    UniqueFd socket;  // connected AF_UNIX stream socket to the remote (taken over)
     // The remote's private BAR layout. Memory BARs from max(mem_base, top of guest RAM rounded
     // up to 1 MiB); I/O BARs from io_base.
     uint64_t mem_base = 0xE000'0000;

@@ -20,17 +20,6 @@ namespace {
 // Region info replies with capabilities are re-requested at their full size, up to this.
 constexpr uint32_t kMaxRegionInfoSize = 64 * 1024;
 
-hostdev::RemoteLinkSettings link_settings(const VfioUserClientSettings& s) {
-    hostdev::RemoteLinkSettings l;
-    l.label = s.label;
-    l.events = s.events;
-    l.post = s.post;
-    l.external_source = s.external_source;
-    l.restore = s.reconnect;
-    l.restore_interval = s.reconnect_interval;
-    return l;
-}
-
 }  // namespace
 
 const char* irq_name(uint32_t index) {
@@ -46,7 +35,9 @@ const char* irq_name(uint32_t index) {
     }
 }
 
-VfioUserClient::Impl::Impl(VfioUserClientSettings s) : s_(std::move(s)), link_(link_settings(s_)) {}
+VfioUserClient::Impl::Impl(VfioUserClientSettings s)
+    : s_(std::move(s)),
+      link_(hostdev::RemoteLinkSettings::of(s_, s_.reconnect, s_.reconnect_interval)) {}
 
 Result<void> VfioUserClient::Impl::start() {
     POTEMKIN_TRY(link_.open(weak_from_this()));

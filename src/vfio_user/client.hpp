@@ -41,23 +41,15 @@
 
 namespace potemkin::vfio_user {
 
-struct VfioUserClientSettings {
+// label defaults to "vfio-user:" + socket_path; timeout is per reply and for connect; memory is
+// guest RAM to DMA_MAP with its memfd (null: nothing mapped, DMA_READ/DMA_WRITE only).
+struct VfioUserClientSettings : hostdev::RemoteClientSettings {
     std::string socket_path;
-    std::string label;  // names the device in messages; default "vfio-user:" + socket_path
-    std::chrono::milliseconds timeout{5000};            // per reply (and for connect)
     std::chrono::milliseconds reconnect_interval{200};  // between attempts while gone
     // Off: a lost server stays lost, and HostDeviceEvents::disconnected() is sent. On (the
     // default): disconnected() is sent too (saying a reconnect is coming), the client
     // reconnects, and HostDeviceEvents::reconnected() follows.
     bool reconnect = true;
-    hostdev::HostDeviceEvents* events = nullptr;  // required
-    // Guest RAM to DMA_MAP with its memfd; null: nothing mapped (DMA_READ/DMA_WRITE only).
-    const vm::GuestMemory* memory = nullptr;
-    // Runs a function on the engine thread (vm::DeviceContext::post). Null: the poll thread's
-    // findings run at the start of the next HostDevice call (tools, unit tests).
-    std::function<void(std::function<void()>)> post;
-    // +1 while the client is open: it may raise interrupts while every vCPU is halted.
-    std::function<void(int)> external_source;
 };
 
 // What VERSION settled (docs/vfio-user.md).
