@@ -108,4 +108,29 @@ Result<bool> wait_readable(int fd, int timeout_ms) {
     }
 }
 
+Result<size_t> recv_with_fds(int sock, msghdr& msg, int flags, std::vector<UniqueFd>& fds) {
+    ssize_t n;
+    do {
+        n = ::recvmsg(sock, &msg, flags);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return fail("timed out waiting for a message", ETIMEDOUT);
+        return sys_error("recvmsg", errno);
+    }
+    if (msg.msg_controllen > 0) {
+        for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+            if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+            const size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            for (size_t i = 0; i < count; ++i) {
+                int fd;
+                std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+                fds.emplace_back(fd);
+            }
+        }
+    }
+    if (n == 0) return fail("peer closed the connection", ECONNRESET);
+    return static_cast<size_t>(n);
+}
+
 }  // namespace potemkin::hostdev

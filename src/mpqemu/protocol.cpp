@@ -234,27 +234,10 @@ Result<void> recv_message(int sock, Message& m, const RecvOptions& options) {
         if (!*ready) return fail("timed out waiting for a message", ETIMEDOUT);
         flags |= MSG_DONTWAIT;
     }
-    ssize_t n;
-    do {
-        n = ::recvmsg(sock, &msg, flags);
-    } while (n < 0 && errno == EINTR);
-    if (n < 0) {
-        // SO_RCVTIMEO expired, or the data a poll saw is gone.
-        if (errno == EAGAIN || errno == EWOULDBLOCK)
-            return fail("timed out waiting for a message", ETIMEDOUT);
-        return hostdev::sys_error("recvmsg", errno);
-    }
-    // Own every fd first so each error path below closes them.
-    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-        const size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        for (size_t i = 0; i < count; ++i)
-            m.fds.emplace_back(get<int>(CMSG_DATA(c) + i * sizeof(int)));
-    }
-    if (n == 0) return fail("peer closed the connection", ECONNRESET);
+    POTEMKIN_TRY_ASSIGN(const size_t n, hostdev::recv_with_fds(sock, msg, flags, m.fds));
     if ((msg.msg_flags & MSG_CTRUNC) != 0)
         return proto_error(fmt::format("frame carries more than {} fds", kRecvFdRoom));
-    size_t got = static_cast<size_t>(n);
+    size_t got = n;
     if (got < kHeaderSize) {
         POTEMKIN_TRY(hostdev::recv_exact(sock, std::span<uint8_t>(buf + got, kHeaderSize - got),
                                          options.timeout_ms, "header"));

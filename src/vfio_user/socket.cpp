@@ -68,39 +68,17 @@ Result<Message> recv_message(int sock, const RecvOptions& options) {
         if (!ready) return fail(ready.error());
         if (!*ready) return fail("timed out waiting for a message", ETIMEDOUT);
     }
-    ssize_t n;
-    do {
-        n = ::recvmsg(sock, &msg, flags);
-    } while (n < 0 && errno == EINTR);
-    if (n < 0) {
-        // SO_RCVTIMEO expired, or the data a poll saw is gone.
-        if (errno == EAGAIN || errno == EWOULDBLOCK)
-            return fail("timed out waiting for a message", ETIMEDOUT);
-        return hostdev::sys_error("recvmsg", errno);
-    }
-    // Collect the fds first, so every error path below closes them.
-    if (options.max_fds > 0) {
-        for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-            if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-            const size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-            for (size_t i = 0; i < count; ++i) {
-                int fd;
-                std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-                m.fds.emplace_back(fd);
-            }
-        }
-    }
-    if (n == 0) return fail("peer closed the connection", ECONNRESET);
+    POTEMKIN_TRY_ASSIGN(const size_t n, hostdev::recv_with_fds(sock, msg, flags, m.fds));
     // CMSG_SPACE rounds up, so the kernel may fit an fd more than asked for: count too.
     if ((msg.msg_flags & MSG_CTRUNC) != 0 || m.fds.size() > options.max_fds)
         return fail(fmt::format("message carries more than {} fds (control data truncated)",
                                 options.max_fds),
                     EPROTO);
-    if (static_cast<size_t>(n) < kHeaderSize) {
+    if (n < kHeaderSize) {
         // A stream may split the header; the rest must follow promptly.
-        POTEMKIN_TRY(
-            hostdev::recv_exact(sock, std::span<uint8_t>(head).subspan(static_cast<size_t>(n)),
-                                options.timeout_ms < 0 ? -1 : options.timeout_ms, "header"));
+        POTEMKIN_TRY(hostdev::recv_exact(sock, std::span<uint8_t>(head).subspan(n),
+                                         options.timeout_ms < 0 ? -1 : options.timeout_ms,
+                                         "header"));
     }
     m.header = decode_header(head);
     POTEMKIN_TRY(check_framing(m.header, options.max_size));
@@ -191,38 +169,23 @@ Result<void> MessageReader::fill(int sock, int flags, size_t want, uint32_t max_
         msg.msg_control = control.data();
         msg.msg_controllen = CMSG_SPACE(sizeof(int) * max_fds);
     }
-    ssize_t n;
-    do {
-        n = ::recvmsg(sock, &msg, flags | MSG_CMSG_CLOEXEC);
-    } while (n < 0 && errno == EINTR);
-    if (n < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK) return fail("nothing to read", ETIMEDOUT);
-        return hostdev::sys_error("recvmsg", errno);
-    }
-    // Collect the fds first, so every error path below closes them.
     std::vector<UniqueFd> fds;
-    if (max_fds > 0) {
-        for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-            if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-            const size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-            for (size_t i = 0; i < count; ++i) {
-                int fd;
-                std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-                fds.emplace_back(fd);
-            }
-        }
+    auto received = hostdev::recv_with_fds(sock, msg, flags | MSG_CMSG_CLOEXEC, fds);
+    if (!received) {
+        const int e = received.error().sys_errno;
+        if (e == ETIMEDOUT) return fail("nothing to read", ETIMEDOUT);
+        if (e == ECONNRESET && tail_ != head_)
+            return fail(fmt::format("peer closed after {} of {} bytes", tail_ - head_, want),
+                        ECONNRESET);
+        return fail(received.error());
     }
-    if (n == 0) {
-        if (tail_ == head_) return fail("peer closed the connection", ECONNRESET);
-        return fail(fmt::format("peer closed after {} of {} bytes", tail_ - head_, want),
-                    ECONNRESET);
-    }
+    const size_t n = *received;
     // CMSG_SPACE rounds up, so the kernel may fit an fd more than asked for: count too.
     if ((msg.msg_flags & MSG_CTRUNC) != 0 || fds.size() > max_fds)
         return fail(
             fmt::format("message carries more than {} fds (control data truncated)", max_fds),
             EPROTO);
-    tail_ += static_cast<size_t>(n);
+    tail_ += n;
     if (!fds.empty()) fds_.push_back({pos_ + (tail_ - head_), std::move(fds)});
     return ok();
 }
