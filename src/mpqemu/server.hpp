@@ -59,23 +59,20 @@ struct MpqemuServerSettings : sdk::DeviceServerSettings {
     int fd = -1;
 };
 
-class MpqemuServer {
+class MpqemuServer final : public sdk::DeviceServer {
   public:
     // Builds the ModelServer around `model` and checks the socket.
     static Result<std::unique_ptr<MpqemuServer>> create(std::unique_ptr<sdk::DeviceModel> model,
                                                         const MpqemuServerSettings& settings);
-    ~MpqemuServer();
+    ~MpqemuServer() override;
     MpqemuServer(const MpqemuServer&) = delete;
     MpqemuServer& operator=(const MpqemuServer&) = delete;
 
     // Serves the proxy until it closes the socket or the server is stopped (ok), or until it
     // breaks the protocol or the socket fails (an error naming what happened). Once.
-    Result<void> run();
-    // Thread- and async-signal-safe.
-    void stop();
-
-    // The device; touch it only while run() is not running.
-    sdk::ModelServer& model_server() { return *server_; }
+    Result<void> run() override;
+    void stop() override;
+    sdk::ModelServer& model_server() override { return *server_; }
     struct Stats {
         uint64_t requests = 0;
         uint64_t sysmem_syncs = 0;

@@ -42,6 +42,20 @@ struct DeviceServerSettings {
     ModelServerSettings model;
 };
 
+// A device server, whatever its protocol (vfio_user::VfioUserServer, mpqemu::MpqemuServer):
+// what `potemkin serve` and a program embedding a server drive.
+class DeviceServer {
+  public:
+    virtual ~DeviceServer() = default;
+    // Serves until stopped or until its clients are done (ok), or until the transport itself
+    // fails (an error naming what happened).
+    virtual Result<void> run() = 0;
+    // Thread- and async-signal-safe.
+    virtual void stop() = 0;
+    // The device; touch it only while run() is not running (it is single-threaded).
+    virtual ModelServer& model_server() = 0;
+};
+
 // Blocks SIGTERM and SIGINT in the calling thread (and the threads it starts later) and returns
 // a signalfd that becomes readable when one arrives: give it to a server as its stop_fd, so a
 // signal ends run() cleanly (the socket file removed) instead of killing the process mid-way.

@@ -103,24 +103,31 @@ struct ServeOptions {
     bool verbose = false;
 };
 
-// QEMU's x-pci-proxy-dev on the other end of an inherited socket: one connection, then exit.
-int serve_mpqemu(const ServeOptions& o, std::unique_ptr<sdk::DeviceModel> model, int stop_fd) {
-    mpqemu::MpqemuServerSettings s;
-    s.fd = o.mpqemu_fd;
+// The server for the options' transport: vfio-user on a socket path or an inherited listening
+// socket, or mpqemu on an inherited connected socket (QEMU's x-pci-proxy-dev: one connection).
+Result<std::unique_ptr<sdk::DeviceServer>> make_server(const ServeOptions& o,
+                                                       std::unique_ptr<sdk::DeviceModel> model,
+                                                       int stop_fd) {
+    if (o.mpqemu_fd >= 0) {
+        mpqemu::MpqemuServerSettings s;
+        s.fd = o.mpqemu_fd;
+        s.stop_fd = stop_fd;
+        s.label = o.model;
+        POTEMKIN_TRY_ASSIGN(auto server, mpqemu::MpqemuServer::create(std::move(model), s));
+        log::info("potemkin serve: {} on mpqemu fd {}", o.model, o.mpqemu_fd);
+        return std::unique_ptr<sdk::DeviceServer>(std::move(server));
+    }
+    vfio_user::VfioUserServerSettings s;
+    s.socket_path = o.socket;
+    s.listen_fd = o.fd;
     s.stop_fd = stop_fd;
     s.label = o.model;
-    auto server = mpqemu::MpqemuServer::create(std::move(model), s);
-    if (!server) {
-        std::fprintf(stderr, "potemkin serve: %s\n", server.error().message.c_str());
-        return 1;
-    }
-    log::info("potemkin serve: {} on mpqemu fd {}", o.model, o.mpqemu_fd);
-    auto r = (*server)->run();
-    if (!r) {
-        std::fprintf(stderr, "potemkin serve: %s\n", r.error().message.c_str());
-        return 1;
-    }
-    return 0;
+    POTEMKIN_TRY_ASSIGN(auto server, vfio_user::VfioUserServer::create(std::move(model), s));
+    if (!o.socket.empty())
+        std::fprintf(stderr, "potemkin serve: %s on %s\n", o.model.c_str(), o.socket.c_str());
+    else
+        std::fprintf(stderr, "potemkin serve: %s on fd %d\n", o.model.c_str(), o.fd);
+    return std::unique_ptr<sdk::DeviceServer>(std::move(server));
 }
 
 int serve_command(const ServeOptions& o) {
@@ -154,22 +161,11 @@ int serve_command(const ServeOptions& o) {
         std::fprintf(stderr, "potemkin serve: %s\n", stop_signals.error().message.c_str());
         return 1;
     }
-    const int sfd = stop_signals->get();
-    if (o.mpqemu_fd >= 0) return serve_mpqemu(o, std::move(model).value(), sfd);
-    vfio_user::VfioUserServerSettings s;
-    s.socket_path = o.socket;
-    s.listen_fd = o.fd;
-    s.stop_fd = sfd;
-    s.label = o.model;
-    auto server = vfio_user::VfioUserServer::create(std::move(model).value(), s);
+    auto server = make_server(o, std::move(model).value(), stop_signals->get());
     if (!server) {
         std::fprintf(stderr, "potemkin serve: %s\n", server.error().message.c_str());
         return 1;
     }
-    if (!o.socket.empty())
-        std::fprintf(stderr, "potemkin serve: %s on %s\n", o.model.c_str(), o.socket.c_str());
-    else
-        std::fprintf(stderr, "potemkin serve: %s on fd %d\n", o.model.c_str(), o.fd);
     auto r = (*server)->run();
     server->reset();
     if (!r) {

@@ -62,28 +62,26 @@ struct VfioUserServerSettings : sdk::DeviceServerSettings {
     bool unlink_on_exit = true;
 };
 
-class VfioUserServer {
+class VfioUserServer final : public sdk::DeviceServer {
   public:
     // Builds the ModelServer around `model` and starts listening (so a client may connect as
     // soon as this returns; run() accepts it).
     static Result<std::unique_ptr<VfioUserServer>> create(std::unique_ptr<sdk::DeviceModel> model,
                                                           const VfioUserServerSettings& settings);
-    ~VfioUserServer();
+    ~VfioUserServer() override;
     VfioUserServer(const VfioUserServer&) = delete;
     VfioUserServer& operator=(const VfioUserServer&) = delete;
 
     // Accepts clients one at a time and serves them until stop() or stop_fd. Returns ok when
     // stopped; an error only when the listening socket itself fails.
-    Result<void> run();
+    Result<void> run() override;
     // Serves one already-connected client until it disconnects or the server is stopped
     // (used by run(); also for a socketpair end handed over by a parent). Ownership is taken.
     Result<void> serve_connection(int conn_fd);
-    // Thread- and async-signal-safe.
-    void stop();
+    void stop() override;
+    sdk::ModelServer& model_server() override { return *server_; }
 
     const std::string& socket_path() const { return settings_.socket_path; }
-    // The device; touch it only while run() is not running (it is single-threaded).
-    sdk::ModelServer& model_server() { return *server_; }
     // Counters for tests and logs.
     struct Stats {
         uint64_t connections = 0;
