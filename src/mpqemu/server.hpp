@@ -65,8 +65,6 @@ class MpqemuServer final : public sdk::DeviceServer {
     static Result<std::unique_ptr<MpqemuServer>> create(std::unique_ptr<sdk::DeviceModel> model,
                                                         const MpqemuServerSettings& settings);
     ~MpqemuServer() override;
-    MpqemuServer(const MpqemuServer&) = delete;
-    MpqemuServer& operator=(const MpqemuServer&) = delete;
 
     // Serves the proxy until it closes the socket or the server is stopped (ok), or until it
     // breaks the protocol or the socket fails (an error naming what happened). Once.

@@ -47,6 +47,8 @@ struct DeviceServerSettings {
 class DeviceServer {
   public:
     virtual ~DeviceServer() = default;
+    DeviceServer(const DeviceServer&) = delete;
+    DeviceServer& operator=(const DeviceServer&) = delete;
     // Serves until stopped or until its clients are done (ok), or until the transport itself
     // fails (an error naming what happened).
     virtual Result<void> run() = 0;
@@ -54,6 +56,9 @@ class DeviceServer {
     virtual void stop() = 0;
     // The device; touch it only while run() is not running (it is single-threaded).
     virtual ModelServer& model_server() = 0;
+
+  protected:
+    DeviceServer() = default;
 };
 
 // Blocks SIGTERM and SIGINT in the calling thread (and the threads it starts later) and returns

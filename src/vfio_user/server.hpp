@@ -69,8 +69,6 @@ class VfioUserServer final : public sdk::DeviceServer {
     static Result<std::unique_ptr<VfioUserServer>> create(std::unique_ptr<sdk::DeviceModel> model,
                                                           const VfioUserServerSettings& settings);
     ~VfioUserServer() override;
-    VfioUserServer(const VfioUserServer&) = delete;
-    VfioUserServer& operator=(const VfioUserServer&) = delete;
 
     // Accepts clients one at a time and serves them until stop() or stop_fd. Returns ok when
     // stopped; an error only when the listening socket itself fails.
