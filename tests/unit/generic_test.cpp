@@ -39,6 +39,12 @@ std::string vm_xml(const std::string& devices) {
 }
 
 constexpr const char* kSpy = "vm.xml:4: <device class=\"GENERIC\" id=\"spy\">";
+// A UART's ports forwarded to the fake host device, its INTx routed to IRQ 5.
+constexpr const char* kUartOnIrq5 =
+    R"(    <device class="GENERIC" id="spy" forward="host_device" hostdev="fake:x" irq="5">
+      <ports><start>0x3f8</start><end>0x3ff</end><mode>PASSTHROUGH</mode></ports>
+    </device>
+)";
 
 class GenericTest : public ::testing::Test {
   protected:
@@ -343,13 +349,7 @@ TEST_F(GenericTest, IntxGoesToTheConfiguredIrq) {
 }
 
 TEST_F(GenericTest, GuestEoiOfTheIrqReachesTheHostDeviceWhileItIsUp) {
-    ASSERT_EQ(
-        create(
-            R"(    <device class="GENERIC" id="spy" forward="host_device" hostdev="fake:x" irq="5">
-      <ports><start>0x3f8</start><end>0x3ff</end><mode>PASSTHROUGH</mode></ports>
-    </device>
-)"),
-        "");
+    ASSERT_EQ(create(kUartOnIrq5), "");
     ASSERT_EQ(sink.listeners.size(), 1u);
     sink.eoi(5);
     EXPECT_EQ(fake.acks, 0) << "the line is not up";
@@ -413,13 +413,7 @@ TEST_F(GenericTest, HostDisconnectIsRecordedNotFatal) {
 // so after a transport reconnected it never passed a guest's EOI on as ack_intx() again and a
 // vfio-user device, which holds its line until then, stayed masked for good.
 TEST_F(GenericTest, ForwardsEoiAgainAfterReconnect) {
-    ASSERT_EQ(
-        create(
-            R"(    <device class="GENERIC" id="spy" forward="host_device" hostdev="fake:x" irq="5">
-      <ports><start>0x3f8</start><end>0x3ff</end><mode>PASSTHROUGH</mode></ports>
-    </device>
-)"),
-        "");
+    ASSERT_EQ(create(kUartOnIrq5), "");
     fake.events->intx(true);
     sink.eoi(5);
     ASSERT_EQ(fake.acks, 1);
@@ -439,13 +433,7 @@ TEST_F(GenericTest, ForwardsEoiAgainAfterReconnect) {
 
 // A device that is gone cannot hold its interrupt line: the IRQ it held drops with it.
 TEST_F(GenericTest, DisconnectReleasesTheIrqTheDeviceHeld) {
-    ASSERT_EQ(
-        create(
-            R"(    <device class="GENERIC" id="spy" forward="host_device" hostdev="fake:x" irq="5">
-      <ports><start>0x3f8</start><end>0x3ff</end><mode>PASSTHROUGH</mode></ports>
-    </device>
-)"),
-        "");
+    ASSERT_EQ(create(kUartOnIrq5), "");
     fake.events->intx(true);
     fake.events->disconnected("peer closed the socket");
     EXPECT_EQ(sink.irq_calls, (std::vector<std::pair<unsigned, bool>>{{5, true}, {5, false}}));
