@@ -18,6 +18,9 @@ PACKAGES=(
   pci.ids                      # names for `potemkin probe`
   qemu-system-x86 qemu-utils   # interop peer: x-remote hosts QEMU's models, x-pci-proxy-dev
   busybox-static cpio          # the Linux interop guest's initramfs
+  seabios                      # firmware for the QEMU >= 10.1 built by build-qemu-vfio-user.sh
+  libglib2.0-dev libpixman-1-dev libfdt-dev flex bison python3-venv  # building that QEMU
+  python3-distlib python3-setuptools dpkg-dev
 )
 
 missing=()

@@ -16,8 +16,10 @@
 namespace potemkin::vfio_user::server_detail {
 
 // The most DMA regions one client may map: generous for a VM's RAM layout, small enough that a
-// hostile client cannot make the server allocate without bound.
-constexpr size_t kMaxDmaRegions = 65536;
+// hostile client cannot make the server allocate without bound. Offered as max_dma_maps in
+// VERSION, so no more than QEMU's client accepts (VFIO_USER_DEF_MAP_MAX, 65535: a larger offer
+// makes QEMU >= 10.1 refuse the device).
+constexpr size_t kMaxDmaRegions = 65535;
 
 template <typename... Args>
 Unexpected<Error> invalid(fmt::format_string<Args...> f, Args&&... args) {
