@@ -124,8 +124,12 @@ Result<std::vector<CheckResult>> run_checks(const ConformSettings& settings) {
     }
 
     Reachability reach;
-    for (const Check& c : all_checks()) {
-        if (!selected(settings.only, c.name)) continue;
+    const std::vector<Check> checks = all_checks();
+    // A check's full name selects that check alone (some names are part of others).
+    const bool exact = std::any_of(checks.begin(), checks.end(),
+                                   [&](const Check& c) { return settings.only == c.name; });
+    for (const Check& c : checks) {
+        if (exact ? settings.only != c.name : !selected(settings.only, c.name)) continue;
         CheckResult r{c.name, c.section, Status::pass, {}};
         if (!reach.lost.empty()) {
             r.status = Status::fail;
@@ -164,6 +168,19 @@ Result<std::vector<CheckResult>> run_checks(const ConformSettings& settings) {
         } else {
             r.status = Status::fail;
             r.detail = v.error().message;
+        }
+        // A check on its own connection may have ended the server: the check is to blame, not
+        // the next one to connect.
+        if (c.fresh && r.status == Status::pass) {
+            auto s = Session::open(settings.socket_path, settings.timeout_ms, check_deadline());
+            Result<Version> after = s ? s->negotiate() : Result<Version>(fail(s.error()));
+            if (!after) {
+                if (!s && is_unreachable(s.error())) reach.lost = s.error().message;
+                r.status = Status::fail;
+                r.detail =
+                    fmt::format("{}{}then the server no longer serves a new client: {}", r.detail,
+                                r.detail.empty() ? "" : "; ", after.error().message);
+            }
         }
         // A failure may have left replies in flight or the server in an unknown state.
         if (r.status == Status::fail) shared.reset();
