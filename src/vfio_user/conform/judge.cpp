@@ -55,7 +55,7 @@ namespace {
 Result<void> matches(const Header& req, const Message& m) {
     if (!m.header.is_reply() || m.header.msg_id != req.msg_id || m.header.cmd != req.cmd)
         return failf(
-            "{} (msg_id {}): the next message was {} with msg_id {} cmd {} (spec, Header: "
+            "{} (msg_id {}): the next message was {} with msg_id {} for {} (spec, Header: "
             "the reply echoes the message ID and command)",
             command_name(req.cmd), req.msg_id, describe(m), m.header.msg_id,
             command_name(m.header.cmd));
