@@ -39,16 +39,13 @@ Result<void> set_ok(Session& s, std::span<const uint8_t> payload, std::span<cons
 }
 
 // The irq index a check works on: one with eventfd support and at least `n` vectors.
-Result<IrqInfo> pick(const Context& ctx, uint32_t n = 1) {
-    auto i = ctx.facts().irq_with(n);
-    if (!i) return failf("no INTx, MSI or MSI-X index with {} eventfd interrupt(s)", n);
-    return *i;
+std::optional<IrqInfo> pick(const Context& ctx, uint32_t n = 1) {
+    return ctx.facts().irq_with(n);
 }
-
-#define PICK_OR_SKIP(var, ctx, n)                                \
-    auto var##_r = pick(ctx, n);                                 \
-    if (!var##_r) return Verdict::skip(var##_r.error().message); \
-    const IrqInfo var = *var##_r
+Verdict no_irq(uint32_t n) {
+    return Verdict::skip(
+        fmt::format("no INTx, MSI or MSI-X index with {} eventfd interrupt(s)", n));
+}
 
 Result<Verdict> every_index(Context& ctx) {
     POTEMKIN_TRY_ASSIGN(Session * s, ctx.session());
@@ -80,24 +77,26 @@ Result<Verdict> irq_info_bad_index(Context& ctx) {
 }
 
 Result<Verdict> eventfd_trigger(Context& ctx) {
-    PICK_OR_SKIP(irq, ctx, 1);
+    const auto irq = pick(ctx, 1);
+    if (!irq) return no_irq(1);
     POTEMKIN_TRY_ASSIGN(Session * s, ctx.session());
     POTEMKIN_TRY_ASSIGN(auto fds, eventfds(1));
     const uint32_t trig_efd = kIrqSetActionTrigger | kIrqSetDataEventfd;
-    POTEMKIN_TRY(set_ok(*s, irq_set(trig_efd, irq.index, 0, 1), raw(fds)));
+    POTEMKIN_TRY(set_ok(*s, irq_set(trig_efd, irq->index, 0, 1), raw(fds)));
     // "a count (and start) of 0, with data flags of VFIO_IRQ_SET_DATA_NONE disables all
     // interrupts of the index"
-    POTEMKIN_TRY(set_ok(*s, irq_set(kIrqSetActionTrigger | kIrqSetDataNone, irq.index, 0, 0)));
-    return Verdict::pass(fmt::format("index {}", irq.index));
+    POTEMKIN_TRY(set_ok(*s, irq_set(kIrqSetActionTrigger | kIrqSetDataNone, irq->index, 0, 0)));
+    return Verdict::pass(fmt::format("index {}", irq->index));
 }
 
 Result<Verdict> eventfd_none(Context& ctx) {
-    PICK_OR_SKIP(irq, ctx, 1);
+    const auto irq = pick(ctx, 1);
+    if (!irq) return no_irq(1);
     POTEMKIN_TRY_ASSIGN(Session * s, ctx.session());
     // "If no file descriptors are provided, this de-assigns the specified previously configured
     // interrupts."
-    POTEMKIN_TRY(set_ok(*s, irq_set(kIrqSetActionTrigger | kIrqSetDataEventfd, irq.index, 0, 1)));
-    return Verdict::pass(fmt::format("index {}", irq.index));
+    POTEMKIN_TRY(set_ok(*s, irq_set(kIrqSetActionTrigger | kIrqSetDataEventfd, irq->index, 0, 1)));
+    return Verdict::pass(fmt::format("index {}", irq->index));
 }
 
 // A SET_IRQS the server must refuse.
@@ -110,67 +109,80 @@ Result<Verdict> refuse(Context& ctx, std::span<const uint8_t> payload, uint32_t 
 }
 
 Result<Verdict> more_fds_than_count(Context& ctx) {
-    PICK_OR_SKIP(irq, ctx, 1);
-    return refuse(ctx, irq_set(kIrqSetActionTrigger | kIrqSetDataEventfd, irq.index, 0, 1), 2);
+    const auto irq = pick(ctx, 1);
+    if (!irq) return no_irq(1);
+    return refuse(ctx, irq_set(kIrqSetActionTrigger | kIrqSetDataEventfd, irq->index, 0, 1), 2);
 }
 Result<Verdict> fewer_fds_than_count(Context& ctx) {
-    PICK_OR_SKIP(irq, ctx, 2);
-    return refuse(ctx, irq_set(kIrqSetActionTrigger | kIrqSetDataEventfd, irq.index, 0, 2), 1);
+    const auto irq = pick(ctx, 2);
+    if (!irq) return no_irq(2);
+    return refuse(ctx, irq_set(kIrqSetActionTrigger | kIrqSetDataEventfd, irq->index, 0, 2), 1);
 }
 Result<Verdict> fds_without_eventfd_data(Context& ctx) {
-    PICK_OR_SKIP(irq, ctx, 1);
+    const auto irq = pick(ctx, 1);
+    if (!irq) return no_irq(1);
     // Masking with DATA_NONE does not take fds.
-    return refuse(ctx, irq_set(kIrqSetActionMask | kIrqSetDataNone, irq.index, 0, 1), 1);
+    return refuse(ctx, irq_set(kIrqSetActionMask | kIrqSetDataNone, irq->index, 0, 1), 1);
 }
 Result<Verdict> two_data_flags(Context& ctx) {
-    PICK_OR_SKIP(irq, ctx, 1);
-    return refuse(
-        ctx, irq_set(kIrqSetActionTrigger | kIrqSetDataNone | kIrqSetDataEventfd, irq.index, 0, 1));
+    const auto irq = pick(ctx, 1);
+    if (!irq) return no_irq(1);
+    return refuse(ctx, irq_set(kIrqSetActionTrigger | kIrqSetDataNone | kIrqSetDataEventfd,
+                               irq->index, 0, 1));
 }
 Result<Verdict> two_action_flags(Context& ctx) {
-    PICK_OR_SKIP(irq, ctx, 1);
+    const auto irq = pick(ctx, 1);
+    if (!irq) return no_irq(1);
     return refuse(ctx, irq_set(kIrqSetActionTrigger | kIrqSetActionMask | kIrqSetDataEventfd,
-                               irq.index, 0, 1));
+                               irq->index, 0, 1));
 }
 Result<Verdict> no_action_flag(Context& ctx) {
-    PICK_OR_SKIP(irq, ctx, 1);
-    return refuse(ctx, irq_set(kIrqSetDataEventfd, irq.index, 0, 1));
+    const auto irq = pick(ctx, 1);
+    if (!irq) return no_irq(1);
+    return refuse(ctx, irq_set(kIrqSetDataEventfd, irq->index, 0, 1));
 }
 Result<Verdict> unknown_flag(Context& ctx) {
-    PICK_OR_SKIP(irq, ctx, 1);
+    const auto irq = pick(ctx, 1);
+    if (!irq) return no_irq(1);
     return refuse(
-        ctx, irq_set(kIrqSetActionTrigger | kIrqSetDataEventfd | 0x40000000u, irq.index, 0, 1));
+        ctx, irq_set(kIrqSetActionTrigger | kIrqSetDataEventfd | 0x40000000u, irq->index, 0, 1));
 }
 Result<Verdict> start_out_of_range(Context& ctx) {
-    PICK_OR_SKIP(irq, ctx, 1);
+    const auto irq = pick(ctx, 1);
+    if (!irq) return no_irq(1);
     // DATA_EVENTFD without fds: a server that wrongly accepts only de-assigns.
-    return refuse(ctx, irq_set(kIrqSetActionTrigger | kIrqSetDataEventfd, irq.index, irq.count, 1));
+    return refuse(ctx,
+                  irq_set(kIrqSetActionTrigger | kIrqSetDataEventfd, irq->index, irq->count, 1));
 }
 Result<Verdict> count_out_of_range(Context& ctx) {
-    PICK_OR_SKIP(irq, ctx, 1);
-    return refuse(ctx,
-                  irq_set(kIrqSetActionTrigger | kIrqSetDataEventfd, irq.index, 0, irq.count + 1));
+    const auto irq = pick(ctx, 1);
+    if (!irq) return no_irq(1);
+    return refuse(
+        ctx, irq_set(kIrqSetActionTrigger | kIrqSetDataEventfd, irq->index, 0, irq->count + 1));
 }
 Result<Verdict> start_count_wrap(Context& ctx) {
-    PICK_OR_SKIP(irq, ctx, 1);
+    const auto irq = pick(ctx, 1);
+    if (!irq) return no_irq(1);
     return refuse(ctx,
-                  irq_set(kIrqSetActionTrigger | kIrqSetDataEventfd, irq.index, 1, 0xffffffffu));
+                  irq_set(kIrqSetActionTrigger | kIrqSetDataEventfd, irq->index, 1, 0xffffffffu));
 }
 Result<Verdict> index_out_of_range(Context& ctx) {
     return refuse(
         ctx, irq_set(kIrqSetActionTrigger | kIrqSetDataEventfd, ctx.facts().info.num_irqs, 0, 1));
 }
 Result<Verdict> bool_short(Context& ctx) {
-    PICK_OR_SKIP(irq, ctx, 1);
+    const auto irq = pick(ctx, 1);
+    if (!irq) return no_irq(1);
     // DATA_BOOL promises count bytes of booleans after the struct; none follow.
-    auto p = irq_set(kIrqSetActionMask | kIrqSetDataBool, irq.index, 0, 1, {1});
+    auto p = irq_set(kIrqSetActionMask | kIrqSetDataBool, irq->index, 0, 1, {1});
     p.resize(kIrqSetSize);
     put_u32(p, 0, kIrqSetSize);
     return refuse(ctx, p);
 }
 Result<Verdict> argsz_small(Context& ctx) {
-    PICK_OR_SKIP(irq, ctx, 1);
-    auto p = irq_set(kIrqSetActionTrigger | kIrqSetDataEventfd, irq.index, 0, 1);
+    const auto irq = pick(ctx, 1);
+    if (!irq) return no_irq(1);
+    auto p = irq_set(kIrqSetActionTrigger | kIrqSetDataEventfd, irq->index, 0, 1);
     put_u32(p, 0, 8);
     return refuse(ctx, p);
 }
@@ -191,8 +203,6 @@ Result<Verdict> mask_unmask(Context& ctx) {
     }
     return Verdict::skip("no irq index is MASKABLE");
 }
-
-#undef PICK_OR_SKIP
 
 }  // namespace
 
