@@ -78,8 +78,7 @@ size_t check_count() {
     int c;
     while ((c = fgetc(p)) != EOF)
         if (c == '\n') ++lines;
-    pclose(p);
-    return lines;
+    return pclose(p) == 0 ? lines : 0;
 }
 
 struct ModelCase {
@@ -169,7 +168,7 @@ class BrokenServer {
         sockaddr_un a{};
         a.sun_family = AF_UNIX;
         std::strncpy(a.sun_path, path_.c_str(), sizeof a.sun_path - 1);
-        ::unlink(path_.c_str());
+        potemkin::testing::unlink_reporting(path_);
         ok_ = listen_ && ::bind(listen_.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
               ::listen(listen_.get(), 8) == 0;
         if (ok_) thread_ = std::thread([this] { loop(); });
@@ -177,7 +176,7 @@ class BrokenServer {
     ~BrokenServer() {
         stop_ = true;
         if (thread_.joinable()) thread_.join();
-        ::unlink(path_.c_str());
+        potemkin::testing::unlink_reporting(path_);
     }
     bool ok() const { return ok_; }
 
