@@ -165,8 +165,8 @@ void VfioUserServer::serve_request(Connection& conn, Message& msg) {
     const int e = r.error().sys_errno != 0 ? r.error().sys_errno : EINVAL;
     // The message says which command and field; the request's own prefix only when it does
     // not start with one already (the protocol checks name command and msg_id themselves).
-    const std::string prefix = fmt::format("{} (msg_id {}): ", command_name(msg.header.cmd),
-                                           msg.header.msg_id);
+    const std::string prefix =
+        fmt::format("{} (msg_id {}): ", command_name(msg.header.cmd), msg.header.msg_id);
     if (r.error().message.starts_with(prefix))
         log::warn("{}: {} → error {}", settings_.label, r.error().message, e);
     else

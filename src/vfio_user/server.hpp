@@ -148,11 +148,11 @@ class VfioUserServer final : public sdk::DeviceServer {
     std::vector<UniqueFd> irq_fds_[kPciNumIrqs];
     std::vector<bool> irq_masked_[kPciNumIrqs];
     std::vector<bool> irq_pending_[kPciNumIrqs];
-    sdk::ResampleFd intx_unmask_;    // in the connection's wait set while it is served
-    uint64_t signal_failures_ = 0;   // eventfd writes that failed (logged once)
-    uint16_t next_msg_id_ = 0x8000;  // our requests (DMA_READ/WRITE) to the client
+    sdk::ResampleFd intx_unmask_;      // in the connection's wait set while it is served
+    uint64_t signal_failures_ = 0;     // eventfd writes that failed (logged once)
+    uint16_t next_msg_id_ = 0x8000;    // our requests (DMA_READ/WRITE) to the client
     bool awaiting_dma_reply_ = false;  // requests served now are nested in a DMA wait
-    std::vector<uint8_t> scratch_;   // REGION_READ data, reused
+    std::vector<uint8_t> scratch_;     // REGION_READ data, reused
     Stats stats_;
 };
 

@@ -64,9 +64,9 @@ Result<void> VfioUserServer::handle_dma_unmap(Connection& conn, Message& msg) {
         dma_.clear();
     } else if (!dma_.remove(Gpa(u->addr), u->size)) {
         // The spec: the range must match a mapping exactly; ENOENT as libvfio-user answers.
-        return fail(fmt::format("DMA_UNMAP: no mapping is exactly [{:#x}, +{:#x})", u->addr,
-                                u->size),
-                    ENOENT);
+        return fail(
+            fmt::format("DMA_UNMAP: no mapping is exactly [{:#x}, +{:#x})", u->addr, u->size),
+            ENOENT);
     }
     DmaUnmap echo = *u;
     echo.argsz = kDmaUnmapSize;
@@ -84,11 +84,10 @@ Result<void> VfioUserServer::dma(uint64_t iova, std::span<uint8_t> buf, bool wri
         std::span<uint8_t> data;
     };
     std::vector<Piece> by_message;
-    POTEMKIN_TRY(
-        dma_.access(Gpa(iova), buf, write, [&](Gpa at, std::span<uint8_t> piece, bool) {
-            by_message.push_back({at.value, piece});
-            return ok();
-        }));
+    POTEMKIN_TRY(dma_.access(Gpa(iova), buf, write, [&](Gpa at, std::span<uint8_t> piece, bool) {
+        by_message.push_back({at.value, piece});
+        return ok();
+    }));
     for (const Piece& p : by_message) POTEMKIN_TRY(dma_message(p.at, p.data, write));
     return ok();
 }
@@ -109,14 +108,15 @@ Result<void> VfioUserServer::dma_message(uint64_t iova, std::span<uint8_t> buf, 
     }
     if (!server_->running_deferred() && !conn.warned_dma_in_request) {
         conn.warned_dma_in_request = true;
-        log::warn("{}: the model sends {} inside the client's request (not from deferred work); "
-                  "QEMU answers DMA only after that request's reply and deadlocks. Models "
-                  "should start DMA with DeviceServices::defer (logged once per connection)",
-                  settings_.label, command_name(cmd));
+        log::warn(
+            "{}: the model sends {} inside the client's request (not from deferred work); "
+            "QEMU answers DMA only after that request's reply and deadlocks. Models "
+            "should start DMA with DeviceServices::defer (logged once per connection)",
+            settings_.label, command_name(cmd));
     }
     // At most 1 MiB a message, so that a reply fits what the request socket accepts.
-    const uint32_t max = std::clamp<uint32_t>(conn.client.max_data_xfer_size, 1,
-                                              kDefaultMaxDataXferSize);
+    const uint32_t max =
+        std::clamp<uint32_t>(conn.client.max_data_xfer_size, 1, kDefaultMaxDataXferSize);
     const int fd = conn.twin ? conn.twin.get() : conn.fd.get();
     Message r;
     for (size_t done = 0; done < buf.size();) {
@@ -163,8 +163,8 @@ Result<void> VfioUserServer::await_dma_reply(Connection& conn, const Header& req
             bool twin_ready = conn.twin && conn.twin_reader.has_message();
             bool main_ready = conn.reader.has_message();
             if (!twin_ready && !main_ready) {
-                const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline -
-                                                                              Clock::now());
+                const auto left =
+                    std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
                 if (left.count() <= 0) {
                     conn.close = true;
                     return fail(fmt::format("{} (msg_id {}): no reply {} within {} ms",
@@ -193,18 +193,18 @@ Result<void> VfioUserServer::await_dma_reply(Connection& conn, const Header& req
             const int fd = from_twin ? conn.twin.get() : conn.fd.get();
             if (auto got = reader.next(fd, out, o); !got) {
                 conn.close = true;
-                return fail(got.error().context(fmt::format("{} (msg_id {}): waiting for the reply "
-                                                            "{}",
-                                                            command_name(request.cmd),
-                                                            request.msg_id, what)));
+                return fail(got.error().context(
+                    fmt::format("{} (msg_id {}): waiting for the reply "
+                                "{}",
+                                command_name(request.cmd), request.msg_id, what)));
             }
             if (out.header.is_reply()) return ok();  // check_reply judges it
             if (from_twin) {
                 conn.close = true;
-                return failf("{} (msg_id {}): the client sent {} on the twin socket, which "
-                             "carries only our requests and their replies",
-                             command_name(request.cmd), request.msg_id,
-                             command_name(out.header.cmd));
+                return failf(
+                    "{} (msg_id {}): the client sent {} on the twin socket, which "
+                    "carries only our requests and their replies",
+                    command_name(request.cmd), request.msg_id, command_name(out.header.cmd));
             }
             // A request while the device does DMA: answered, as hardware answers a register
             // read during DMA. Its deferred work runs later, at top level.

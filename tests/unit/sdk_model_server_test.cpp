@@ -210,11 +210,12 @@ TEST_F(MultibarTest, RomIsAValidPciExpansionRomImage) {
     EXPECT_EQ(u16(p + 6), cfg(pci::reg::kDeviceId, 2));
     EXPECT_EQ(u16(p + 0x0A), 0x1Cu);  // structure length, revision 3
     EXPECT_EQ(rom[p + 0x0C], 3);
-    EXPECT_EQ(rom[p + 0x0D] | rom[p + 0x0E] << 8 | rom[p + 0x0F] << 16,
-              static_cast<int>(cfg(pci::reg::kClassCode, 1) | cfg(pci::reg::kClassCode + 1, 2) << 8));
+    EXPECT_EQ(
+        rom[p + 0x0D] | rom[p + 0x0E] << 8 | rom[p + 0x0F] << 16,
+        static_cast<int>(cfg(pci::reg::kClassCode, 1) | cfg(pci::reg::kClassCode + 1, 2) << 8));
     EXPECT_EQ(u16(p + 0x10), Multibar::kRomSize / 512);  // image length, 512-byte units
-    EXPECT_EQ(rom[p + 0x14], 0xFF);  // code type: no firmware runs it
-    EXPECT_EQ(rom[p + 0x15] & 0x80, 0x80);  // last image
+    EXPECT_EQ(rom[p + 0x14], 0xFF);                      // code type: no firmware runs it
+    EXPECT_EQ(rom[p + 0x15] & 0x80, 0x80);               // last image
     uint8_t sum = 0;
     for (uint8_t b : rom) sum = static_cast<uint8_t>(sum + b);
     EXPECT_EQ(sum, 0);  // the legacy checksum

@@ -65,7 +65,7 @@ class VfioUserServerTest : public ::testing::Test {
         ASSERT_NE(::mkdtemp(tmpl), nullptr);
         dir_ = tmpl;
         path_ = dir_ + "/edu.sock";
-        auto model = ModelRegistry::builtin().create("edu", {});
+        auto model = make_model();
         ASSERT_TRUE(model) << model.error().message;
         VfioUserServerSettings s;
         s.socket_path = path_;
@@ -75,6 +75,10 @@ class VfioUserServerTest : public ::testing::Test {
         ASSERT_TRUE(server) << server.error().message;
         server_ = std::move(server).value();
         thread_ = std::thread([this] { run_result_ = server_->run().has_value(); });
+    }
+    // The model served: edu unless a test suite says otherwise.
+    virtual Result<std::unique_ptr<DeviceModel>> make_model() {
+        return ModelRegistry::builtin().create("edu", {});
     }
     void TearDown() override {
         if (server_) server_->stop();
@@ -521,8 +525,8 @@ TEST_F(VfioUserServerTest, DmaByMessageComesAfterTheReplyAndRequestsAreServedMea
     ASSERT_TRUE(a);
     EXPECT_EQ(a->addr, 0x100020u);
     EXPECT_EQ(a->data, data);
-    ASSERT_TRUE(send_message(fd.get(), reply_header(dma.header),
-                             as_bytes(encode_dma_access(0x100020, 8))));
+    ASSERT_TRUE(
+        send_message(fd.get(), reply_header(dma.header), as_bytes(encode_dma_access(0x100020, 8))));
     expect_dma_done(fd.get());
     expect_alive(fd.get());
 }
@@ -562,8 +566,8 @@ TEST_F(VfioUserServerTest, TwinSocketCarriesTheServersDmaRequests) {
     auto a = decode_dma_access(Command::dma_write, false, dma.payload, 1u << 20);
     ASSERT_TRUE(a);
     EXPECT_EQ(a->data, data);
-    ASSERT_TRUE(send_message(twin, reply_header(dma.header),
-                             as_bytes(encode_dma_access(0x100040, 4))));
+    ASSERT_TRUE(
+        send_message(twin, reply_header(dma.header), as_bytes(encode_dma_access(0x100040, 4))));
     expect_dma_done(fd.get());
     // Nothing but replies ever came on the request socket (each read matched its request).
     pollfd p{fd.get(), POLLIN, 0};
@@ -860,6 +864,72 @@ TEST_F(VfioUserServerTest, BadRegionIndexAndOutOfBounds) {
     expect_alive(fd.get());
 }
 
+// A model that does its DMA inside the register write instead of deferring it: BAR0 offset 0
+// takes a guest address and reads 4 bytes from there at once; reading offset 0 gives them.
+class InRequestDmaModel final : public DeviceModel {
+  public:
+    InRequestDmaModel() {
+        spec_.name = "inrequest";
+        spec_.header.vendor_id = 0x1234;
+        spec_.header.device_id = 0x0001;
+        spec_.bars[0] = sdk::BarSpec{pci::BarKind::mem32, 4096, false};
+    }
+    const sdk::DeviceSpec& spec() const override { return spec_; }
+    uint64_t bar_read(int, uint64_t, unsigned) override { return value_; }
+    void bar_write(int, uint64_t, unsigned, uint64_t address) override {
+        uint8_t b[4] = {};
+        value_ = services_->dma_read(address, b)
+                     ? static_cast<uint32_t>(b[0] | b[1] << 8 | b[2] << 16 | b[3] << 24)
+                     : 0xdeadu;
+    }
+    void reset() override { value_ = 0; }
+
+  private:
+    sdk::DeviceSpec spec_;
+    uint32_t value_ = 0;
+};
+
+class VfioUserServerInRequestDmaTest : public VfioUserServerTest {
+  protected:
+    Result<std::unique_ptr<DeviceModel>> make_model() override {
+        return std::unique_ptr<DeviceModel>(std::make_unique<InRequestDmaModel>());
+    }
+};
+
+// Works with a client that serves DMA while it waits for its reply (potemkin's): the DMA
+// request comes before the write's reply. Logged once per connection: QEMU deadlocks on it.
+TEST_F(VfioUserServerInRequestDmaTest, DmaInsideARequestWorksAndIsLoggedOnce) {
+    UniqueFd fd = connect_negotiated();
+    DmaMap m;
+    m.addr = 0x100000;
+    m.size = 0x1000;
+    auto r = request(fd.get(), Command::dma_map, encode_dma_map(m));
+    ASSERT_TRUE(r && !r->header.is_error());
+    write_bytes(fd.get(), 7, pci::reg::kCommand, {pci::command::kBusMaster, 0});
+    testing::internal::CaptureStderr();
+    for (uint32_t i = 0; i < 2; ++i) {
+        Header h;
+        h.msg_id = ++msg_id_;
+        h.cmd = static_cast<uint16_t>(Command::region_write);
+        ASSERT_TRUE(
+            send_message(fd.get(), h, as_bytes(encode_region_access(0, 0, 4, le32(0x100040 + i)))));
+        Message dma = expect_dma_request(fd.get(), Command::dma_read);
+        auto a = decode_dma_access(Command::dma_read, false, dma.payload, 1u << 20);
+        ASSERT_TRUE(a);
+        EXPECT_EQ(a->addr, 0x100040u + i);
+        ASSERT_TRUE(send_message(fd.get(), reply_header(dma.header),
+                                 as_bytes(encode_dma_access(a->addr, 4, le32(0xabc0 + i)))));
+        auto rep = receive(fd.get(), h);
+        ASSERT_TRUE(rep) << rep.error().message;
+        EXPECT_FALSE(rep->header.is_error());
+        EXPECT_EQ(read32(fd.get(), 0, 0), 0xabc0u + i);
+    }
+    const std::string log = testing::internal::GetCapturedStderr();
+    const auto first = log.find("deadlocks");
+    EXPECT_NE(first, std::string::npos) << log;
+    EXPECT_EQ(log.find("deadlocks", first + 1), std::string::npos) << "logged twice: " << log;
+}
+
 // The log line of a refused request names the command and msg_id once.
 TEST_F(VfioUserServerTest, ErrorLogNamesTheRequestOnce) {
     UniqueFd fd = connect_negotiated();
@@ -869,7 +939,7 @@ TEST_F(VfioUserServerTest, ErrorLogNamesTheRequestOnce) {
     const std::string log = testing::internal::GetCapturedStderr();
     EXPECT_NE(log.find("bad command 99"), std::string::npos) << log;
     EXPECT_NE(log.find("REGION_READ (msg_id"), std::string::npos) << log;
-    for (const char* twice : {"): command 99 (msg_id", "): REGION_READ (msg_id", "edu: edu:"})
+    for (const char* twice : {"): cmd 99 (msg_id", "): REGION_READ (msg_id", "edu: edu:"})
         EXPECT_EQ(log.find(twice), std::string::npos) << twice << " in: " << log;
 }
 
