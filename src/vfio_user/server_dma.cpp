@@ -135,13 +135,16 @@ Result<void> VfioUserServer::dma_message(uint64_t iova, std::span<uint8_t> buf, 
         h.msg_size = kHeaderSize + static_cast<uint32_t>(head.size());
         POTEMKIN_TRY(await_dma_reply(conn, h, r));
         POTEMKIN_TRY(check_reply(h, r.header));
+        done += n;
+        // QEMU (10.2, hw/vfio-user/pci.c) answers DMA_WRITE with the bare header; the spec
+        // echoes addr and count. Both mean done.
+        if (write && r.payload.empty()) continue;
         auto a = decode_dma_access(cmd, true, r.payload, max);
         if (!a) return fail(a.error());
         if (a->addr != addr || a->count != n)
             return failf("{} reply: addr {:#x} count {} do not match the request ({:#x}, {})",
                          command_name(cmd), a->addr, a->count, addr, n);
         if (!write) std::memcpy(piece.data(), a->data.data(), n);
-        done += n;
     }
     return ok();
 }

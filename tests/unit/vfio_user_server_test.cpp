@@ -525,9 +525,13 @@ TEST_F(VfioUserServerTest, DmaByMessageComesAfterTheReplyAndRequestsAreServedMea
     ASSERT_TRUE(a);
     EXPECT_EQ(a->addr, 0x100020u);
     EXPECT_EQ(a->data, data);
-    ASSERT_TRUE(
-        send_message(fd.get(), reply_header(dma.header), as_bytes(encode_dma_access(0x100020, 8))));
+    // QEMU's client answers DMA_WRITE with the bare header (the spec echoes addr and count,
+    // as the twin socket test does): accepted as done, edu refuses nothing.
+    testing::internal::CaptureStderr();
+    ASSERT_TRUE(send_message(fd.get(), reply_header(dma.header)));
     expect_dma_done(fd.get());
+    const std::string log = testing::internal::GetCapturedStderr();
+    EXPECT_EQ(log.find("DMA refused"), std::string::npos) << log;
     expect_alive(fd.get());
 }
 
