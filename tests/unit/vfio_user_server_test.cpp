@@ -934,6 +934,60 @@ TEST_F(VfioUserServerInRequestDmaTest, DmaInsideARequestWorksAndIsLoggedOnce) {
     EXPECT_EQ(log.find("deadlocks", first + 1), std::string::npos) << "logged twice: " << log;
 }
 
+// A request served during a DMA wait that itself does DMA by message would wait inside the
+// wait: refused (EBUSY), the device answers, and the outer DMA completes.
+TEST_F(VfioUserServerInRequestDmaTest, DmaFromARequestServedDuringADmaWaitIsRefused) {
+    UniqueFd fd = connect_negotiated();
+    DmaMap m;
+    m.addr = 0x100000;
+    m.size = 0x1000;
+    auto r = request(fd.get(), Command::dma_map, encode_dma_map(m));
+    ASSERT_TRUE(r && !r->header.is_error());
+    write_bytes(fd.get(), 7, pci::reg::kCommand, {pci::command::kBusMaster, 0});
+    Header outer;
+    outer.msg_id = ++msg_id_;
+    outer.cmd = static_cast<uint16_t>(Command::region_write);
+    ASSERT_TRUE(
+        send_message(fd.get(), outer, as_bytes(encode_region_access(0, 0, 4, le32(0x100100)))));
+    Message dma = expect_dma_request(fd.get(), Command::dma_read);
+    // While the server waits: a second write starting DMA, then a read of the result.
+    write_bytes(fd.get(), 0, 0, le32(0x100200));
+    EXPECT_EQ(read32(fd.get(), 0, 0), 0xdeadu);
+    ASSERT_TRUE(send_message(fd.get(), reply_header(dma.header),
+                             as_bytes(encode_dma_access(0x100100, 4, le32(0x600d)))));
+    auto rep = receive(fd.get(), outer);
+    ASSERT_TRUE(rep) << rep.error().message;
+    EXPECT_FALSE(rep->header.is_error());
+    EXPECT_EQ(read32(fd.get(), 0, 0), 0x600du);
+}
+
+// A DMA_UNMAP served during a DMA wait changes the table the DMA was resolved against: the
+// server stays sound (the rest of the transfer still goes to the client, which answers).
+TEST_F(VfioUserServerTest, DmaUnmapDuringADmaWaitIsServed) {
+    UniqueFd fd = connect_negotiated();
+    DmaMap m;
+    m.addr = 0x100000;
+    m.size = 0x1000;
+    auto r = request(fd.get(), Command::dma_map, encode_dma_map(m));
+    ASSERT_TRUE(r && !r->header.is_error());
+    bus_master(fd.get(), true);
+    start_dma(fd.get(), 0x100000, 0x40000, 16, 1);
+    Message dma = expect_dma_request(fd.get(), Command::dma_read);
+    DmaUnmap u;
+    u.addr = 0x100000;
+    u.size = 0x1000;
+    r = request(fd.get(), Command::dma_unmap, encode_dma_unmap(u));
+    ASSERT_TRUE(r);
+    EXPECT_FALSE(r->header.is_error());
+    ASSERT_TRUE(send_message(fd.get(), reply_header(dma.header),
+                             as_bytes(encode_dma_access(0x100000, 16, std::vector<uint8_t>(16)))));
+    expect_dma_done(fd.get());
+    // Unmapped now: the next DMA is refused without a message.
+    start_dma(fd.get(), 0x100000, 0x40000, 16, 1);
+    expect_dma_done(fd.get());
+    expect_alive(fd.get());
+}
+
 // The log line of a refused request names the command and msg_id once.
 TEST_F(VfioUserServerTest, ErrorLogNamesTheRequestOnce) {
     UniqueFd fd = connect_negotiated();
