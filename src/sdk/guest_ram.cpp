@@ -1,5 +1,6 @@
 #include "sdk/guest_ram.hpp"
 
+#include <fmt/format.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -82,8 +83,9 @@ Result<void> GuestRam::add(const Share& share, UniqueFd fd) {
             o.share.readable == share.readable && o.share.writable == share.writable &&
             o.share.backing == share.backing && o.dev == r.dev && o.ino == r.ino)
             return ok();
-        return failf("[{:#x}, +{:#x}) overlaps the range at {:#x}", r.base.value, r.size,
-                     o.base.value);
+        return fail(fmt::format("[{:#x}, +{:#x}) overlaps the range at {:#x}", r.base.value, r.size,
+                                o.base.value),
+                    EEXIST);
     }
     if (table_.size() >= max_ranges_) return failf("more than {} ranges", max_ranges_);
 
