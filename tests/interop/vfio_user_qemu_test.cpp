@@ -3,7 +3,7 @@
 // /init runs tests/interop/linux/edu_user.c with the options each test gives it after "--" on
 // the kernel command line, and ends QEMU through isa-debug-exit.
 //
-// Each boot costs 15-25 s here under TCG, so one boot covers several scenarios: the assertions
+// Each boot costs 10-25 s here under TCG, so one boot covers several scenarios: the assertions
 // are the lines the guest prints, one per check, and each names what it proves.
 //
 // Parts, all real: QEMU 10.2.2 built by scripts/build-qemu-vfio-user.sh into
@@ -300,6 +300,8 @@ TEST_F(VfioUserQemu, EduAndMultibarWithSharedGuestRam) {
                         "edu_user: multibar still answers: ok",
                         "edu_user: PASS (0 failures)",
                     });
+    // edu's DMA went through the mapped memfd, never refused.
+    EXPECT_EQ(edu.log().find("DMA refused"), std::string::npos) << edu.log();
     // The multibar server served the whole run without dropping QEMU, and is still up (QEMU's
     // exit is an ordinary disconnect).
     EXPECT_TRUE(multibar.running());
