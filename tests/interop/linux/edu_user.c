@@ -320,12 +320,14 @@ static void multibar_rom_test(const char* dir) {
     static uint8_t rom[65536];
     ssize_t n = -1;
     if (fd >= 0 && write(fd, "1", 1) == 1) {
+        // pread from 0: the write moved the file position.
         n = 0;
         ssize_t got = 0;
-        while (n < (ssize_t)sizeof rom && (got = read(fd, rom + n, sizeof rom - (size_t)n)) > 0)
+        while (n < (ssize_t)sizeof rom &&
+               (got = pread(fd, rom + n, sizeof rom - (size_t)n, (off_t)n)) > 0)
             n += got;
         if (got < 0) n = -1;
-        (void)!write(fd, "0", 1);
+        (void)!pwrite(fd, "0", 1, 0);
     }
     if (n < 0) printf("edu_user: reading %s: %s\n", path, strerror(errno));
     if (fd >= 0) close(fd);
