@@ -154,8 +154,16 @@ static uint64_t physical_address(void* page) {
 }
 
 static int wait_dma(volatile uint8_t* bar) {
-    for (int i = 0; i < POLL_LIMIT; ++i)
-        if ((rd64(bar, EDU_DMA_CMD) & DMA_RUN) == 0) return 1;
+    for (int i = 0; i < POLL_LIMIT; ++i) {
+        uint64_t cmd = rd64(bar, EDU_DMA_CMD);
+        if ((cmd & DMA_RUN) == 0) return 1;
+        // All-ones: the device is gone (its server died or dropped the VMM). Stop polling: each
+        // read of a dead vfio-user device costs QEMU two lines on stderr.
+        if (cmd == UINT64_MAX) {
+            printf("edu_user: DMA command register reads all-ones: the device is gone\n");
+            return 0;
+        }
+    }
     return 0;
 }
 
@@ -274,7 +282,11 @@ static volatile uint8_t* edu_test(const char* dir) {
 
     wr32(bar, EDU_FACTORIAL, 10);
     int done = 0;
-    for (int i = 0; i < POLL_LIMIT && !done; ++i) done = (rd32(bar, EDU_STATUS) & 1) == 0;
+    for (int i = 0; i < POLL_LIMIT && !done; ++i) {
+        uint32_t status = rd32(bar, EDU_STATUS);
+        if (status == UINT32_MAX) break;  // the device is gone (as in wait_dma)
+        done = (status & 1) == 0;
+    }
     uint32_t fact = rd32(bar, EDU_FACTORIAL);
     printf("edu_user: factorial 10! = %u\n", fact);
     check(done && fact == 3628800, "factorial");
