@@ -196,7 +196,11 @@ std::string capabilities_json(const Capabilities& caps) {
     if (caps.pgsizes) c["pgsizes"] = *caps.pgsizes;
     if (caps.max_dma_maps) c["max_dma_maps"] = *caps.max_dma_maps;
     if (caps.migration_pgsize) c["migration"] = {{"pgsize", *caps.migration_pgsize}};
-    if (caps.twin_socket) c["twin_socket"] = {{"supported", true}};
+    if (caps.twin_socket_supported || caps.twin_socket_fd_index) {
+        nlohmann::ordered_json t = {{"supported", caps.twin_socket_supported}};
+        if (caps.twin_socket_fd_index) t["fd_index"] = *caps.twin_socket_fd_index;
+        c["twin_socket"] = t;
+    }
     nlohmann::ordered_json root;
     root["capabilities"] = c;
     return root.dump();
@@ -265,7 +269,12 @@ Result<Capabilities> parse_capabilities_json(std::string_view json) {
         if (auto s = t->find("supported"); s != t->end()) {
             if (!s->is_boolean())
                 return invalid("VERSION: capability twin_socket.supported is not a boolean");
-            caps.twin_socket = s->get<bool>();
+            caps.twin_socket_supported = s->get<bool>();
+        }
+        if (t->contains("fd_index")) {
+            auto v = json_uint(*t, "fd_index", 0, kMaxMsgFdsLimit - 1);
+            if (!v) return fail(v.error());
+            caps.twin_socket_fd_index = static_cast<uint32_t>(*v);
         }
     }
     return caps;

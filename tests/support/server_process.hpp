@@ -124,6 +124,10 @@ class ServerProcess {
     bool running() const { return pid_ > 0; }
     void kill_hard() { finish(SIGKILL); }
     void stop() { finish(SIGTERM); }
+    // Sends `sig` and returns (SIGSTOP, SIGCONT).
+    void signal(int sig) {
+        if (pid_ > 0) kill_reporting(pid_, sig);
+    }
 
   private:
     void finish(int sig) {

@@ -133,7 +133,7 @@ TEST(VfioUserProtocol, VersionRoundTrip) {
     v.caps.pgsizes = 4096;
     v.caps.max_dma_maps = 100;
     v.caps.migration_pgsize = 4096;
-    v.caps.twin_socket = true;
+    v.caps.twin_socket_supported = true;
     auto payload = encode_version(v);
     EXPECT_EQ(payload.back(), 0);
     auto back = decode_version(payload);
@@ -145,7 +145,36 @@ TEST(VfioUserProtocol, VersionRoundTrip) {
     EXPECT_EQ(back->caps.pgsizes, 4096u);
     EXPECT_EQ(back->caps.max_dma_maps, 100u);
     EXPECT_EQ(back->caps.migration_pgsize, 4096u);
-    EXPECT_TRUE(back->caps.twin_socket);
+    EXPECT_TRUE(back->caps.twin_socket_supported);
+    EXPECT_FALSE(back->caps.twin_socket_fd_index);  // the client's offer carries no index
+}
+
+// Spec, VERSION: the client offers {"supported":true}; the server's reply adds fd_index.
+TEST(VfioUserProtocol, TwinSocketCapability) {
+    Capabilities offer;
+    offer.twin_socket_supported = true;
+    EXPECT_NE(capabilities_json(offer).find(R"("twin_socket":{"supported":true})"),
+              std::string::npos)
+        << capabilities_json(offer);
+    Capabilities reply;
+    reply.twin_socket_supported = true;
+    reply.twin_socket_fd_index = 0;
+    EXPECT_NE(capabilities_json(reply).find(R"("twin_socket":{"supported":true,"fd_index":0})"),
+              std::string::npos)
+        << capabilities_json(reply);
+    auto back = parse_capabilities_json(capabilities_json(reply));
+    ASSERT_TRUE(back) << back.error().message;
+    EXPECT_TRUE(back->twin_socket_supported);
+    EXPECT_EQ(back->twin_socket_fd_index, 0u);
+    // Absent, or supported false: no twin socket.
+    auto none = parse_capabilities_json(R"({"capabilities":{"twin_socket":{"supported":false}}})");
+    ASSERT_TRUE(none);
+    EXPECT_FALSE(none->twin_socket_supported);
+    EXPECT_EQ(capabilities_json(Capabilities{}).find("twin_socket"), std::string::npos);
+    expect_error(parse_capabilities_json(R"({"capabilities":{"twin_socket":{"fd_index":-1}}})"),
+                 "fd_index = -1 is outside");
+    expect_error(parse_capabilities_json(R"({"capabilities":{"twin_socket":{"fd_index":"0"}}})"),
+                 "fd_index is not an integer");
 }
 
 TEST(VfioUserProtocol, VersionWithoutJsonHasDefaults) {
