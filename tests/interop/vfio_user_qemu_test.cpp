@@ -330,7 +330,7 @@ TEST_F(VfioUserQemu, EduAndMultibarWithSharedGuestRam) {
     EXPECT_EQ(mlog.find("dropping the client"), std::string::npos) << mlog;
     // Its only error replies are to DMA_UNMAPs of ranges it never mapped: intel-iommu's
     // address-space switch (when vfio-pci takes the device) unmaps the whole IOVA space in
-    // power-of-two pieces, and the server answers EINVAL to each (QEMU logs them, goes on).
+    // power-of-two pieces, and the server answers ENOENT to each (QEMU logs them, goes on).
     for (const auto& line : error_replies(mlog))
         EXPECT_NE(line.find("DMA_UNMAP"), std::string::npos) << line;
 }
