@@ -50,6 +50,26 @@ struct VfioUserClientSettings : hostdev::RemoteClientSettings {
     // default): disconnected() is sent too (saying a reconnect is coming), the client
     // reconnects, and HostDeviceEvents::reconnected() follows.
     bool reconnect = true;
+    // BAR writes go out with NO_REPLY and the guest does not wait for them (PCI's posted
+    // memory writes); reads and config accesses still wait, and the one stream keeps them
+    // ordered after the writes. Off: every write waits for its reply.
+    bool posted_writes = true;
+    // Offer twin_socket in VERSION: a server that takes it sends its own requests (DMA) on a
+    // second socket, served by the poll thread and, while a reply is awaited, by the waiting
+    // thread. Off: they come on the main socket (served all the same).
+    bool twin_socket = true;
+    // Ask the server for ioeventfds (DEVICE_GET_REGION_IO_FDS) of every BAR; a guest write that
+    // matches one becomes an eventfd write instead of a message.
+    bool ioeventfds = true;
+};
+
+// What became of the guest's writes and the server's requests (tests, probe, bench).
+struct VfioUserStats {
+    hostdev::PostedWriteStats posted;  // posted BAR writes (sent, lost sending, dropped)
+    uint64_t ioeventfd_writes = 0;     // guest writes that became an eventfd write
+    uint64_t ioeventfds = 0;           // ioeventfds the server offered on this connection
+    uint64_t server_requests = 0;      // DMA_READ/DMA_WRITE served
+    bool twin_socket = false;          // the server's requests come on a twin socket
 };
 
 // What VERSION settled (docs/vfio-user.md).
@@ -72,6 +92,7 @@ class VfioUserClient final : public hostdev::RemoteClient {
     // ---- Introspection (tests, probe) ------------------------------------------------------
     VfioUserCaps caps() const;
     uint64_t reconnects() const;
+    VfioUserStats stats() const;
 
     class Impl;  // shared with the poll thread; client_impl.hpp
 
@@ -81,7 +102,8 @@ class VfioUserClient final : public hostdev::RemoteClient {
 };
 
 // Register scheme "vfio-user": path = the socket; parameters timeout_ms=N (reply timeout,
-// default 5000), reconnect=0|1 (default 1).
+// default 5000), reconnect=0|1, posted_writes=0|1, twin_socket=0|1, ioeventfds=0|1 (all
+// default 1).
 Result<void> register_vfio_user_transport(hostdev::TransportRegistry& transports);
 
 }  // namespace potemkin::vfio_user

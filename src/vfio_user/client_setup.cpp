@@ -27,9 +27,12 @@ Result<void> VfioUserClient::Impl::setup(UniqueFd sock, bool first) {
     auto r = setup_locked(first);
     if (!r)
         lose_locked(r.error().message, false);  // the caller reports the failure, once
-    else
+    else {
         watch_fd_ = sock_.get();
+        twin_watch_fd_ = twin_ ? twin_.get() : -1;
+    }
     in_setup_ = false;
+    link_.wake();  // the poll thread watches the new sockets
     return r;
 }
 
@@ -52,6 +55,7 @@ Result<void> VfioUserClient::Impl::setup_locked(bool first) {
     device_ = *d;
     POTEMKIN_TRY(map_dma_locked());
     POTEMKIN_TRY(query_irqs_locked());
+    if (s_.ioeventfds) POTEMKIN_TRY(query_ioeventfds_locked());
     POTEMKIN_TRY(apply_irqs_locked());
     if (!first) POTEMKIN_TRY(replay_config_locked());
     return ok();
@@ -61,7 +65,8 @@ Result<void> VfioUserClient::Impl::negotiate_locked() {
     Version v;
     v.caps.max_msg_fds = kOurMaxMsgFds;
     v.caps.max_data_xfer_size = kOurMaxDataXfer;
-    POTEMKIN_TRY_ASSIGN(const Reply r,
+    v.caps.twin_socket_supported = s_.twin_socket;
+    POTEMKIN_TRY_ASSIGN(Reply r,
                         request_locked(Command::version, encode_version(v), {}, "VERSION"));
     auto peer = decode_version(r.payload);
     if (!peer) return fail(peer.error().context(fmt::format("{}: VERSION reply", s_.label)));
@@ -77,6 +82,71 @@ Result<void> VfioUserClient::Impl::negotiate_locked() {
     if (caps.max_data_xfer_size == 0)
         return failf("{}: the server's max_data_xfer_size is 0", s_.label);
     caps_ = caps;
+    // A server that takes the twin socket sends one end with its reply and its own requests on
+    // it from now on (libvfio-user does; spec §4, ../shared/protocols/vfio-user.md).
+    if (s_.twin_socket && peer->caps.twin_socket_supported) {
+        const auto index = peer->caps.twin_socket_fd_index;
+        if (!index || *index >= r.fds.size())
+            return failf("{}: the server agreed to a twin socket but sent no fd {} ({} fds came)",
+                         s_.label, index ? *index : 0, r.fds.size());
+        adopt_twin_locked(std::move(r.fds[*index]));
+        log::debug("{}: the server's requests come on a twin socket", s_.label);
+    }
+    return ok();
+}
+
+// Every BAR's ioeventfds. A server that does not know the command (an error reply) has none;
+// entries of a kind this client cannot use (ioregionfd, port I/O flags, sizes other than 0, 1,
+// 2, 4, 8) are skipped: those writes stay messages.
+Result<void> VfioUserClient::Impl::query_ioeventfds_locked() {
+    ioeventfds_.clear();
+    constexpr uint32_t kMaxEntries = 1024;  // more would be a server gone wrong
+    for (uint32_t bar = 0; bar < hostdev::kRomRegion && bar < device_.num_regions; ++bar) {
+        RegionIoFds q;
+        q.argsz = kRegionIoFdsSize + 16 * kSubRegionIoFdSize;
+        q.index = bar;
+        RegionIoFdsReply got;
+        std::vector<UniqueFd> fds;
+        for (int attempt = 0; attempt < 2; ++attempt) {
+            auto r = request_locked(Command::device_get_region_io_fds, encode_region_io_fds(q), {},
+                                    fmt::format("DEVICE_GET_REGION_IO_FDS for BAR{}", bar));
+            if (!r) {
+                if (!link_.up()) return fail(r.error());
+                log::debug("{}: no ioeventfds: {}", s_.label, r.error().message);
+                return ok();  // the server does not offer them: every write is a message
+            }
+            auto d = decode_region_io_fds_reply(r->payload);
+            if (!d) {
+                // Ioeventfds are an optimisation: a reply we cannot read costs only that.
+                log::warn("{}: BAR{}: {}; no ioeventfds", s_.label, bar, d.error().message);
+                ioeventfds_.clear();
+                return ok();
+            }
+            got = std::move(*d);
+            fds = std::move(r->fds);
+            if (got.head.count == got.entries.size() || got.head.count > kMaxEntries) break;
+            q.argsz = got.head.argsz;  // did not fit: ask again with room for all
+        }
+        std::vector<std::shared_ptr<UniqueFd>> shared(fds.size());
+        for (size_t i = 0; i < fds.size(); ++i)
+            shared[i] = std::make_shared<UniqueFd>(std::move(fds[i]));
+        for (const auto& e : got.entries) {
+            const bool usable = e.type == kIoFdTypeIoeventfd &&
+                                (e.flags & ~kIoeventfdFlagDatamatch) == 0 &&
+                                (e.size == 0 || e.size == 1 || e.size == 2 || e.size == 4 ||
+                                 e.size == 8) &&
+                                e.fd_index < shared.size();
+            if (!usable) {
+                log::info("{}: BAR{} io fd at {:#x} (type {}, flags {:#x}, size {}) not used",
+                          s_.label, bar, e.offset, e.type, e.flags, e.size);
+                continue;
+            }
+            ioeventfds_.push_back(Ioeventfd{bar, e, shared[e.fd_index]});
+        }
+    }
+    if (!ioeventfds_.empty())
+        log::debug("{}: {} ioeventfds: matching guest writes skip the socket", s_.label,
+                   ioeventfds_.size());
     return ok();
 }
 

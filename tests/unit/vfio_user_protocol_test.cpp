@@ -133,7 +133,7 @@ TEST(VfioUserProtocol, VersionRoundTrip) {
     v.caps.pgsizes = 4096;
     v.caps.max_dma_maps = 100;
     v.caps.migration_pgsize = 4096;
-    v.caps.twin_socket = true;
+    v.caps.twin_socket_supported = true;
     auto payload = encode_version(v);
     EXPECT_EQ(payload.back(), 0);
     auto back = decode_version(payload);
@@ -145,7 +145,7 @@ TEST(VfioUserProtocol, VersionRoundTrip) {
     EXPECT_EQ(back->caps.pgsizes, 4096u);
     EXPECT_EQ(back->caps.max_dma_maps, 100u);
     EXPECT_EQ(back->caps.migration_pgsize, 4096u);
-    EXPECT_TRUE(back->caps.twin_socket);
+    EXPECT_TRUE(back->caps.twin_socket_supported);
 }
 
 TEST(VfioUserProtocol, VersionWithoutJsonHasDefaults) {
