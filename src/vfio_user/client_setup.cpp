@@ -96,8 +96,9 @@ Result<void> VfioUserClient::Impl::negotiate_locked() {
 }
 
 // Every BAR's ioeventfds. A server that does not know the command (an error reply) has none;
-// entries of a kind this client cannot use (ioregionfd, port I/O flags, sizes other than 0, 1,
-// 2, 4, 8) are skipped: those writes stay messages.
+// entries of a kind this client cannot use (ioregionfd, unknown flags, sizes other than 0, 1,
+// 2, 4, 8) are skipped: those writes stay messages. PIO only says the BAR is I/O space, which
+// the region index says already.
 Result<void> VfioUserClient::Impl::query_ioeventfds_locked() {
     ioeventfds_.clear();
     constexpr uint32_t kMaxEntries = 1024;  // more would be a server gone wrong
@@ -132,7 +133,7 @@ Result<void> VfioUserClient::Impl::query_ioeventfds_locked() {
             shared[i] = std::make_shared<UniqueFd>(std::move(fds[i]));
         for (const auto& e : got.entries) {
             const bool usable = e.type == kIoFdTypeIoeventfd &&
-                                (e.flags & ~kIoeventfdFlagDatamatch) == 0 &&
+                                (e.flags & ~(kIoeventfdFlagDatamatch | kIoeventfdFlagPio)) == 0 &&
                                 (e.size == 0 || e.size == 1 || e.size == 2 || e.size == 4 ||
                                  e.size == 8) &&
                                 e.fd_index < shared.size();
