@@ -64,8 +64,7 @@ void DoorbellFds::deliver(ModelServer& server) {
             n = kMaxRingsPerDelivery;
         }
         rings_ += n;
-        if (auto r = server.ring_doorbell(i, n); !r)
-            log::warn("{}: {}", label_, r.error().message);
+        if (auto r = server.ring_doorbell(i, n); !r) log::warn("{}: {}", label_, r.error().message);
     }
 }
 

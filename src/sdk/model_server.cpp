@@ -167,18 +167,18 @@ Result<void> ModelServer::build() {
             return failf("doorbell {}: BAR{} is not implemented", i, d.bar);
         const BarSpec& bar = *spec_.bars[static_cast<size_t>(d.bar)];
         if (!single_access(d.size) || d.offset % d.size != 0 || d.offset + d.size > bar.size)
-            return failf("doorbell {}: {} bytes at {:#x} is not an aligned 1, 2, 4 or 8-byte "
-                         "register inside BAR{} ({:#x} bytes)",
-                         i, d.size, d.offset, d.bar, bar.size);
+            return failf(
+                "doorbell {}: {} bytes at {:#x} is not an aligned 1, 2, 4 or 8-byte "
+                "register inside BAR{} ({:#x} bytes)",
+                i, d.size, d.offset, d.bar, bar.size);
         if (bar.mappable)
             return failf("doorbell {}: BAR{} is mappable (the guest's writes never trap)", i,
                          d.bar);
         if (msix_part(d.bar, d.offset, d.size) != MsixPart::none)
-            return failf("doorbell {}: {:#x} is in BAR{}'s MSI-X table or PBA", i, d.offset,
-                         d.bar);
+            return failf("doorbell {}: {:#x} is in BAR{}'s MSI-X table or PBA", i, d.offset, d.bar);
         if (d.datamatch && d.size < 8 && (*d.datamatch >> (8 * d.size)) != 0)
-            return failf("doorbell {}: datamatch {:#x} does not fit in {} bytes", i,
-                         *d.datamatch, d.size);
+            return failf("doorbell {}: datamatch {:#x} does not fit in {} bytes", i, *d.datamatch,
+                         d.size);
     }
     initial_config_ = config_;
     return ok();

@@ -246,7 +246,14 @@ Result<void> VfioUserClient::Impl::region_write(uint32_t region, uint64_t offset
     if (region == hostdev::kConfigRegion && offset + in.size() <= 4096)
         config_log_.record(static_cast<uint32_t>(offset), in);
     const bool bar = region < hostdev::kRomRegion;
-    const bool posted = bar && s_.posted_writes;
+    const bool posted = bar && s_.posted_writes && !mapped_region_;
+    // A posted write gets no error back, so what can be checked here is: past the end of a
+    // region the front-end asked about.
+    if (bar && region_sizes_[region] != 0 &&
+        (offset > region_sizes_[region] || in.size() > region_sizes_[region] - offset))
+        return failf("{}: REGION_WRITE of {} at {:#x} ({} bytes) runs past its end ({:#x})",
+                     s_.label, hostdev::region_name(region), offset, in.size(),
+                     region_sizes_[region]);
     Result<void> result = [&]() -> Result<void> {
         std::lock_guard lk(io_mu_);
         if (bar && !ioeventfds_.empty() && link_.up()) {
@@ -319,6 +326,14 @@ Result<void> VfioUserClient::Impl::ack_intx() {
     link_.run_inbox();
     if (irq_kind_ != hostdev::IrqKind::intx) return ok();
     return drop_intx_and_unmask();
+}
+
+// A non-posted access orders itself behind the posted writes; a config read of the vendor ID
+// is one every device answers without side effects. region_read then looks at the eventfds.
+Result<void> VfioUserClient::Impl::complete_posted() {
+    if (!look_after_reply_) return ok();
+    std::array<uint8_t, 4> id{};
+    return region_read(hostdev::kConfigRegion, 0, id);
 }
 
 Result<void> VfioUserClient::Impl::reset() {

@@ -306,11 +306,11 @@ bool VfioUserClient::Impl::read_requests_locked(int fd, MessageReader& r, bool t
         auto got = r.next(fd, p.msg, o);
         if (!got && got.error().sys_errno == ETIMEDOUT) break;  // gone after all (or a piece)
         if (!got) {
-            lose_locked(got.error().sys_errno == ECONNRESET
-                            ? std::string(twin ? "the twin socket was closed"
-                                               : "the socket was closed")
-                            : got.error().message,
-                        true);
+            lose_locked(
+                got.error().sys_errno == ECONNRESET
+                    ? std::string(twin ? "the twin socket was closed" : "the socket was closed")
+                    : got.error().message,
+                true);
             return false;
         }
         o.readable = false;
@@ -401,14 +401,12 @@ void VfioUserClient::Impl::requests_event(const Watch& watched, short revents) {
         twin_.get() != watched.requests_fd)
         return;
     // The engine thread may have served it meanwhile (it waits on both while a reply is due).
-    auto readable =
-        twin_reader_.has_message() ? Result<bool>(true) : wait_readable(twin_.get(), 0);
+    auto readable = twin_reader_.has_message() ? Result<bool>(true) : wait_readable(twin_.get(), 0);
     if (!readable) {
         lose_locked(readable.error().message, true);
     } else if (*readable) {
         const size_t before = pending_.size();
-        if (read_requests_locked(twin_.get(), twin_reader_, true, true) &&
-            pending_.size() > before)
+        if (read_requests_locked(twin_.get(), twin_reader_, true, true) && pending_.size() > before)
             queue_pending_locked();
     } else if ((revents & (POLLHUP | POLLRDHUP | POLLERR)) != 0) {
         lose_locked("the twin socket was closed", true);
@@ -418,8 +416,7 @@ void VfioUserClient::Impl::requests_event(const Watch& watched, short revents) {
 // The twin socket from the VERSION reply: answers to the server's requests go back on it, so a
 // silent server must not block them forever.
 void VfioUserClient::Impl::adopt_twin_locked(UniqueFd fd) {
-    if (auto r = set_timeout(fd.get(), SO_SNDTIMEO, "SO_SNDTIMEO", s_.timeout, s_.socket_path);
-        !r)
+    if (auto r = set_timeout(fd.get(), SO_SNDTIMEO, "SO_SNDTIMEO", s_.timeout, s_.socket_path); !r)
         log::warn("{}: twin socket: {}", s_.label, r.error().message);
     twin_ = std::move(fd);
     twin_reader_.reset();

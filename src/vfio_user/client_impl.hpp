@@ -11,8 +11,8 @@
 
 #include <array>
 #include <atomic>
-#include <deque>
 #include <chrono>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <utility>
@@ -66,6 +66,7 @@ class VfioUserClient::Impl final : public hostdev::HostDevice,
                               std::span<const uint8_t> in) override;
     Result<void> set_irqs(hostdev::IrqKind kind, uint32_t count) override;
     Result<void> ack_intx() override;
+    Result<void> complete_posted() override;
     Result<void> reset() override;
     void close() override;
     hostdev::RemoteLink& link() { return link_; }
@@ -130,6 +131,7 @@ class VfioUserClient::Impl final : public hostdev::HostDevice,
     Result<void> map_dma_locked();
     Result<void> unmap_dma_locked();
     Result<void> query_irqs_locked();
+    Result<void> query_bars_locked();
     Result<void> query_ioeventfds_locked();
     // The ioeventfd a guest write of `in` at `offset` of BAR `region` rings, or -1.
     int ioeventfd_for(uint32_t region, uint64_t offset, std::span<const uint8_t> in) const;
@@ -200,10 +202,15 @@ class VfioUserClient::Impl final : public hostdev::HostDevice,
     uint64_t seen_requests_ = 0;
     uint64_t watched_generation_ = 0;
 
-    // Engine thread only.
+    // Engine thread only (setup runs there too).
     // A posted write went out since the eventfds were last looked at: the next non-posted
     // access looks after its reply (the server raised what the write raised before that reply).
     bool look_after_reply_ = false;
+    // A region came with an fd to map (QEMU's rule, hw/vfio-user/device.c): a guest read
+    // through such a mapping would not wait behind writes posted on the socket, so posting
+    // stops for this device.
+    bool mapped_region_ = false;
+    std::array<uint64_t, hostdev::kPciRegionCount> region_sizes_{};  // 0: not asked for yet
     hostdev::IrqKind irq_kind_ = hostdev::IrqKind::intx;
     uint32_t irq_count_ = 1;
     hostdev::ConfigLog config_log_;

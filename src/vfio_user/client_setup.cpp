@@ -55,6 +55,7 @@ Result<void> VfioUserClient::Impl::setup_locked(bool first) {
     device_ = *d;
     POTEMKIN_TRY(map_dma_locked());
     POTEMKIN_TRY(query_irqs_locked());
+    POTEMKIN_TRY(query_bars_locked());
     if (s_.ioeventfds) POTEMKIN_TRY(query_ioeventfds_locked());
     POTEMKIN_TRY(apply_irqs_locked());
     if (!first) POTEMKIN_TRY(replay_config_locked());
@@ -95,6 +96,30 @@ Result<void> VfioUserClient::Impl::negotiate_locked() {
     return ok();
 }
 
+// Every BAR's size (a posted write gets no error reply, so the client checks the bounds itself)
+// and whether it can be mapped into the guest (then writes are not posted: see mapped_region_).
+Result<void> VfioUserClient::Impl::query_bars_locked() {
+    region_sizes_ = {};
+    bool mapped = false;
+    for (uint32_t bar = 0; bar < hostdev::kRomRegion && bar < device_.num_regions; ++bar) {
+        POTEMKIN_TRY_ASSIGN(const Reply r,
+                            request_locked(Command::device_get_region_info,
+                                           encode_region_info_request(bar, kRegionInfoSize), {},
+                                           fmt::format("DEVICE_GET_REGION_INFO for BAR{}", bar)));
+        auto d = decode_region_info_reply(r.payload);
+        if (!d) return fail(d.error().context(fmt::format("{}: BAR{}", s_.label, bar)));
+        region_sizes_[bar] = d->size;
+        if (d->size != 0 && (d->flags & kRegionFlagMmap) != 0) {
+            if (!mapped && s_.posted_writes)
+                log::info("{}: BAR{} can be mapped into the guest: writes are not posted", s_.label,
+                          bar);
+            mapped = true;
+        }
+    }
+    mapped_region_ = mapped;
+    return ok();
+}
+
 // Every BAR's ioeventfds. A server that does not know the command (an error reply) has none;
 // entries of a kind this client cannot use (ioregionfd, unknown flags, sizes other than 0, 1,
 // 2, 4, 8) are skipped: those writes stay messages. PIO only says the BAR is I/O space, which
@@ -132,11 +157,11 @@ Result<void> VfioUserClient::Impl::query_ioeventfds_locked() {
         for (size_t i = 0; i < fds.size(); ++i)
             shared[i] = std::make_shared<UniqueFd>(std::move(fds[i]));
         for (const auto& e : got.entries) {
-            const bool usable = e.type == kIoFdTypeIoeventfd &&
-                                (e.flags & ~(kIoeventfdFlagDatamatch | kIoeventfdFlagPio)) == 0 &&
-                                (e.size == 0 || e.size == 1 || e.size == 2 || e.size == 4 ||
-                                 e.size == 8) &&
-                                e.fd_index < shared.size();
+            const bool usable =
+                e.type == kIoFdTypeIoeventfd &&
+                (e.flags & ~(kIoeventfdFlagDatamatch | kIoeventfdFlagPio)) == 0 &&
+                (e.size == 0 || e.size == 1 || e.size == 2 || e.size == 4 || e.size == 8) &&
+                e.fd_index < shared.size();
             if (!usable) {
                 log::info("{}: BAR{} io fd at {:#x} (type {}, flags {:#x}, size {}) not used",
                           s_.label, bar, e.offset, e.type, e.flags, e.size);

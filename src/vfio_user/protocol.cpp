@@ -549,7 +549,8 @@ Result<RegionIoFds> decode_region_io_fds_request(std::span<const uint8_t> payloa
 std::vector<uint8_t> encode_region_io_fds_reply(uint32_t index,
                                                 std::span<const SubRegionIoFd> entries,
                                                 uint32_t request_argsz, bool* fits) {
-    const auto needed = static_cast<uint32_t>(kRegionIoFdsSize + kSubRegionIoFdSize * entries.size());
+    const auto needed =
+        static_cast<uint32_t>(kRegionIoFdsSize + kSubRegionIoFdSize * entries.size());
     const bool all = request_argsz >= needed;
     if (fits != nullptr) *fits = all;
     Writer w(all ? needed : kRegionIoFdsSize);

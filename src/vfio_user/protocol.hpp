@@ -275,7 +275,7 @@ struct SubRegionIoFd {
     bool operator==(const SubRegionIoFd&) const = default;
 };
 struct RegionIoFdsReply {
-    RegionIoFds head;                     // argsz: the size needed for every entry
+    RegionIoFds head;                    // argsz: the size needed for every entry
     std::vector<SubRegionIoFd> entries;  // empty when they did not fit the request's argsz
 };
 // A reply for `index` to a request whose argsz was `request_argsz`: argsz = 16 + 40 * count;

@@ -174,13 +174,13 @@ class FakeServer {
         switch (static_cast<vu::Command>(m.header.cmd)) {
             case vu::Command::version: {
                 auto offered = vu::decode_version(m.payload);
-                const bool twin =
-                    offer_twin_ && offered && offered->caps.twin_socket_supported;
+                const bool twin = offer_twin_ && offered && offered->caps.twin_socket_supported;
                 // Built by hand: json-c's spacing and keys the client must ignore.
                 const std::string json =
-                    std::string("{ \"capabilities\": { \"max_msg_fds\": 8, "
-                                "\"max_data_xfer_size\": 1048576, \"pgsizes\": 4096, "
-                                "\"future_thing\": [ 1, { \"x\": null } ], ") +
+                    std::string(
+                        "{ \"capabilities\": { \"max_msg_fds\": 8, "
+                        "\"max_data_xfer_size\": 1048576, \"pgsizes\": 4096, "
+                        "\"future_thing\": [ 1, { \"x\": null } ], ") +
                     (twin ? "\"twin_socket\": { \"supported\": true, \"fd_index\": 0 }, " : "") +
                     "\"migration\": { \"pgsize\": 4096 } } }";
                 std::vector<uint8_t> p{static_cast<uint8_t>(major_.load()),
@@ -785,8 +785,7 @@ TEST(VfioUserClient, ServerRequestTakenByThePollThreadIsAnsweredBeforeTheNextReq
     ASSERT_TRUE(d) << d.error().message;
     std::atomic<bool> answered{false};
     std::thread server_side([&] {
-        server.run_on_server(
-            [&](int c) { answered = server_dma_write(c, 501, 0x40, {1, 2, 3}); });
+        server.run_on_server([&](int c) { answered = server_dma_write(c, 501, 0x40, {1, 2, 3}); });
     });
     // Let the poll thread read it (nothing is asserted about how long that takes).
     std::this_thread::sleep_for(100ms);

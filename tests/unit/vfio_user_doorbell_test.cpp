@@ -38,9 +38,7 @@ class NoEvents final : public hostdev::HostDeviceEvents {
     void intx(bool) override {}
     void msi(unsigned) override {}
     Result<void> dma_read(uint64_t, std::span<uint8_t>) override { return failf("no RAM"); }
-    Result<void> dma_write(uint64_t, std::span<const uint8_t>) override {
-        return failf("no RAM");
-    }
+    Result<void> dma_write(uint64_t, std::span<const uint8_t>) override { return failf("no RAM"); }
     void disconnected(std::string_view) override {}
     void reconnected() override {}
 };
@@ -55,12 +53,16 @@ class DoorbellServer : public ::testing::Test {
         vu::VfioUserServerSettings s;
         s.socket_path = path_;
         s.label = "multibar";
-        auto server =
-            vu::VfioUserServer::create(std::make_unique<models::Multibar>(models::MultibarSettings{}), s);
+        // BAR2 not mappable: a device with a mappable BAR gets no posted writes (that has its
+        // own test below).
+        models::MultibarSettings mb;
+        mb.mmap = mappable_bar2();
+        auto server = vu::VfioUserServer::create(std::make_unique<models::Multibar>(mb), s);
         ASSERT_TRUE(server) << server.error().message;
         server_ = std::move(server).value();
         thread_ = std::thread([this] { EXPECT_TRUE(server_->run()); });
     }
+    virtual bool mappable_bar2() const { return false; }
     void TearDown() override {
         if (server_) server_->stop();
         if (thread_.joinable()) thread_.join();
@@ -120,13 +122,13 @@ TEST_F(DoorbellServer, RegionIoFdsReplyListsTheModelsDoorbellsWithTheirEventfds)
     EXPECT_EQ(load_le(std::span(r->payload).subspan(12, 4)), 4u);           // count
     for (uint32_t i = 0; i < 4; ++i) {
         auto e = std::span(r->payload).subspan(16 + 40 * i, 40);
-        EXPECT_EQ(load_le(e.subspan(0, 8)), 4u);    // offset: the doorbell register
-        EXPECT_EQ(load_le(e.subspan(8, 8)), 4u);    // size
-        EXPECT_EQ(load_le(e.subspan(16, 4)), i);    // fd_index
-        EXPECT_EQ(load_le(e.subspan(20, 4)), 0u);   // type IOEVENTFD
-        EXPECT_EQ(load_le(e.subspan(24, 4)), 1u);   // flags DATAMATCH
-        EXPECT_EQ(load_le(e.subspan(28, 4)), 0u);   // padding
-        EXPECT_EQ(load_le(e.subspan(32, 8)), i);    // datamatch: the vector
+        EXPECT_EQ(load_le(e.subspan(0, 8)), 4u);   // offset: the doorbell register
+        EXPECT_EQ(load_le(e.subspan(8, 8)), 4u);   // size
+        EXPECT_EQ(load_le(e.subspan(16, 4)), i);   // fd_index
+        EXPECT_EQ(load_le(e.subspan(20, 4)), 0u);  // type IOEVENTFD
+        EXPECT_EQ(load_le(e.subspan(24, 4)), 1u);  // flags DATAMATCH
+        EXPECT_EQ(load_le(e.subspan(28, 4)), 0u);  // padding
+        EXPECT_EQ(load_le(e.subspan(32, 8)), i);   // datamatch: the vector
     }
     ASSERT_EQ(r->fds.size(), 4u);
     // They are eventfds the server watches: ringing the one for vector 2 counts a doorbell.
@@ -157,7 +159,8 @@ TEST_F(DoorbellServer, RegionIoFdsReplyListsTheModelsDoorbellsWithTheirEventfds)
     // A BAR without doorbells: none.
     q.argsz = 16 + 40 * 8;
     q.index = 0;
-    auto none = request(fd.get(), vu::Command::device_get_region_io_fds, vu::encode_region_io_fds(q));
+    auto none =
+        request(fd.get(), vu::Command::device_get_region_io_fds, vu::encode_region_io_fds(q));
     ASSERT_TRUE(none && !none->header.is_error());
     auto n = vu::decode_region_io_fds_reply(none->payload);
     ASSERT_TRUE(n);
@@ -227,6 +230,34 @@ TEST_F(DoorbellServer, ReadAfterPostedWritesReturnsWhatTheyWrote) {
         EXPECT_EQ(load_le(v), 0x1122334455667700ull + i);
     }
     EXPECT_EQ((*c)->stats().posted.sent, 64u);
+}
+
+class DoorbellServerWithMappedBar : public DoorbellServer {
+  protected:
+    bool mappable_bar2() const override { return true; }
+};
+
+// QEMU's rule: a guest read through a mapped BAR would not wait behind writes posted on the
+// socket, so a device with a mappable BAR gets none; doorbells still ring through ioeventfds.
+TEST_F(DoorbellServerWithMappedBar, WritesAreNotPostedToADeviceWithAMappableBar) {
+    auto c = open_client();
+    ASSERT_TRUE(c) << c.error().message;
+    const std::array<uint8_t, 4> v{1, 2, 3, 4};
+    ASSERT_TRUE((*c)->region_write(1, 0x100, v));
+    EXPECT_EQ((*c)->stats().posted.sent, 0u);
+    const std::array<uint8_t, 4> ring0{0, 0, 0, 0};
+    ASSERT_TRUE((*c)->region_write(1, models::Multibar::kRegDoorbell, ring0));
+    EXPECT_EQ((*c)->stats().ioeventfd_writes, 1u);
+}
+
+TEST_F(DoorbellServer, PostedWritePastTheEndOfABarFailsAtTheClient) {
+    auto c = open_client();
+    ASSERT_TRUE(c) << c.error().message;
+    const std::array<uint8_t, 4> v{1, 2, 3, 4};
+    auto r = (*c)->region_write(1, 0x1000 - 2, v);
+    ASSERT_FALSE(r);
+    EXPECT_NE(r.error().message.find("runs past its end"), std::string::npos) << r.error().message;
+    EXPECT_EQ((*c)->stats().posted.sent, 0u);
 }
 
 TEST(DoorbellSpec, ModelServerRejectsDoorbellsOutsideTheirBar) {
