@@ -4,10 +4,16 @@
 // connects, negotiates, maps guest RAM into the server (the memfd, zero-copy), and forwards the
 // front-end's config, region, interrupt and reset calls as messages.
 //
+// Writes: BAR writes are posted (NO_REPLY, the guest does not wait) unless the device has a
+// mappable BAR or posted_writes is off; a write matching an ioeventfd the server offered is an
+// eventfd write. Reads and config accesses wait, ordered behind the posted writes on the one
+// stream (docs/vfio-user.md, "Posted writes", "Ioeventfds").
+//
 // Threading. Every HostDevice call comes from one thread (the VM's engine thread). A background
 // thread, the remote link's "poll thread" (hostdev/remote_link.hpp, shared with the mpqemu
-// client), watches the interrupt eventfds, the idle socket (server-initiated
-// DMA_READ/DMA_WRITE, hang-ups) and, while the server is gone, the socket path. It never calls
+// client), watches the interrupt eventfds, the idle socket and the twin socket (the server's
+// DMA_READ/DMA_WRITE, which it may send at any time; hang-ups) and, while the server is gone,
+// the socket path. It never calls
 // HostDeviceEvents itself: what it finds goes into an inbox that runs on the engine thread,
 // either through OpenContext::post (the machine's post) or, without one, at the start of the
 // next HostDevice call. Interrupts raised while a request is in flight are collected on the

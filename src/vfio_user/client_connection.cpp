@@ -1,6 +1,6 @@
-// The vfio-user client's connection: connecting, one request/reply exchange, serving the
-// server's DMA requests (inline while it works on ours, or from the idle socket through the poll
-// thread), losing the connection and reaching the server again.
+// The vfio-user client's connection: connecting, one request/reply exchange, posting a write,
+// serving the server's DMA requests (inline while it works on ours, or from the idle socket and
+// the twin socket through the poll thread), losing the connection and reaching the server again.
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>

@@ -160,8 +160,6 @@ class VfioUserClient::Impl final : public hostdev::HostDevice,
     std::array<uint32_t, 3> irq_counts_{};  // INTx, MSI, MSI-X vectors the device has
     std::array<bool, 3> armed_{};           // which kinds have eventfds on the server now
     std::vector<std::pair<uint64_t, uint64_t>> dma_maps_;  // (iova, size) mapped
-    // Some RAM is not mapped with an fd, so the server may send DMA_READ/DMA_WRITE.
-    std::atomic<bool> dma_by_message_{true};
     bool in_setup_ = false;
     // The twin socket (when agreed in VERSION): the server's requests come on it and are
     // answered on it; ours and their replies stay on sock_.

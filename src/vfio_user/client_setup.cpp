@@ -181,7 +181,6 @@ Result<void> VfioUserClient::Impl::query_ioeventfds_locked() {
 // that takes no fds, page sizes that do not fit) are left to DMA_READ/DMA_WRITE messages.
 Result<void> VfioUserClient::Impl::map_dma_locked() {
     dma_maps_.clear();
-    dma_by_message_ = true;
     if (s_.memory == nullptr) return ok();
     const auto& regions = s_.memory->regions();
     if (caps_.max_msg_fds == 0) {
@@ -214,7 +213,7 @@ Result<void> VfioUserClient::Impl::map_dma_locked() {
                                     fmt::format("DMA_MAP of RAM {:#x}+{:#x}", m.addr, m.size)));
         dma_maps_.emplace_back(m.addr, m.size);
     }
-    dma_by_message_ = !all;
+    if (!all) log::info("{}: DMA to the unmapped RAM goes by message", s_.label);
     return ok();
 }
 
