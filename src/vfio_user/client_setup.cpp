@@ -120,7 +120,7 @@ Result<void> VfioUserClient::Impl::query_bars_locked() {
     return ok();
 }
 
-// Every BAR's ioeventfds. A server that does not know the command (an error reply) has none;
+// Every BAR's ioeventfds. A BAR whose request gets an error reply has none;
 // entries of a kind this client cannot use (ioregionfd, unknown flags, sizes other than 0, 1,
 // 2, 4, 8) are skipped: those writes stay messages. PIO only says the BAR is I/O space, which
 // the region index says already.
@@ -138,8 +138,12 @@ Result<void> VfioUserClient::Impl::query_ioeventfds_locked() {
                                     fmt::format("DEVICE_GET_REGION_IO_FDS for BAR{}", bar));
             if (!r) {
                 if (!link_.up()) return fail(r.error());
+                // None for this BAR (libvfio-user refuses BARs it has not set up): its writes
+                // are messages.
                 log::debug("{}: no ioeventfds: {}", s_.label, r.error().message);
-                return ok();  // the server does not offer them: every write is a message
+                got = {};
+                fds.clear();
+                break;
             }
             auto d = decode_region_io_fds_reply(r->payload);
             if (!d) {
