@@ -12,8 +12,12 @@
 //   epoll fd: a fired one queues its handler. drain() takes what fired right now (one epoll_wait)
 //   on the engine thread, so an interrupt a request raised reaches the front-end before the
 //   guest's next instruction.
-// - The poll thread: sleeps in poll() on a wake eventfd, the eventfd set and whatever fd the
-//   transport wants watched (its socket's hang-ups, server requests); stop/join on close.
+// - The poll thread: sleeps in poll() on a wake eventfd, the eventfd set and whatever fds the
+//   transport wants watched (its socket's hang-ups and the device's requests, and a second
+//   channel that carries only the device's requests, such as vfio-user's twin socket);
+//   stop/join on close.
+// - Posted writes: what became of writes the guest did not wait for (PostedWrites: counted,
+//   the first failure of each kind logged).
 // - Loss and restore. lost() marks the connection down and reports it to the front-end once per
 //   loss (HostDeviceEvents::disconnected, the INTx line dropped). While down, and if the
 //   transport can restore (reconnect, respawn), the poll thread asks it to try every
