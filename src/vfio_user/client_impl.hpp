@@ -195,7 +195,7 @@ class VfioUserClient::Impl final : public hostdev::HostDevice,
     std::vector<UniqueFd> vector_fds_;
 
     // Poll thread only: requests are under way, so the socket's data is their replies, not
-    // for the poll thread; it watches hang-ups only and looks again every millisecond.
+    // for the poll thread; it watches hang-ups only and looks again every 10 ms.
     bool quiet_ = false;
     uint64_t seen_requests_ = 0;
     uint64_t watched_generation_ = 0;
