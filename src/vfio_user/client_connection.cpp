@@ -302,7 +302,6 @@ bool VfioUserClient::Impl::read_requests_locked(int fd, MessageReader& r, bool t
     RecvOptions o = recv_options();
     o.readable = readable;
     o.timeout_ms = 0;
-    bool any = false;
     do {
         Pending p;
         p.twin = twin;
@@ -319,13 +318,11 @@ bool VfioUserClient::Impl::read_requests_locked(int fd, MessageReader& r, bool t
         o.readable = false;
         if (p.msg.header.is_command()) {
             pending_.push_back(std::move(p));
-            any = true;
         } else {
             log::debug("{}: dropping a reply nobody waits for (id {})", s_.label,
                        p.msg.header.msg_id);
         }
     } while (link_.up() && r.has_message());
-    (void)any;
     return link_.up();
 }
 

@@ -260,6 +260,39 @@ TEST_F(DoorbellServer, PostedWritePastTheEndOfABarFailsAtTheClient) {
     EXPECT_EQ((*c)->stats().posted.sent, 0u);
 }
 
+TEST(RegionIoFdsCodec, RoundTripAndAWiderEntryStride) {
+    const std::vector<vu::SubRegionIoFd> entries = {{.offset = 0x10,
+                                                     .size = 4,
+                                                     .fd_index = 0,
+                                                     .flags = vu::kIoeventfdFlagDatamatch,
+                                                     .datamatch = 7},
+                                                    {.offset = 0x20, .size = 0, .fd_index = 1}};
+    bool fits = false;
+    auto wire = vu::encode_region_io_fds_reply(3, entries, 1000, &fits);
+    EXPECT_TRUE(fits);
+    auto back = vu::decode_region_io_fds_reply(wire);
+    ASSERT_TRUE(back) << back.error().message;
+    EXPECT_EQ(back->head.argsz, 16u + 80);
+    EXPECT_EQ(back->head.index, 3u);
+    EXPECT_EQ(back->entries, entries);
+
+    // The spec lets entries grow: the stride is (payload - 16) / count, read 40 bytes of each.
+    std::vector<uint8_t> wide(wire.begin(), wire.begin() + 16);
+    for (int i = 0; i < 2; ++i) {
+        wide.insert(wide.end(), wire.begin() + 16 + 40 * i, wire.begin() + 16 + 40 * (i + 1));
+        wide.insert(wide.end(), 8, 0xee);
+    }
+    auto w = vu::decode_region_io_fds_reply(wide);
+    ASSERT_TRUE(w) << w.error().message;
+    EXPECT_EQ(w->entries, entries);
+
+    // Entries that cannot be 40 bytes each are refused.
+    std::vector<uint8_t> short_body(wire.begin(), wire.begin() + 16 + 50);
+    auto bad = vu::decode_region_io_fds_reply(short_body);
+    ASSERT_FALSE(bad);
+    EXPECT_NE(bad.error().message.find("DEVICE_GET_REGION_IO_FDS reply"), std::string::npos);
+}
+
 TEST(DoorbellSpec, ModelServerRejectsDoorbellsOutsideTheirBar) {
     class Bad final : public sdk::DeviceModel {
       public:
