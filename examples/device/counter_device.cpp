@@ -9,7 +9,8 @@
 //     0x08 WO  add: counter += value; when the counter reaches `threshold`, an interrupt
 //     0x0c RW  threshold (0 = never)
 //     0x10 RW  interrupt status: bit 0 "threshold reached"; writing 1 clears it
-//     0x14 WO  DMA: write the counter (4 bytes, little-endian) to the guest address given
+//     0x14 WO  DMA: write the counter (4 bytes, little-endian) to the guest address given,
+//              once the write is answered (DeviceServices::defer); needs bus mastering
 //   Interrupts: MSI (1 vector) when the VMM enabled it, INTx (INTA#) otherwise, level-
 //   triggered while interrupt status bit 0 is set.
 //
@@ -75,11 +76,16 @@ class Counter final : public sdk::DeviceModel {
                 if (status_ == 0 && services_ != nullptr) services_->set_intx(false);
                 break;
             case 0x14: {
-                uint8_t bytes[4];
-                std::memcpy(bytes, &counter_, 4);
-                if (auto r = services_->dma_write(v, bytes); !r)
-                    std::fprintf(stderr, "counter: DMA to %#x failed: %s\n", v,
-                                 r.error().message.c_str());
+                // DMA after the write is answered: a VMM (QEMU) may serve it only then. The
+                // value is the counter as it was written (needs bus mastering enabled).
+                const uint32_t value = counter_;
+                services_->defer([this, v, value] {
+                    uint8_t bytes[4];
+                    std::memcpy(bytes, &value, 4);
+                    if (auto r = services_->dma_write(v, bytes); !r)
+                        std::fprintf(stderr, "counter: DMA to %#x failed: %s\n", v,
+                                     r.error().message.c_str());
+                });
                 break;
             }
             default:

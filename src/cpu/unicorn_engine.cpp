@@ -5,8 +5,11 @@
 // - the guest IDT is walked here: INT n, CPU exceptions and external interrupts are delivered
 //   by the VMM for ring-0 32-bit guests (gotchas 3, 4);
 // - HLT returns from run() and the machine decides when an interrupt wakes it;
-// - unassigned physical pages are mapped on first touch as MMIO routed to the bus, which reads
-//   all-ones where nothing answers;
+// - unassigned physical memory is mapped on first touch as MMIO routed to the bus, which reads
+//   all-ones where nothing answers: the whole free part of the 16 MiB block around the access,
+//   merged with adjacent MMIO ranges, so a guest probing address space page by page adds at
+//   most a few ranges per block. (Per-page mappings piled up: every one is a section in
+//   Unicorn's dispatch table, each access got slower, and at 4096 sections Unicorn asserts.)
 // - translated code is dropped after writes behind the engine's back (gotcha 10).
 #include <unicorn/unicorn.h>
 
@@ -27,6 +30,8 @@ namespace potemkin::cpu {
 namespace {
 
 constexpr uint64_t kPage = 4096;
+// Unassigned memory is mapped as MMIO a block at a time (see the header).
+constexpr uint64_t kMmioBlock = 16ull << 20;
 constexpr uint32_t kIf = 1u << 9, kTf = 1u << 8, kNt = 1u << 14, kRf = 1u << 16;
 // An exit address a 32-bit EIP can never equal: uc_emu_start needs one, we want none.
 constexpr uint64_t kNoExit = 0xffff'ffff'ffff'fff0ull;
@@ -96,8 +101,7 @@ class UnicornEngine final : public CpuEngine {
     Result<void> map_mmio(Gpa base, uint64_t size) override {
         const uint64_t first = base.value & ~(kPage - 1);
         const uint64_t last = (base.value + size + kPage - 1) & ~(kPage - 1);
-        for (uint64_t p = first; p < last; p += kPage) POTEMKIN_TRY(map_mmio_page(p));
-        return ok();
+        return map_mmio_range(first, last);
     }
 
     Result<void> map_host(Gpa base, uint64_t size, uint8_t* host) override {
@@ -106,13 +110,9 @@ class UnicornEngine final : public CpuEngine {
             return failf("unicorn: map_host [{:#x}, +{:#x}) is not page-aligned", begin, size);
         if (is_ram(begin) || is_ram(end - 1) || overlaps_direct(begin, end))
             return failf("unicorn: map_host [{:#x}, +{:#x}) overlaps mapped memory", begin, size);
-        // Lazily mapped MMIO pages in the range give way (they come back on the next touch
-        // after unmap_host).
-        for (auto it = mmio_pages_.lower_bound(begin);
-             it != mmio_pages_.end() && it->first < end;) {
-            POTEMKIN_TRY(check(uc_mem_unmap(uc_, it->first, kPage), "unmap MMIO page"));
-            it = mmio_pages_.erase(it);
-        }
+        // Lazily mapped MMIO in the range gives way; what it covered outside the range stays
+        // MMIO (the range comes back as MMIO on the next touch after unmap_host).
+        POTEMKIN_TRY(carve_mmio(begin, end));
         POTEMKIN_TRY(check(uc_mem_map_ptr(uc_, begin, size, UC_PROT_ALL, host), "map host memory"));
         direct_.push_back({begin, end});
         POTEMKIN_TRY(check(uc_ctl_remove_cache(uc_, begin, end), "drop translated code"));
@@ -245,9 +245,13 @@ class UnicornEngine final : public CpuEngine {
     }
 
   private:
-    struct MmioPage {
+    struct MmioWindow {
         UnicornEngine* self;
         uint64_t base;
+    };
+    struct MmioRange {
+        uint64_t end;
+        std::unique_ptr<MmioWindow> ctx;
     };
 
     static Result<void> check(uc_err e, const char* what) {
@@ -277,15 +281,104 @@ class UnicornEngine final : public CpuEngine {
         return false;
     }
 
-    Result<void> map_mmio_page(uint64_t page) {
-        if (is_ram(page) || mmio_pages_.count(page) || overlaps_direct(page, page + kPage))
-            return ok();
-        auto ctx = std::make_unique<MmioPage>(MmioPage{this, page});
-        POTEMKIN_TRY(check(uc_mmio_map(uc_, page, kPage, hooks_.mmio_read, ctx.get(),
-                                       hooks_.mmio_write, ctx.get()),
-                           "map MMIO page"));
-        mmio_pages_.emplace(page, std::move(ctx));
+    // Maps every unassigned part of [begin, end) as MMIO, merged with the MMIO ranges it
+    // touches, so that the number of ranges stays bounded by the RAM and direct mappings
+    // between them, not by how many accesses made them.
+    Result<void> map_mmio_range(uint64_t begin, uint64_t end) {
+        for (uint64_t at = begin; at < end;) {
+            const uint64_t stop = free_until(at, end);
+            if (stop == at) {  // `at` is taken: skip to the end of what holds it
+                at = taken_until(at, end);
+                continue;
+            }
+            POTEMKIN_TRY(map_mmio_merged(at, stop));
+            at = stop;
+        }
         return ok();
+    }
+
+    // Maps the free range [begin, end) together with MMIO ranges ending at `begin` or starting
+    // at `end`, as one range.
+    Result<void> map_mmio_merged(uint64_t begin, uint64_t end) {
+        if (auto left = mmio_.lower_bound(begin); left != mmio_.begin()) {
+            --left;
+            if (left->second.end == begin) {
+                begin = left->first;
+                POTEMKIN_TRY(unmap_mmio(left));
+            }
+        }
+        if (auto right = mmio_.find(end); right != mmio_.end()) {
+            end = right->second.end;
+            POTEMKIN_TRY(unmap_mmio(right));
+        }
+        auto ctx = std::make_unique<MmioWindow>(MmioWindow{this, begin});
+        POTEMKIN_TRY(check(uc_mmio_map(uc_, begin, end - begin, hooks_.mmio_read, ctx.get(),
+                                       hooks_.mmio_write, ctx.get()),
+                           "map MMIO"));
+        mmio_.emplace(begin, MmioRange{end, std::move(ctx)});
+        return ok();
+    }
+
+    Result<void> unmap_mmio(std::map<uint64_t, MmioRange>::iterator it) {
+        POTEMKIN_TRY(check(uc_mem_unmap(uc_, it->first, it->second.end - it->first), "unmap MMIO"));
+        mmio_.erase(it);
+        return ok();
+    }
+
+    // Removes MMIO from [begin, end), keeping what the affected ranges covered outside it.
+    Result<void> carve_mmio(uint64_t begin, uint64_t end) {
+        std::vector<Range> keep;
+        auto it = mmio_.lower_bound(begin);
+        if (it != mmio_.begin() && std::prev(it)->second.end > begin) --it;
+        while (it != mmio_.end() && it->first < end) {
+            if (it->first < begin) keep.push_back({it->first, begin});
+            if (it->second.end > end) keep.push_back({end, it->second.end});
+            auto next = std::next(it);
+            POTEMKIN_TRY(unmap_mmio(it));
+            it = next;
+        }
+        for (const auto& r : keep) {
+            auto ctx = std::make_unique<MmioWindow>(MmioWindow{this, r.begin});
+            POTEMKIN_TRY(check(uc_mmio_map(uc_, r.begin, r.end - r.begin, hooks_.mmio_read,
+                                           ctx.get(), hooks_.mmio_write, ctx.get()),
+                               "map MMIO"));
+            mmio_.emplace(r.begin, MmioRange{r.end, std::move(ctx)});
+        }
+        return ok();
+    }
+
+    // The end of the unassigned run starting at `at` (== at when `at` is assigned), capped at
+    // `limit`.
+    uint64_t free_until(uint64_t at, uint64_t limit) const {
+        uint64_t stop = limit;
+        auto clip = [&](uint64_t b, uint64_t e) {
+            if (at >= b && at < e)
+                stop = at;
+            else if (b > at && b < stop)
+                stop = b;
+        };
+        for (const auto& r : ram_) clip(r.begin, r.end);
+        for (const auto& r : direct_) clip(r.begin, r.end);
+        if (auto it = mmio_.upper_bound(at); it != mmio_.begin()) {
+            auto prev = std::prev(it);
+            clip(prev->first, prev->second.end);
+        }
+        if (auto it = mmio_.upper_bound(at); it != mmio_.end()) clip(it->first, it->second.end);
+        return stop;
+    }
+
+    // The end of the assigned range holding `at`, capped at `limit`.
+    uint64_t taken_until(uint64_t at, uint64_t limit) const {
+        auto holds = [&](uint64_t b, uint64_t e) { return at >= b && at < e; };
+        for (const auto& r : ram_)
+            if (holds(r.begin, r.end)) return std::min(r.end, limit);
+        for (const auto& r : direct_)
+            if (holds(r.begin, r.end)) return std::min(r.end, limit);
+        if (auto it = mmio_.upper_bound(at); it != mmio_.begin()) {
+            auto prev = std::prev(it);
+            if (holds(prev->first, prev->second.end)) return std::min(prev->second.end, limit);
+        }
+        return limit;
     }
 
     // Push the interrupt frame and enter the handler through the guest IDT (SDM vol. 3,
@@ -364,14 +457,14 @@ class UnicornEngine final : public CpuEngine {
 
     template <typename Io>
     static uint64_t on_mmio_read(uc_engine*, uint64_t offset, unsigned size, void* user) {
-        auto* page = static_cast<MmioPage*>(user);
+        auto* page = static_cast<MmioWindow*>(user);
         return io<Io>(page->self).mmio_read(page->base + offset, size);
     }
 
     template <typename Io>
     static void on_mmio_write(uc_engine*, uint64_t offset, unsigned size, uint64_t value,
                               void* user) {
-        auto* page = static_cast<MmioPage*>(user);
+        auto* page = static_cast<MmioWindow*>(user);
         io<Io>(page->self).mmio_write(page->base + offset, size, value);
     }
 
@@ -447,12 +540,16 @@ class UnicornEngine final : public CpuEngine {
                 self->registers()};
             return false;
         }
-        // Unassigned so far: route the page(s) to the bus, which answers all-ones where no
-        // device is, and retry the access.
-        uint64_t first = address & ~(kPage - 1);
-        uint64_t last = (address + static_cast<uint64_t>(size) - 1) & ~(kPage - 1);
-        for (uint64_t p = first; p <= last; p += kPage)
-            if (!self->map_mmio_page(p)) return false;
+        // Unassigned so far: route the free part of the block(s) the access touches to the
+        // bus, which answers all-ones where no device is, and retry the access.
+        const uint64_t first = address & ~(kMmioBlock - 1);
+        const uint64_t last = (address + static_cast<uint64_t>(size) - 1) | (kMmioBlock - 1);
+        if (auto r = self->map_mmio_range(first, last + 1); !r) {
+            self->fault_ = FaultReport{
+                -1, fmt::format("access to unassigned {:#x}: {}", address, r.error().message),
+                self->registers()};
+            return false;
+        }
         return true;
     }
 
@@ -466,9 +563,9 @@ class UnicornEngine final : public CpuEngine {
     };
     std::vector<Range> ram_;
     std::vector<Range> direct_;  // map_host ranges
-    // Lazily mapped MMIO pages and the callback context Unicorn holds for each; a page dropped
-    // for a direct mapping frees its context with it.
-    std::map<uint64_t, std::unique_ptr<MmioPage>> mmio_pages_;
+    // MMIO ranges by first address, with the callback context Unicorn holds for each; a range
+    // unmapped (merged, or carved for a direct mapping) frees its context with it.
+    std::map<uint64_t, MmioRange> mmio_;
     std::optional<FaultReport> fault_;
     bool stopped_by_hook_ = false;
     bool invalid_insn_ = false;

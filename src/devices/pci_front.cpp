@@ -1,6 +1,7 @@
 #include "devices/pci_front.hpp"
 
 #include <sys/mman.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -522,6 +523,7 @@ vm::BusHandler PciFront::bar_handler(int bar) {
 
 uint64_t PciFront::region_access_read(int bar, uint64_t offset, unsigned size) {
     ++trapped_accesses_;
+    report_shrunk(bar);
     if (size == 0 || size > 8 || !link_.connected()) return HostLink::all_ones(size);
     if (msix_table_) {
         if (bar == msix_.table_bir &&
@@ -589,6 +591,23 @@ void PciFront::open_direct_bar(int i) {
                   ri.fd_offset);
         return;
     }
+    // The file must hold every area the guest will see: a page past its end would fault in
+    // the middle of a guest access (SIGBUS), and the server decides the file's size.
+    uint64_t needed = 0;
+    for (const auto& a : areas) needed = std::max(needed, a.offset + a.size);
+    struct stat st {};
+    if (::fstat(ri.fd, &st) != 0) {
+        log::warn("{}: BAR{}: fstat of the region fd failed ({}); the BAR traps", id(), i,
+                  std::strerror(errno));
+        return;
+    }
+    if (S_ISREG(st.st_mode) && static_cast<uint64_t>(st.st_size) < ri.fd_offset + needed) {
+        log::warn(
+            "{}: BAR{}: the region fd holds {:#x} bytes but its mmap areas need {:#x} from "
+            "offset {:#x}; the BAR traps",
+            id(), i, st.st_size, needed, ri.fd_offset);
+        return;
+    }
     void* p = ::mmap(nullptr, b->size, PROT_READ | PROT_WRITE, MAP_SHARED, ri.fd,
                      static_cast<off_t>(ri.fd_offset));
     if (p == MAP_FAILED) {
@@ -596,10 +615,34 @@ void PciFront::open_direct_bar(int i) {
                   std::strerror(errno));
         return;
     }
+    // The server may still shrink the file later: the guard turns the guest's fault there
+    // into a zero page (docs/hostile.md).
+    auto guard = ShrinkGuard::watch(p, b->size);
+    if (!guard) {
+        log::warn("{}: BAR{}: {}; the BAR traps", id(), i, guard.error().message);
+        if (::munmap(p, b->size) != 0)
+            log::warn("{}: BAR{}: munmap: {}", id(), i, std::strerror(errno));
+        return;
+    }
     auto& d = direct_[static_cast<size_t>(i)];
     d.host = static_cast<uint8_t*>(p);
     d.length = b->size;
     d.areas = std::move(areas);
+    d.guard = std::move(guard).value();
+}
+
+// Tells once per BAR mapping that the server shrank the memory behind it (the guest read
+// zeros where its pages were).
+void PciFront::report_shrunk(int bar) {
+    if (bar < 0 || bar >= pci::kBarCount) return;  // the ROM is never mapped directly
+    auto& d = direct_[static_cast<size_t>(bar)];
+    const uint64_t faults = d.guard.faults();
+    if (faults == 0 || d.shrink_reported) return;
+    d.shrink_reported = true;
+    log::warn(
+        "{}: BAR{}: the server shrank the memory file behind the BAR; {} page(s) past its "
+        "end read zeros and writes there are lost",
+        id(), bar, faults);
 }
 
 // The transport is connected to a server again, which may be a new process with new memory
@@ -639,6 +682,8 @@ void PciFront::refresh_direct() {
 // munmaps BAR `bar`'s host mapping (after unmap_direct took it out of the guest).
 void PciFront::release_direct(int bar) {
     auto& d = direct_[static_cast<size_t>(bar)];
+    report_shrunk(bar);
+    d.guard = ShrinkGuard();  // before the unmap: the address range may be reused
     if (d.host && ::munmap(d.host, d.length) != 0)
         log::warn("{}: BAR{}: munmap of the region mapping failed: {}", id(), bar,
                   std::strerror(errno));

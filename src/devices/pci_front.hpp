@@ -45,6 +45,7 @@
 #include <string>
 #include <vector>
 
+#include "common/shrink_guard.hpp"
 #include "devices/host_link.hpp"
 #include "hostdev/host_device.hpp"
 #include "pci/bar.hpp"
@@ -152,12 +153,15 @@ class PciFront final : public vm::Device, public pci::PciFunction, private HostL
     void sync_direct();
     void unmap_direct(int bar);
     void release_direct(int bar);
+    void report_shrunk(int bar);
 
     struct DirectBar {
         uint8_t* host = nullptr;  // the whole region, mmapped from the region fd
         uint64_t length = 0;
         std::vector<hostdev::MmapArea> areas;  // page-aligned, outside MSI-X structures
         std::optional<uint64_t> mapped_at;     // guest base while mapped
+        ShrinkGuard guard;                     // absorbs faults if the server shrinks the file
+        bool shrink_reported = false;
     };
     std::array<DirectBar, pci::kBarCount> direct_{};
 

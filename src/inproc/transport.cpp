@@ -26,6 +26,12 @@ Result<sdk::ModelServer*> InprocHostDevice::live() {
     return server_.get();
 }
 
+Result<void> InprocHostDevice::settled(Result<void> outcome) {
+    // The access has returned: now the work the model deferred to after it (its DMA).
+    if (server_) server_->run_deferred();
+    return outcome;
+}
+
 Result<hostdev::DeviceInfo> InprocHostDevice::info() {
     auto s = live();
     if (!s) return fail(s.error());
@@ -47,41 +53,41 @@ Result<void> InprocHostDevice::config_read(uint32_t offset, std::span<uint8_t> o
 Result<void> InprocHostDevice::config_write(uint32_t offset, std::span<const uint8_t> in) {
     auto s = live();
     if (!s) return fail(s.error());
-    return (*s)->config_write(offset, in);
+    return settled((*s)->config_write(offset, in));
 }
 
 Result<void> InprocHostDevice::region_read(uint32_t index, uint64_t offset,
                                            std::span<uint8_t> out) {
     auto s = live();
     if (!s) return fail(s.error());
-    return (*s)->region_read(index, offset, out);
+    return settled((*s)->region_read(index, offset, out));
 }
 
 Result<void> InprocHostDevice::region_write(uint32_t index, uint64_t offset,
                                             std::span<const uint8_t> in) {
     auto s = live();
     if (!s) return fail(s.error());
-    return (*s)->region_write(index, offset, in);
+    return settled((*s)->region_write(index, offset, in));
 }
 
 Result<void> InprocHostDevice::set_irqs(hostdev::IrqKind kind, uint32_t count) {
     auto s = live();
     if (!s) return fail(s.error());
-    return (*s)->set_irqs(kind, count);
+    return settled((*s)->set_irqs(kind, count));
 }
 
 Result<void> InprocHostDevice::ack_intx() {
     auto s = live();
     if (!s) return fail(s.error());
     (*s)->ack_intx();
-    return ok();
+    return settled(ok());
 }
 
 Result<void> InprocHostDevice::reset() {
     auto s = live();
     if (!s) return fail(s.error());
     (*s)->reset();
-    return ok();
+    return settled(ok());
 }
 
 void InprocHostDevice::close() {

@@ -40,6 +40,9 @@ class InprocHostDevice final : public hostdev::HostDevice {
   private:
     InprocHostDevice(std::unique_ptr<sdk::ModelServer> server, std::string label);
     Result<sdk::ModelServer*> live();
+    // Runs the model's deferred work after an access (DeviceServices::defer); passes
+    // `outcome` on.
+    Result<void> settled(Result<void> outcome);
 
     std::unique_ptr<sdk::ModelServer> server_;
     std::string label_;

@@ -2,20 +2,18 @@
 
 #include <elf.h>
 
-#include <cerrno>
 #include <cstring>
-#include <fstream>
-#include <iterator>
 #include <vector>
+
+#include "common/file.hpp"
 
 namespace potemkin::machine {
 
 Result<LoadedImage> load_elf32(const std::string& path, vm::GuestMemory& memory) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) return failf(Errno{errno}, "{}: cannot open guest image", path);
-    std::vector<uint8_t> file((std::istreambuf_iterator<char>(in)),
-                              std::istreambuf_iterator<char>());
-    if (in.bad()) return failf(Errno{errno}, "{}: reading the guest image", path);
+    // Bounded: a guest image larger than the biggest guest RAM cannot be loaded anyway, and
+    // /dev/zero or a FIFO must not be read until memory runs out.
+    POTEMKIN_TRY_ASSIGN(auto file, read_regular_file(path, {.max_bytes = kMaxGuestImageBytes,
+                                                            .what = "guest image"}));
     Elf32_Ehdr eh;
     if (file.size() < sizeof eh) return failf("{}: too short to be an ELF file", path);
     std::memcpy(&eh, file.data(), sizeof eh);

@@ -13,7 +13,10 @@ struct LoadedImage {
     uint64_t lowest = 0, highest = 0;  // physical extent of the PT_LOAD segments
 };
 
-// Errors name the file and, where it applies, the segment.
+// The largest guest image read: guest RAM is at most 3 GiB, and debug sections come along.
+inline constexpr uint64_t kMaxGuestImageBytes = 1ull << 30;
+
+// Errors name the file and, where it applies, the segment. Only a regular file is read.
 Result<LoadedImage> load_elf32(const std::string& path, vm::GuestMemory& memory);
 
 }  // namespace potemkin::machine

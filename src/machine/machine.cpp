@@ -87,13 +87,22 @@ Result<std::string> Machine::resolve_guest_path() const {
     for (const auto& d : dirs) {
         if (d.empty()) continue;
         fs::path p = fs::path(d) / cfg.guest_file;
-        if (fs::exists(p)) return p.string();
-        tried.push_back(p.string());
+        // The error_code form: a name too long for the file system is "not here", not an
+        // exception.
+        std::error_code ec;
+        if (fs::exists(p, ec)) return p.string();
+        tried.push_back(ec ? fmt::format("{} ({})", p.string(), ec.message()) : p.string());
     }
     std::string list;
     for (const auto& t : tried) list += (list.empty() ? "" : ", ") + t;
-    return failf("{}: guest file '{}' not found (looked in: {})", cfg.document->display_name(),
-                 cfg.guest_file, list);
+    return failf("{}: guest file '{}' not found (looked in: {})", cfg.guest_where, cfg.guest_file,
+                 list);
+}
+
+// Errors about the guest image name the <guest> line it came from (not for --guest).
+Error Machine::guest_error(const Error& e) const {
+    if (settings_.guest_override || settings_.config.guest_where.empty()) return e;
+    return e.context(settings_.config.guest_where);
 }
 
 Result<void> Machine::build() {
@@ -173,7 +182,7 @@ Result<void> Machine::build() {
     if (!path) return fail(path.error());
     guest_path_ = *path;
     auto image = load_elf32(*path, *memory_);
-    if (!image) return fail(image.error());
+    if (!image) return fail(guest_error(image.error()));
     POTEMKIN_TRY(write_boot_state(image->entry));
     return ok();
 }

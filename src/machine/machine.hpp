@@ -91,6 +91,7 @@ class Machine final {
     explicit Machine(MachineSettings settings);
     Result<void> build();
     Result<std::string> resolve_guest_path() const;
+    Error guest_error(const Error& e) const;
     Result<void> write_boot_state(uint32_t entry);
     void request_exit(uint32_t status);
     // DeviceContext::request_reset: reset once the running vCPU stops (the next turn of run()).

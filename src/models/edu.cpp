@@ -66,8 +66,8 @@ void Edu::bar_write(int bar, uint64_t offset, unsigned size, uint64_t value) {
     if (offset < 0x80 && size != 4) return;
     if (offset >= 0x80 && size != 4 && size != 8) return;
     const auto v32 = static_cast<uint32_t>(value);
-    // A DMA register write while a transfer runs is ignored (edu.c dma_rw); never the case
-    // here since transfers complete synchronously, kept for fidelity.
+    // A DMA register write while a transfer runs is ignored (edu.c dma_rw): between the
+    // command write and the deferred transfer, and while the transfer waits for the VMM.
     const bool dma_busy = (dma_command_ & kDmaRun) != 0;
     switch (offset) {
         case kLiveness:
@@ -103,7 +103,13 @@ void Edu::bar_write(int bar, uint64_t offset, unsigned size, uint64_t value) {
         case kDmaCommand:
             if ((value & kDmaRun) == 0 || dma_busy) break;
             dma_command_ = value;
-            run_dma();
+            // After the write is answered (QEMU's edu runs it from a timer, too): a VMM may
+            // serve DMA only once the vCPU that wrote the command is released.
+            if (services_ != nullptr) {
+                services_->defer([this] { run_dma(); });
+            } else {
+                run_dma();  // refused: nothing to reach guest memory with
+            }
             break;
         default:
             break;  // read-only or unimplemented: ignored
@@ -135,6 +141,7 @@ bool Edu::refuse_dma(const char* why) {
 }
 
 void Edu::run_dma() {
+    if ((dma_command_ & kDmaRun) == 0) return;  // a reset came first: nothing to run
     const bool to_ram = (dma_command_ & kDmaToRam) != 0;
     const uint64_t edu_addr = to_ram ? dma_source_ : dma_destination_;
     const uint64_t ram_addr = to_ram ? dma_destination_ : dma_source_;

@@ -23,7 +23,7 @@
 //   0x90 RW  DMA transfer count        (8 bytes)
 //   0x98 RW  DMA command: bit 0 start, bit 1 direction (0 RAM → EDU, 1 EDU → RAM), bit 2 raise
 //            interrupt 0x100 when done. A write without bit 0 is ignored (as edu.c); address,
-//            count and command writes are ignored while a transfer runs (never observable)
+//            count and command writes are ignored while a transfer runs (bit 0 set)
 // The DMA buffer is EDU-internal address 0x40000..0x40FFF.
 // Access sizes (edu.c edu_mmio_read/write): 4 bytes below 0x80, 4 or 8 bytes from 0x80; any
 // other size reads all-ones and is ignored on write. A 4-byte write to a DMA register sets the
@@ -34,9 +34,13 @@
 // asserted while interrupt status != 0 (edu.c edu_raise_irq / edu_lower_irq).
 //
 // Differences from QEMU, on purpose:
-// - Computation is synchronous. QEMU computes the factorial on a thread and runs DMA from a
-//   100 ms timer; here both complete inside the register write, so status bit 0 and command
-//   bit 0 are never observed set. Drivers that poll them work unchanged.
+// - The factorial is computed inside the register write (QEMU uses a thread), so status bit 0
+//   is never observed set. DMA runs as deferred work (DeviceServices::defer) right after the
+//   command write has been answered, not from QEMU's 100 ms timer: command bit 0 reads set
+//   until the transfer is done; a driver polls it or waits for interrupt 0x100, as on QEMU.
+//   Reading the registers while the transfer waits for the VMM is answered (re-entrancy).
+// - DMA is refused (counted in refused_dma()) while bus mastering is off: the server refuses
+//   it (QEMU's edu does no DMA then either).
 // - Out-of-range DMA (EDU-side range outside the buffer, count 0, a RAM address outside the
 //   DMA mask, or guest memory refusing the access) completes with no data transferred and is
 //   logged and counted (refused_dma()). QEMU calls hw_error() (aborts) for the first and

@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include "pci/expansion_rom.hpp"
 #include "sdk/params.hpp"
 
 namespace potemkin::models {
@@ -36,11 +37,18 @@ Multibar::Multibar(const MultibarSettings& settings) : settings_(settings) {
     spec_.bars[1] = sdk::BarSpec{pci::BarKind::mem32, kMmioSize, false};
     spec_.bars[2] = sdk::BarSpec{pci::BarKind::mem64, kMem64Size, true, settings_.mmap};
     if (settings_.mem24) spec_.bars[4] = sdk::BarSpec{pci::BarKind::mem24, kMem24Size, false};
-    spec_.rom.assign(kRomSize, 0);
-    spec_.rom[0] = 0x55;
-    spec_.rom[1] = 0xAA;
-    spec_.rom[2] = static_cast<uint8_t>(kRomSize / 512);
+    // A valid image (Linux reads a ROM through sysfs only with a PCIR structure naming the
+    // device) that no firmware runs (code type "none").
+    pci::ExpansionRomSettings rom;
+    rom.vendor_id = spec_.header.vendor_id;
+    rom.device_id = spec_.header.device_id;
+    rom.class_code = spec_.header.class_code;
+    rom.size = kRomSize;
+    rom.code_type = pci::rom_code::kNone;
+    rom.pcir_offset = kRomPcirOffset;
+    spec_.rom = pci::make_expansion_rom(rom);
     std::memcpy(spec_.rom.data() + kRomStringOffset, kRomString, std::strlen(kRomString));
+    pci::seal_expansion_rom(spec_.rom);
     spec_.msi =
         pci::MsiSettings{.vectors = kVectors, .address64 = true, .per_vector_masking = true};
     spec_.msix = sdk::MsixSpec{kVectors, 1, kMsixTable, kMsixPba};

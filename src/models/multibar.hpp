@@ -34,9 +34,12 @@
 //   straight into the guest, so guest accesses to it cause no model calls.
 // BAR4 (only with parameter mem24=1), MEM24, 4 KiB: the same pattern as BAR2 (a legacy BAR
 //   type few devices still have; off by default because a guest must place it below 1 MiB).
-// Expansion ROM, 4 KiB: 0x55 0xAA, byte 2 = 8 (size in 512-byte units), the ASCII string
-//   "potemkin multibar option ROM" at 0x20, and no PCI data structure (pointer at 0x18 = 0),
-//   so no firmware tries to run it.
+// Expansion ROM, 4 KiB, one valid image (PCI Firmware Specification 3.x section 5.1,
+//   pci::make_expansion_rom): 0x55 0xAA, byte 2 = 8 (size in 512-byte units), the pointer at
+//   0x18 = 0x40 to a "PCIR" data structure (revision 3, vendor/device 1b36:ff01, class
+//   0x00ff00, image length 8 units, code type 0xFF so no firmware runs it, last image), the
+//   ASCII string "potemkin multibar option ROM" at 0x20, and a checksum in the last byte (the
+//   bytes sum to 0). Linux's sysfs `rom` file reads it.
 // MSI: 4 vectors, 64-bit, per-vector masking. MSI-X: 4 vectors, table and PBA in BAR1.
 #pragma once
 
@@ -80,6 +83,7 @@ class Multibar final : public sdk::DeviceModel {
     static constexpr unsigned kVectors = 4;
     static constexpr uint32_t kRomSize = 4096;
     static constexpr uint32_t kRomStringOffset = 0x20;
+    static constexpr uint16_t kRomPcirOffset = 0x40;
     static constexpr const char* kRomString = "potemkin multibar option ROM";
 
     explicit Multibar(const MultibarSettings& settings = {});

@@ -82,6 +82,8 @@ Result<void> MpqemuServer::serve(UniqueFd sock) {
         }
         // Re-signals the irqfd when the model's line is still asserted.
         if ((*ev & sdk::WaitSet::resample) != 0 && resamplefd_.fired()) server_->ack_intx();
+        // The model's deferred work (its DMA), now that the request that queued it is answered.
+        server_->run_deferred();
         if ((*ev & sdk::WaitSet::socket) == 0) continue;
         ropt.readable = true;  // epoll said so: no poll before the header
         auto msg = recv_message(sock_.get(), ropt);
@@ -100,6 +102,7 @@ Result<void> MpqemuServer::serve(UniqueFd sock) {
             break;
         }
         if (!sock_) break;  // the reply could not be sent: the proxy is gone
+        server_->run_deferred();
     }
     resamplefd_.attach(nullptr);  // out of the set before it goes
     resamplefd_.set(UniqueFd());

@@ -76,8 +76,19 @@ enum class IrqMode : uint8_t { intx, msi, msix };
 class DeviceServices {
   public:
     virtual ~DeviceServices() = default;
+    // DMA. Refused (an error, nothing transferred) while the command register's Bus Master
+    // Enable bit is clear. Start DMA from deferred work (defer()), not inside bar_write: a VMM
+    // may be unable to serve a DMA request until the access that triggered it is answered
+    // (QEMU's vfio-user client deadlocks). docs/sdk.md, "Deferred work and DMA".
     virtual Result<void> dma_read(uint64_t guest_address, std::span<uint8_t> out) = 0;
     virtual Result<void> dma_write(uint64_t guest_address, std::span<const uint8_t> in) = 0;
+    // Runs `work` once the access being served has been answered (after the server sent its
+    // reply; in process, after the access returned), on the same thread, in the order queued.
+    // Work queued while deferred work runs runs afterwards, never nested. A device reset drops
+    // work not yet started. While deferred work waits for a DMA reply, the model's bar_read /
+    // bar_write may run (the VMM's requests keep being served, as a device answers register
+    // reads during DMA); work they defer runs after the current one.
+    virtual void defer(std::function<void()> work) = 0;
     virtual void set_intx(bool asserted) = 0;
     // Vector of MSI or MSI-X (whichever is enabled); dropped when neither is.
     virtual void signal_msi(unsigned vector) = 0;

@@ -1,5 +1,6 @@
 #include "sdk/guest_ram.hpp"
 
+#include <fmt/format.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -30,10 +31,12 @@ GuestRam::Range::Range(Range&& o) noexcept
       dev(o.dev),
       ino(o.ino),
       map_base_(std::exchange(o.map_base_, nullptr)),
-      map_len_(o.map_len_) {}
+      map_len_(o.map_len_),
+      guard_(std::move(o.guard_)) {}
 
 GuestRam::Range& GuestRam::Range::operator=(Range&& o) noexcept {
     if (this == &o) return *this;
+    guard_ = ShrinkGuard();  // before the unmap: the address range may be reused
     if (map_base_ != nullptr) unmap(map_base_, map_len_);
     base = o.base;
     size = o.size;
@@ -44,10 +47,12 @@ GuestRam::Range& GuestRam::Range::operator=(Range&& o) noexcept {
     ino = o.ino;
     map_base_ = std::exchange(o.map_base_, nullptr);
     map_len_ = o.map_len_;
+    guard_ = std::move(o.guard_);
     return *this;
 }
 
 GuestRam::Range::~Range() {
+    guard_ = ShrinkGuard();  // before the unmap: the address range may be reused
     if (map_base_ != nullptr) unmap(map_base_, map_len_);
 }
 
@@ -78,8 +83,9 @@ Result<void> GuestRam::add(const Share& share, UniqueFd fd) {
             o.share.readable == share.readable && o.share.writable == share.writable &&
             o.share.backing == share.backing && o.dev == r.dev && o.ino == r.ino)
             return ok();
-        return failf("[{:#x}, +{:#x}) overlaps the range at {:#x}", r.base.value, r.size,
-                     o.base.value);
+        return fail(fmt::format("[{:#x}, +{:#x}) overlaps the range at {:#x}", r.base.value, r.size,
+                                o.base.value),
+                    EEXIST);
     }
     if (table_.size() >= max_ranges_) return failf("more than {} ranges", max_ranges_);
 
@@ -99,6 +105,8 @@ Result<void> GuestRam::add(const Share& share, UniqueFd fd) {
         r.map_base_ = p;
         r.map_len_ = len;
         r.host = static_cast<uint8_t*>(p) + skew;
+        // The client may shrink the file later: a DMA there must fail, not kill the server.
+        POTEMKIN_TRY_ASSIGN(r.guard_, ShrinkGuard::watch(p, len));
         // fd closes here: the mapping keeps the memory.
     } else if (share.backing == Backing::file_io) {
         r.fd = std::move(fd);
@@ -132,11 +140,17 @@ Result<void> GuestRam::access(Gpa gpa, std::span<uint8_t> buf, bool write,
                 return false;
             }
             if (r.host != nullptr) {
+                const uint64_t faults = r.guard_.faults();
                 if (write)
                     std::memcpy(r.host + off, piece.data(), piece.size());
                 else
                     std::memcpy(piece.data(), r.host + off, piece.size());
-                return true;
+                if (r.guard_.faults() == faults) return true;
+                failure = failf(
+                    "DMA {} at {:#x}: the client shrank the file behind the mapping at {:#x} "
+                    "(pages past its end now read zeros here)",
+                    dir, at.value, r.base.value);
+                return false;
             }
             if (r.fd) {
                 const auto pos = static_cast<off_t>(r.share.fd_offset + off);

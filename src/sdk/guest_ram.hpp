@@ -6,9 +6,9 @@
 // (SYNC_SYSMEM).
 //
 // Every access is bounds-checked: a range the client did not share, or shared without the
-// access right, is an error value, never a fault. Not guarded: a client that shrinks a file after
-// sharing it (an access there raises SIGBUS, as in every MAP_SHARED user); a file too short when
-// shared is refused.
+// access right, is an error value, never a fault. A file too short when shared is refused; a
+// client that shrinks a file after sharing it makes the accesses past its new end fail with an
+// error (common/shrink_guard.hpp absorbs the SIGBUS), and the server lives on.
 //
 // Rows live in a vm::RamTable, the core vm::GuestMemory uses too.
 #pragma once
@@ -23,6 +23,7 @@
 
 #include "common/address.hpp"
 #include "common/result.hpp"
+#include "common/shrink_guard.hpp"
 #include "common/unique_fd.hpp"
 #include "vm/ram_table.hpp"
 
@@ -63,6 +64,7 @@ class GuestRam {
         friend class GuestRam;
         void* map_base_ = nullptr;  // the page-aligned mmap under host
         size_t map_len_ = 0;
+        ShrinkGuard guard_;  // watches the mmap for a client shrinking the file
     };
 
     explicit GuestRam(size_t max_ranges = SIZE_MAX) : max_ranges_(max_ranges) {}

@@ -495,24 +495,47 @@ void ModelServer::reset() {
         msix_.emplace(pci::MsixTable::create(msix_->vectors()).value());
     }
     model_level_ = false;
+    // Work queued before the reset belongs to the state the reset discards.
+    deferred_.clear();
     update_line();
     model_->reset();
 }
 
-Result<void> ModelServer::dma_read(uint64_t guest_address, std::span<uint8_t> out) {
-    if (events_ == nullptr) {
-        return failf("device '{}': DMA read of {} bytes at {:#x} with no VMM attached", spec_.name,
-                     out.size(), guest_address);
+Result<void> ModelServer::check_dma(const char* dir, uint64_t guest_address, size_t size) {
+    const auto command = static_cast<uint16_t>(config_.read(pci::reg::kCommand, 2));
+    if ((command & pci::command::kBusMaster) == 0) {
+        ++refused_dma_;
+        return fail(fmt::format("device '{}': DMA {} of {} bytes at {:#x} refused: bus "
+                                "mastering is off (command register {:#06x}, bit 2 clear)",
+                                spec_.name, dir, size, guest_address, command),
+                    EPERM);
     }
+    if (events_ == nullptr) {
+        return failf("device '{}': DMA {} of {} bytes at {:#x} with no VMM attached", spec_.name,
+                     dir, size, guest_address);
+    }
+    return ok();
+}
+
+Result<void> ModelServer::dma_read(uint64_t guest_address, std::span<uint8_t> out) {
+    POTEMKIN_TRY(check_dma("read", guest_address, out.size()));
     return events_->dma_read(guest_address, out);
 }
 
 Result<void> ModelServer::dma_write(uint64_t guest_address, std::span<const uint8_t> in) {
-    if (events_ == nullptr) {
-        return failf("device '{}': DMA write of {} bytes at {:#x} with no VMM attached", spec_.name,
-                     in.size(), guest_address);
-    }
+    POTEMKIN_TRY(check_dma("write", guest_address, in.size()));
     return events_->dma_write(guest_address, in);
+}
+
+void ModelServer::run_deferred() {
+    if (running_deferred_) return;  // the outer call runs what is queued now
+    running_deferred_ = true;
+    while (!deferred_.empty()) {
+        auto work = std::move(deferred_.front());
+        deferred_.pop_front();
+        work();
+    }
+    running_deferred_ = false;
 }
 
 void ModelServer::set_intx(bool asserted) {

@@ -25,9 +25,13 @@
 //   ack_intx() (the resample VFIO does after an unmask), so level semantics survive front-ends
 //   that auto-mask on delivery.
 //
-// Not done here: the bus-master bit is not enforced on DMA (the front-end shadows the command
-// register and checks DMA against guest RAM; the server may never see the bit), and MSI
-// per-vector mask bits in config space are the front-end's to honour.
+// - bus mastering: the model's DMA is refused while the command register's Bus Master Enable
+//   bit (bit 2) is clear, as a device that may not master the bus (the VMM writes the command
+//   register through: devices::PciFront, QEMU's vfio-user client);
+// - deferred work (DeviceServices::defer): queued here and run by run_deferred(), which every
+//   transport calls once an access has been answered.
+//
+// Not done here: MSI per-vector mask bits in config space are the front-end's to honour.
 //
 // Threading: single-threaded. Every call, and every model callback it triggers, runs on the
 // caller's thread; the model must not call DeviceServices from other threads.
@@ -35,6 +39,8 @@
 
 #include <array>
 #include <cstdint>
+#include <deque>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -97,8 +103,15 @@ class ModelServer final : public DeviceServices {
     // the model's doorbell() once per ring. Fails for an index the spec does not have.
     Result<void> ring_doorbell(size_t index, uint64_t count = 1);
     // Power-on state: configuration space as built, INTx mode, a fresh MSI-X table, the line
-    // deasserted; then the model's reset().
+    // deasserted, deferred work not yet started dropped; then the model's reset().
     void reset();
+    // Runs the work the model deferred, in order, including work queued while it runs. A call
+    // made while deferred work runs (from a request served during its DMA) returns at once:
+    // the outer call runs what was queued. Transports call it after answering each access.
+    void run_deferred();
+    bool has_deferred() const { return !deferred_.empty(); }
+    // True while run_deferred() runs work (a DMA from it is "deferred", not inside a request).
+    bool running_deferred() const { return running_deferred_; }
 
     // ---- Introspection (tests, probe tools) ----------------------------------------------
     const DeviceSpec& spec() const { return spec_; }
@@ -118,6 +131,9 @@ class ModelServer final : public DeviceServices {
     IrqMode irq_mode() const override { return mode_; }
     unsigned msi_vectors() const override { return mode_ == IrqMode::intx ? 0 : vectors_; }
     std::span<uint8_t> shared_memory(int bar) override;
+    void defer(std::function<void()> work) override { deferred_.push_back(std::move(work)); }
+    // DMA calls refused because bus mastering was off.
+    uint64_t refused_dma() const { return refused_dma_; }
 
     // BAR region_read/region_write calls so far (tests: a directly mapped BAR adds none).
     uint64_t bar_accesses() const { return bar_accesses_; }
@@ -129,6 +145,8 @@ class ModelServer final : public DeviceServices {
                 const ModelServerSettings& settings);
     Result<void> build();
     Result<void> check_region(uint32_t index, uint64_t offset, uint64_t length) const;
+    // Fails while Bus Master Enable is clear or no events are attached.
+    Result<void> check_dma(const char* dir, uint64_t guest_address, size_t size);
     uint64_t region_size(uint32_t index) const;
     uint64_t bar_access_read(int bar, uint64_t offset, unsigned size);
     void bar_access_write(int bar, uint64_t offset, unsigned size, uint64_t value);
@@ -160,6 +178,9 @@ class ModelServer final : public DeviceServices {
     uint64_t dropped_msi_ = 0;
     uint64_t bar_accesses_ = 0;
     uint64_t doorbell_rings_ = 0;
+    uint64_t refused_dma_ = 0;
+    std::deque<std::function<void()>> deferred_;
+    bool running_deferred_ = false;
     // Shared memory of BarSpec::mappable BARs (memfd, mapped here too).
     struct SharedBar {
         int fd = -1;

@@ -16,6 +16,7 @@
 #include "mpqemu/server.hpp"
 #include "sdk/device_model.hpp"
 #include "sdk/serve_loop.hpp"
+#include "tools/conform.hpp"
 #include "tools/probe.hpp"
 #include "tools/qemu_proxy.hpp"
 #include "vfio_user/server.hpp"
@@ -213,6 +214,33 @@ int main(int argc, char** argv) {
     probe->callback([&] {
         if (!registered("potemkin probe")) std::exit(1);
         std::exit(tools::probe_command(probe_url));
+    });
+
+    tools::ConformOptions conform;
+    auto* cf = app.add_subcommand(
+        "conform",
+        "Check a vfio-user server against the protocol specification: every command, well "
+        "formed and malformed; prints check -> pass/fail/skip, spec section, detail");
+    cf->add_option("target", conform.target, "vfio-user:/path/to/socket");
+    cf->add_option("--only", conform.only,
+                   "Run only the checks matching PATTERN (a glob with * ? [ ], else a substring)");
+    cf->add_option("--timeout-ms", conform.timeout_ms,
+                   "Longest wait for one reply; a check gets at most 4 of these")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 600000));
+    cf->add_flag("--json", conform.json, "Print JSON instead of the table");
+    cf->add_flag("--list", conform.list, "List the checks and their spec sections, run nothing");
+    cf->add_flag("-v,--verbose", conform.verbose, "Show what passing checks saw");
+    cf->footer(
+        "Each check runs with a deadline; checks that may end a connection use a fresh one.\n"
+        "Exit status: the number of failed checks (at most 125); 126 the checks could not run;\n"
+        "2 a usage error.");
+    cf->callback([&] {
+        if (conform.target.empty() && !conform.list) {
+            std::fprintf(stderr, "potemkin conform: a target vfio-user:/path is required\n");
+            std::exit(2);
+        }
+        std::exit(tools::conform_command(conform));
     });
 
     ServeOptions serve;

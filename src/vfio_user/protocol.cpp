@@ -196,8 +196,8 @@ std::string capabilities_json(const Capabilities& caps) {
     if (caps.pgsizes) c["pgsizes"] = *caps.pgsizes;
     if (caps.max_dma_maps) c["max_dma_maps"] = *caps.max_dma_maps;
     if (caps.migration_pgsize) c["migration"] = {{"pgsize", *caps.migration_pgsize}};
-    if (caps.twin_socket_supported) {
-        nlohmann::ordered_json t = {{"supported", true}};
+    if (caps.twin_socket_supported || caps.twin_socket_fd_index) {
+        nlohmann::ordered_json t = {{"supported", caps.twin_socket_supported}};
         if (caps.twin_socket_fd_index) t["fd_index"] = *caps.twin_socket_fd_index;
         c["twin_socket"] = t;
     }

@@ -117,11 +117,10 @@ struct Capabilities {
     std::optional<uint64_t> pgsizes;
     std::optional<uint32_t> max_dma_maps;
     std::optional<uint64_t> migration_pgsize;  // "migration": {"pgsize": N}
-    // "twin_socket": {"supported": true, "fd_index": N}: a client offers it (no fd_index); a
-    // server that accepts sends one end of a socketpair as fd N of its VERSION reply and sends
-    // its own requests (DMA_READ/DMA_WRITE) on it (§4).
+    // "twin_socket": {"supported": true, "fd_index": N} (spec, VERSION): the client offers it
+    // with supported; the server's reply adds the index of the socket in its fds.
     bool twin_socket_supported = false;
-    std::optional<uint32_t> twin_socket_fd_index;
+    std::optional<uint32_t> twin_socket_fd_index;  // reply only
 };
 
 struct Version {

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <string>
 
 #include "common/log.hpp"
 #include "vfio_user/server_internal.hpp"
@@ -167,28 +168,37 @@ Result<void> VfioUserServer::serve_connection(int conn_fd) {
                 log::warn("{}: dropping the client: {}", settings_.label, got.error().message);
             break;
         }
-        if (!*got) continue;
-        Message& msg = conn.rx;
-        ++stats_.requests;
-        auto r = handle(conn, msg);
-        if (!r) {
-            ++stats_.error_replies;
-            const int e = r.error().sys_errno != 0 ? r.error().sys_errno : EINVAL;
-            log::warn("{}: {} (msg_id {}): {} → error {}", settings_.label,
-                      command_name(msg.header.cmd), msg.header.msg_id, r.error().message, e);
-            if (!msg.header.no_reply() && !conn.close) {
-                if (auto s = send_message(conn.fd.get(), error_reply_header(msg.header, e)); !s) {
-                    log::warn("{}: sending an error reply: {}", settings_.label, s.error().message);
-                    break;
-                }
-            }
-        }
+        if (*got) serve_request(conn, conn.rx);
+        // The request is answered: now the model's deferred work (its DMA), at top level, so
+        // a DMA reply we wait for never waits behind a reply the client waits for.
+        if (!conn.close) server_->run_deferred();
     }
     conn_ = nullptr;
     intx_unmask_.attach(nullptr);  // out of the set before it goes
     doorbells_.attach(nullptr);
     disconnect_cleanup();
     return ok();
+}
+
+void VfioUserServer::serve_request(Connection& conn, Message& msg) {
+    ++stats_.requests;
+    auto r = handle(conn, msg);
+    if (r) return;
+    ++stats_.error_replies;
+    const int e = r.error().sys_errno != 0 ? r.error().sys_errno : EINVAL;
+    // The message says which command and field; the request's own prefix only when it does
+    // not start with one already (the protocol checks name command and msg_id themselves).
+    const std::string prefix =
+        fmt::format("{} (msg_id {}): ", command_name(msg.header.cmd), msg.header.msg_id);
+    if (r.error().message.starts_with(prefix))
+        log::warn("{}: {} → error {}", settings_.label, r.error().message, e);
+    else
+        log::warn("{}: {}{} → error {}", settings_.label, prefix, r.error().message, e);
+    if (msg.header.no_reply() || conn.close) return;
+    if (auto s = send_message(conn.fd.get(), error_reply_header(msg.header, e)); !s) {
+        log::warn("{}: sending an error reply: {}", settings_.label, s.error().message);
+        conn.close = true;
+    }
 }
 
 Result<void> VfioUserServer::reply(Connection& conn, const Message& request,
@@ -260,12 +270,31 @@ Result<void> VfioUserServer::handle_version(Connection& conn, Message& msg) {
     mine.caps.max_data_xfer_size = kDefaultMaxDataXferSize;
     mine.caps.pgsizes = 4096;
     mine.caps.max_dma_maps = kMaxDmaRegions;
-    log::info("{}: client speaks vfio-user {}.{}, max_msg_fds {}, max_data_xfer_size {}",
+    // Twin socket (spec, VERSION reply): our own requests get a socket of their own, so they
+    // never sit between the client's requests and our replies. Only when the client can take
+    // the fd and will hear of it (a reply is sent).
+    UniqueFd client_end;
+    if (conn.client.twin_socket_supported && conn.client.max_msg_fds > 0 &&
+        !msg.header.no_reply()) {
+        int pair[2];
+        if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) == 0) {
+            conn.twin.reset(pair[0]);
+            client_end.reset(pair[1]);
+            mine.caps.twin_socket_supported = true;
+            mine.caps.twin_socket_fd_index = 0;
+        } else {  // served without it: DMA requests go on the main socket
+            log::warn("{}: VERSION: socketpair for the twin socket: {}; going on without it",
+                      settings_.label, std::strerror(errno));
+        }
+    }
+    log::info("{}: client speaks vfio-user {}.{}, max_msg_fds {}, max_data_xfer_size {}{}",
               settings_.label, v->major, v->minor, conn.client.max_msg_fds,
-              conn.client.max_data_xfer_size);
+              conn.client.max_data_xfer_size, conn.twin ? ", twin socket" : "");
     auto payload = encode_version(mine);
     std::span<const uint8_t> parts[1] = {bytes_of(payload)};
-    return reply(conn, msg, parts);
+    if (!client_end) return reply(conn, msg, parts);
+    const int fds[1] = {client_end.get()};
+    return reply(conn, msg, parts, fds);  // client_end closes here: the client has its copy
 }
 
 }  // namespace potemkin::vfio_user

@@ -8,7 +8,14 @@
 //   max_data_xfer_size 1 MiB; honours the client's max_data_xfer_size for DMA messages.
 // - DMA_MAP with an fd: the range is mmap'ed MAP_SHARED (or, with FILE_IO, accessed with
 //   pread/pwrite) and the model's DMA is a bounds-checked memcpy; without an fd the model's DMA
-//   becomes DMA_READ/DMA_WRITE requests to the client, waited for on the same socket.
+//   becomes DMA_READ/DMA_WRITE requests to the client, on the twin socket when the client
+//   offered one (VERSION "twin_socket"), else on the request socket. While it waits for their
+//   replies the server keeps serving the client's requests.
+// - DMA ordering: the model's deferred work (DeviceServices::defer, where its DMA belongs) runs
+//   after the reply to the request that queued it, so a client that answers DMA only when no
+//   request of its own is outstanding (QEMU) never waits on us while we wait on it. A model
+//   that does message DMA inside a request still works with a client that serves DMA while
+//   it waits (potemkin's); the server logs once per connection that QEMU would deadlock.
 // - Regions 0-8 in VFIO numbering from ModelServer::region_info (VGA 8 is always absent);
 //   REGION_READ/WRITE forward to the ModelServer (config space any offset and length).
 // - Interrupts through eventfds from SET_IRQS: INTx (auto-masked when signalled; unmasked by
@@ -101,6 +108,8 @@ class VfioUserServer final : public sdk::DeviceServer {
     // One request: replies (or returns an error, sent as an error reply); fatal connection
     // errors are signalled through `conn.close`. server.cpp.
     Result<void> handle(Connection& conn, Message& msg);
+    // handle() plus the error reply when it fails; a failure to send marks conn.close.
+    void serve_request(Connection& conn, Message& msg);
     Result<void> handle_version(Connection& conn, Message& msg);
     Result<void> reply(Connection& conn, const Message& request,
                        std::span<const std::span<const uint8_t>> payload = {},
@@ -111,6 +120,9 @@ class VfioUserServer final : public sdk::DeviceServer {
     // The model's DMA, from ServerEvents.
     Result<void> dma(uint64_t iova, std::span<uint8_t> buf, bool write);
     Result<void> dma_message(uint64_t iova, std::span<uint8_t> buf, bool write);
+    // Waits for the reply to our DMA request `request` (into `out`), serving the client's
+    // requests that arrive meanwhile.
+    Result<void> await_dma_reply(Connection& conn, const Header& request, Message& out);
     // server_regions.cpp
     Result<void> handle_get_info(Connection& conn, Message& msg);
     Result<void> handle_region_info(Connection& conn, Message& msg);
@@ -139,11 +151,12 @@ class VfioUserServer final : public sdk::DeviceServer {
     std::vector<UniqueFd> irq_fds_[kPciNumIrqs];
     std::vector<bool> irq_masked_[kPciNumIrqs];
     std::vector<bool> irq_pending_[kPciNumIrqs];
-    sdk::ResampleFd intx_unmask_;    // in the connection's wait set while it is served
-    sdk::DoorbellFds doorbells_;     // the model's doorbells, as ioeventfds (server_regions.cpp)
-    uint64_t signal_failures_ = 0;   // eventfd writes that failed (logged once)
-    uint16_t next_msg_id_ = 0x8000;  // our requests (DMA_READ/WRITE) to the client
-    std::vector<uint8_t> scratch_;   // REGION_READ data, reused
+    sdk::ResampleFd intx_unmask_;      // in the connection's wait set while it is served
+    sdk::DoorbellFds doorbells_;       // the model's doorbells, as ioeventfds (server_regions.cpp)
+    uint64_t signal_failures_ = 0;     // eventfd writes that failed (logged once)
+    uint16_t next_msg_id_ = 0x8000;    // our requests (DMA_READ/WRITE) to the client
+    bool awaiting_dma_reply_ = false;  // requests served now are nested in a DMA wait
+    std::vector<uint8_t> scratch_;     // REGION_READ data, reused
     Stats stats_;
 };
 

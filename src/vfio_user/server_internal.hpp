@@ -48,6 +48,12 @@ struct VfioUserServer::Connection {
     bool negotiated = false;
     bool close = false;  // drop the connection after this message
     Capabilities client;
+    // The twin socket (VERSION "twin_socket"): our DMA_READ/DMA_WRITE requests and the
+    // client's replies travel on it; absent, they share fd with the client's requests.
+    UniqueFd twin;
+    MessageReader twin_reader;
+    // Whether we told this client that message DMA inside a request deadlocks QEMU.
+    bool warned_dma_in_request = false;
 };
 
 }  // namespace potemkin::vfio_user

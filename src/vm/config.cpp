@@ -5,10 +5,15 @@
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
-#include <fstream>
-#include <sstream>
+
+#include "common/file.hpp"
 
 namespace potemkin::vm {
+
+namespace {
+// A configuration is a page of XML; anything this large is the wrong file.
+constexpr uint64_t kMaxConfigBytes = 16ull << 20;
+}  // namespace
 
 std::optional<uint64_t> parse_number(std::string_view t) {
     while (!t.empty() && std::isspace(static_cast<unsigned char>(t.front()))) t.remove_prefix(1);
@@ -132,12 +137,9 @@ Result<void> ConfigElement::only_attributes(std::initializer_list<std::string_vi
 }
 
 Result<std::shared_ptr<ConfigDocument>> ConfigDocument::load_file(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) return failf(Errno{errno}, "{}: cannot open configuration file", path);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    if (in.bad()) return failf(Errno{errno}, "{}: reading the configuration file", path);
-    auto doc = load_string(ss.str(), path);
+    POTEMKIN_TRY_ASSIGN(auto bytes, read_regular_file(path, {.max_bytes = kMaxConfigBytes,
+                                                             .what = "configuration file"}));
+    auto doc = load_string(std::string(bytes.begin(), bytes.end()), path);
     if (!doc) return doc;
     auto slash = path.find_last_of('/');
     (*doc)->dir_ = slash == std::string::npos ? "." : path.substr(0, slash);
@@ -230,6 +232,7 @@ Result<VmConfig> parse_vm_config(std::shared_ptr<ConfigDocument> doc) {
         auto file = guest->required("file");
         if (!file) return fail(file.error());
         cfg.guest_file = *file;
+        cfg.guest_where = guest->where();
         cfg.cmdline = guest->attr("cmdline").value_or("");
     }
 

@@ -90,7 +90,8 @@ struct VmConfig {
     std::shared_ptr<ConfigDocument> document;
     uint64_t memory_mib = 0;
     unsigned cores = 1;
-    std::string guest_file;  // as written
+    std::string guest_file;   // as written
+    std::string guest_where;  // "file:line: <guest>", for errors about the image
     std::string cmdline;
     std::vector<ConfigFile> files;
     std::vector<ConfigElement> devices;

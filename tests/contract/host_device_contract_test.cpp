@@ -153,8 +153,15 @@ class HostDeviceContract : public ::testing::TestWithParam<ContractParam> {
         }
     }
 
-    // The DMA registers: address, length, then the command; returns the status.
-    uint32_t run_dma(uint64_t address, uint32_t length, uint32_t command) {
+    // Bus Master Enable in the command register, as a driver sets it before DMA.
+    void bus_master(bool on) {
+        set_config(pci::reg::kCommand,
+                   {static_cast<uint8_t>(on ? pci::command::kBusMaster : 0), 0});
+    }
+    // The DMA registers: address, length, then the command; returns the status. Bus mastering
+    // goes on first unless `master` says otherwise.
+    uint32_t run_dma(uint64_t address, uint32_t length, uint32_t command, bool master = true) {
+        bus_master(master);
         write_le(kMmioBar, M::kRegDmaAddress, 8, address);
         set_reg(M::kRegDmaLength, length);
         set_reg(M::kRegDmaCommand, command);
@@ -503,6 +510,21 @@ TEST_P(HostDeviceContract, DmaOutsideGuestRamFailsWithoutHarm) {
     // The device and DMA keep working.
     EXPECT_EQ(reg(M::kRegId), M::kId);
     EXPECT_EQ(run_dma(0x1000, 64, M::kDmaToGuest), M::kDmaOk);
+}
+
+// The device side refuses a model's DMA while the command register's bus-master bit is clear
+// (PCI 3.0 section 6.2.2: the function may not generate requests as a master).
+TEST_P(HostDeviceContract, DmaIsRefusedWhileBusMasteringIsOff) {
+    const auto data = test_pattern(16);
+    write(kMmioBar, M::kDmaBuffer, data);
+    constexpr uint64_t kAt = 0x3000;
+    EXPECT_EQ(run_dma(kAt, 16, M::kDmaToGuest, /*master=*/false), M::kDmaFailed);
+    std::vector<uint8_t> got(16);
+    ASSERT_TRUE(ram_->read(Gpa{kAt}, got));
+    EXPECT_EQ(got, std::vector<uint8_t>(16, 0)) << "DMA reached guest RAM with mastering off";
+    EXPECT_EQ(run_dma(kAt, 16, M::kDmaToGuest), M::kDmaOk);
+    ASSERT_TRUE(ram_->read(Gpa{kAt}, got));
+    EXPECT_EQ(got, data);
 }
 
 // ---- Reset ----------------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 // The potemkin command line as a user runs it: a real process, its output and exit status.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <array>
 #include <cstdio>
@@ -144,4 +146,46 @@ TEST(Cli, ResetLimitIsAnOptionAndEndsTheRunWithAClearMessage) {
     EXPECT_EQ(r.status, 126) << r.out;
     EXPECT_NE(r.out.find("at most 0 are allowed per run (max_resets)"), std::string::npos) << r.out;
     EXPECT_EQ(r.out.find("reset_count 1"), std::string::npos) << r.out;
+}
+
+// Bad guest files (issue 11): each is a clear error naming the <guest> line and the file, with
+// the configuration-error status; none aborts the process or reads without bound (/dev/zero
+// and a FIFO used to be read until memory ran out, "/" and an over-long name threw).
+TEST(Cli, BadGuestFilesAreErrorsNamingTheConfigLine) {
+    const std::string dir = ::testing::TempDir();
+    const std::string fifo = dir + "/guest-fifo";
+    ::unlink(fifo.c_str());
+    ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+    const std::string text =
+        write_file("not-elf.bin", "#!/bin/sh\n" + std::string(100, '#') + "\n");
+    const std::string tiny = write_file("tiny.bin",
+                                        "\x7f"
+                                        "ELF");
+    struct Case {
+        std::string file;
+        std::string expect;
+    } cases[] = {
+        {"/", "guest image is a directory"},   {"/dev/zero", "guest image is a character device"},
+        {fifo, "guest image is a FIFO"},       {std::string(300, 'g'), "not found"},
+        {"no-such-guest.elf", "not found"},    {text, "not an ELF file"},
+        {tiny, "too short to be an ELF file"},
+    };
+    for (const auto& c : cases) {
+        const std::string path =
+            write_file("bad-guest.xml",
+                       "<vm>\n<memory>16</memory>\n<guest file=\"" + c.file + "\"/>\n</vm>\n");
+        auto r = run_cli("run " + path + " --timeout 20");
+        EXPECT_EQ(r.status, 2) << c.file.substr(0, 40) << ": " << r.out;
+        EXPECT_NE(r.out.find("bad-guest.xml:3: <guest>"), std::string::npos)
+            << c.file.substr(0, 40) << ": " << r.out;
+        EXPECT_NE(r.out.find(c.expect), std::string::npos) << c.file.substr(0, 40) << ": " << r.out;
+    }
+    ::unlink(fifo.c_str());
+}
+
+TEST(Cli, AConfigurationThatIsNotARegularFileIsRefusedBeforeReading) {
+    auto r = run_cli("run /dev/zero --timeout 20");
+    EXPECT_EQ(r.status, 2) << r.out;
+    EXPECT_NE(r.out.find("/dev/zero: configuration file is a character device"), std::string::npos)
+        << r.out;
 }

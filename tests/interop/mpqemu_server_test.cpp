@@ -58,7 +58,7 @@ class MpqemuServerTest : public ::testing::Test {
     // BAR0 at kBar0 with memory decoding on, as the firmware leaves it.
     void program_bar0() {
         EXPECT_EQ(cfg_write(0x10, static_cast<uint32_t>(kBar0), 4), 0u);
-        EXPECT_EQ(cfg_write(0x04, 0x0002, 2), 0u);  // COMMAND: memory space
+        EXPECT_EQ(cfg_write(0x04, 0x0006, 2), 0u);  // COMMAND: memory space, bus master
     }
     void sync_sysmem(const std::vector<mq::SysmemEntry>& entries, const std::vector<int>& fds) {
         auto p = mq::encode_sysmem({entries});
@@ -237,6 +237,7 @@ TEST_F(MpqemuServerTest, SysmemResendsCloseTheOldFdsAndDmaUsesTheLatest) {
     EXPECT_EQ(bar_write(kBar0 + 0x80, 0x40000, 8), 0u);
     EXPECT_EQ(bar_write(kBar0 + 0x88, 0x123000, 8), 0u);  // gpa 0x123000 = fd offset 0x123000
     EXPECT_EQ(bar_write(kBar0 + 0x98, 3, 8), 0u);
+    EXPECT_EQ(bar_read(kBar0 + 0x98, 8) & 1, 0u);  // the DMA runs after the write's reply
     EXPECT_EQ(std::memcmp(ram.host + 0x10000, ram.host + 0x123000, 4096), 0);
 
     // A re-send with a different layout replaces the old one: gpa 0x10000 is now fd offset
@@ -254,6 +255,7 @@ TEST_F(MpqemuServerTest, SysmemResendsCloseTheOldFdsAndDmaUsesTheLatest) {
     EXPECT_EQ(bar_write(kBar0 + 0x80, 0x40000, 8), 0u);
     EXPECT_EQ(bar_write(kBar0 + 0x88, 0x20000, 8), 0u);  // → fd offset 0x1a0000
     EXPECT_EQ(bar_write(kBar0 + 0x98, 3, 8), 0u);
+    EXPECT_EQ(bar_read(kBar0 + 0x98, 8) & 1, 0u);
     for (int i = 0; i < 16; ++i) EXPECT_EQ(ram.host[0x1a0000 + i], 0x5a) << i;
     server_.close_socket();
     EXPECT_EQ(exit_code(), 0);

@@ -109,6 +109,10 @@ class ServerProcess {
     void set_params(std::vector<std::string> params) { params_ = std::move(params); }
     void kill_hard() { finish(SIGKILL); }
     void stop() { finish(SIGTERM); }
+    // Sends `sig` and returns (SIGSTOP, SIGCONT).
+    void signal(int sig) {
+        if (pid_ > 0) kill_reporting(pid_, sig);
+    }
 
   private:
     void finish(int sig) {

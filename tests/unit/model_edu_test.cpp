@@ -55,6 +55,11 @@ class EduTest : public ::testing::Test {
         dev = std::move(d).value();
         edu = dynamic_cast<Edu*>(&dynamic_cast<inproc::InprocHostDevice&>(*dev).server()->model());
         ASSERT_NE(edu, nullptr);
+        bus_master(true);  // as a driver does before it starts DMA
+    }
+    void bus_master(bool on) {
+        const uint8_t b[2] = {static_cast<uint8_t>(on ? pci::command::kBusMaster : 0), 0};
+        ASSERT_TRUE(dev->config_write(pci::reg::kCommand, std::span<const uint8_t>(b, 2)));
     }
     uint64_t rd(uint64_t offset, unsigned size = 4) {
         uint8_t b[8] = {};
@@ -194,6 +199,54 @@ TEST_F(EduTest, DmaRoundTripRamToEduToRam) {
     EXPECT_EQ(rd(Edu::kDmaSource, 8), Edu::kDmaBufferAddress + 0x100);
     EXPECT_EQ(rd(Edu::kDmaDestination), 0x8000u);
     EXPECT_EQ(rd(Edu::kDmaCount, 8), 256u);
+}
+
+TEST_F(EduTest, DmaIsRefusedWhileBusMasteringIsOff) {
+    vmm.ram[0x1000] = 0x77;
+    bus_master(false);
+    dma(0x1000, Edu::kDmaBufferAddress, 1, Edu::kDmaRun | Edu::kDmaIrqWhenDone);
+    EXPECT_EQ(edu->refused_dma(), 1u);
+    EXPECT_EQ(edu->dma_buffer()[0], 0);  // nothing transferred
+    EXPECT_EQ(rd(Edu::kDmaCommand) & Edu::kDmaRun, 0u);
+    EXPECT_EQ(rd(Edu::kIrqStatus), Edu::kDmaIrq);  // completion still signalled
+    bus_master(true);
+    dma(0x1000, Edu::kDmaBufferAddress, 1, Edu::kDmaRun);
+    EXPECT_EQ(edu->refused_dma(), 1u);
+    EXPECT_EQ(edu->dma_buffer()[0], 0x77);
+}
+
+// The model side of "DMA after the reply": the command write only queues the transfer; the
+// transport runs it once the write has returned (inproc: before region_write returns).
+TEST_F(EduTest, DmaRunsAsDeferredWorkAfterTheCommandWrite) {
+    vmm.ram[0x1000] = 0x42;
+    auto& server = *dynamic_cast<inproc::InprocHostDevice&>(*dev).server();
+    wr(Edu::kDmaSource, 0x1000, 8);
+    wr(Edu::kDmaDestination, Edu::kDmaBufferAddress, 8);
+    wr(Edu::kDmaCount, 1, 8);
+    // Straight to the model, as a transport's dispatch does: nothing transferred yet.
+    edu->bar_write(0, Edu::kDmaCommand, 8, Edu::kDmaRun);
+    EXPECT_TRUE(server.has_deferred());
+    EXPECT_EQ(edu->dma_buffer()[0], 0);
+    EXPECT_EQ(edu->bar_read(0, Edu::kDmaCommand, 8) & Edu::kDmaRun, Edu::kDmaRun);
+    edu->bar_write(0, Edu::kDmaSource, 8, 0x2000);  // ignored while the transfer is pending
+    EXPECT_EQ(edu->bar_read(0, Edu::kDmaSource, 8), 0x1000u);
+    server.run_deferred();
+    EXPECT_FALSE(server.has_deferred());
+    EXPECT_EQ(edu->dma_buffer()[0], 0x42);
+    EXPECT_EQ(edu->bar_read(0, Edu::kDmaCommand, 8) & Edu::kDmaRun, 0u);
+}
+
+TEST_F(EduTest, ResetDropsAPendingDma) {
+    vmm.ram[0x1000] = 0x42;
+    auto& server = *dynamic_cast<inproc::InprocHostDevice&>(*dev).server();
+    wr(Edu::kDmaSource, 0x1000, 8);
+    wr(Edu::kDmaDestination, Edu::kDmaBufferAddress, 8);
+    wr(Edu::kDmaCount, 1, 8);
+    edu->bar_write(0, Edu::kDmaCommand, 8, Edu::kDmaRun);
+    server.reset();
+    EXPECT_FALSE(server.has_deferred());
+    server.run_deferred();
+    EXPECT_EQ(edu->dma_buffer()[0], 0);
 }
 
 TEST_F(EduTest, WholeBufferDmaIsInRange) {

@@ -710,6 +710,64 @@ TEST(PciFrontReset, VmResetRemovesDirectMappings) {
     ::close(fd);
 }
 
+// Issue 11: a server that offers a 16 KiB mmap area on a 4 KiB file used to kill the VMM with
+// SIGBUS at the guest's first access past the file's end. Such a BAR traps instead.
+TEST(PciFrontDirect, AreasPastTheEndOfTheRegionFileAreNotMapped) {
+    Env env;
+    const int fd = ::memfd_create("pci-front-test-short", MFD_CLOEXEC);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::ftruncate(fd, 0x1000), 0);
+    env.state.regions[2].fd = fd;
+    env.state.regions[2].mmap_areas = {{0, 0x4000}};
+    int maps = 0;
+    env.ctx->map_direct = [&](Gpa, uint64_t, uint8_t*) -> Result<void> {
+        ++maps;
+        return ok();
+    };
+    env.ctx->unmap_direct = [&](Gpa, uint64_t) -> Result<void> { return ok(); };
+    ASSERT_EQ(env.create(), "");
+    env.bus().config_write(env.addr(), reg::bar(2), 4, 0xE100'0000);
+    env.bus().config_write(env.addr(), reg::bar(3), 4, 0);
+    env.bus().config_write(env.addr(), reg::kCommand, 2, kMem);
+    EXPECT_EQ(maps, 0);
+    EXPECT_EQ(env.front().direct_base(2), std::nullopt);
+    env.manager.reset();
+    ::close(fd);
+}
+
+// A server that shrinks the file after the BAR was mapped: the guest's accesses past the new
+// end read zeros instead of killing the VMM.
+TEST(PciFrontDirect, AFileShrunkAfterMappingReadsZerosInsteadOfKilling) {
+    Env env;
+    const int fd = ::memfd_create("pci-front-test-shrink", MFD_CLOEXEC);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::ftruncate(fd, 0x4000), 0);
+    env.state.regions[2].fd = fd;
+    env.state.regions[2].mmap_areas = {{0, 0x4000}};
+    uint8_t* host = nullptr;
+    env.ctx->map_direct = [&](Gpa, uint64_t, uint8_t* h) -> Result<void> {
+        host = h;
+        return ok();
+    };
+    env.ctx->unmap_direct = [&](Gpa, uint64_t) -> Result<void> { return ok(); };
+    ASSERT_EQ(env.create(), "");
+    env.bus().config_write(env.addr(), reg::bar(2), 4, 0xE100'0000);
+    env.bus().config_write(env.addr(), reg::bar(3), 4, 0);
+    env.bus().config_write(env.addr(), reg::kCommand, 2, kMem);
+    ASSERT_NE(host, nullptr);
+    host[0x3000] = 0x77;
+    ASSERT_EQ(::ftruncate(fd, 0x1000), 0);
+    volatile uint8_t* guest_view = host;  // what the engine reads for the guest
+    EXPECT_EQ(guest_view[0x3000], 0);     // a zero page now, not SIGBUS
+    guest_view[0x3004] = 1;               // and a write there is absorbed too
+    guest_view[0x10] = 0x42;              // below the new end: still the server's memory
+    uint8_t b = 0;
+    ASSERT_EQ(::pread(fd, &b, 1, 0x10), 1);
+    EXPECT_EQ(b, 0x42);
+    env.manager.reset();
+    ::close(fd);
+}
+
 TEST(PciFrontConfig, UnknownBusIsRejectedWithLine) {
     const auto e =
         config_error(R"(<device class="PCI_FRONT" id="edu0" bus="pci9" hostdev="fake:dev"/>)");

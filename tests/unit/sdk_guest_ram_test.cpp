@@ -5,6 +5,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <csignal>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -188,4 +191,40 @@ TEST(GuestRam, FileIoAndMessageRangesAreReachedTheirWay) {
     ASSERT_EQ(messages.size(), 1u);
     EXPECT_EQ(messages[0].first, 0x1000u);
     EXPECT_EQ(messages[0].second, 4u);
+}
+
+// Issue 11: a client that shrinks its RAM file after DMA_MAP used to kill the server with
+// SIGBUS on the next DMA. Now the DMA past the new end fails with an error, the rest works.
+TEST(GuestRam, AFileShrunkAfterSharingFailsTheDmaPastItsEndAndNothingDies) {
+    Memfd f(0x4000);
+    GuestRam ram;
+    ASSERT_TRUE(ram.add(share(0x10000, 0x4000, 0), f.dup()));
+    std::vector<uint8_t> buf(8, 0x5A);
+    ASSERT_TRUE(ram.access(Gpa(0x13000), buf, true));
+    ASSERT_EQ(::ftruncate(f.fd, 0x1000), 0);
+
+    auto r = ram.access(Gpa(0x13000), buf, false);
+    ASSERT_FALSE(r);
+    EXPECT_NE(r.error().message.find("shrank the file"), std::string::npos) << r.error().message;
+    EXPECT_FALSE(ram.access(Gpa(0x12000), buf, true));
+    // Below the new end the file is still there and shared.
+    std::fill(buf.begin(), buf.end(), uint8_t{0x5A});
+    ASSERT_TRUE(ram.access(Gpa(0x10000), buf, true));
+    EXPECT_EQ(f.host[0], 0x5A);
+}
+
+// A SIGBUS outside every watched mapping keeps its meaning: the process dies of it.
+TEST(ShrinkGuardDeathTest, AFaultOutsideWatchedMappingsStillKills) {
+    Memfd watched(0x1000);
+    GuestRam ram;  // installs the handler and watches its own mapping
+    ASSERT_TRUE(ram.add(share(0x10000, 0x1000, 0), watched.dup()));
+    EXPECT_EXIT(
+        {
+            Memfd other(0x2000);
+            if (::ftruncate(other.fd, 0) != 0) std::abort();
+            volatile uint8_t v = other.host[0x1000];
+            (void)v;
+            std::exit(0);
+        },
+        ::testing::KilledBySignal(SIGBUS), "");
 }

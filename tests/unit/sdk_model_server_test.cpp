@@ -4,7 +4,10 @@
 // models.
 #include <gtest/gtest.h>
 
+#include <cerrno>
 #include <cstring>
+#include <string>
+#include <vector>
 
 #include "hostdev/host_device.hpp"
 #include "inproc/transport.hpp"
@@ -188,6 +191,34 @@ TEST_F(MultibarTest, Mem24BarOnRequest) {
     EXPECT_EQ(ri->bar_kind, pci::BarKind::mem24);
     cfg_write(pci::reg::bar(4), 0xFFFFFFFF);
     EXPECT_EQ(cfg(pci::reg::bar(4)), 0xFFFFF002u);
+}
+
+// PCI Firmware Specification 3.x section 5.1: what Linux's pci_get_rom_size() and sysfs `rom`
+// check (0x55AA, the PCIR signature through the pointer at 0x18, vendor and device, the image
+// length and the last-image bit), read through the ROM region as a VMM reads it.
+TEST_F(MultibarTest, RomIsAValidPciExpansionRomImage) {
+    std::vector<uint8_t> rom(Multibar::kRomSize);
+    ASSERT_TRUE(dev->region_read(hostdev::kRomRegion, 0, std::span(rom)));
+    auto u16 = [&](size_t at) { return static_cast<uint32_t>(rom[at] | rom[at + 1] << 8); };
+    EXPECT_EQ(u16(0), 0xAA55u);
+    EXPECT_EQ(rom[2], Multibar::kRomSize / 512);
+    const size_t p = u16(0x18);
+    EXPECT_EQ(p, Multibar::kRomPcirOffset);
+    EXPECT_EQ(p % 4, 0u);  // SeaBIOS ignores a misaligned data structure
+    EXPECT_EQ(std::string(rom.begin() + p, rom.begin() + p + 4), "PCIR");
+    EXPECT_EQ(u16(p + 4), cfg(pci::reg::kVendorId, 2));
+    EXPECT_EQ(u16(p + 6), cfg(pci::reg::kDeviceId, 2));
+    EXPECT_EQ(u16(p + 0x0A), 0x1Cu);  // structure length, revision 3
+    EXPECT_EQ(rom[p + 0x0C], 3);
+    EXPECT_EQ(
+        rom[p + 0x0D] | rom[p + 0x0E] << 8 | rom[p + 0x0F] << 16,
+        static_cast<int>(cfg(pci::reg::kClassCode, 1) | cfg(pci::reg::kClassCode + 1, 2) << 8));
+    EXPECT_EQ(u16(p + 0x10), Multibar::kRomSize / 512);  // image length, 512-byte units
+    EXPECT_EQ(rom[p + 0x14], 0xFF);                      // code type: no firmware runs it
+    EXPECT_EQ(rom[p + 0x15] & 0x80, 0x80);               // last image
+    uint8_t sum = 0;
+    for (uint8_t b : rom) sum = static_cast<uint8_t>(sum + b);
+    EXPECT_EQ(sum, 0);  // the legacy checksum
 }
 
 TEST_F(MultibarTest, RomRegionReadsSignatureAndString) {
@@ -549,9 +580,62 @@ TEST(ModelServer, InvalidSpecsAreRejectedNamingTheModel) {
     EXPECT_FALSE(ModelServer::create(nullptr, &events));
 }
 
+void set_bus_master(ModelServer& server, bool on) {
+    const uint8_t b[2] = {static_cast<uint8_t>(on ? pci::command::kBusMaster : 0), 0};
+    ASSERT_TRUE(server.config_write(pci::reg::kCommand, std::span<const uint8_t>(b, 2)));
+}
+
+TEST(ModelServer, DmaIsRefusedWhileBusMasteringIsOff) {
+    RecordingEvents events;
+    events.ram[0x10] = 0x5A;
+    auto server = ModelServer::create(std::make_unique<Multibar>(), &events);
+    ASSERT_TRUE(server);
+    uint8_t b[1] = {};
+    auto r = (*server)->dma_read(0x10, std::span(b, 1));  // power-on: command register 0
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().sys_errno, EPERM);
+    EXPECT_NE(r.error().message.find("bus mastering is off"), std::string::npos)
+        << r.error().message;
+    const uint8_t w[1] = {1};
+    EXPECT_FALSE((*server)->dma_write(0x20, std::span<const uint8_t>(w, 1)));
+    EXPECT_EQ(events.ram[0x20], 0);
+    EXPECT_EQ((*server)->refused_dma(), 2u);
+    set_bus_master(**server, true);
+    ASSERT_TRUE((*server)->dma_read(0x10, std::span(b, 1)));
+    EXPECT_EQ(b[0], 0x5A);
+    ASSERT_TRUE((*server)->dma_write(0x20, std::span<const uint8_t>(w, 1)));
+    EXPECT_EQ(events.ram[0x20], 1);
+    (*server)->reset();  // back to power-on: off again
+    EXPECT_FALSE((*server)->dma_read(0x10, std::span(b, 1)));
+}
+
+TEST(ModelServer, DeferredWorkRunsInOrderAfterwardsNeverNested) {
+    RecordingEvents events;
+    auto server = ModelServer::create(std::make_unique<Multibar>(), &events);
+    ASSERT_TRUE(server);
+    ModelServer& s = **server;
+    std::vector<int> order;
+    s.defer([&] {
+        order.push_back(1);
+        s.defer([&] { order.push_back(3); });  // queued while running: runs after 2
+        s.run_deferred();                      // nested call: returns at once
+        order.push_back(11);
+    });
+    s.defer([&] { order.push_back(2); });
+    EXPECT_TRUE(order.empty());  // nothing runs until the transport says so
+    s.run_deferred();
+    EXPECT_EQ(order, (std::vector<int>{1, 11, 2, 3}));
+    EXPECT_FALSE(s.has_deferred());
+    s.defer([&] { order.push_back(4); });
+    s.reset();  // dropped with the state it belonged to
+    s.run_deferred();
+    EXPECT_EQ(order.size(), 4u);
+}
+
 TEST(ModelServer, DmaWithoutEventsFailsAndInterruptsAreDropped) {
     auto server = ModelServer::create(std::make_unique<Multibar>(), nullptr);
     ASSERT_TRUE(server);
+    set_bus_master(**server, true);
     uint8_t b[4];
     EXPECT_FALSE((*server)->dma_read(0, std::span(b, 4)));
     ASSERT_TRUE((*server)->set_irqs(IrqKind::msi, 1));

@@ -130,3 +130,72 @@ TEST(UnicornMapHost, MappedMemoryIsAccessedWithoutExitsAndUnmapTrapsAgain) {
     EXPECT_EQ(io.mmio_accesses, 2u);
     EXPECT_EQ(u32(ram.get() + 0x10C), 0x600D'F00Du);  // mapped inside the OUT callback
 }
+
+// A guest probing address space page by page (issue 11: every touched page used to become its
+// own Unicorn mapping; accesses slowed down as they piled up and at about 4,000 Unicorn
+// asserted and aborted the VMM). Every access reaches the bus at its own address, and a direct
+// mapping carved out of the merged MMIO leaves the MMIO on both sides working.
+TEST(UnicornMapHost, ProbingThousandsOfUnassignedPagesStaysMmio) {
+    constexpr size_t kRam = 1 << 20;
+    constexpr uint32_t kPages = 6000;
+    auto ram = pages(kRam);
+    auto dev = pages(4096);
+    const uint32_t v = 0x5EED'5EED;
+    std::memcpy(dev.get(), &v, 4);
+
+    struct Recorder final : CpuIo {
+        std::vector<uint64_t> reads;
+        uint32_t port_in(uint16_t, unsigned) override { return 0xFFFF'FFFF; }
+        void port_out(uint16_t, unsigned, uint32_t) override {}
+        uint64_t mmio_read(uint64_t addr, unsigned) override {
+            reads.push_back(addr);
+            return ~0ull;
+        }
+        void mmio_write(uint64_t, unsigned, uint64_t) override {}
+    } io;
+    std::atomic<bool> kick{false};
+    EngineSettings es;
+    es.io = &io;
+    es.kick = &kick;
+    auto engine = create_engine("unicorn", es);
+    ASSERT_TRUE(engine) << engine.error().message;
+    CpuEngine& e = **engine;
+    ASSERT_TRUE(e.map_ram(Gpa(0), kRam, ram.get()));
+
+    // ebx = kDev + 8; ecx = kPages; do { eax = [ebx]; ebx += 4096 } while (--ecx); hlt
+    Asm a;
+    a.b.push_back(0xBB), a.imm32(kDev + 8);
+    a.b.push_back(0xB9), a.imm32(kPages);
+    a.b.insert(a.b.end(), {0x8B, 0x03});                 // mov eax, [ebx]
+    a.b.insert(a.b.end(), {0x81, 0xC3}), a.imm32(4096);  // add ebx, 4096
+    a.b.insert(a.b.end(), {0x49, 0x75, 0xF5});           // dec ecx; jnz -11
+    a.hlt();
+    // Then: the direct page, and the pages on either side of it.
+    a.copy(kDev + 0x10'0000, 0x100);
+    a.copy(kDev + 0x0F'F000, 0x104);
+    a.copy(kDev + 0x10'1000, 0x108);
+    a.hlt();
+    std::memcpy(ram.get() + 0x1000, a.b.data(), a.b.size());
+    const uint64_t gdt[3] = {0, 0x00cf9a000000ffffull, 0x00cf92000000ffffull};
+    std::memcpy(ram.get() + 0x500, gdt, sizeof gdt);
+    BootState s;
+    s.gdt = {0x500, sizeof gdt - 1};
+    s.regs.cs = 0x08;
+    s.regs.ds = s.regs.es = s.regs.fs = s.regs.gs = s.regs.ss = 0x10;
+    s.regs.eip = 0x1000;
+    s.regs.esp = 0x8000;
+    ASSERT_TRUE(e.set_boot_state(s));
+
+    ASSERT_EQ(e.run().reason, ExitReason::halted);
+    ASSERT_EQ(io.reads.size(), kPages);
+    for (uint32_t i = 0; i < kPages; ++i)
+        ASSERT_EQ(io.reads[i], kDev + 8 + uint64_t{i} * 4096) << "read " << i;
+
+    io.reads.clear();
+    ASSERT_TRUE(e.map_host(Gpa(kDev + 0x10'0000), 4096, dev.get()));
+    ASSERT_EQ(e.run().reason, ExitReason::halted);
+    EXPECT_EQ(u32(ram.get() + 0x100), 0x5EED'5EEDu);
+    EXPECT_EQ(u32(ram.get() + 0x104), 0xFFFF'FFFFu);
+    EXPECT_EQ(u32(ram.get() + 0x108), 0xFFFF'FFFFu);
+    EXPECT_EQ(io.reads, (std::vector<uint64_t>{kDev + 0x0F'F000, kDev + 0x10'1000}));
+}

@@ -837,23 +837,6 @@ TEST(VfioUserClient, TwinSocketCarriesTheServersRequestsIdleOrDuringARequest) {
     EXPECT_EQ(client->stats().server_requests, 2u);
 }
 
-TEST(VfioUserCapabilities, TwinSocketWithItsFdIndexRoundTrips) {
-    auto c = vu::parse_capabilities_json(
-        R"({"capabilities":{"twin_socket":{"supported":true,"fd_index":0}}})");
-    ASSERT_TRUE(c) << c.error().message;
-    EXPECT_TRUE(c->twin_socket_supported);
-    ASSERT_TRUE(c->twin_socket_fd_index);
-    EXPECT_EQ(*c->twin_socket_fd_index, 0u);
-    EXPECT_NE(vu::capabilities_json(*c).find(R"("twin_socket":{"supported":true,"fd_index":0})"),
-              std::string::npos);
-    vu::Capabilities offer;
-    offer.twin_socket_supported = true;
-    EXPECT_NE(vu::capabilities_json(offer).find(R"("twin_socket":{"supported":true})"),
-              std::string::npos);
-    EXPECT_FALSE(vu::parse_capabilities_json(
-        R"({"capabilities":{"twin_socket":{"supported":true,"fd_index":-1}}})"));
-}
-
 TEST(VfioUserClient, TwinSocketIsNotOfferedWhenTurnedOff) {
     FakeServer server;
     server.offer_twin_socket();

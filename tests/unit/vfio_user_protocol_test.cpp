@@ -146,6 +146,35 @@ TEST(VfioUserProtocol, VersionRoundTrip) {
     EXPECT_EQ(back->caps.max_dma_maps, 100u);
     EXPECT_EQ(back->caps.migration_pgsize, 4096u);
     EXPECT_TRUE(back->caps.twin_socket_supported);
+    EXPECT_FALSE(back->caps.twin_socket_fd_index);  // the client's offer carries no index
+}
+
+// Spec, VERSION: the client offers {"supported":true}; the server's reply adds fd_index.
+TEST(VfioUserProtocol, TwinSocketCapability) {
+    Capabilities offer;
+    offer.twin_socket_supported = true;
+    EXPECT_NE(capabilities_json(offer).find(R"("twin_socket":{"supported":true})"),
+              std::string::npos)
+        << capabilities_json(offer);
+    Capabilities reply;
+    reply.twin_socket_supported = true;
+    reply.twin_socket_fd_index = 0;
+    EXPECT_NE(capabilities_json(reply).find(R"("twin_socket":{"supported":true,"fd_index":0})"),
+              std::string::npos)
+        << capabilities_json(reply);
+    auto back = parse_capabilities_json(capabilities_json(reply));
+    ASSERT_TRUE(back) << back.error().message;
+    EXPECT_TRUE(back->twin_socket_supported);
+    EXPECT_EQ(back->twin_socket_fd_index, 0u);
+    // Absent, or supported false: no twin socket.
+    auto none = parse_capabilities_json(R"({"capabilities":{"twin_socket":{"supported":false}}})");
+    ASSERT_TRUE(none);
+    EXPECT_FALSE(none->twin_socket_supported);
+    EXPECT_EQ(capabilities_json(Capabilities{}).find("twin_socket"), std::string::npos);
+    expect_error(parse_capabilities_json(R"({"capabilities":{"twin_socket":{"fd_index":-1}}})"),
+                 "fd_index = -1 is outside");
+    expect_error(parse_capabilities_json(R"({"capabilities":{"twin_socket":{"fd_index":"0"}}})"),
+                 "fd_index is not an integer");
 }
 
 TEST(VfioUserProtocol, VersionWithoutJsonHasDefaults) {

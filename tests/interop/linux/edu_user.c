@@ -203,6 +203,17 @@ int main(void) {
         fclose(f);
     }
 
+    // Bus mastering on, as a driver's pci_set_master() does: the device may not DMA without
+    // it (the server refuses). "enable" turns on decoding only.
+    snprintf(path, sizeof path, "%s/config", dir);
+    int cfg = open(path, O_RDWR);
+    uint16_t command = 0;
+    int mastering = cfg >= 0 && pread(cfg, &command, 2, 4) == 2;
+    command |= 0x4;  // PCI_COMMAND_MASTER
+    mastering = mastering && pwrite(cfg, &command, 2, 4) == 2;
+    if (cfg >= 0) close(cfg);
+    check(mastering, "bus mastering on");
+
     snprintf(path, sizeof path, "%s/resource0", dir);
     int fd = open(path, O_RDWR | O_SYNC);
     volatile uint8_t* bar = MAP_FAILED;
