@@ -183,6 +183,10 @@ Result<void> VfioUserServer::serve_connection(int conn_fd) {
 void VfioUserServer::serve_request(Connection& conn, Message& msg) {
     ++stats_.requests;
     auto r = handle(conn, msg);
+    // Fds the handler did not take (a refused message's, or extra ones) close now, not when
+    // the next message reuses `msg`: a client passing a copy of its own socket would otherwise
+    // keep the connection open after it hung up.
+    msg.fds.clear();
     if (r) return;
     ++stats_.error_replies;
     const int e = r.error().sys_errno != 0 ? r.error().sys_errno : EINVAL;

@@ -24,13 +24,9 @@ namespace {
 using namespace potemkin;
 namespace vu = potemkin::vfio_user;
 
-// The checks our server fails today, each fixed by the server work in progress (issue 10):
-// - dma_map.overlap_eexist: DMA_MAP over a mapped range replies EINVAL; the spec says EEXIST.
-// - header.rejected_fds_closed: the fds of a refused message stay open until the connection
-//   ends, so a client that sends a copy of its own socket keeps the connection alive forever.
-// When those land, empty this set: every other check passes or is skipped for each model.
-const std::set<std::string> kKnownServerFailures = {"dma_map.overlap_eexist",
-                                                    "header.rejected_fds_closed"};
+// The checks our server is known to fail: none. Every check passes or is skipped (with the
+// reason) for each shipped model.
+const std::set<std::string> kKnownServerFailures = {};
 
 struct ConformRun {
     int status = -1;
