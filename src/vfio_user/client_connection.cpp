@@ -118,7 +118,23 @@ Result<const Message*> VfioUserClient::Impl::exchange_locked(
     // One blocking recvmsg normally brings the whole reply; connect_unix set SO_RCVTIMEO to
     // s_.timeout, which bounds it. With a twin socket the wait covers both sockets instead.
     o.rcvtimeo = !twin_;
-    for (;;) {
+    for (bool first = true;; first = false) {
+        // The deadline holds whatever arrives meanwhile: replies to other requests and the
+        // server's own requests do not buy more time (a server sending either endlessly would
+        // otherwise hold the guest's access, and the VM, forever).
+        const auto left =
+            std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+        if (!first && left.count() <= 0) {
+            const std::string text =
+                fmt::format("{}: no reply within {} ms", what.str(), s_.timeout.count());
+            lose_locked(text, true);
+            return fail(Error{fmt::format("{}: {}", s_.label, text), ETIMEDOUT});
+        }
+        if (!first && !twin_) {
+            // SO_RCVTIMEO would allow a whole timeout again: wait for what is left only.
+            o.rcvtimeo = false;
+            o.timeout_ms = static_cast<int>(left.count()) + 1;
+        }
         Result<void> r;
         if (twin_ && !reader_.has_message()) {
             auto ready = await_main_locked(deadline);

@@ -480,6 +480,54 @@ TEST(VfioUserClient, TimeoutFailsTheRequestAndDropsTheConnection) {
     EXPECT_NE(ev.gone[0].find("server went away"), std::string::npos) << ev.gone[0];
 }
 
+// Issue 11: a server that keeps sending replies with the wrong msg_id, or keeps sending requests
+// of its own, must not hold a request past its deadline. Each server below keeps going until the
+// client hangs up, so a client that waited for the right reply would never return.
+TEST(VfioUserClient, StrayRepliesDoNotExtendTheDeadline) {
+    FakeServer server;
+    server.set_hook([](const vu::Message& m, int sock) {
+        if (m.header.cmd != static_cast<uint16_t>(vu::Command::region_read)) return false;
+        vu::Header stray = vu::reply_header(m.header);
+        stray.msg_id = static_cast<uint16_t>(m.header.msg_id + 1000);
+        while (vu::send_message(sock, stray)) std::this_thread::sleep_for(20ms);
+        return true;
+    });
+    Events ev;
+    auto d = open_url("vfio-user:" + server.path() + "?timeout_ms=200&reconnect=0", ev);
+    ASSERT_TRUE(d) << d.error().message;
+    std::array<uint8_t, 4> buf{};
+    auto r = (*d)->region_read(0, 0, buf);
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().sys_errno, ETIMEDOUT) << r.error().message;
+    EXPECT_NE(r.error().message.find("no reply within 200 ms"), std::string::npos)
+        << r.error().message;
+}
+
+TEST(VfioUserClient, AnEndlessStreamOfServerRequestsDoesNotExtendTheDeadline) {
+    FakeServer server;
+    server.set_hook([](const vu::Message& m, int sock) {
+        if (m.header.cmd != static_cast<uint16_t>(vu::Command::region_read)) return false;
+        vu::Header req;
+        req.cmd = static_cast<uint16_t>(vu::Command::dma_read);
+        req.flags = vu::kTypeCommand;
+        const auto body = vu::encode_dma_access(0x1000, 4);
+        std::span<const uint8_t> parts[1] = {body};
+        for (uint16_t id = 0x8000;; ++id) {
+            req.msg_id = id;
+            if (!vu::send_message(sock, req, parts)) break;
+            std::this_thread::sleep_for(10ms);
+        }
+        return true;
+    });
+    Events ev;
+    auto d = open_url("vfio-user:" + server.path() + "?timeout_ms=200&reconnect=0", ev);
+    ASSERT_TRUE(d) << d.error().message;
+    std::array<uint8_t, 4> buf{};
+    auto r = (*d)->region_read(0, 0, buf);
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().sys_errno, ETIMEDOUT) << r.error().message;
+}
+
 TEST(VfioUserClient, IncompatibleMajorVersionIsRejected) {
     FakeServer server;
     server.set_major(1);
