@@ -1,11 +1,16 @@
 // `potemkin conform` as a user runs it: a real `potemkin serve` (or a deliberately broken server
 // in this process) on a real socket, the checker as a real process, its JSON and exit status.
 #include <gtest/gtest.h>
+#include <unistd.h>
+
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <unistd.h>
+#include <algorithm>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cstdio>
@@ -87,7 +92,13 @@ class ConformAgainstModel : public ::testing::TestWithParam<ModelCase> {};
 
 TEST_P(ConformAgainstModel, RunsEveryCheckAndFailsOnlyTheKnownOnes) {
     const ModelCase& m = GetParam();
-    const std::string path = ::testing::TempDir() + "/conform-" + m.model + ".sock";
+    // One path per case and process: ctest runs the cases in parallel, and two cases serve the
+    // same model (multibar with and without mmap).
+    std::string tag = m.model;
+    for (const auto& p : m.params) tag += "-" + p;
+    std::replace(tag.begin(), tag.end(), '=', '_');
+    const std::string path =
+        ::testing::TempDir() + "/conform-" + tag + "-" + std::to_string(::getpid()) + ".sock";
     potemkin::testing::ServerProcess server(path, m.model);
     server.set_params(m.params);
     ASSERT_TRUE(server.start());
