@@ -7,10 +7,8 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
-#include <unistd.h>
 #include <algorithm>
 
-#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cstdio>
