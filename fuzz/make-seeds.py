@@ -98,4 +98,18 @@ write("capabilities_json", "qemu", json.dumps({"capabilities": {
     "max_data_xfer_size": 1048576, "pgsizes": 4096, "max_dma_maps": 65535,
     "write_multiple": True}}).encode())
 write("capabilities_json", "empty", b"{}")
+# ---- PCI front-end: 8-byte records (function, offset, op, 0, u32 value), docs in the target.
+def rec(fn, off, op, value):
+    return struct.pack("<BBBBI", fn, off, op, 0, value)
+
+
+W4, R4, W2, MMIO_W4, MMIO_R4 = 0b101, 0b100, 0b011, 0b1101, 0b1100
+write("pci_front_config", "assign", b"".join([
+    rec(0, 0x10, W4, 0xffffffff), rec(0, 0x10, R4, 0), rec(0, 0x10, W4, 0xfe000000),
+    rec(0, 0x04, W2, 0x0006), rec(0, 0, MMIO_W4, 0x08), rec(0, 0, MMIO_R4, 0x08),
+    rec(1, 0x18, W4, 0xfd000000), rec(1, 0x1c, W4, 0), rec(1, 0x30, W4, 0xfc000001),
+    rec(1, 0x04, W2, 0x0007), rec(1, 2, MMIO_R4, 0x10)]))
+write("pci_front_config", "msi", b"".join([
+    rec(0, 0x40, R4, 0), rec(0, 0x44, W4, 0xfee00000), rec(0, 0x48, W4, 0),
+    rec(0, 0x4c, W2, 0x41), rec(0, 0x42, W2, 0x1), rec(1, 0x04, W2, 0x0400)]))
 sys.exit(0)
