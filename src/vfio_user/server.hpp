@@ -43,6 +43,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/result.hpp"
@@ -57,7 +58,23 @@
 
 namespace potemkin::vfio_user {
 
+// Which layout our DMA_READ/DMA_WRITE requests and the client's replies use (DmaLayout).
+// automatic: QEMU's layout for a client whose VERSION capabilities say it is QEMU's (it alone
+// sends "write_multiple"), the spec's for every other; spec, qemu: that one for every client.
+enum class DmaLayoutSetting : uint8_t { automatic, spec, qemu };
+// "auto", "spec", "qemu" (what `potemkin serve --dma-layout` takes); anything else is EINVAL.
+Result<DmaLayoutSetting> parse_dma_layout_setting(std::string_view text);
+std::string_view dma_layout_setting_name(DmaLayoutSetting setting);
+// The layout for a client that offered `client` in VERSION, and why (for the log).
+struct DmaLayoutChoice {
+    DmaLayout layout = DmaLayout::spec;
+    std::string reason;
+};
+DmaLayoutChoice choose_dma_layout(DmaLayoutSetting setting, const Capabilities& client);
+
 struct VfioUserServerSettings : sdk::DeviceServerSettings {
+    // DMA_READ/DMA_WRITE layout (only DMA by message uses them: RAM mapped without an fd).
+    DmaLayoutSetting dma_layout = DmaLayoutSetting::automatic;
     // Where to listen: bind a new socket at `socket_path`, or use the listening socket
     // `listen_fd` (inherited; ownership is taken). Exactly one must be given.
     std::string socket_path;

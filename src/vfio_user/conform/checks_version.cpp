@@ -28,7 +28,7 @@ Result<Version> judge_version(const Message& m, uint16_t major, uint16_t minor) 
     if (v.minor > minor)
         return failf("the reply's minor {} exceeds the proposed {} (spec: equal or less)", v.minor,
                      minor);
-    if (!m.fds.empty() && !v.caps.twin_socket)
+    if (!m.fds.empty() && !v.caps.twin_socket_fd_index)
         return failf("the reply carries {} fds but no twin_socket", m.fds.size());
     return v;
 }
