@@ -257,11 +257,13 @@ int main(int argc, char** argv) {
         srv->add_option("--fd", serve.fd,
                         "Use this inherited fd: a listening socket, or one connected client")
             ->excludes(sock_opt);
-    auto* mp_opt = srv->add_option("--mpqemu-fd", serve.mpqemu_fd,
-                    "Serve QEMU's x-pci-proxy-dev (mpqemu protocol) on this inherited, connected "
-                    "socket; exits when QEMU closes it")
-        ->excludes(sock_opt)
-        ->excludes(fd_opt);
+    auto* mp_opt =
+        srv->add_option(
+               "--mpqemu-fd", serve.mpqemu_fd,
+               "Serve QEMU's x-pci-proxy-dev (mpqemu protocol) on this inherited, connected "
+               "socket; exits when QEMU closes it")
+            ->excludes(sock_opt)
+            ->excludes(fd_opt);
     srv->add_option("--param", serve.params, "Model parameter KEY=VALUE (repeatable)");
     srv->add_option("--dma-layout", serve.dma_layout,
                     "DMA_READ/DMA_WRITE layout for DMA by message: auto (QEMU's for QEMU's "

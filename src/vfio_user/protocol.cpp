@@ -745,11 +745,11 @@ std::vector<uint8_t> encode_dma_access(DmaLayout layout, uint64_t addr, uint32_t
 }
 
 Result<DmaAccess> decode_dma_access(DmaLayout layout, Command cmd, bool reply,
-                                    std::span<const uint8_t> payload,
-                                    uint32_t max_data_xfer_size) {
+                                    std::span<const uint8_t> payload, uint32_t max_data_xfer_size) {
     if (layout == DmaLayout::spec)
         return decode_dma_access(cmd, reply, payload, max_data_xfer_size);
-    const std::string name = command_name(cmd) + (reply ? " reply (QEMU layout)" : " (QEMU layout)");
+    const std::string name =
+        command_name(cmd) + (reply ? " reply (QEMU layout)" : " (QEMU layout)");
     // 16 = sizeof(VFIOUserDMARW) less the header: QEMU's smallest message.
     POTEMKIN_TRY(need(name, payload, kDmaAccessSize));
     Reader r(payload);

@@ -22,7 +22,8 @@ using server_detail::invalid;
 using server_detail::kMaxDmaRegions;
 using server_detail::no_fds;
 
-// ---- DMA layout ----------------------------------------------------------------------------------
+// ---- DMA layout
+// ----------------------------------------------------------------------------------
 
 Result<DmaLayoutSetting> parse_dma_layout_setting(std::string_view text) {
     if (text == "auto") return DmaLayoutSetting::automatic;
