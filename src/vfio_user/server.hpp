@@ -10,7 +10,9 @@
 //   pread/pwrite) and the model's DMA is a bounds-checked memcpy; without an fd the model's DMA
 //   becomes DMA_READ/DMA_WRITE requests to the client, on the twin socket when the client
 //   offered one (VERSION "twin_socket"), else on the request socket. While it waits for their
-//   replies the server keeps serving the client's requests.
+//   replies the server keeps serving the client's requests. Their layout is the spec's or
+//   QEMU 10's (DmaLayout; VfioUserServerSettings::dma_layout, by default chosen per client
+//   from its VERSION capabilities).
 // - DMA ordering: the model's deferred work (DeviceServices::defer, where its DMA belongs) runs
 //   after the reply to the request that queued it, so a client that answers DMA only when no
 //   request of its own is outstanding (QEMU) never waits on us while we wait on it. A model

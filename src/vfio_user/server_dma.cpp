@@ -2,7 +2,8 @@
 // goes through it: memcpy for a range shared with an fd (mmap), pread/pwrite for FILE_IO, and
 // DMA_READ/DMA_WRITE requests to the client for one shared without an fd: on the twin socket
 // when negotiated, else on the request socket; while waiting for a reply the client's requests
-// are served (docs/vfio-user.md, "DMA").
+// are served (docs/vfio-user.md, "DMA"); those messages in the layout chosen at VERSION (spec
+// or QEMU's, "DMA message layouts").
 #include <fmt/format.h>
 
 #include <poll.h>
