@@ -24,13 +24,12 @@ namespace {
 using namespace potemkin;
 namespace vu = potemkin::vfio_user;
 
-// The checks our server fails today, each fixed by the server work in progress (issue 10):
-// - dma_map.overlap_eexist: DMA_MAP over a mapped range replies EINVAL; the spec says EEXIST.
+// The checks our server fails today, to be fixed by the server work in progress (issue 10):
 // - header.rejected_fds_closed: the fds of a refused message stay open until the connection
 //   ends, so a client that sends a copy of its own socket keeps the connection alive forever.
-// When those land, empty this set: every other check passes or is skipped for each model.
-const std::set<std::string> kKnownServerFailures = {"dma_map.overlap_eexist",
-                                                    "header.rejected_fds_closed"};
+// (dma_map.overlap_eexist passes since the server answers EEXIST.) When that lands, empty this
+// set: every other check passes or is skipped for each model.
+const std::set<std::string> kKnownServerFailures = {"header.rejected_fds_closed"};
 
 struct ConformRun {
     int status = -1;
