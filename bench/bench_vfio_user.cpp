@@ -9,14 +9,16 @@
 //     block pairs of the ratio of block medians (the figure least moved by load changes);
 //  3. a guest loop reading edu's liveness register through PCI_FRONT, over vfio-user and over
 //     inproc, ns per access;
-//  4. DMA bandwidth into guest RAM through a second MAP_SHARED mapping of its memfd (what a
+//  4. the cost of a guest write to a BAR over vfio-user as the guest sees it (the client's
+//     region_write), three ways side by side in alternating blocks against `potemkin serve
+//     multibar`: blocking (posted_writes=0: REGION_WRITE and its reply), posted (REGION_WRITE
+//     with NO_REPLY) and a doorbell (the register multibar declares: an ioeventfd write). After
+//     each block one untimed read drains what the device has queued, so a block does not pay
+//     for the previous one's backlog;
+//  5. DMA bandwidth into guest RAM through a second MAP_SHARED mapping of its memfd (what a
 //     server does after DMA_MAP), next to memcpy into private memory.
 //
-// Usage: bench_vfio_user [N] [--only rtt|floor|client|guest] [--pin]
-//   (--floor-peer FD: internal)
-//   N round trips per figure (default 50000). --only runs one part: rtt = 1 and 2; floor or
-//   client = only that side of 1/2, N round trips, for counting system calls with
-//   `strace -c -f` (divide by N); guest = one run of 3 over vfio-user with N accesses.
+// Usage: see kUsage below (--help).
 #include <fcntl.h>
 #include <sched.h>
 #include <sys/mman.h>
@@ -41,6 +43,7 @@
 #include "machine/machine.hpp"
 #include "pci/pci_bus.hpp"
 #include "server_process.hpp"
+#include "vfio_user/client.hpp"
 
 using namespace potemkin;
 using bench::Clock;
@@ -48,6 +51,18 @@ using bench::Latency;
 using bench::summarize;
 
 namespace {
+
+constexpr const char* kUsage = R"(usage: bench_vfio_user [N] [--only PART] [--pin] [--help]
+  N             round trips (accesses, writes) per figure; default 50000
+  --only PART   run one part:
+                  rtt     the floor and the client's REGION_READ, side by side
+                  floor   only the floor's side, N round trips (for strace -c -f; divide by N)
+                  client  only the client's side, N round trips (likewise)
+                  guest   one guest run reading edu over vfio-user, N accesses
+                  writes  guest-write cost: blocking vs posted vs ioeventfd doorbell
+  --pin         the client on one CPU, the device processes on another
+  --help        this text
+)";
 
 // A system call the measurement depends on failed.
 [[noreturn]] void die(const char* what) {
@@ -200,7 +215,7 @@ class NoGuest final : public hostdev::HostDeviceEvents {
     void disconnected(std::string_view) override {}
 };
 
-enum class Part { all, rtt, floor, client, guest };
+enum class Part { all, rtt, floor, client, guest, writes };
 
 // Where the processes run. Left to the scheduler (the default), the device process (potemkin
 // serve, or the floor peer) may land on the client's CPU or not, and on a loaded 2-core VM
@@ -314,6 +329,93 @@ RoundTrips floor_and_client(const std::string& url, unsigned n, Part part, const
     return out;
 }
 
+// ---- Guest writes: blocking, posted, doorbell ------------------------------------------------
+
+struct Writes {
+    Latency blocking{}, posted{}, doorbell{};
+    hostdev::PostedWriteStats posted_stats{};
+    uint64_t ioeventfd_writes = 0;
+};
+
+std::unique_ptr<hostdev::HostDevice> open_or_die(const std::string& url,
+                                                 const hostdev::OpenContext& ctx) {
+    auto d = hostdev::TransportRegistry::builtin().open(url, ctx);
+    if (!d) {
+        std::fprintf(stderr, "bench: %s\n", d.error().message.c_str());
+        std::exit(1);
+    }
+    return std::move(*d);
+}
+
+// Three clients, each on its own `potemkin serve multibar --param mmap=0` (a server takes one
+// client at a time), written to in rotating order block by block. multibar BAR1: scratch RAM at
+// 0x100, the doorbell at 0x004 (vector 0 rings; in INTx mode it raises the line, which nobody
+// lowers here, so the device does the same small work for every ring).
+Writes guest_writes(const std::string (&socks)[3], unsigned n, const Pinning& pin) {
+    NoGuest events;
+    hostdev::OpenContext ctx{&events};
+    pin.to_client();
+    auto blocking = open_or_die("vfio-user:" + socks[0] + "?posted_writes=0&ioeventfds=0", ctx);
+    auto posted = open_or_die("vfio-user:" + socks[1] + "?ioeventfds=0", ctx);
+    auto doorbell = open_or_die("vfio-user:" + socks[2], ctx);
+    auto* door_client = dynamic_cast<vfio_user::VfioUserClient*>(doorbell.get());
+    if (door_client == nullptr || door_client->stats().ioeventfds == 0) {
+        std::fprintf(stderr, "bench: the server offered no ioeventfds\n");
+        std::exit(1);
+    }
+    const uint8_t value[4] = {0, 0, 0, 0};
+    struct Way {
+        hostdev::HostDevice* dev;
+        uint64_t offset;
+        std::vector<double> ns;
+    } ways[3] = {{blocking.get(), 0x100, {}}, {posted.get(), 0x100, {}}, {doorbell.get(), 0x4, {}}};
+    auto block = [&](Way& w, unsigned k, bool keep) {
+        for (unsigned i = 0; i < k; ++i) {
+            auto t0 = Clock::now();
+            if (!w.dev->region_write(1, w.offset, value)) std::exit(1);
+            if (keep) w.ns.push_back(bench::ns_since(t0));
+        }
+        uint8_t drained[4];
+        if (!w.dev->region_read(1, 0x10, drained)) std::exit(1);  // untimed
+    };
+    for (auto& w : ways) {
+        w.ns.reserve(n);
+        block(w, 500, false);
+    }
+    constexpr unsigned kBlock = 250;
+    for (unsigned done = 0, b = 0; done < n; ++b) {
+        const unsigned k = std::min(kBlock, n - done);
+        for (unsigned j = 0; j < 3; ++j) block(ways[(b + j) % 3], k, true);
+        done += k;
+    }
+    Writes out;
+    out.blocking = summarize(std::move(ways[0].ns));
+    out.posted = summarize(std::move(ways[1].ns));
+    out.doorbell = summarize(std::move(ways[2].ns));
+    if (auto* c = dynamic_cast<vfio_user::VfioUserClient*>(posted.get()))
+        out.posted_stats = c->stats().posted;
+    out.ioeventfd_writes = door_client->stats().ioeventfd_writes;
+    blocking->close();
+    posted->close();
+    doorbell->close();
+    return out;
+}
+
+void print_writes(const Writes& w, unsigned n) {
+    std::printf("%-46s %9s %9s %9s\n", "guest write to a BAR, 4 B (ns)", "p50", "p99", "mean");
+    std::printf("%-46s %9.0f %9.0f %9.0f\n", "  blocking: REGION_WRITE, reply awaited",
+                w.blocking.p50, w.blocking.p99, w.blocking.mean);
+    std::printf("%-46s %9.0f %9.0f %9.0f\n", "  posted: REGION_WRITE with NO_REPLY", w.posted.p50,
+                w.posted.p99, w.posted.mean);
+    std::printf("%-46s %9.0f %9.0f %9.0f\n", "  doorbell: ioeventfd write", w.doorbell.p50,
+                w.doorbell.p99, w.doorbell.mean);
+    std::printf(
+        "  (%u writes each; posted: %llu sent, %llu lost; doorbell: %llu eventfd writes)\n\n", n,
+        static_cast<unsigned long long>(w.posted_stats.sent),
+        static_cast<unsigned long long>(w.posted_stats.send_failed + w.posted_stats.dropped),
+        static_cast<unsigned long long>(w.ioeventfd_writes));
+}
+
 constexpr uint32_t kBar0 = bench::kBenchBar0;
 
 double guest_run(const std::string& url, uint32_t n) {
@@ -347,22 +449,28 @@ int main(int argc, char** argv) {
             pin_on = true;
             continue;
         }
+        if (a == "--help" || a == "-h") {
+            std::fputs(kUsage, stdout);
+            return 0;
+        }
         if (a == "--only" && i + 1 < argc) {
             const std::string_view p = argv[++i];
             part = p == "rtt"      ? Part::rtt
                    : p == "floor"  ? Part::floor
                    : p == "client" ? Part::client
                    : p == "guest"  ? Part::guest
+                   : p == "writes" ? Part::writes
                                    : Part::all;
             if (part == Part::all) {
-                std::fprintf(stderr, "bench: --only rtt|floor|client|guest\n");
+                std::fprintf(stderr, "bench: --only rtt|floor|client|guest|writes\n%s", kUsage);
                 return 2;
             }
-        } else {
-            n = unsigned(std::atoi(argv[i]));
+        } else if (char* end = nullptr;
+                   (n = unsigned(std::strtoul(argv[i], &end, 10))) == 0 || *end != 0) {
+            std::fprintf(stderr, "bench: unknown argument '%s'\n%s", argv[i], kUsage);
+            return 2;
         }
     }
-    if (n == 0) n = 1;
     if (auto r = machine::register_builtins(); !r) {
         std::fprintf(stderr, "bench: %s\n", r.error().message.c_str());
         return 1;
@@ -370,6 +478,27 @@ int main(int argc, char** argv) {
     const std::string sock = "/tmp/potemkin-bench-" + std::to_string(::getpid()) + ".sock";
     const Pinning pin(pin_on);
     pin.to_device();
+    // Three multibar servers for the write figures (one client each).
+    const std::string wsocks[3] = {sock + ".w0", sock + ".w1", sock + ".w2"};
+    std::vector<std::unique_ptr<testing::ServerProcess>> write_servers;
+    if (part == Part::all || part == Part::writes) {
+        for (const auto& p : wsocks) {
+            write_servers.push_back(std::make_unique<testing::ServerProcess>(p, "multibar"));
+            // No mappable BAR2: a device with one gets no posted writes (client.cpp).
+            write_servers.back()->set_params({"mmap=0"});
+            if (!write_servers.back()->start()) {
+                std::fprintf(stderr, "bench: could not start potemkin serve multibar\n");
+                return 1;
+            }
+        }
+    }
+    if (part == Part::writes) {
+        if (pin.on())
+            std::printf("pinned: client on CPU %d, device processes on CPU %d\n\n",
+                        pin.client_cpu(), pin.device_cpu());
+        print_writes(guest_writes(wsocks, n, pin), n);
+        return 0;
+    }
     testing::ServerProcess server(sock);
     if (part != Part::floor && !server.start()) {
         std::fprintf(stderr, "bench: could not start potemkin serve edu\n");
@@ -413,6 +542,7 @@ int main(int argc, char** argv) {
     std::printf("%-46s %12.0f\n", "  PCI_FRONT + inproc:edu", inproc);
     std::printf("%-46s %12.0f  (%.1fx inproc)\n\n", "  PCI_FRONT + vfio-user (potemkin serve)",
                 over_vfu, over_vfu / inproc);
+    print_writes(guest_writes(wsocks, n, pin), n);
 
     const size_t bytes = 64u << 20;
     auto mem = vm::GuestMemory::create({{Gpa(0), bytes}});

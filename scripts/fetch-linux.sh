@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # Fetches the Debian 12 kernel the Linux interop guest boots (tests/interop): the newest
 # linux-image-6.1.0-*-amd64 that linux-image-amd64 depends on, downloaded with `apt-get download`
-# and unpacked with `dpkg-deb -x`. Only vmlinuz is kept (the guest loads no modules).
+# and unpacked with `dpkg-deb -x`. Kept: vmlinuz, and the modules the vfio-user guest loads to
+# take interrupts in user space (vfio-pci and vfio_iommu_type1 with their dependencies; the
+# package has no modules.dep, so each module's own `depends=` field is followed).
 #
-# Cache: ${XDG_CACHE_HOME:-$HOME/.cache}/potemkin/linux/vmlinuz (plus VERSION naming the
-# package); a rerun with the kernel present does nothing. Prints the path of vmlinuz.
+# Cache: ${XDG_CACHE_HOME:-$HOME/.cache}/potemkin/linux/: vmlinuz, modules/*.ko,
+# modules/order (the .ko files in insmod order, dependencies first) and VERSION naming the
+# package; a rerun with all of them present does nothing. Prints the path of vmlinuz.
 # Override the package with POTEMKIN_LINUX_PACKAGE=linux-image-6.1.0-NN-amd64.
 set -euo pipefail
 
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/potemkin/linux"
-if [ -s "$cache/vmlinuz" ] && [ -s "$cache/VERSION" ]; then
+modules=(vfio-pci vfio_iommu_type1)
+if [ -s "$cache/vmlinuz" ] && [ -s "$cache/VERSION" ] && [ -s "$cache/modules/order" ]; then
   echo "$cache/vmlinuz"
   exit 0
 fi
@@ -47,6 +51,40 @@ if [ ! -s "$kernel" ]; then
   echo "fetch-linux: $deb holds no /boot/vmlinuz-*" >&2
   exit 1
 fi
+
+# Modules, dependencies first. Names in `depends=` use - and _ interchangeably.
+ko_path() {
+  local name="${1//-/_}" f
+  while IFS= read -r f; do
+    local base="${f##*/}"
+    base="${base%.ko}"
+    if [ "${base//-/_}" = "$name" ]; then
+      echo "$f"
+      return 0
+    fi
+  done < <(find "$work/root/lib/modules" -name '*.ko')
+  echo "fetch-linux: $deb has no module $1" >&2
+  return 1
+}
+order=()
+add_module() {
+  local path deps dep seen
+  path="$(ko_path "$1")" || exit 1
+  for seen in "${order[@]}"; do [ "$seen" = "$path" ] && return 0; done
+  deps="$(strings "$path" | sed -n 's/^depends=//p' | head -n1)"
+  for dep in ${deps//,/ }; do add_module "$dep"; done
+  order+=("$path")
+}
+for m in "${modules[@]}"; do add_module "$m"; done
+rm -rf "$cache/modules.tmp"
+mkdir -p "$cache/modules.tmp"
+for path in "${order[@]}"; do
+  cp "$path" "$cache/modules.tmp/"
+  basename "$path" >>"$cache/modules.tmp/order"
+done
+rm -rf "$cache/modules"
+mv "$cache/modules.tmp" "$cache/modules"
+
 cp "$kernel" "$cache/vmlinuz.tmp"
 mv "$cache/vmlinuz.tmp" "$cache/vmlinuz"
 echo "$pkg $(basename "$kernel")" >"$cache/VERSION"

@@ -16,15 +16,20 @@ if [ ${#targets[@]} -eq 0 ]; then
   for d in fuzz/corpus/*/; do targets+=("$(basename "$d")"); done
 fi
 cmake --build "$build" --target "${targets[@]/#/fuzz_}"
+status=0
 for t in "${targets[@]}"; do
   mkdir -p "$build/corpus/$t"
-  echo "fuzz: $t for ${seconds}s"
+  log="$build/fuzz-$t.log"
   # -timeout: one input taking longer than 10 s is a hang, reported like a crash.
-  "$build/fuzz_$t" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
-    -artifact_prefix="$build/crash-$t-" -print_final_stats=1 \
-    "$build/corpus/$t" "fuzz/corpus/$t" 2>&1 | grep -E '^(#[0-9]+ +DONE|stat::number_of_executed_units|==[0-9]+==ERROR|SUMMARY)' || true
-  if ls "$build"/crash-"$t"-* >/dev/null 2>&1; then
-    echo "fuzz: $t found a crash: $(ls "$build"/crash-"$t"-*)" >&2
-    exit 1
+  if "$build/fuzz/fuzz_$t" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
+      -artifact_prefix="$build/crash-$t-" -print_final_stats=1 \
+      "$build/corpus/$t" "fuzz/corpus/$t" >"$log" 2>&1; then
+    runs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")"
+    echo "fuzz: $t: ${runs:-?} runs in ${seconds}s, no crash"
+  else
+    echo "fuzz: $t FAILED (log: $log; reproducer: $(ls "$build"/crash-"$t"-* 2>/dev/null | head -n1))" >&2
+    grep -E '^(==[0-9]+==ERROR|SUMMARY|.*runtime error)' "$log" | head -n5 >&2 || true
+    status=1
   fi
 done
+exit "$status"

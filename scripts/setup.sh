@@ -15,6 +15,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev    # tests
   libbenchmark-dev             # benchmarks
   clang-format
+  clang libclang-rt-14-dev     # fuzz targets (libFuzzer) and sanitizer runtimes
   pci.ids                      # names for `potemkin probe`
   qemu-system-x86 qemu-utils   # interop peer: x-remote hosts QEMU's models, x-pci-proxy-dev
   busybox-static cpio          # the Linux interop guest's initramfs

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "common/log.hpp"
+#include "pci/registers.hpp"
 #include "vm/config.hpp"
 
 namespace potemkin::devices {
@@ -51,6 +52,12 @@ void HostLink::config_read(uint32_t offset, std::span<uint8_t> out) {
         read_failed(r.error(), "config", hostdev::kConfigRegion, offset, out.size());
         std::fill(out.begin(), out.end(), uint8_t{0xFF});
     }
+}
+
+void HostLink::complete_posted() {
+    if (!connected()) return;
+    if (auto r = host_->complete_posted(); !r)
+        read_failed(r.error(), "config", hostdev::kConfigRegion, pci::reg::kStatus, 2);
 }
 
 void HostLink::config_write(uint32_t offset, std::span<const uint8_t> in) {

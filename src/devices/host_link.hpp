@@ -112,6 +112,8 @@ class HostLink final : private hostdev::HostDeviceEvents {
     }
     // Config space bytes; `out` is all-ones when it fails or while disconnected.
     void config_read(uint32_t offset, std::span<uint8_t> out);
+    // HostDevice::complete_posted (a failure is logged like a failed read).
+    void complete_posted();
     void config_write(uint32_t offset, std::span<const uint8_t> in);
     // The interrupt mode the guest chose (dropped while disconnected, counted as a write).
     void set_irqs(hostdev::IrqKind kind, uint32_t count);

@@ -288,6 +288,9 @@ uint32_t PciFront::config_read(uint32_t offset, unsigned size) {
         unsigned j = i;
         while (j < size && shadowed(offset + j) == local) ++j;
         if (local) {
+            // The Interrupt Status bit is the device's: writes it has not handled yet (posted)
+            // go first, as they would before a non-posted read on PCI.
+            if (offset + i <= reg::kStatus && reg::kStatus < offset + j) link_.complete_posted();
             for (unsigned k = i; k < j; ++k) buf[k] = static_cast<uint8_t>(cs_.read(offset + k, 1));
         } else {
             link_.config_read(offset + i, std::span(buf.data() + i, j - i));

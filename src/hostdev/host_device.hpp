@@ -105,6 +105,14 @@ class HostDevice {
     virtual Result<void> region_write(uint32_t index, uint64_t offset,
                                       std::span<const uint8_t> in) = 0;
 
+    // Writes the transport posted (the guest did not wait for them: vfio-user's NO_REPLY BAR
+    // writes) are handled by the device, and what they raised (interrupts) is delivered, when
+    // this returns. A front-end calls it before it answers a read from state the device drives
+    // but the front-end keeps (the shadowed Interrupt Status bit): on PCI that read is
+    // non-posted and would have waited behind the writes. Cheap when nothing was posted since
+    // the last reply. Default: the transport posts nothing.
+    virtual Result<void> complete_posted() { return ok(); }
+
     // Which interrupt mechanism the guest enabled, and how many vectors (VFIO_DEVICE_SET_IRQS):
     // INTx by default; MSI or MSI-X once the guest sets their enable bits; count 0 disables.
     virtual Result<void> set_irqs(IrqKind kind, uint32_t count) = 0;

@@ -38,6 +38,10 @@ Result<void> RemoteClient::region_write(uint32_t index, uint64_t offset,
 Result<void> RemoteClient::set_irqs(IrqKind kind, uint32_t count) {
     return state_->set_irqs(kind, count);
 }
+Result<void> RemoteClient::complete_posted() {
+    return state_->complete_posted();
+}
+
 Result<void> RemoteClient::ack_intx() {
     return state_->ack_intx();
 }

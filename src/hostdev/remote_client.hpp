@@ -26,6 +26,7 @@ class RemoteClient : public HostDevice {
                               std::span<const uint8_t> in) override;
     Result<void> set_irqs(IrqKind kind, uint32_t count) override;
     Result<void> ack_intx() override;
+    Result<void> complete_posted() override;
     Result<void> reset() override;
     void close() override;
 

@@ -59,6 +59,29 @@ void RemoteLink::close() {
     inbox_pending_.store(false, std::memory_order_release);
 }
 
+// ---- Posted writes ---------------------------------------------------------------------------
+
+void PostedWrites::failed(Failure kind, const std::string& label, const std::string& why) {
+    auto& count = kind == Failure::send_failed ? send_failed_ : dropped_;
+    auto& logged = kind == Failure::send_failed ? logged_send_failed_ : logged_dropped_;
+    const uint64_t n = count.fetch_add(1, std::memory_order_relaxed) + 1;
+    if (logged.exchange(true)) return;
+    log::warn("{}: a posted write was {} ({}; {} so far; further ones are counted, not logged)",
+              label, kind == Failure::send_failed ? "lost sending" : "dropped", why, n);
+}
+
+PostedWriteStats PostedWrites::stats() const {
+    return {sent_.load(std::memory_order_relaxed), send_failed_.load(std::memory_order_relaxed),
+            dropped_.load(std::memory_order_relaxed)};
+}
+
+void PostedWrites::log_summary(const std::string& label) const {
+    const PostedWriteStats s = stats();
+    if (s.send_failed + s.dropped == 0) return;
+    log::warn("{}: posted writes: {} sent, {} lost sending, {} dropped while the device was gone",
+              label, s.sent, s.send_failed, s.dropped);
+}
+
 // ---- Loss and restore ------------------------------------------------------------------------
 
 bool RemoteLink::lost(std::string text, bool report) {
@@ -215,9 +238,13 @@ void RemoteLink::poll_loop() {
         }
         const RemoteTransport::Watch watch =
             up_ ? transport_->connection_watch() : RemoteTransport::Watch{};
-        pollfd p[3] = {{wake_fd_.get(), POLLIN, 0}, {eventfds_.get(), POLLIN, 0}, {-1, 0, 0}};
-        nfds_t n = 2;
-        if (watch.fd >= 0) p[n++] = {watch.fd, watch.events, 0};
+        // The transport's slots are fixed (2 and 3; -1 is skipped by poll), so their revents are
+        // found where they were put.
+        pollfd p[4] = {{wake_fd_.get(), POLLIN, 0},
+                       {eventfds_.get(), POLLIN, 0},
+                       {watch.fd, watch.events, 0},
+                       {watch.requests_fd, POLLIN | POLLRDHUP, 0}};
+        const nfds_t n = 4;
         int timeout = -1;
         if (restoring) {
             const auto left =
@@ -245,6 +272,8 @@ void RemoteLink::poll_loop() {
             }
             if (post_now) post_drain();
         }
+        if (watch.requests_fd >= 0 && p[3].revents != 0)
+            transport_->requests_event(watch, p[3].revents);
         if (watch.fd >= 0) transport_->connection_event(watch, p[2].revents);
     }
 }

@@ -12,8 +12,12 @@
 //   epoll fd: a fired one queues its handler. drain() takes what fired right now (one epoll_wait)
 //   on the engine thread, so an interrupt a request raised reaches the front-end before the
 //   guest's next instruction.
-// - The poll thread: sleeps in poll() on a wake eventfd, the eventfd set and whatever fd the
-//   transport wants watched (its socket's hang-ups, server requests); stop/join on close.
+// - The poll thread: sleeps in poll() on a wake eventfd, the eventfd set and whatever fds the
+//   transport wants watched (its socket's hang-ups and the device's requests, and a second
+//   channel that carries only the device's requests, such as vfio-user's twin socket);
+//   stop/join on close.
+// - Posted writes: what became of writes the guest did not wait for (PostedWrites: counted,
+//   the first failure of each kind logged).
 // - Loss and restore. lost() marks the connection down and reports it to the front-end once per
 //   loss (HostDeviceEvents::disconnected, the INTx line dropped). While down, and if the
 //   transport can restore (reconnect, respawn), the poll thread asks it to try every
@@ -84,10 +88,18 @@ class RemoteTransport {
         int fd = -1;           // -1: none
         short events = 0;      // poll() events
         int max_wait_ms = -1;  // wake up after this long at the latest (-1: no limit)
+        // A second channel on which only the device sends (its requests: vfio-user's twin
+        // socket), watched for data and hang-ups whenever it is set; -1: none.
+        int requests_fd = -1;
     };
     virtual Watch connection_watch() = 0;
     // What poll() said about `watched` (revents 0: it woke for something else, or timed out).
     virtual void connection_event(const Watch& watched, short revents) = 0;
+    // What poll() said about `watched.requests_fd` (called only when it has events).
+    virtual void requests_event(const Watch& watched, short revents) {
+        (void)watched;
+        (void)revents;
+    }
     // While the connection is down and RemoteLinkSettings::restore: one attempt to reach the
     // device again (connect, spawn). Returns the engine-thread step that adopts it (set up the
     // connection, then RemoteLink::restored()), or nothing to try again later.
@@ -95,6 +107,30 @@ class RemoteTransport {
 
   protected:
     ~RemoteTransport() = default;
+};
+
+// Writes the guest does not wait for (posted, as PCI memory writes are): what became of them.
+// A posted write that fails cannot fail the guest's access, which completed already; it is
+// counted here and logged once per kind, with the count so far, so a flood of them does not
+// flood the log. Any thread.
+struct PostedWriteStats {
+    uint64_t sent = 0;         // handed to the transport
+    uint64_t send_failed = 0;  // the transport could not send it (the connection then died)
+    uint64_t dropped = 0;      // the device was gone (lost, not yet restored): never sent
+};
+class PostedWrites {
+  public:
+    enum class Failure { send_failed, dropped };
+    void sent() { sent_.fetch_add(1, std::memory_order_relaxed); }
+    // Counts one, and logs the first of its kind (`label`: the device; `why`: what happened).
+    void failed(Failure kind, const std::string& label, const std::string& why);
+    PostedWriteStats stats() const;
+    // One line with the counts, if any write was lost (at close).
+    void log_summary(const std::string& label) const;
+
+  private:
+    std::atomic<uint64_t> sent_{0}, send_failed_{0}, dropped_{0};
+    std::atomic<bool> logged_send_failed_{false}, logged_dropped_{false};
 };
 
 class RemoteLink {
@@ -151,6 +187,10 @@ class RemoteLink {
     // Runs what was queued and what the eventfds hold right now (one epoll_wait).
     void drain();
 
+    // ---- Posted writes (any thread) ----
+    PostedWrites& posted() { return posted_; }
+    const PostedWrites& posted() const { return posted_; }
+
     // ---- The INTx line as the front-end sees it (held until the guest's EOI) ----
     bool intx_asserted() const { return intx_asserted_; }
     void assert_intx();    // intx(true), unless already asserted
@@ -173,6 +213,7 @@ class RemoteLink {
     RemoteTransport* transport_ = nullptr;
 
     std::atomic<bool> up_{false};
+    PostedWrites posted_;
 
     // The inbox and the eventfd set (in_mu_).
     std::mutex in_mu_;

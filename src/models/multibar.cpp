@@ -52,6 +52,10 @@ Multibar::Multibar(const MultibarSettings& settings) : settings_(settings) {
     spec_.msi =
         pci::MsiSettings{.vectors = kVectors, .address64 = true, .per_vector_masking = true};
     spec_.msix = sdk::MsixSpec{kVectors, 1, kMsixTable, kMsixPba};
+    // The doorbell register, one doorbell per vector the guest can signal: a VMM that takes
+    // ioeventfds rings them without a message; any other value still comes as a write.
+    for (uint32_t n = 0; n < kVectors; ++n)
+        spec_.doorbells.push_back(sdk::DoorbellSpec{1, kRegDoorbell, 4, n});
     reset();
 }
 

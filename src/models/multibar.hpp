@@ -13,7 +13,9 @@
 //   0x08..0x1F RW scratch (24 bytes, 0 at reset)
 // BAR1, MEM32, 4 KiB, non-prefetchable:
 //   0x000 RO  ID (as BAR0)
-//   0x004 WO  doorbell: writing N signals interrupt N. In MSI or MSI-X mode that is vector N
+//   0x004 WO  doorbell: writing N signals interrupt N. In MSI or MSI-X mode that is vector N.
+//             Values 0-3 are declared doorbells (DeviceSpec::doorbells, datamatch N): over
+//             vfio-user they come as ioeventfd writes, not messages
 //             (the server drops vectors the guest did not enable); in INTx mode it sets bit N
 //             (N < 32) of the interrupt status and asserts INTx
 //   0x008 RO  interrupt status (INTx mode)

@@ -93,7 +93,7 @@ Result<CommonParams> common_params(const hostdev::ParsedUrl& url,
             if (!n) return fail(n.error());
             c.io_base = static_cast<uint32_t>(*n);
         } else if (std::find_if(extra.begin(), extra.end(),
-                                [&](const char* e) { return key == e; }) == extra.end()) {
+                                [&key = key](const char* e) { return key == e; }) == extra.end()) {
             std::string known = "timeout_ms, bar_base, io_base";
             for (const char* e : extra) known += fmt::format(", {}", e);
             return failf("unknown parameter '{}' (known: {})", key, known);

@@ -39,6 +39,26 @@ struct MsixSpec {
     uint32_t pba_offset = 0;
 };
 
+// A doorbell: a register the guest writes only to tell the device "go" (a queue notify, a
+// "start DMA" register). A transport that can hands the VMM a notifier for it (vfio-user: an
+// ioeventfd through DEVICE_GET_REGION_IO_FDS, the spec's §8), so such a write costs the VMM one
+// eventfd write instead of a message round trip; the server sees the eventfd fire and calls
+// DeviceModel::doorbell(). The write is posted: the guest does not wait for the model.
+// - `datamatch`: only a write of exactly this value rings (declare one doorbell per value the
+//   guest uses: multibar's "signal vector N" declares 0..3); other values come as ordinary
+//   bar_write calls. Without it, any value rings and the value is not delivered (an eventfd
+//   carries only a count): declare such a doorbell only where the value does not matter.
+// - Writes the VMM posted before the doorbell reach the model before it (the server reads its
+//   socket first); a read or write the guest makes after it may reach the model first, as with
+//   KVM's ioeventfds.
+// - inproc ignores doorbells: its writes are direct calls already, which is cheaper.
+struct DoorbellSpec {
+    int bar = 0;
+    uint64_t offset = 0;
+    unsigned size = 4;  // the guest's write width: 1, 2, 4 or 8; offset aligned to it
+    std::optional<uint64_t> datamatch;
+};
+
 struct DeviceSpec {
     std::string name;
     pci::HeaderSettings header;                    // ids, class, revision, subsystem, INTx pin
@@ -46,6 +66,7 @@ struct DeviceSpec {
     std::vector<uint8_t> rom;                      // expansion ROM image; empty = none
     std::optional<pci::MsiSettings> msi;
     std::optional<MsixSpec> msix;
+    std::vector<DoorbellSpec> doorbells;  // memory or I/O BARs, outside the MSI-X table and PBA
 };
 
 // Which interrupt mechanism the guest has enabled (the VMM tells the server).
@@ -96,6 +117,12 @@ class DeviceModel {
     // it: a level still set is delivered again. Models whose condition can clear without a
     // register write (a timer, a read) re-check it here.
     virtual void intx_acknowledged() {}
+    // Doorbell `index` of spec().doorbells was rung (once per guest write). The default is the
+    // write itself: bar_write(bar, offset, size, datamatch or 0).
+    virtual void doorbell(size_t index) {
+        const DoorbellSpec& d = spec().doorbells.at(index);
+        bar_write(d.bar, d.offset, d.size, d.datamatch.value_or(0));
+    }
     virtual void reset() = 0;
 
   protected:

@@ -161,7 +161,37 @@ Result<void> ModelServer::build() {
         msix_cap_ = *at;
         msix_.emplace(std::move(table).value());
     }
+    for (size_t i = 0; i < spec_.doorbells.size(); ++i) {
+        const DoorbellSpec& d = spec_.doorbells[i];
+        if (d.bar < 0 || d.bar >= pci::kBarCount || !spec_.bars[static_cast<size_t>(d.bar)])
+            return failf("doorbell {}: BAR{} is not implemented", i, d.bar);
+        const BarSpec& bar = *spec_.bars[static_cast<size_t>(d.bar)];
+        if (!single_access(d.size) || d.offset % d.size != 0 || d.offset + d.size > bar.size)
+            return failf(
+                "doorbell {}: {} bytes at {:#x} is not an aligned 1, 2, 4 or 8-byte "
+                "register inside BAR{} ({:#x} bytes)",
+                i, d.size, d.offset, d.bar, bar.size);
+        if (bar.mappable)
+            return failf("doorbell {}: BAR{} is mappable (the guest's writes never trap)", i,
+                         d.bar);
+        if (msix_part(d.bar, d.offset, d.size) != MsixPart::none)
+            return failf("doorbell {}: {:#x} is in BAR{}'s MSI-X table or PBA", i, d.offset, d.bar);
+        if (d.datamatch && d.size < 8 && (*d.datamatch >> (8 * d.size)) != 0)
+            return failf("doorbell {}: datamatch {:#x} does not fit in {} bytes", i, *d.datamatch,
+                         d.size);
+    }
     initial_config_ = config_;
+    return ok();
+}
+
+Result<void> ModelServer::ring_doorbell(size_t index, uint64_t count) {
+    if (index >= spec_.doorbells.size())
+        return failf("device '{}': no doorbell {} ({} declared)", spec_.name, index,
+                     spec_.doorbells.size());
+    for (uint64_t i = 0; i < count; ++i) {
+        ++doorbell_rings_;
+        model_->doorbell(index);
+    }
     return ok();
 }
 

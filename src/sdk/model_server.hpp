@@ -99,6 +99,9 @@ class ModelServer final : public DeviceServices {
     // msi/msix with count 0: back to INTx if that mode was on.
     Result<void> set_irqs(hostdev::IrqKind kind, uint32_t count);
     void ack_intx();
+    // Doorbell `index` of spec().doorbells rang `count` times (a transport's notifier fired):
+    // the model's doorbell() once per ring. Fails for an index the spec does not have.
+    Result<void> ring_doorbell(size_t index, uint64_t count = 1);
     // Power-on state: configuration space as built, INTx mode, a fresh MSI-X table, the line
     // deasserted, deferred work not yet started dropped; then the model's reset().
     void reset();
@@ -134,6 +137,8 @@ class ModelServer final : public DeviceServices {
 
     // BAR region_read/region_write calls so far (tests: a directly mapped BAR adds none).
     uint64_t bar_accesses() const { return bar_accesses_; }
+    // Doorbell rings delivered to the model (ring_doorbell), which are not bar_accesses.
+    uint64_t doorbell_rings() const { return doorbell_rings_; }
 
   private:
     ModelServer(std::unique_ptr<DeviceModel> model, hostdev::HostDeviceEvents* events,
@@ -172,6 +177,7 @@ class ModelServer final : public DeviceServices {
     uint64_t intx_events_ = 0;  // line changes sent, to tell whether ack_intx must resample
     uint64_t dropped_msi_ = 0;
     uint64_t bar_accesses_ = 0;
+    uint64_t doorbell_rings_ = 0;
     uint64_t refused_dma_ = 0;
     std::deque<std::function<void()>> deferred_;
     bool running_deferred_ = false;

@@ -75,7 +75,7 @@ void signal_client_eventfd(int fd, std::string_view label, std::string_view what
 class WaitSet {
   public:
     // What woke a wait (a bit mask).
-    enum Event : uint32_t { socket = 1, stop = 2, resample = 4 };
+    enum Event : uint32_t { socket = 1, stop = 2, resample = 4, doorbell = 16 };
 
     static Result<WaitSet> create();
     Result<void> watch(int fd, Event tag);

@@ -62,8 +62,11 @@ void VfioUserClient::Impl::close() {
                 log::debug("{}: closing: {}", s_.label, r.error().message);
         }
         watch_fd_ = -1;
+        twin_watch_fd_ = -1;
         sock_.reset();
+        twin_.reset();
     }
+    link_.posted().log_summary(s_.label);
     link_.close();
     for (auto& fd : region_fds_) fd.reset();
 }
@@ -207,18 +210,64 @@ Result<void> VfioUserClient::Impl::region_read(uint32_t region, uint64_t offset,
         }
         return ok();
     }();
-    // What the exchange queued (a lost connection's report, the server's requests).
-    link_.run_inbox();
+    // What the exchange queued (a lost connection's report, the server's requests). After posted
+    // writes, also what they raised: the server handled them before this read, so their
+    // eventfd writes are there now, and "write to raise, read the status" sees the interrupt.
+    if (look_after_reply_) {
+        look_after_reply_ = false;
+        link_.drain();
+    } else {
+        link_.run_inbox();
+    }
     return result;
 }
 
+// The ioeventfd a guest write rings: same BAR and offset, the entry's size (or any), and its
+// datamatch value when it has one. A handful of entries per device: a linear search.
+int VfioUserClient::Impl::ioeventfd_for(uint32_t region, uint64_t offset,
+                                        std::span<const uint8_t> in) const {
+    for (const auto& e : ioeventfds_) {
+        if (e.region != region || e.entry.offset != offset) continue;
+        if (e.entry.size != 0 && e.entry.size != in.size()) continue;
+        if ((e.entry.flags & kIoeventfdFlagDatamatch) != 0 &&
+            (in.size() > 8 || load_le(in) != e.entry.datamatch))
+            continue;
+        return e.fd->get();
+    }
+    return -1;
+}
+
+// BAR writes are posted (one sendmsg with NO_REPLY, no wait) unless posting is off; one that
+// matches an ioeventfd the server offered is an eventfd write, not a message at all. Config
+// writes wait for their reply, as on PCI (non-posted), and are recorded for a reconnect.
 Result<void> VfioUserClient::Impl::region_write(uint32_t region, uint64_t offset,
                                                 std::span<const uint8_t> in) {
     link_.run_inbox();
     if (region == hostdev::kConfigRegion && offset + in.size() <= 4096)
         config_log_.record(static_cast<uint32_t>(offset), in);
+    const bool bar = region < hostdev::kRomRegion;
+    const bool posted = bar && s_.posted_writes && !mapped_region_;
+    // A posted write gets no error back, so what can be checked here is: past the end of a
+    // region the front-end asked about.
+    if (bar && region_sizes_[region] != 0 &&
+        (offset > region_sizes_[region] || in.size() > region_sizes_[region] - offset))
+        return failf("{}: REGION_WRITE of {} at {:#x} ({} bytes) runs past its end ({:#x})",
+                     s_.label, hostdev::region_name(region), offset, in.size(),
+                     region_sizes_[region]);
     Result<void> result = [&]() -> Result<void> {
         std::lock_guard lk(io_mu_);
+        if (bar && !ioeventfds_.empty() && link_.up()) {
+            if (const int fd = ioeventfd_for(region, offset, in); fd >= 0) {
+                // The server reads its socket before it rings the doorbell, so writes posted
+                // before this one still reach the device first.
+                if (!pending_.empty()) serve_pending_locked();
+                if (signal_eventfd(fd)) {
+                    ioeventfd_writes_.fetch_add(1, std::memory_order_relaxed);
+                    return ok();
+                }
+                // A full counter (the server stopped reading it): the message still works.
+            }
+        }
         const uint64_t chunk_max = caps_.max_data_xfer_size;
         for (size_t done = 0; done < in.size();) {
             const auto n = static_cast<uint32_t>(std::min<uint64_t>(in.size() - done, chunk_max));
@@ -229,11 +278,20 @@ Result<void> VfioUserClient::Impl::region_write(uint32_t region, uint64_t offset
             };
             const auto head = encode_region_access_head(off, region, n);
             std::span<const uint8_t> parts[2] = {head, in.subspan(done, n)};
-            POTEMKIN_TRY(exchange_locked(Command::region_write, parts, {}, what));
+            if (posted)
+                POTEMKIN_TRY(post_locked(Command::region_write, parts, what));
+            else
+                POTEMKIN_TRY(exchange_locked(Command::region_write, parts, {}, what));
             done += n;
         }
         return ok();
     }();
+    if (posted) {
+        // Nothing came back to look at; the next access that waits looks for what this raised.
+        look_after_reply_ = true;
+        link_.run_inbox();
+        return result;
+    }
     // A write is how a guest makes a device raise an interrupt: it reaches the front-end before
     // the guest's next instruction (the server writes the eventfd before it replies).
     // The line stays up until the guest's EOI (ack_intx), however the handler acknowledged.
@@ -268,6 +326,14 @@ Result<void> VfioUserClient::Impl::ack_intx() {
     link_.run_inbox();
     if (irq_kind_ != hostdev::IrqKind::intx) return ok();
     return drop_intx_and_unmask();
+}
+
+// A non-posted access orders itself behind the posted writes; a config read of the vendor ID
+// is one every device answers without side effects. region_read then looks at the eventfds.
+Result<void> VfioUserClient::Impl::complete_posted() {
+    if (!look_after_reply_) return ok();
+    std::array<uint8_t, 4> id{};
+    return region_read(hostdev::kConfigRegion, 0, id);
 }
 
 Result<void> VfioUserClient::Impl::reset() {
@@ -308,6 +374,20 @@ VfioUserCaps VfioUserClient::caps() const {
 }
 uint64_t VfioUserClient::reconnects() const {
     return impl_->reconnects();
+}
+VfioUserStats VfioUserClient::stats() const {
+    return impl_->stats();
+}
+
+VfioUserStats VfioUserClient::Impl::stats() const {
+    VfioUserStats st;
+    st.posted = link_.posted().stats();
+    st.ioeventfd_writes = ioeventfd_writes_.load(std::memory_order_relaxed);
+    st.server_requests = served_.load(std::memory_order_relaxed);
+    std::lock_guard lk(io_mu_);
+    st.ioeventfds = ioeventfds_.size();
+    st.twin_socket = static_cast<bool>(twin_);
+    return st;
 }
 
 }  // namespace potemkin::vfio_user

@@ -4,10 +4,16 @@
 // connects, negotiates, maps guest RAM into the server (the memfd, zero-copy), and forwards the
 // front-end's config, region, interrupt and reset calls as messages.
 //
+// Writes: BAR writes are posted (NO_REPLY, the guest does not wait) unless the device has a
+// mappable BAR or posted_writes is off; a write matching an ioeventfd the server offered is an
+// eventfd write. Reads and config accesses wait, ordered behind the posted writes on the one
+// stream (docs/vfio-user.md, "Posted writes", "Ioeventfds").
+//
 // Threading. Every HostDevice call comes from one thread (the VM's engine thread). A background
 // thread, the remote link's "poll thread" (hostdev/remote_link.hpp, shared with the mpqemu
-// client), watches the interrupt eventfds, the idle socket (server-initiated
-// DMA_READ/DMA_WRITE, hang-ups) and, while the server is gone, the socket path. It never calls
+// client), watches the interrupt eventfds, the idle socket and the twin socket (the server's
+// DMA_READ/DMA_WRITE, which it may send at any time; hang-ups) and, while the server is gone,
+// the socket path. It never calls
 // HostDeviceEvents itself: what it finds goes into an inbox that runs on the engine thread,
 // either through OpenContext::post (the machine's post) or, without one, at the start of the
 // next HostDevice call. Interrupts raised while a request is in flight are collected on the
@@ -50,6 +56,26 @@ struct VfioUserClientSettings : hostdev::RemoteClientSettings {
     // default): disconnected() is sent too (saying a reconnect is coming), the client
     // reconnects, and HostDeviceEvents::reconnected() follows.
     bool reconnect = true;
+    // BAR writes go out with NO_REPLY and the guest does not wait for them (PCI's posted
+    // memory writes); reads and config accesses still wait, and the one stream keeps them
+    // ordered after the writes. Off: every write waits for its reply.
+    bool posted_writes = true;
+    // Offer twin_socket in VERSION: a server that takes it sends its own requests (DMA) on a
+    // second socket, served by the poll thread and, while a reply is awaited, by the waiting
+    // thread. Off: they come on the main socket (served all the same).
+    bool twin_socket = true;
+    // Ask the server for ioeventfds (DEVICE_GET_REGION_IO_FDS) of every BAR; a guest write that
+    // matches one becomes an eventfd write instead of a message.
+    bool ioeventfds = true;
+};
+
+// What became of the guest's writes and the server's requests (tests, probe, bench).
+struct VfioUserStats {
+    hostdev::PostedWriteStats posted;  // posted BAR writes (sent, lost sending, dropped)
+    uint64_t ioeventfd_writes = 0;     // guest writes that became an eventfd write
+    uint64_t ioeventfds = 0;           // ioeventfds the server offered on this connection
+    uint64_t server_requests = 0;      // DMA_READ/DMA_WRITE served
+    bool twin_socket = false;          // the server's requests come on a twin socket
 };
 
 // What VERSION settled (docs/vfio-user.md).
@@ -72,6 +98,7 @@ class VfioUserClient final : public hostdev::RemoteClient {
     // ---- Introspection (tests, probe) ------------------------------------------------------
     VfioUserCaps caps() const;
     uint64_t reconnects() const;
+    VfioUserStats stats() const;
 
     class Impl;  // shared with the poll thread; client_impl.hpp
 
@@ -81,7 +108,8 @@ class VfioUserClient final : public hostdev::RemoteClient {
 };
 
 // Register scheme "vfio-user": path = the socket; parameters timeout_ms=N (reply timeout,
-// default 5000), reconnect=0|1 (default 1).
+// default 5000), reconnect=0|1, posted_writes=0|1, twin_socket=0|1, ioeventfds=0|1 (all
+// default 1).
 Result<void> register_vfio_user_transport(hostdev::TransportRegistry& transports);
 
 }  // namespace potemkin::vfio_user

@@ -1,6 +1,6 @@
-// The vfio-user client's connection: connecting, one request/reply exchange, serving the
-// server's DMA requests (inline while it works on ours, or from the idle socket through the poll
-// thread), losing the connection and reaching the server again.
+// The vfio-user client's connection: connecting, one request/reply exchange, posting a write,
+// serving the server's DMA requests (inline while it works on ours, or from the idle socket and
+// the twin socket through the poll thread), losing the connection and reaching the server again.
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -14,9 +14,10 @@
 
 namespace potemkin::vfio_user {
 
-using Clock = std::chrono::steady_clock;
-
 namespace {
+
+// While requests come and go, how often the poll thread looks whether they stopped.
+constexpr int kQuietRecheckMs = 10;
 
 Result<void> set_timeout(int fd, int option, const char* name, std::chrono::milliseconds timeout,
                          const std::string& path) {
@@ -92,6 +93,12 @@ Result<const Message*> VfioUserClient::Impl::exchange_locked(
     Command cmd, std::span<const std::span<const uint8_t>> payload, std::span<const int> fds,
     What what) {
     if (!link_.up() || !sock_) return fail(gone_error(what));
+    // Requests of the server's that the poll thread took off the socket: the server waits for
+    // their answers and will not look at ours before.
+    if (!pending_.empty()) {
+        serve_pending_locked();
+        if (!link_.up()) return fail(gone_error(what));
+    }
     in_flight_.store(true, std::memory_order_relaxed);
     requests_.fetch_add(1, std::memory_order_relaxed);
     struct InFlight {
@@ -109,10 +116,24 @@ Result<const Message*> VfioUserClient::Impl::exchange_locked(
     const auto deadline = Clock::now() + s_.timeout;
     RecvOptions o = recv_options();
     // One blocking recvmsg normally brings the whole reply; connect_unix set SO_RCVTIMEO to
-    // s_.timeout, which bounds it.
-    o.rcvtimeo = true;
+    // s_.timeout, which bounds it. With a twin socket the wait covers both sockets instead.
+    o.rcvtimeo = !twin_;
     for (;;) {
-        auto r = reader_.next(sock_.get(), rx_, o);
+        Result<void> r;
+        if (twin_ && !reader_.has_message()) {
+            auto ready = await_main_locked(deadline);
+            if (!ready) {
+                lose_locked(fmt::format("{}: {}", what.str(), ready.error().message), true);
+                return fail(gone_error(what));
+            }
+            if (!link_.up()) return fail(gone_error(what));
+            o.readable = *ready;
+            o.timeout_ms = 0;
+            r = *ready ? reader_.next(sock_.get(), rx_, o)
+                       : Result<void>(fail(Error{"no reply", ETIMEDOUT}));
+        } else {
+            r = reader_.next(sock_.get(), rx_, o);
+        }
         if (!r && r.error().sys_errno == ETIMEDOUT && Clock::now() < deadline) continue;
         if (!r && r.error().sys_errno == ETIMEDOUT) {
             const std::string text =
@@ -127,7 +148,7 @@ Result<const Message*> VfioUserClient::Impl::exchange_locked(
         if (rx_.header.is_command()) {
             // A DMA request from the server while it works on ours (the protocol shares one
             // socket for both directions): served inline, since the server waits for it.
-            serve_locked(rx_);
+            serve_locked(rx_, sock_.get());
             if (!link_.up()) return fail(gone_error(what));
             continue;
         }
@@ -150,6 +171,58 @@ Result<const Message*> VfioUserClient::Impl::exchange_locked(
     }
 }
 
+Result<void> VfioUserClient::Impl::post_locked(Command cmd,
+                                               std::span<const std::span<const uint8_t>> payload,
+                                               What what) {
+    if (!link_.up() || !sock_) {
+        link_.posted().failed(hostdev::PostedWrites::Failure::dropped, s_.label,
+                              "the server is gone");
+        return fail(gone_error(what));
+    }
+    if (!pending_.empty()) {
+        serve_pending_locked();
+        if (!link_.up()) return fail(gone_error(what));
+    }
+    Header h;
+    h.msg_id = next_id_++;
+    h.cmd = static_cast<uint16_t>(cmd);
+    h.flags = kTypeCommand | kFlagNoReply;
+    if (auto r = send_message(sock_.get(), h, payload); !r) {
+        const std::string why = fmt::format("{}: sending: {}", what.str(), r.error().message);
+        link_.posted().failed(hostdev::PostedWrites::Failure::send_failed, s_.label, why);
+        lose_locked(why, true);
+        return fail(gone_error(what));
+    }
+    link_.posted().sent();
+    return ok();
+}
+
+Result<bool> VfioUserClient::Impl::await_main_locked(Clock::time_point deadline) {
+    for (;;) {
+        const auto left =
+            std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+        if (left.count() < 0) return false;
+        if (twin_reader_.has_message()) {
+            if (!read_requests_locked(twin_.get(), twin_reader_, true, false)) return true;
+            serve_pending_locked();
+            if (!link_.up()) return true;
+            continue;
+        }
+        pollfd p[2] = {{sock_.get(), POLLIN, 0}, {twin_.get(), POLLIN | POLLRDHUP, 0}};
+        const int n = ::poll(p, 2, static_cast<int>(left.count()) + 1);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return failf(Errno{errno}, "poll");
+        if (n == 0) continue;  // the deadline is checked at the top
+        if (p[1].revents != 0) {
+            if ((p[1].revents & POLLIN) == 0) return failf("the twin socket was closed");
+            if (!read_requests_locked(twin_.get(), twin_reader_, true, true)) return true;
+            serve_pending_locked();
+            if (!link_.up()) return true;
+        }
+        if (p[0].revents != 0) return true;
+    }
+}
+
 void VfioUserClient::Impl::serve_buffered_locked() {
     const RecvOptions o = recv_options();
     while (link_.up() && reader_.has_message()) {
@@ -159,7 +232,7 @@ void VfioUserClient::Impl::serve_buffered_locked() {
             return;
         }
         if (m.header.is_command())
-            serve_locked(m);
+            serve_locked(m, sock_.get());
         else
             log::debug("{}: dropping a reply nobody waits for (id {})", s_.label, m.header.msg_id);
     }
@@ -167,7 +240,8 @@ void VfioUserClient::Impl::serve_buffered_locked() {
 
 // DMA_READ / DMA_WRITE from the server, for memory it could not map. Every access goes through
 // the front-end's dma_read/dma_write, which checks it against guest RAM and bus mastering.
-void VfioUserClient::Impl::serve_locked(const Message& m) {
+void VfioUserClient::Impl::serve_locked(const Message& m, int reply_fd) {
+    served_.fetch_add(1, std::memory_order_relaxed);
     const auto cmd = static_cast<Command>(m.header.cmd);
     std::vector<uint8_t> reply;
     int error = 0;
@@ -202,17 +276,54 @@ void VfioUserClient::Impl::serve_locked(const Message& m) {
     if (m.header.no_reply()) return;
     const Header h = error != 0 ? error_reply_header(m.header, error)
                                 : reply_header(m.header, static_cast<uint32_t>(reply.size()));
-    if (auto r = send_message(sock_.get(), h, std::span<const uint8_t>(reply)); !r)
+    if (auto r = send_message(reply_fd, h, std::span<const uint8_t>(reply)); !r)
         lose_locked(
             fmt::format("replying to {}: {}", command_name(m.header.cmd), r.error().message), true);
 }
 
-void VfioUserClient::Impl::serve_later(std::shared_ptr<Message> m, uint64_t generation) {
-    link_.queue([this, m = std::move(m), generation] {
+void VfioUserClient::Impl::serve_pending_locked() {
+    while (!pending_.empty() && link_.up()) {
+        const Pending p = std::move(pending_.front());
+        pending_.pop_front();
+        serve_locked(p.msg, p.twin ? twin_.get() : sock_.get());
+    }
+}
+
+void VfioUserClient::Impl::queue_pending_locked() {
+    link_.queue([this, generation = generation_.load()] {
         std::lock_guard lk(io_mu_);
         if (generation_ != generation || !link_.up()) return;  // that connection is gone
-        serve_locked(*m);
+        serve_pending_locked();
     });
+}
+
+bool VfioUserClient::Impl::read_requests_locked(int fd, MessageReader& r, bool twin,
+                                                bool readable) {
+    RecvOptions o = recv_options();
+    o.readable = readable;
+    o.timeout_ms = 0;
+    do {
+        Pending p;
+        p.twin = twin;
+        auto got = r.next(fd, p.msg, o);
+        if (!got && got.error().sys_errno == ETIMEDOUT) break;  // gone after all (or a piece)
+        if (!got) {
+            lose_locked(
+                got.error().sys_errno == ECONNRESET
+                    ? std::string(twin ? "the twin socket was closed" : "the socket was closed")
+                    : got.error().message,
+                true);
+            return false;
+        }
+        o.readable = false;
+        if (p.msg.header.is_command()) {
+            pending_.push_back(std::move(p));
+        } else {
+            log::debug("{}: dropping a reply nobody waits for (id {})", s_.label,
+                       p.msg.header.msg_id);
+        }
+    } while (link_.up() && r.has_message());
+    return link_.up();
 }
 
 // The connection is unusable. Called with io_mu_ held, from either thread.
@@ -220,8 +331,13 @@ void VfioUserClient::Impl::lose_locked(const std::string& why, bool report) {
     if (!link_.up()) return;
     if (in_setup_) report = false;  // setup reports its own failure, once
     watch_fd_ = -1;
+    twin_watch_fd_ = -1;
     sock_.reset();
     reader_.reset();
+    twin_.reset();
+    twin_reader_.reset();
+    pending_.clear();
+    ioeventfds_.clear();
     armed_ = {};
     dma_maps_.clear();
     std::string text = fmt::format("{}: server went away: {}", s_.label, why);
@@ -233,14 +349,19 @@ void VfioUserClient::Impl::lose_locked(const std::string& why, bool report) {
 // ---- The poll thread's view of the socket
 // --------------------------------------------------------
 
-// The idle socket: hang-ups always; data only when the server may send DMA requests (watching
-// every reply would wake the poll thread on each request for nothing).
+// The idle socket: hang-ups always, and data (the server's requests, which a server may send at
+// any time, the guest idle or not) unless a twin socket carries them. While requests come and go
+// the replies would wake the poll thread for nothing: it then watches hang-ups only and looks
+// again every kQuietRecheckMs ("quiet"): each look preempts the engine thread when both share a
+// CPU, so it is rare enough to stay out of the p99 of a busy stretch, and bounds how long a
+// request the server sends right after one waits to be seen.
 hostdev::RemoteTransport::Watch VfioUserClient::Impl::connection_watch() {
     Watch w;
     w.fd = watch_fd_.load();
+    w.requests_fd = twin_watch_fd_.load();
     watched_generation_ = generation_;
-    w.events = static_cast<short>(POLLRDHUP | (dma_by_message_ && !quiet_ ? POLLIN : 0));
-    if (quiet_) w.max_wait_ms = 1;
+    w.events = static_cast<short>(POLLRDHUP | (w.requests_fd < 0 && !quiet_ ? POLLIN : 0));
+    if (quiet_) w.max_wait_ms = kQuietRecheckMs;
     return w;
 }
 
@@ -257,36 +378,57 @@ void VfioUserClient::Impl::connection_event(const Watch& watched, short revents)
         seen_requests_ = requests_.load(std::memory_order_relaxed);
         return;
     }
-    std::unique_lock lk(io_mu_);
+    // The engine thread holds the socket: it is exchanging, and reads (and serves) whatever
+    // came itself. Never make it wait for this thread.
+    std::unique_lock lk(io_mu_, std::try_to_lock);
+    if (!lk.owns_lock()) {
+        quiet_ = true;
+        seen_requests_ = requests_.load(std::memory_order_relaxed);
+        return;
+    }
     // The engine thread may have used the socket meanwhile: look again.
-    const uint64_t generation = watched_generation_;
-    if (!link_.up() || generation_ != generation || !sock_ || sock_.get() != watched.fd) return;
+    if (!link_.up() || generation_ != watched_generation_ || !sock_ || sock_.get() != watched.fd)
+        return;
     auto readable = reader_.has_message() ? Result<bool>(true) : wait_readable(sock_.get(), 0);
     if (!readable) {
         lose_locked(readable.error().message, true);
     } else if (*readable) {
-        RecvOptions o = recv_options();
-        o.readable = true;  // just seen
-        // This message and any more that came in the same read; the engine thread serves them.
-        std::vector<std::shared_ptr<Message>> commands;
-        do {
-            auto m = std::make_shared<Message>();
-            if (auto r = reader_.next(sock_.get(), *m, o); !r) {
-                lose_locked(r.error().sys_errno == ECONNRESET ? std::string("the socket was closed")
-                                                              : r.error().message,
-                            true);
-            } else if (m->header.is_command()) {
-                commands.push_back(std::move(m));
-            } else {
-                log::debug("{}: dropping a reply nobody waits for (id {})", s_.label,
-                           m->header.msg_id);
-            }
-        } while (link_.up() && reader_.has_message());
-        lk.unlock();
-        for (auto& m : commands) serve_later(std::move(m), generation);
+        // This message and any more that came in the same read; the engine thread serves them,
+        // before its next request at the latest.
+        const size_t before = pending_.size();
+        if (read_requests_locked(sock_.get(), reader_, false, true) && pending_.size() > before)
+            queue_pending_locked();
     } else if ((revents & (POLLHUP | POLLRDHUP | POLLERR)) != 0) {
         lose_locked("the socket was closed", true);
     }
+}
+
+// The twin socket carries only the server's requests: whatever is there is for us.
+void VfioUserClient::Impl::requests_event(const Watch& watched, short revents) {
+    std::lock_guard lk(io_mu_);
+    if (!link_.up() || generation_ != watched_generation_ || !twin_ ||
+        twin_.get() != watched.requests_fd)
+        return;
+    // The engine thread may have served it meanwhile (it waits on both while a reply is due).
+    auto readable = twin_reader_.has_message() ? Result<bool>(true) : wait_readable(twin_.get(), 0);
+    if (!readable) {
+        lose_locked(readable.error().message, true);
+    } else if (*readable) {
+        const size_t before = pending_.size();
+        if (read_requests_locked(twin_.get(), twin_reader_, true, true) && pending_.size() > before)
+            queue_pending_locked();
+    } else if ((revents & (POLLHUP | POLLRDHUP | POLLERR)) != 0) {
+        lose_locked("the twin socket was closed", true);
+    }
+}
+
+// The twin socket from the VERSION reply: answers to the server's requests go back on it, so a
+// silent server must not block them forever.
+void VfioUserClient::Impl::adopt_twin_locked(UniqueFd fd) {
+    if (auto r = set_timeout(fd.get(), SO_SNDTIMEO, "SO_SNDTIMEO", s_.timeout, s_.socket_path); !r)
+        log::warn("{}: twin socket: {}", s_.label, r.error().message);
+    twin_ = std::move(fd);
+    twin_reader_.reset();
 }
 
 // A server listens again: the new connection goes to the engine thread, which owns the protocol

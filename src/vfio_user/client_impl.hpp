@@ -12,6 +12,7 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <utility>
@@ -27,6 +28,7 @@
 namespace potemkin::vfio_user {
 
 using hostdev::What;
+using Clock = std::chrono::steady_clock;
 
 // What this client can take in one message: fds it makes room for, and data per transfer.
 inline constexpr uint32_t kOurMaxMsgFds = 16;
@@ -64,6 +66,7 @@ class VfioUserClient::Impl final : public hostdev::HostDevice,
                               std::span<const uint8_t> in) override;
     Result<void> set_irqs(hostdev::IrqKind kind, uint32_t count) override;
     Result<void> ack_intx() override;
+    Result<void> complete_posted() override;
     Result<void> reset() override;
     void close() override;
     hostdev::RemoteLink& link() { return link_; }
@@ -73,6 +76,7 @@ class VfioUserClient::Impl final : public hostdev::HostDevice,
         return caps_;
     }
     uint64_t reconnects() const { return reconnects_.load(); }
+    VfioUserStats stats() const;
 
   private:
     struct Reply {
@@ -93,15 +97,31 @@ class VfioUserClient::Impl final : public hostdev::HostDevice,
     Result<const Message*> exchange_locked(Command cmd,
                                            std::span<const std::span<const uint8_t>> payload,
                                            std::span<const int> fds, What what);
+    // A request with NO_REPLY: sent, not waited for (posted writes).
+    Result<void> post_locked(Command cmd, std::span<const std::span<const uint8_t>> payload,
+                             What what);
+    // While a reply is awaited on a connection with a twin socket: waits until the main socket
+    // is readable, serving the server's requests that come on the twin meanwhile (the server
+    // may need them answered before it replies). False: the deadline passed.
+    Result<bool> await_main_locked(Clock::time_point deadline);
     void serve_buffered_locked();
     RecvOptions recv_options() const;
-    void serve_locked(const Message& m);
-    void serve_later(std::shared_ptr<Message> m, uint64_t generation);
+    // A server request, answered on `reply_fd` (the socket it came on).
+    void serve_locked(const Message& m, int reply_fd);
+    // The requests the poll thread read and queued: served before any request of ours goes
+    // out (the server waits for their answers first) or when the inbox runs.
+    void serve_pending_locked();
+    // The poll thread read server requests into pending_: the engine thread serves them.
+    void queue_pending_locked();
+    // Reads every whole message available on `fd` now (its reader `r`) into pending_, replies
+    // dropped. False: the connection was lost.
+    bool read_requests_locked(int fd, MessageReader& r, bool twin, bool readable);
     Error gone_error(What what) const;
     void lose_locked(const std::string& why, bool report);
     // The poll thread's side (hostdev::RemoteTransport).
     Watch connection_watch() override;
     void connection_event(const Watch& watched, short revents) override;
+    void requests_event(const Watch& watched, short revents) override;
     std::function<void()> try_restore() override;
 
     // ---- Setup (client_setup.cpp) ----
@@ -111,6 +131,11 @@ class VfioUserClient::Impl final : public hostdev::HostDevice,
     Result<void> map_dma_locked();
     Result<void> unmap_dma_locked();
     Result<void> query_irqs_locked();
+    Result<void> query_bars_locked();
+    Result<void> query_ioeventfds_locked();
+    // The ioeventfd a guest write of `in` at `offset` of BAR `region` rings, or -1.
+    int ioeventfd_for(uint32_t region, uint64_t offset, std::span<const uint8_t> in) const;
+    void adopt_twin_locked(UniqueFd fd);
     Result<void> apply_irqs_locked();
     Result<void> irq_trigger_locked(uint32_t index, uint32_t count);
     Result<void> replay_config_locked();
@@ -135,9 +160,26 @@ class VfioUserClient::Impl final : public hostdev::HostDevice,
     std::array<uint32_t, 3> irq_counts_{};  // INTx, MSI, MSI-X vectors the device has
     std::array<bool, 3> armed_{};           // which kinds have eventfds on the server now
     std::vector<std::pair<uint64_t, uint64_t>> dma_maps_;  // (iova, size) mapped
-    // Some RAM is not mapped with an fd, so the server may send DMA_READ/DMA_WRITE.
-    std::atomic<bool> dma_by_message_{true};
     bool in_setup_ = false;
+    // The twin socket (when agreed in VERSION): the server's requests come on it and are
+    // answered on it; ours and their replies stay on sock_.
+    UniqueFd twin_;
+    MessageReader twin_reader_;
+    std::atomic<int> twin_watch_fd_{-1};
+    struct Pending {
+        Message msg;
+        bool twin = false;  // came on (and is answered on) the twin socket
+    };
+    std::deque<Pending> pending_;  // server requests read by the poll thread, not yet served
+    // The ioeventfds the server offered, by BAR (DEVICE_GET_REGION_IO_FDS).
+    struct Ioeventfd {
+        uint32_t region = 0;
+        SubRegionIoFd entry;
+        std::shared_ptr<UniqueFd> fd;  // entries may share one
+    };
+    std::vector<Ioeventfd> ioeventfds_;
+    std::atomic<uint64_t> ioeventfd_writes_{0};
+    std::atomic<uint64_t> served_{0};
     std::atomic<uint64_t> generation_{0};
     std::atomic<int> watch_fd_{-1};
     // A request is waiting for its reply (set by exchange_locked), and how many were made: the
@@ -153,12 +195,20 @@ class VfioUserClient::Impl final : public hostdev::HostDevice,
     std::vector<UniqueFd> vector_fds_;
 
     // Poll thread only: requests are under way, so the socket's data is their replies, not
-    // for the poll thread; it watches hang-ups only and looks again every millisecond.
+    // for the poll thread; it watches hang-ups only and looks again every 10 ms.
     bool quiet_ = false;
     uint64_t seen_requests_ = 0;
     uint64_t watched_generation_ = 0;
 
-    // Engine thread only.
+    // Engine thread only (setup runs there too).
+    // A posted write went out since the eventfds were last looked at: the next non-posted
+    // access looks after its reply (the server raised what the write raised before that reply).
+    bool look_after_reply_ = false;
+    // A region came with an fd to map (QEMU's rule, hw/vfio-user/device.c): a guest read
+    // through such a mapping would not wait behind writes posted on the socket, so posting
+    // stops for this device.
+    bool mapped_region_ = false;
+    std::array<uint64_t, hostdev::kPciRegionCount> region_sizes_{};  // 0: not asked for yet
     hostdev::IrqKind irq_kind_ = hostdev::IrqKind::intx;
     uint32_t irq_count_ = 1;
     hostdev::ConfigLog config_log_;

@@ -27,9 +27,12 @@ Result<void> VfioUserClient::Impl::setup(UniqueFd sock, bool first) {
     auto r = setup_locked(first);
     if (!r)
         lose_locked(r.error().message, false);  // the caller reports the failure, once
-    else
+    else {
         watch_fd_ = sock_.get();
+        twin_watch_fd_ = twin_ ? twin_.get() : -1;
+    }
     in_setup_ = false;
+    link_.wake();  // the poll thread watches the new sockets
     return r;
 }
 
@@ -52,6 +55,8 @@ Result<void> VfioUserClient::Impl::setup_locked(bool first) {
     device_ = *d;
     POTEMKIN_TRY(map_dma_locked());
     POTEMKIN_TRY(query_irqs_locked());
+    POTEMKIN_TRY(query_bars_locked());
+    if (s_.ioeventfds) POTEMKIN_TRY(query_ioeventfds_locked());
     POTEMKIN_TRY(apply_irqs_locked());
     if (!first) POTEMKIN_TRY(replay_config_locked());
     return ok();
@@ -61,7 +66,8 @@ Result<void> VfioUserClient::Impl::negotiate_locked() {
     Version v;
     v.caps.max_msg_fds = kOurMaxMsgFds;
     v.caps.max_data_xfer_size = kOurMaxDataXfer;
-    POTEMKIN_TRY_ASSIGN(const Reply r,
+    v.caps.twin_socket_supported = s_.twin_socket;
+    POTEMKIN_TRY_ASSIGN(Reply r,
                         request_locked(Command::version, encode_version(v), {}, "VERSION"));
     auto peer = decode_version(r.payload);
     if (!peer) return fail(peer.error().context(fmt::format("{}: VERSION reply", s_.label)));
@@ -77,6 +83,100 @@ Result<void> VfioUserClient::Impl::negotiate_locked() {
     if (caps.max_data_xfer_size == 0)
         return failf("{}: the server's max_data_xfer_size is 0", s_.label);
     caps_ = caps;
+    // A server that takes the twin socket sends one end with its reply and its own requests on
+    // it from now on (libvfio-user does; spec §4, ../shared/protocols/vfio-user.md).
+    if (s_.twin_socket && peer->caps.twin_socket_supported) {
+        const auto index = peer->caps.twin_socket_fd_index;
+        if (!index || *index >= r.fds.size())
+            return failf("{}: the server agreed to a twin socket but sent no fd {} ({} fds came)",
+                         s_.label, index ? *index : 0, r.fds.size());
+        adopt_twin_locked(std::move(r.fds[*index]));
+        log::debug("{}: the server's requests come on a twin socket", s_.label);
+    }
+    return ok();
+}
+
+// Every BAR's size (a posted write gets no error reply, so the client checks the bounds itself)
+// and whether it can be mapped into the guest (then writes are not posted: see mapped_region_).
+Result<void> VfioUserClient::Impl::query_bars_locked() {
+    region_sizes_ = {};
+    bool mapped = false;
+    for (uint32_t bar = 0; bar < hostdev::kRomRegion && bar < device_.num_regions; ++bar) {
+        POTEMKIN_TRY_ASSIGN(const Reply r,
+                            request_locked(Command::device_get_region_info,
+                                           encode_region_info_request(bar, kRegionInfoSize), {},
+                                           fmt::format("DEVICE_GET_REGION_INFO for BAR{}", bar)));
+        auto d = decode_region_info_reply(r.payload);
+        if (!d) return fail(d.error().context(fmt::format("{}: BAR{}", s_.label, bar)));
+        region_sizes_[bar] = d->size;
+        if (d->size != 0 && (d->flags & kRegionFlagMmap) != 0) {
+            if (!mapped && s_.posted_writes)
+                log::info("{}: BAR{} can be mapped into the guest: writes are not posted", s_.label,
+                          bar);
+            mapped = true;
+        }
+    }
+    mapped_region_ = mapped;
+    return ok();
+}
+
+// Every BAR's ioeventfds. A BAR whose request gets an error reply has none;
+// entries of a kind this client cannot use (ioregionfd, unknown flags, sizes other than 0, 1,
+// 2, 4, 8) are skipped: those writes stay messages. PIO only says the BAR is I/O space, which
+// the region index says already.
+Result<void> VfioUserClient::Impl::query_ioeventfds_locked() {
+    ioeventfds_.clear();
+    constexpr uint32_t kMaxEntries = 1024;  // more would be a server gone wrong
+    for (uint32_t bar = 0; bar < hostdev::kRomRegion && bar < device_.num_regions; ++bar) {
+        RegionIoFds q;
+        q.argsz = kRegionIoFdsSize + 16 * kSubRegionIoFdSize;
+        q.index = bar;
+        RegionIoFdsReply got;
+        std::vector<UniqueFd> fds;
+        for (int attempt = 0; attempt < 2; ++attempt) {
+            auto r = request_locked(Command::device_get_region_io_fds, encode_region_io_fds(q), {},
+                                    fmt::format("DEVICE_GET_REGION_IO_FDS for BAR{}", bar));
+            if (!r) {
+                if (!link_.up()) return fail(r.error());
+                // None for this BAR (libvfio-user refuses BARs it has not set up): its writes
+                // are messages.
+                log::debug("{}: no ioeventfds: {}", s_.label, r.error().message);
+                got = {};
+                fds.clear();
+                break;
+            }
+            auto d = decode_region_io_fds_reply(r->payload);
+            if (!d) {
+                // Ioeventfds are an optimisation: a reply we cannot read costs only that.
+                log::warn("{}: BAR{}: {}; no ioeventfds", s_.label, bar, d.error().message);
+                ioeventfds_.clear();
+                return ok();
+            }
+            got = std::move(*d);
+            fds = std::move(r->fds);
+            if (got.head.count == got.entries.size() || got.head.count > kMaxEntries) break;
+            q.argsz = got.head.argsz;  // did not fit: ask again with room for all
+        }
+        std::vector<std::shared_ptr<UniqueFd>> shared(fds.size());
+        for (size_t i = 0; i < fds.size(); ++i)
+            shared[i] = std::make_shared<UniqueFd>(std::move(fds[i]));
+        for (const auto& e : got.entries) {
+            const bool usable =
+                e.type == kIoFdTypeIoeventfd &&
+                (e.flags & ~(kIoeventfdFlagDatamatch | kIoeventfdFlagPio)) == 0 &&
+                (e.size == 0 || e.size == 1 || e.size == 2 || e.size == 4 || e.size == 8) &&
+                e.fd_index < shared.size();
+            if (!usable) {
+                log::info("{}: BAR{} io fd at {:#x} (type {}, flags {:#x}, size {}) not used",
+                          s_.label, bar, e.offset, e.type, e.flags, e.size);
+                continue;
+            }
+            ioeventfds_.push_back(Ioeventfd{bar, e, shared[e.fd_index]});
+        }
+    }
+    if (!ioeventfds_.empty())
+        log::debug("{}: {} ioeventfds: matching guest writes skip the socket", s_.label,
+                   ioeventfds_.size());
     return ok();
 }
 
@@ -85,7 +185,6 @@ Result<void> VfioUserClient::Impl::negotiate_locked() {
 // that takes no fds, page sizes that do not fit) are left to DMA_READ/DMA_WRITE messages.
 Result<void> VfioUserClient::Impl::map_dma_locked() {
     dma_maps_.clear();
-    dma_by_message_ = true;
     if (s_.memory == nullptr) return ok();
     const auto& regions = s_.memory->regions();
     if (caps_.max_msg_fds == 0) {
@@ -118,7 +217,7 @@ Result<void> VfioUserClient::Impl::map_dma_locked() {
                                     fmt::format("DMA_MAP of RAM {:#x}+{:#x}", m.addr, m.size)));
         dma_maps_.emplace_back(m.addr, m.size);
     }
-    dma_by_message_ = !all;
+    if (!all) log::info("{}: DMA to the unmapped RAM goes by message", s_.label);
     return ok();
 }
 

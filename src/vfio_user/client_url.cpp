@@ -1,5 +1,6 @@
 // The "vfio-user:" URL: path = the server's socket; parameters timeout_ms=N (reply timeout,
-// default 5000) and reconnect=0|1 (default 1). Registered with the transport registry.
+// default 5000) and the switches reconnect, posted_writes, twin_socket, ioeventfds (0|1, default
+// 1; docs/vfio-user.md, "URL"). Registered with the transport registry.
 #include <charconv>
 
 #include "vfio_user/client.hpp"
@@ -26,12 +27,19 @@ Result<void> register_vfio_user_transport(hostdev::TransportRegistry& transports
                             "from 1 to 3600000",
                             value);
                     s.timeout = std::chrono::milliseconds(n);
-                } else if (key == "reconnect") {
+                } else if (bool* flag = key == "reconnect"       ? &s.reconnect
+                                        : key == "posted_writes" ? &s.posted_writes
+                                        : key == "twin_socket"   ? &s.twin_socket
+                                        : key == "ioeventfds"    ? &s.ioeventfds
+                                                                 : nullptr) {
                     if (!numeric || n > 1)
-                        return failf("parameter reconnect='{}' is not 0 or 1", value);
-                    s.reconnect = n == 1;
+                        return failf("parameter {}='{}' is not 0 or 1", key, value);
+                    *flag = n == 1;
                 } else {
-                    return failf("unknown parameter '{}' (known: timeout_ms, reconnect)", key);
+                    return failf(
+                        "unknown parameter '{}' (known: timeout_ms, reconnect, posted_writes, "
+                        "twin_socket, ioeventfds)",
+                        key);
                 }
             }
             s.events = ctx.events;

@@ -552,6 +552,53 @@ Result<RegionIoFds> decode_region_io_fds_request(std::span<const uint8_t> payloa
     return x;
 }
 
+std::vector<uint8_t> encode_region_io_fds_reply(uint32_t index,
+                                                std::span<const SubRegionIoFd> entries,
+                                                uint32_t request_argsz, bool* fits) {
+    const auto needed =
+        static_cast<uint32_t>(kRegionIoFdsSize + kSubRegionIoFdSize * entries.size());
+    const bool all = request_argsz >= needed;
+    if (fits != nullptr) *fits = all;
+    Writer w(all ? needed : kRegionIoFdsSize);
+    w.put(needed).put(uint32_t{0}).put(index).put(static_cast<uint32_t>(entries.size()));
+    if (!all) return w.take();
+    for (const auto& e : entries) {
+        w.put(e.offset).put(e.size).put(e.fd_index).put(e.type).put(e.flags).put(uint32_t{0});
+        w.put(e.datamatch);
+    }
+    return w.take();
+}
+
+Result<RegionIoFdsReply> decode_region_io_fds_reply(std::span<const uint8_t> payload) {
+    POTEMKIN_TRY(need("DEVICE_GET_REGION_IO_FDS reply", payload, kRegionIoFdsSize));
+    Reader r(payload);
+    RegionIoFdsReply out;
+    out.head.argsz = r.get<uint32_t>();
+    out.head.flags = r.get<uint32_t>();
+    out.head.index = r.get<uint32_t>();
+    out.head.count = r.get<uint32_t>();
+    const size_t body = payload.size() - kRegionIoFdsSize;
+    if (body == 0 || out.head.count == 0) return out;  // no entries, or they did not fit
+    const size_t stride = body / out.head.count;
+    if (stride < kSubRegionIoFdSize)
+        return invalid("DEVICE_GET_REGION_IO_FDS reply: {} bytes for {} entries of at least {}",
+                       body, out.head.count, kSubRegionIoFdSize);
+    out.entries.reserve(out.head.count);
+    for (uint32_t i = 0; i < out.head.count; ++i) {
+        Reader e(payload.subspan(kRegionIoFdsSize + i * stride, kSubRegionIoFdSize));
+        SubRegionIoFd s;
+        s.offset = e.get<uint64_t>();
+        s.size = e.get<uint64_t>();
+        s.fd_index = e.get<uint32_t>();
+        s.type = e.get<uint32_t>();
+        s.flags = e.get<uint32_t>();
+        (void)e.get<uint32_t>();  // padding
+        s.datamatch = e.get<uint64_t>();
+        out.entries.push_back(s);
+    }
+    return out;
+}
+
 // ---- DEVICE_GET_IRQ_INFO / DEVICE_SET_IRQS -----------------------------------------------------
 
 std::vector<uint8_t> encode_irq_info(const IrqInfo& i) {

@@ -259,6 +259,37 @@ std::vector<uint8_t> encode_region_io_fds(const RegionIoFds& r);
 // Request: argsz >= 16, flags 0, count 0.
 Result<RegionIoFds> decode_region_io_fds_request(std::span<const uint8_t> payload);
 
+// The reply's sub-regions, ioeventfd form (40 bytes each, libvfio-user's
+// vfio_user_sub_region_ioeventfd): a guest write of `size` bytes (0: any size) at `offset` in the
+// region, with `datamatch` equal to the value written when flags has DATAMATCH, becomes a write
+// to the eventfd sent as fd `fd_index` of the reply.
+inline constexpr uint32_t kIoFdTypeIoeventfd = 0;
+inline constexpr uint32_t kIoFdTypeIoregionfd = 1;
+inline constexpr uint32_t kIoeventfdFlagDatamatch = 1;  // KVM_IOEVENTFD_FLAG_DATAMATCH
+inline constexpr uint32_t kIoeventfdFlagPio = 2;        // KVM_IOEVENTFD_FLAG_PIO
+inline constexpr uint32_t kSubRegionIoFdSize = 40;
+struct SubRegionIoFd {
+    uint64_t offset = 0;
+    uint64_t size = 0;
+    uint32_t fd_index = 0;
+    uint32_t type = kIoFdTypeIoeventfd;
+    uint32_t flags = 0;
+    uint64_t datamatch = 0;  // ioregionfd: user_data
+    bool operator==(const SubRegionIoFd&) const = default;
+};
+struct RegionIoFdsReply {
+    RegionIoFds head;                    // argsz: the size needed for every entry
+    std::vector<SubRegionIoFd> entries;  // empty when they did not fit the request's argsz
+};
+// A reply for `index` to a request whose argsz was `request_argsz`: argsz = 16 + 40 * count;
+// the entries only when that fits (`fits` says so; attach the fds only then), else the head
+// alone with the count.
+std::vector<uint8_t> encode_region_io_fds_reply(uint32_t index,
+                                                std::span<const SubRegionIoFd> entries,
+                                                uint32_t request_argsz, bool* fits = nullptr);
+// The entry stride is (argsz - 16) / count, at least 40 (the spec's rule: entries may grow).
+Result<RegionIoFdsReply> decode_region_io_fds_reply(std::span<const uint8_t> payload);
+
 // ---- DEVICE_GET_IRQ_INFO / DEVICE_SET_IRQS (§9) ----------------------------------------------
 inline constexpr uint32_t kIrqIndexIntx = 0;
 inline constexpr uint32_t kIrqIndexMsi = 1;

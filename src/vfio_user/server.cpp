@@ -66,7 +66,10 @@ DmaLayoutChoice choose_dma_layout(DmaLayoutSetting setting, const Capabilities& 
 // ---- Setup -------------------------------------------------------------------------------------
 
 VfioUserServer::VfioUserServer(const VfioUserServerSettings& settings)
-    : settings_(settings), dma_(kMaxDmaRegions), intx_unmask_(settings.label) {}
+    : settings_(settings),
+      dma_(kMaxDmaRegions),
+      intx_unmask_(settings.label),
+      doorbells_(settings.label) {}
 
 VfioUserServer::~VfioUserServer() {
     disconnect_cleanup();
@@ -140,6 +143,12 @@ Result<void> VfioUserServer::serve_connection(int conn_fd) {
         conn.close = true;
     } else {
         intx_unmask_.attach(&*waits);
+        // This client's own doorbell eventfds (one that left must not ring through its old ones).
+        if (auto r = doorbells_.renew(server_->spec()); !r) {
+            log::error("{}: {}", settings_.label, r.error().message);
+            conn.close = true;
+        }
+        doorbells_.attach(&*waits);
     }
     timeval busy_tv{0, kBusyWaitMs * 1000};
     const bool busy_ok =
@@ -152,8 +161,20 @@ Result<void> VfioUserServer::serve_connection(int conn_fd) {
     // or a stop: loop_->stopped()); an error drops the client.
     auto receive = [&]() -> Result<bool> {
         RecvOptions o = ropt;
+        if (doorbells_.pending() && !conn.reader.has_message()) {
+            // A doorbell rang: what the client posted before it is in the socket by now, and
+            // reaches the model first.
+            POTEMKIN_TRY_ASSIGN(const bool more, wait_readable(conn.fd.get(), 0));
+            if (!more) {
+                doorbells_.deliver(*server_);
+                return false;
+            }
+            o.readable = true;
+            POTEMKIN_TRY(conn.reader.next(conn.fd.get(), conn.rx, o));
+            return true;
+        }
         if (!conn.reader.has_message() && !conn.reader.pending()) {
-            if (busy_ok && !intx_unmask_.installed() &&
+            if (busy_ok && !intx_unmask_.installed() && !doorbells_.handed_out() &&
                 Clock::now() - last_epoll < std::chrono::milliseconds(kBusyWaitMs)) {
                 RecvOptions busy = ropt;
                 busy.rcvtimeo = true;
@@ -170,6 +191,7 @@ Result<void> VfioUserServer::serve_connection(int conn_fd) {
                     return false;
                 }
                 if ((ev & sdk::WaitSet::resample) != 0 && intx_unmask_.fired()) unmask_intx();
+                if ((ev & sdk::WaitSet::doorbell) != 0) doorbells_.collect();
                 if ((ev & sdk::WaitSet::socket) == 0) return false;
                 o.readable = true;  // epoll said so: no second wait
             }
@@ -194,6 +216,7 @@ Result<void> VfioUserServer::serve_connection(int conn_fd) {
     }
     conn_ = nullptr;
     intx_unmask_.attach(nullptr);  // out of the set before it goes
+    doorbells_.attach(nullptr);
     disconnect_cleanup();
     return ok();
 }
@@ -201,6 +224,10 @@ Result<void> VfioUserServer::serve_connection(int conn_fd) {
 void VfioUserServer::serve_request(Connection& conn, Message& msg) {
     ++stats_.requests;
     auto r = handle(conn, msg);
+    // Fds the handler did not take (a refused message's, or extra ones) close now, not when
+    // the next message reuses `msg`: a client passing a copy of its own socket would otherwise
+    // keep the connection open after it hung up.
+    msg.fds.clear();
     if (r) return;
     ++stats_.error_replies;
     const int e = r.error().sys_errno != 0 ? r.error().sys_errno : EINVAL;

@@ -51,6 +51,7 @@
 #include "common/result.hpp"
 #include "hostdev/host_device.hpp"
 #include "sdk/device_model.hpp"
+#include "sdk/doorbells.hpp"
 #include "sdk/guest_ram.hpp"
 #include "sdk/model_server.hpp"
 #include "sdk/serve_loop.hpp"
@@ -114,6 +115,8 @@ class VfioUserServer final : public sdk::DeviceServer {
         uint64_t dropped_interrupts = 0;  // no eventfd installed, or the vector was masked
     };
     Stats stats() const { return stats_; }
+    // Doorbell rings that came through ioeventfds (not as REGION_WRITE messages).
+    uint64_t doorbell_rings() const { return doorbells_.rings(); }
 
   private:
     friend class sdk::ServerEvents<VfioUserServer>;
@@ -168,6 +171,7 @@ class VfioUserServer final : public sdk::DeviceServer {
     std::vector<bool> irq_masked_[kPciNumIrqs];
     std::vector<bool> irq_pending_[kPciNumIrqs];
     sdk::ResampleFd intx_unmask_;      // in the connection's wait set while it is served
+    sdk::DoorbellFds doorbells_;       // the model's doorbells, as ioeventfds (server_regions.cpp)
     uint64_t signal_failures_ = 0;     // eventfd writes that failed (logged once)
     uint16_t next_msg_id_ = 0x8000;    // our requests (DMA_READ/WRITE) to the client
     bool awaiting_dma_reply_ = false;  // requests served now are nested in a DMA wait

@@ -1,6 +1,6 @@
 // VfioUserServer, the device and its regions: DEVICE_GET_INFO, DEVICE_GET_REGION_INFO (with the
-// fd of a mappable BAR), DEVICE_GET_REGION_IO_FDS (none), REGION_READ/REGION_WRITE forwarded to
-// the ModelServer, and DEVICE_RESET.
+// fd of a mappable BAR), DEVICE_GET_REGION_IO_FDS (the model's doorbells as ioeventfds),
+// REGION_READ/REGION_WRITE forwarded to the ModelServer, and DEVICE_RESET.
 #include <vector>
 
 #include "vfio_user/server_internal.hpp"
@@ -61,6 +61,10 @@ Result<void> VfioUserServer::handle_region_info(Connection& conn, Message& msg) 
                  fits && fd >= 0 ? std::span<const int>(fds) : std::span<const int>());
 }
 
+// The model's doorbells in this region (DeviceSpec::doorbells) as ioeventfds: one entry and one
+// fd each, DATAMATCH when the doorbell has a value, PIO for an I/O BAR (what a KVM-based client
+// registers). The fds go only with a reply that holds every entry (spec §8) and only to a client
+// that takes that many fds; otherwise the client gets the count alone and writes stay messages.
 Result<void> VfioUserServer::handle_region_io_fds(Connection& conn, Message& msg) {
     POTEMKIN_TRY(no_fds(msg));
     auto req = decode_region_io_fds_request(msg.payload);
@@ -68,11 +72,36 @@ Result<void> VfioUserServer::handle_region_io_fds(Connection& conn, Message& msg
     if (req->index >= kPciNumRegions)
         return invalid("DEVICE_GET_REGION_IO_FDS: region {} does not exist ({} regions)",
                        req->index, kPciNumRegions);
-    RegionIoFds out;  // no ioeventfds: every access comes as a message
-    out.index = req->index;
-    auto payload = encode_region_io_fds(out);
+    std::vector<SubRegionIoFd> entries;
+    std::vector<int> fds;
+    const auto& spec = server_->spec();
+    for (size_t i = 0; i < spec.doorbells.size() && i < doorbells_.size(); ++i) {
+        const auto& d = spec.doorbells[i];
+        if (static_cast<uint32_t>(d.bar) != req->index) continue;
+        SubRegionIoFd e;
+        e.offset = d.offset;
+        e.size = d.size;
+        e.fd_index = static_cast<uint32_t>(fds.size());
+        e.type = kIoFdTypeIoeventfd;
+        if (d.datamatch) {
+            e.flags |= kIoeventfdFlagDatamatch;
+            e.datamatch = *d.datamatch;
+        }
+        if (spec.bars[static_cast<size_t>(d.bar)]->kind == pci::BarKind::io)
+            e.flags |= kIoeventfdFlagPio;
+        entries.push_back(e);
+        fds.push_back(doorbells_.fd(i));
+    }
+    if (fds.size() > conn.client.max_msg_fds) {
+        entries.clear();
+        fds.clear();
+    }
+    bool fits = false;
+    auto payload = encode_region_io_fds_reply(req->index, entries, req->argsz, &fits);
     std::span<const uint8_t> parts[1] = {bytes_of(payload)};
-    return reply(conn, msg, parts);
+    const bool send_fds = fits && !fds.empty();
+    if (send_fds) doorbells_.mark_handed_out();
+    return reply(conn, msg, parts, send_fds ? std::span<const int>(fds) : std::span<const int>());
 }
 
 Result<void> VfioUserServer::handle_region_access(Connection& conn, Message& msg) {

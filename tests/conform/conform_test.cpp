@@ -24,12 +24,9 @@ namespace {
 using namespace potemkin;
 namespace vu = potemkin::vfio_user;
 
-// The checks our server fails today, to be fixed by the server work in progress (issue 10):
-// - header.rejected_fds_closed: the fds of a refused message stay open until the connection
-//   ends, so a client that sends a copy of its own socket keeps the connection alive forever.
-// (dma_map.overlap_eexist passes since the server answers EEXIST.) When that lands, empty this
-// set: every other check passes or is skipped for each model.
-const std::set<std::string> kKnownServerFailures = {"header.rejected_fds_closed"};
+// The checks our server is known to fail: none. Every check passes or is skipped (with the
+// reason) for each shipped model.
+const std::set<std::string> kKnownServerFailures = {};
 
 struct ConformRun {
     int status = -1;

@@ -6,7 +6,6 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
-#include <regex>
 #include <string>
 
 #include "guest_runner.hpp"
@@ -30,9 +29,11 @@ std::string socket_path(const char* what) {
 
 // "hostile: R rounds, N reads, checksum C" → "N reads, checksum C"; empty when absent.
 std::string result_line(const GuestRun& r) {
-    std::smatch m;
-    static const std::regex re("hostile: [0-9]+ rounds, ([0-9]+ reads, checksum [0-9a-f]{8})");
-    return std::regex_search(r.console, m, re) ? m[1].str() : std::string();
+    const size_t line = r.console.find(" rounds, ");
+    if (line == std::string::npos) return {};
+    const size_t begin = line + 9, end = r.console.find('\n', begin);
+    const std::string rest = r.console.substr(begin, end == std::string::npos ? end : end - begin);
+    return rest.find(" reads, checksum ") != std::string::npos ? rest : std::string();
 }
 
 }  // namespace

@@ -72,6 +72,7 @@ class ServerProcess {
     ~ServerProcess() {
         stop();
         unlink_reporting(path_);
+        if (!log_path_.empty()) unlink_reporting(log_path_);
     }
 
     // Starts the server and waits (at most 10 s) until it accepts connections.
@@ -80,6 +81,10 @@ class ServerProcess {
         pid_ = ::fork();
         if (pid_ < 0) return false;
         if (pid_ == 0) {
+            if (!log_path_.empty()) {
+                const int log_fd = ::open(log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+                if (log_fd < 0 || ::dup2(log_fd, 2) != 2) ::_exit(126);
+            }
             std::vector<const char*> argv{"potemkin", "serve", model_.c_str(), "--socket",
                                           path_.c_str()};
             for (const auto& p : params_) {
@@ -107,6 +112,16 @@ class ServerProcess {
     }
     // Model parameters ("key=value") for the next start().
     void set_params(std::vector<std::string> params) { params_ = std::move(params); }
+    // The server's stderr goes to this file (appended; removed with the object) instead of the
+    // test's, from the next start() on.
+    void set_log(std::string path) { log_path_ = std::move(path); }
+    std::string log() const {
+        std::ifstream f(log_path_);
+        std::stringstream ss;
+        ss << f.rdbuf();
+        return ss.str();
+    }
+    bool running() const { return pid_ > 0; }
     void kill_hard() { finish(SIGKILL); }
     void stop() { finish(SIGTERM); }
     // Sends `sig` and returns (SIGSTOP, SIGCONT).
@@ -134,6 +149,7 @@ class ServerProcess {
     std::string path_;
     std::string model_;
     std::vector<std::string> params_;
+    std::string log_path_;
     pid_t pid_ = -1;
 };
 

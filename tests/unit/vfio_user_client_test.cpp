@@ -51,6 +51,7 @@ class FakeServer {
         EXPECT_EQ(::bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
         EXPECT_EQ(::listen(listen_fd_, 1), 0);
         config_.fill(0);
+        for (size_t i = 0; i < bar0_.size(); ++i) bar0_[i] = static_cast<uint8_t>(0xa0 + i % 4);
         config_[0] = 0x34;  // vendor 0x1234
         config_[1] = 0x12;
         config_[2] = 0xe8;  // device 0x11e8
@@ -72,6 +73,26 @@ class FakeServer {
         hook_ = std::move(h);
     }
     void set_major(uint16_t m) { major_ = m; }
+    // Accept twin_socket when the client offers it: one end of a socketpair goes with the
+    // VERSION reply, the other is twin_fd().
+    void offer_twin_socket() { offer_twin_ = true; }
+    int twin_fd() {
+        std::lock_guard lk(mu_);
+        return twin_.get();
+    }
+    // Runs `fn` on the server's thread between requests, with the connected socket: the server
+    // doing something of its own while the client is idle. Returns when it ran.
+    void run_on_server(std::function<void(int sock)> fn) {
+        std::atomic<bool> done{false};
+        {
+            std::lock_guard lk(mu_);
+            injected_ = [&](int c) {
+                fn(c);
+                done = true;
+            };
+        }
+        while (!done) std::this_thread::sleep_for(1ms);
+    }
     // Closes the current connection (the server "dies"); with `refuse`, stops accepting.
     void drop_connection() { drop_ = true; }
     void set_accepting(bool on) { accepting_ = on; }
@@ -119,6 +140,12 @@ class FakeServer {
         while (!stop_ && !drop_) {
             auto r = vu::wait_readable(c, 20);
             if (!r) return;
+            std::function<void(int)> injected;
+            {
+                std::lock_guard lk(mu_);
+                injected.swap(injected_);
+            }
+            if (injected) injected(c);
             if (!*r) continue;
             auto m = vu::recv_message(c, {.timeout_ms = 1000});
             if (!m) return;  // the client went away
@@ -138,6 +165,7 @@ class FakeServer {
 
     void reply(int c, const vu::Header& req, std::span<const uint8_t> payload = {},
                std::span<const int> fds = {}) {
+        if (req.no_reply()) return;  // as the spec says: not even an error
         (void)vu::send_message(c, vu::reply_header(req, static_cast<uint32_t>(payload.size())),
                                payload, fds);
     }
@@ -145,15 +173,31 @@ class FakeServer {
     void answer(vu::Message& m, int c) {
         switch (static_cast<vu::Command>(m.header.cmd)) {
             case vu::Command::version: {
+                auto offered = vu::decode_version(m.payload);
+                const bool twin = offer_twin_ && offered && offered->caps.twin_socket_supported;
                 // Built by hand: json-c's spacing and keys the client must ignore.
                 const std::string json =
-                    "{ \"capabilities\": { \"max_msg_fds\": 8, \"max_data_xfer_size\": 1048576, "
-                    "\"pgsizes\": 4096, \"future_thing\": [ 1, { \"x\": null } ], "
+                    std::string(
+                        "{ \"capabilities\": { \"max_msg_fds\": 8, "
+                        "\"max_data_xfer_size\": 1048576, \"pgsizes\": 4096, "
+                        "\"future_thing\": [ 1, { \"x\": null } ], ") +
+                    (twin ? "\"twin_socket\": { \"supported\": true, \"fd_index\": 0 }, " : "") +
                     "\"migration\": { \"pgsize\": 4096 } } }";
                 std::vector<uint8_t> p{static_cast<uint8_t>(major_.load()),
                                        static_cast<uint8_t>(major_.load() >> 8), 2, 0};
                 p.insert(p.end(), json.begin(), json.end());
                 p.push_back(0);
+                if (twin) {
+                    int sv[2];
+                    EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+                    {
+                        std::lock_guard lk(mu_);
+                        twin_.reset(sv[0]);
+                    }
+                    reply(c, m.header, p, std::span<const int>(&sv[1], 1));
+                    ::close(sv[1]);
+                    return;
+                }
                 reply(c, m.header, p);
                 return;
             }
@@ -198,8 +242,9 @@ class FakeServer {
                     vu::decode_region_access(vu::Command::region_read, false, m.payload, 1 << 20);
                 std::vector<uint8_t> data(a->count);
                 for (uint32_t i = 0; i < a->count; ++i)
-                    data[i] = a->region == 7 && a->offset + i < 256
-                                  ? config_[a->offset + i]
+                    data[i] = a->region == 7 && a->offset + i < 256 ? config_[a->offset + i]
+                              : a->region == 0 && a->offset + i < bar0_.size()
+                                  ? bar0_[a->offset + i]
                                   : static_cast<uint8_t>(0xa0 + i);
                 reply(c, m.header, vu::encode_region_access(a->offset, a->region, a->count, data));
                 return;
@@ -210,12 +255,20 @@ class FakeServer {
                 if (a->region == 7)
                     for (uint32_t i = 0; i < a->count && a->offset + i < 256; ++i)
                         config_[a->offset + i] = a->data[i];
+                if (a->region == 0)
+                    for (uint32_t i = 0; i < a->count && a->offset + i < bar0_.size(); ++i)
+                        bar0_[a->offset + i] = a->data[i];
                 reply(c, m.header, vu::encode_region_access(a->offset, a->region, a->count));
                 return;
             }
             case vu::Command::dma_unmap:
                 reply(c, m.header, std::span(m.payload.data(), 24));
                 return;
+            case vu::Command::device_get_region_io_fds: {  // none
+                auto q = vu::decode_region_io_fds_request(m.payload);
+                reply(c, m.header, vu::encode_region_io_fds_reply(q->index, {}, q->argsz));
+                return;
+            }
             default:
                 reply(c, m.header);
                 return;
@@ -232,6 +285,10 @@ class FakeServer {
     Hook hook_;
     std::vector<vu::Message> seen_;
     std::array<uint8_t, 256> config_{};
+    std::array<uint8_t, 64> bar0_{};
+    std::atomic<bool> offer_twin_{false};
+    UniqueFd twin_;
+    std::function<void(int)> injected_;
     int intx_fd_ = -1;
     std::vector<int> kept_fds_;
 };
@@ -247,8 +304,9 @@ class Events final : public hostdev::HostDeviceEvents {
         for (size_t i = 0; i < out.size(); ++i) out[i] = static_cast<uint8_t>(a + i);
         return ok();
     }
-    Result<void> dma_write(uint64_t, std::span<const uint8_t> in) override {
+    Result<void> dma_write(uint64_t a, std::span<const uint8_t> in) override {
         written.assign(in.begin(), in.end());
+        if (ram != nullptr) return ram->write(Gpa(a), in);
         return ok();
     }
     void disconnected(std::string_view why) override { gone.emplace_back(why); }
@@ -257,6 +315,7 @@ class Events final : public hostdev::HostDeviceEvents {
     std::vector<bool> intx_log;
     std::vector<unsigned> msi_log;
     std::vector<uint8_t> written;
+    vm::GuestMemory* ram = nullptr;  // DMA writes land here too when set
     std::vector<std::string> gone;
     int back = 0;
 };
@@ -619,7 +678,8 @@ TEST(VfioUserClient, ServerDmaRequestsDuringARequestAreServedInline) {
         return true;
     });
     Events ev;
-    auto d = open_url("vfio-user:" + server.path(), ev);
+    // Not posted: the write waits for its reply, so the DMA happens while the client waits.
+    auto d = open_url("vfio-user:" + server.path() + "?posted_writes=0", ev);
     ASSERT_TRUE(d) << d.error().message;
     const std::array<uint8_t, 4> go{1, 0, 0, 0};
     ASSERT_TRUE((*d)->region_write(0, 0, go));
@@ -668,6 +728,198 @@ TEST(VfioUserClient, ServerRequestArrivingWithTheReplyIsServed) {
         dynamic_cast<vfio_user::VfioUserClient*>(d->get())->poll_events();
         return answered.load();
     }));
+}
+
+// The server sends a DMA_WRITE, then waits for its reply, as libvfio-user's vfu_sgl_write does.
+// True when a successful reply for exactly that write came back.
+bool server_dma_write(int sock, uint16_t id, uint64_t addr, const std::vector<uint8_t>& data) {
+    vu::Header h;
+    h.msg_id = id;
+    h.cmd = static_cast<uint16_t>(vu::Command::dma_write);
+    if (!vu::send_message(sock, h, bytes(vu::encode_dma_access(addr, data.size(), data))))
+        return false;
+    auto r = vu::recv_message(sock, {.timeout_ms = 3000});
+    if (!r || !r->header.is_reply() || r->header.is_error() || r->header.msg_id != id ||
+        r->header.cmd != h.cmd)
+        return false;
+    auto a = vu::decode_dma_access(vu::Command::dma_write, true, r->payload, 1 << 20);
+    return a && a->addr == addr && a->count == data.size();
+}
+
+// libvfio-user's failure: a DMA_WRITE the server sends while the guest is idle (all RAM mapped
+// with its memfd, so the client used to watch the idle socket for hang-ups only) was left
+// unanswered, and the server died at the guest's next access ("Protocol error").
+TEST(VfioUserClient, ServerDmaWhileTheGuestIsIdleIsAnsweredAndAccessesGoOn) {
+    auto mem = vm::GuestMemory::create({{Gpa(0), 1 << 20}});
+    ASSERT_TRUE(mem);
+    FakeServer server;
+    Events ev;
+    ev.ram = mem->get();
+    Engine engine;
+    auto d = open_url("vfio-user:" + server.path(), ev, &engine, mem->get());
+    ASSERT_TRUE(d) << d.error().message;
+    // The server thread blocks in recv for the reply; the engine must serve it meanwhile.
+    std::atomic<bool> answered{false};
+    std::thread pump([&] { EXPECT_TRUE(eventually([&] { return answered.load(); }, &engine)); });
+    server.run_on_server([&](int c) {
+        answered = server_dma_write(c, 500, 0x3000, {0xde, 0xad, 0xbe, 0xef});
+    });
+    pump.join();
+    ASSERT_TRUE(answered);
+    std::array<uint8_t, 4> ram{};
+    ASSERT_TRUE((*mem)->read(Gpa(0x3000), ram));
+    EXPECT_EQ(ram, (std::array<uint8_t, 4>{0xde, 0xad, 0xbe, 0xef}));
+    std::array<uint8_t, 4> buf{};
+    ASSERT_TRUE((*d)->region_read(0, 0, buf));
+    EXPECT_EQ(buf, (std::array<uint8_t, 4>{0xa0, 0xa1, 0xa2, 0xa3}));
+    EXPECT_EQ(dynamic_cast<vfio_user::VfioUserClient*>(d->get())->stats().server_requests, 1u);
+}
+
+// Without a post function the request waits in the inbox; the poll thread has taken it off the
+// socket, so it must be answered before the client's next request goes out, or the server
+// would read that request where it expects its reply.
+TEST(VfioUserClient, ServerRequestTakenByThePollThreadIsAnsweredBeforeTheNextRequest) {
+    FakeServer server;
+    Events ev;
+    auto d = open_url("vfio-user:" + server.path(), ev);
+    ASSERT_TRUE(d) << d.error().message;
+    std::atomic<bool> answered{false};
+    std::thread server_side([&] {
+        server.run_on_server([&](int c) { answered = server_dma_write(c, 501, 0x40, {1, 2, 3}); });
+    });
+    // Let the poll thread read it (nothing is asserted about how long that takes).
+    std::this_thread::sleep_for(100ms);
+    std::array<uint8_t, 4> buf{};
+    ASSERT_TRUE((*d)->config_read(0, buf));
+    server_side.join();
+    EXPECT_TRUE(answered);
+    EXPECT_EQ(ev.written, (std::vector<uint8_t>{1, 2, 3}));
+    EXPECT_EQ(buf, (std::array<uint8_t, 4>{0x34, 0x12, 0xe8, 0x11}));
+}
+
+TEST(VfioUserClient, TwinSocketCarriesTheServersRequestsIdleOrDuringARequest) {
+    FakeServer server;
+    server.offer_twin_socket();
+    std::atomic<bool> during{false};
+    server.set_hook([&](const vu::Message& m, int c) {
+        if (m.header.cmd != static_cast<uint16_t>(vu::Command::region_read)) return false;
+        // DMA on the twin socket before replying on the main one: the client waits for our
+        // reply and must serve the twin meanwhile.
+        during = server_dma_write(server.twin_fd(), 601, 0x80, {7, 7});
+        const std::vector<uint8_t> data(4, 0x42);
+        (void)vu::send_message(c, vu::reply_header(m.header, 20),
+                               bytes(vu::encode_region_access(0, 0, 4, data)));
+        return true;
+    });
+    Events ev;
+    Engine engine;
+    auto d = open_url("vfio-user:" + server.path(), ev, &engine);
+    ASSERT_TRUE(d) << d.error().message;
+    auto* client = dynamic_cast<vfio_user::VfioUserClient*>(d->get());
+    EXPECT_TRUE(client->stats().twin_socket);
+    auto v = vu::decode_version(server.seen()[0].payload);
+    ASSERT_TRUE(v);
+    EXPECT_TRUE(v->caps.twin_socket_supported);
+
+    // Idle: the poll thread reads it from the twin socket, the engine thread answers there.
+    std::atomic<bool> idle{false};
+    std::thread pump([&] { EXPECT_TRUE(eventually([&] { return idle.load(); }, &engine)); });
+    idle = server_dma_write(server.twin_fd(), 600, 0x10, {5, 6});
+    pump.join();
+    EXPECT_TRUE(idle);
+    EXPECT_EQ(ev.written, (std::vector<uint8_t>{5, 6}));
+
+    std::array<uint8_t, 4> buf{};
+    ASSERT_TRUE((*d)->region_read(0, 0, buf));
+    EXPECT_TRUE(during);
+    EXPECT_EQ(ev.written, (std::vector<uint8_t>{7, 7}));
+    EXPECT_EQ(buf, (std::array<uint8_t, 4>{0x42, 0x42, 0x42, 0x42}));
+    EXPECT_EQ(client->stats().server_requests, 2u);
+}
+
+TEST(VfioUserClient, TwinSocketIsNotOfferedWhenTurnedOff) {
+    FakeServer server;
+    server.offer_twin_socket();
+    Events ev;
+    auto d = open_url("vfio-user:" + server.path() + "?twin_socket=0", ev);
+    ASSERT_TRUE(d) << d.error().message;
+    auto v = vu::decode_version(server.seen()[0].payload);
+    ASSERT_TRUE(v);
+    EXPECT_FALSE(v->caps.twin_socket_supported);
+    EXPECT_FALSE(dynamic_cast<vfio_user::VfioUserClient*>(d->get())->stats().twin_socket);
+}
+
+// BAR writes carry NO_REPLY (the server sends nothing back) and the read after them, which
+// waits, sees what they wrote: one stream keeps them in order. Config writes still wait.
+TEST(VfioUserClient, BarWritesArePostedAndAReadAfterThemSeesThem) {
+    FakeServer server;
+    Events ev;
+    auto d = open_url("vfio-user:" + server.path(), ev);
+    ASSERT_TRUE(d) << d.error().message;
+    server.clear_seen();
+    for (uint8_t i = 0; i < 8; ++i) {
+        const std::array<uint8_t, 4> v{i, static_cast<uint8_t>(i + 1), 0x55, 0x66};
+        ASSERT_TRUE((*d)->region_write(0, 4u * i, v));
+    }
+    const std::array<uint8_t, 2> command{0x06, 0x00};
+    ASSERT_TRUE((*d)->config_write(0x04, command));
+    std::array<uint8_t, 4> buf{};
+    ASSERT_TRUE((*d)->region_read(0, 28, buf));
+    EXPECT_EQ(buf, (std::array<uint8_t, 4>{7, 8, 0x55, 0x66}));
+    const auto seen = server.seen();
+    size_t posted = 0, waited = 0;
+    for (const auto& m : seen) {
+        if (m.header.cmd != static_cast<uint16_t>(vu::Command::region_write)) continue;
+        auto a = vu::decode_region_access(vu::Command::region_write, false, m.payload, 1 << 20);
+        ASSERT_TRUE(a);
+        if (a->region == 0) {
+            EXPECT_TRUE(m.header.no_reply());
+            EXPECT_EQ(m.header.flags, vu::kTypeCommand | vu::kFlagNoReply);
+            ++posted;
+        } else {
+            EXPECT_FALSE(m.header.no_reply());
+            ++waited;
+        }
+    }
+    EXPECT_EQ(posted, 8u);
+    EXPECT_EQ(waited, 1u);
+    const auto st = dynamic_cast<vfio_user::VfioUserClient*>(d->get())->stats();
+    EXPECT_EQ(st.posted.sent, 8u);
+    EXPECT_EQ(st.posted.send_failed + st.posted.dropped, 0u);
+}
+
+TEST(VfioUserClient, PostedWritesOffMakesEveryWriteWait) {
+    FakeServer server;
+    Events ev;
+    auto d = open_url("vfio-user:" + server.path() + "?posted_writes=0", ev);
+    ASSERT_TRUE(d) << d.error().message;
+    server.clear_seen();
+    const std::array<uint8_t, 4> v{1, 2, 3, 4};
+    ASSERT_TRUE((*d)->region_write(0, 0, v));
+    const auto seen = server.seen();
+    ASSERT_EQ(count_cmd(seen, vu::Command::region_write), 1u);
+    EXPECT_FALSE(seen.back().header.no_reply());
+    EXPECT_EQ(dynamic_cast<vfio_user::VfioUserClient*>(d->get())->stats().posted.sent, 0u);
+    EXPECT_FALSE(open_url("vfio-user:" + server.path() + "?posted_writes=2", ev));
+}
+
+// A posted write to a server that is gone cannot fail the guest's completed access silently:
+// it is counted (and logged once).
+TEST(VfioUserClient, PostedWritesLostWithTheServerAreCounted) {
+    FakeServer server;
+    Events ev;
+    Engine engine;
+    auto d = open_url("vfio-user:" + server.path() + "?reconnect=0", ev, &engine);
+    ASSERT_TRUE(d) << d.error().message;
+    auto* client = dynamic_cast<vfio_user::VfioUserClient*>(d->get());
+    server.set_accepting(false);
+    server.drop_connection();
+    ASSERT_TRUE(eventually([&] { return !client->connected(); }, &engine));
+    const std::array<uint8_t, 4> v{1, 2, 3, 4};
+    EXPECT_FALSE((*d)->region_write(0, 0, v));
+    EXPECT_FALSE((*d)->region_write(0, 4, v));
+    const auto st = client->stats();
+    EXPECT_EQ(st.posted.dropped, 2u);
 }
 
 }  // namespace
