@@ -41,6 +41,7 @@ void decode_as_client(const Message& m) {
         case Command::dma_read:
         case Command::dma_write:
             (void)decode_dma_access(cmd, reply, p, kDefaultMaxDataXferSize);
+            (void)decode_dma_access(DmaLayout::qemu, cmd, reply, p, kDefaultMaxDataXferSize);
             break;
         default:
             break;

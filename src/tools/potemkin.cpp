@@ -101,6 +101,7 @@ struct ServeOptions {
     int fd = -1;
     int mpqemu_fd = -1;
     std::vector<std::string> params;
+    std::string dma_layout = "auto";
     bool verbose = false;
 };
 
@@ -119,6 +120,7 @@ Result<std::unique_ptr<sdk::DeviceServer>> make_server(const ServeOptions& o,
         return std::unique_ptr<sdk::DeviceServer>(std::move(server));
     }
     vfio_user::VfioUserServerSettings s;
+    POTEMKIN_TRY_ASSIGN(s.dma_layout, vfio_user::parse_dma_layout_setting(o.dma_layout));
     s.socket_path = o.socket;
     s.listen_fd = o.fd;
     s.stop_fd = stop_fd;
@@ -255,12 +257,19 @@ int main(int argc, char** argv) {
         srv->add_option("--fd", serve.fd,
                         "Use this inherited fd: a listening socket, or one connected client")
             ->excludes(sock_opt);
-    srv->add_option("--mpqemu-fd", serve.mpqemu_fd,
-                    "Serve QEMU's x-pci-proxy-dev (mpqemu protocol) on this inherited, connected "
-                    "socket; exits when QEMU closes it")
-        ->excludes(sock_opt)
-        ->excludes(fd_opt);
+    auto* mp_opt =
+        srv->add_option(
+               "--mpqemu-fd", serve.mpqemu_fd,
+               "Serve QEMU's x-pci-proxy-dev (mpqemu protocol) on this inherited, connected "
+               "socket; exits when QEMU closes it")
+            ->excludes(sock_opt)
+            ->excludes(fd_opt);
     srv->add_option("--param", serve.params, "Model parameter KEY=VALUE (repeatable)");
+    srv->add_option("--dma-layout", serve.dma_layout,
+                    "DMA_READ/DMA_WRITE layout for DMA by message: auto (QEMU's for QEMU's "
+                    "client, else the spec's), spec or qemu")
+        ->check(CLI::IsMember({"auto", "spec", "qemu"}))
+        ->excludes(mp_opt);
     srv->add_flag("-v,--verbose", serve.verbose, "Log connections and requests");
     srv->footer(
         "Exits 0 on SIGTERM/SIGINT (and, with --mpqemu-fd, when QEMU closes the socket); 1 on a "

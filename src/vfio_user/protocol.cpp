@@ -201,6 +201,7 @@ std::string capabilities_json(const Capabilities& caps) {
         if (caps.twin_socket_fd_index) t["fd_index"] = *caps.twin_socket_fd_index;
         c["twin_socket"] = t;
     }
+    if (caps.write_multiple) c["write_multiple"] = *caps.write_multiple;
     nlohmann::ordered_json root;
     root["capabilities"] = c;
     return root.dump();
@@ -276,6 +277,11 @@ Result<Capabilities> parse_capabilities_json(std::string_view json) {
             if (!v) return fail(v.error());
             caps.twin_socket_fd_index = static_cast<uint32_t>(*v);
         }
+    }
+    if (auto w = c.find("write_multiple"); w != c.end()) {
+        if (!w->is_boolean())
+            return invalid("VERSION: capability write_multiple is not a boolean: {}", w->dump());
+        caps.write_multiple = w->get<bool>();
     }
     return caps;
 }
@@ -743,6 +749,77 @@ std::vector<uint8_t> encode_dma_access(uint64_t addr, uint64_t count,
     Writer w(kDmaAccessSize + data.size());
     w.put(addr).put(count).put(data);
     return w.take();
+}
+
+std::string_view dma_layout_name(DmaLayout layout) {
+    return layout == DmaLayout::qemu ? "qemu" : "spec";
+}
+
+namespace {
+// QEMU's VFIOUserDMARW: u64 addr, u32 count, then the data; the struct's 4 bytes of padding
+// count in every size QEMU checks, so they follow the data on the wire.
+constexpr uint8_t kQemuDmaHeadSize = 12;
+constexpr uint8_t kQemuDmaTailSize = kDmaAccessSize - kQemuDmaHeadSize;
+constexpr std::array<uint8_t, kQemuDmaTailSize> kZeroTail{};
+}  // namespace
+
+std::span<const uint8_t> DmaFrame::tail() const {
+    return std::span<const uint8_t>(kZeroTail.data(), tail_size);
+}
+
+DmaFrame encode_dma_frame(DmaLayout layout, uint64_t addr, uint32_t count) {
+    DmaFrame f;
+    std::memcpy(f.head_bytes.data(), &addr, 8);
+    if (layout == DmaLayout::qemu) {
+        std::memcpy(f.head_bytes.data() + 8, &count, 4);
+        f.head_size = kQemuDmaHeadSize;
+        f.tail_size = kQemuDmaTailSize;
+    } else {
+        const uint64_t count64 = count;
+        std::memcpy(f.head_bytes.data() + 8, &count64, 8);
+        f.head_size = kDmaAccessSize;
+        f.tail_size = 0;
+    }
+    return f;
+}
+
+std::vector<uint8_t> encode_dma_access(DmaLayout layout, uint64_t addr, uint32_t count,
+                                       std::span<const uint8_t> data) {
+    const DmaFrame f = encode_dma_frame(layout, addr, count);
+    Writer w(kDmaAccessSize + data.size());
+    w.put(f.head()).put(data).put(f.tail());
+    return w.take();
+}
+
+Result<DmaAccess> decode_dma_access(DmaLayout layout, Command cmd, bool reply,
+                                    std::span<const uint8_t> payload, uint32_t max_data_xfer_size) {
+    if (layout == DmaLayout::spec)
+        return decode_dma_access(cmd, reply, payload, max_data_xfer_size);
+    const std::string name =
+        command_name(cmd) + (reply ? " reply (QEMU layout)" : " (QEMU layout)");
+    // 16 = sizeof(VFIOUserDMARW) less the header: QEMU's smallest message.
+    POTEMKIN_TRY(need(name, payload, kDmaAccessSize));
+    Reader r(payload);
+    DmaAccess a;
+    a.addr = r.get<uint64_t>();
+    a.count = r.get<uint32_t>();
+    if (a.count > max_data_xfer_size)
+        return invalid("{}: count {} exceeds max_data_xfer_size {}", name, a.count,
+                       max_data_xfer_size);
+    const bool carries_data = (cmd == Command::dma_write) != reply;
+    const size_t extra = payload.size() - kDmaAccessSize;
+    if (carries_data) {
+        if (extra != a.count)
+            return invalid("{}: count {} but the message holds {} data bytes", name, a.count,
+                           extra);
+        const auto data = payload.subspan(kQemuDmaHeadSize, a.count);
+        a.data.assign(data.begin(), data.end());
+    } else if (extra != 0) {
+        return invalid("{}: {} unexpected data bytes after the struct", name, extra);
+    }
+    if (a.addr + a.count < a.addr)
+        return invalid("{}: addr {:#x} + count {} overflows", name, a.addr, a.count);
+    return a;
 }
 
 Result<DmaAccess> decode_dma_access(Command cmd, bool reply, std::span<const uint8_t> payload,

@@ -121,6 +121,10 @@ struct Capabilities {
     // with supported; the server's reply adds the index of the socket in its fds.
     bool twin_socket_supported = false;
     std::optional<uint32_t> twin_socket_fd_index;  // reply only
+    // "write_multiple": B (QEMU's spec: the client sends REGION_WRITE_MULTI). Kept because
+    // QEMU's client is the only one known to send it, which tells a server that the client
+    // lays DMA_READ/DMA_WRITE out as QEMU does (DmaLayout::qemu).
+    std::optional<bool> write_multiple;
 };
 
 struct Version {
@@ -371,15 +375,51 @@ Result<RegionAccessView> decode_region_access_view(Command cmd, bool reply,
                                                    std::span<const uint8_t> payload,
                                                    uint32_t max_data_xfer_size);
 
+// How a peer lays out DMA_READ/DMA_WRITE (payload offsets; the header is 16 bytes before):
+// - spec: struct vfio_user_dma_region_access as the spec and libvfio-user have it: u64 addr
+//   at 0, u64 count at 8, data at 16. A message carrying N data bytes is 32 + N bytes long.
+// - qemu: QEMU 10.x's client (hw/vfio-user/protocol.h, VFIOUserDMARW: header, u64 offset,
+//   u32 count, char data[]): u64 addr at 0, u32 count at 8, data at 12. QEMU measures messages
+//   against sizeof(VFIOUserDMARW), which is 32 (the struct is padded to 8 bytes): it refuses a
+//   request shorter than 32 bytes, takes a DMA_WRITE's count only if count <= msg_size - 32,
+//   and replies to a DMA_READ of N bytes with msg_size N + 32, the data at payload offset 12
+//   and 4 bytes after it that mean nothing. So every message is 32 + N bytes long here too:
+//   u64 addr, u32 count, the N data bytes, then 4 bytes of padding (zero when we send).
+//   QEMU answers a DMA_WRITE with the bare header.
+enum class DmaLayout : uint8_t { spec, qemu };
+// "spec", "qemu".
+std::string_view dma_layout_name(DmaLayout layout);
+// The bytes of a DMA_READ/DMA_WRITE message around its data, so a sender can pass the data as a
+// payload part of its own (no copy): head, then the data, then tail.
+struct DmaFrame {
+    std::array<uint8_t, kDmaAccessSize> head_bytes{};
+    uint8_t head_size = 0;
+    uint8_t tail_size = 0;  // zero bytes after the data
+    std::span<const uint8_t> head() const { return {head_bytes.data(), head_size}; }
+    std::span<const uint8_t> tail() const;  // tail_size zero bytes
+};
+// The frame for `count` bytes at `addr`; the payload is always kDmaAccessSize + data bytes.
+DmaFrame encode_dma_frame(DmaLayout layout, uint64_t addr, uint32_t count);
+
 struct DmaAccess {
     uint64_t addr = 0;
     uint64_t count = 0;
     std::vector<uint8_t> data;  // DMA_WRITE request / DMA_READ reply
 };
+// The spec layout: the struct followed by `data`.
 std::vector<uint8_t> encode_dma_access(uint64_t addr, uint64_t count,
                                        std::span<const uint8_t> data = {});
+// Either layout: head, data, tail (see DmaFrame). `count` is what the count field says; a
+// DMA_READ request carries no data, a DMA_WRITE request and a DMA_READ reply `count` bytes.
+std::vector<uint8_t> encode_dma_access(DmaLayout layout, uint64_t addr, uint32_t count,
+                                       std::span<const uint8_t> data = {});
 // `cmd` is DMA_READ or DMA_WRITE; as decode_region_access; addr + count must not overflow.
+// The spec layout.
 Result<DmaAccess> decode_dma_access(Command cmd, bool reply, std::span<const uint8_t> payload,
                                     uint32_t max_data_xfer_size);
+// Either layout. qemu: the payload is 16 bytes without data, 16 + count with (its last 4 bytes
+// are padding and ignored); a DMA_WRITE reply's payload, when not empty, is the 16 bytes alone.
+Result<DmaAccess> decode_dma_access(DmaLayout layout, Command cmd, bool reply,
+                                    std::span<const uint8_t> payload, uint32_t max_data_xfer_size);
 
 }  // namespace potemkin::vfio_user

@@ -22,6 +22,47 @@ using server_detail::invalid;
 using server_detail::kMaxDmaRegions;
 using server_detail::no_fds;
 
+// ---- DMA layout
+// ----------------------------------------------------------------------------------
+
+Result<DmaLayoutSetting> parse_dma_layout_setting(std::string_view text) {
+    if (text == "auto") return DmaLayoutSetting::automatic;
+    if (text == "spec") return DmaLayoutSetting::spec;
+    if (text == "qemu") return DmaLayoutSetting::qemu;
+    return invalid("DMA layout '{}': expected auto, spec or qemu", text);
+}
+
+std::string_view dma_layout_setting_name(DmaLayoutSetting setting) {
+    switch (setting) {
+        case DmaLayoutSetting::automatic:
+            return "auto";
+        case DmaLayoutSetting::spec:
+            return "spec";
+        case DmaLayoutSetting::qemu:
+            return "qemu";
+    }
+    return "auto";
+}
+
+DmaLayoutChoice choose_dma_layout(DmaLayoutSetting setting, const Capabilities& client) {
+    switch (setting) {
+        case DmaLayoutSetting::spec:
+            return {DmaLayout::spec, "set to spec"};
+        case DmaLayoutSetting::qemu:
+            return {DmaLayout::qemu, "set to qemu"};
+        case DmaLayoutSetting::automatic:
+            break;
+    }
+    // QEMU's client (10.x, hw/vfio-user/proxy.c) offers "write_multiple"; neither libvfio-user
+    // nor potemkin's client does. Its presence, whatever its value, is the tell: the other keys
+    // QEMU sends (max_msg_fds, max_data_xfer_size, pgsizes, max_dma_maps, migration) are the
+    // spec's and any client may send them.
+    if (client.write_multiple)
+        return {DmaLayout::qemu,
+                "auto: the client offered \"write_multiple\", which only QEMU's client sends"};
+    return {DmaLayout::spec, "auto: no sign of QEMU's client"};
+}
+
 // ---- Setup -------------------------------------------------------------------------------------
 
 VfioUserServer::VfioUserServer(const VfioUserServerSettings& settings)
@@ -268,6 +309,8 @@ Result<void> VfioUserServer::handle_version(Connection& conn, Message& msg) {
     POTEMKIN_TRY(check_version_compatible(*v));
     conn.client = v->caps;
     conn.negotiated = true;
+    const DmaLayoutChoice layout = choose_dma_layout(settings_.dma_layout, conn.client);
+    conn.dma_layout = layout.layout;
     Version mine;
     mine.minor = std::min(v->minor, kMinor);
     mine.caps.max_msg_fds = kServerMaxMsgFds;
@@ -294,6 +337,8 @@ Result<void> VfioUserServer::handle_version(Connection& conn, Message& msg) {
     log::info("{}: client speaks vfio-user {}.{}, max_msg_fds {}, max_data_xfer_size {}{}",
               settings_.label, v->major, v->minor, conn.client.max_msg_fds,
               conn.client.max_data_xfer_size, conn.twin ? ", twin socket" : "");
+    log::info("{}: DMA_READ/DMA_WRITE in the {} layout ({})", settings_.label,
+              dma_layout_name(layout.layout), layout.reason);
     auto payload = encode_version(mine);
     std::span<const uint8_t> parts[1] = {bytes_of(payload)};
     if (!client_end) return reply(conn, msg, parts);

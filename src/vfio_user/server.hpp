@@ -10,7 +10,9 @@
 //   pread/pwrite) and the model's DMA is a bounds-checked memcpy; without an fd the model's DMA
 //   becomes DMA_READ/DMA_WRITE requests to the client, on the twin socket when the client
 //   offered one (VERSION "twin_socket"), else on the request socket. While it waits for their
-//   replies the server keeps serving the client's requests.
+//   replies the server keeps serving the client's requests. Their layout is the spec's or
+//   QEMU 10's (DmaLayout; VfioUserServerSettings::dma_layout, by default chosen per client
+//   from its VERSION capabilities).
 // - DMA ordering: the model's deferred work (DeviceServices::defer, where its DMA belongs) runs
 //   after the reply to the request that queued it, so a client that answers DMA only when no
 //   request of its own is outstanding (QEMU) never waits on us while we wait on it. A model
@@ -43,6 +45,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/result.hpp"
@@ -58,7 +61,23 @@
 
 namespace potemkin::vfio_user {
 
+// Which layout our DMA_READ/DMA_WRITE requests and the client's replies use (DmaLayout).
+// automatic: QEMU's layout for a client whose VERSION capabilities say it is QEMU's (it alone
+// sends "write_multiple"), the spec's for every other; spec, qemu: that one for every client.
+enum class DmaLayoutSetting : uint8_t { automatic, spec, qemu };
+// "auto", "spec", "qemu" (what `potemkin serve --dma-layout` takes); anything else is EINVAL.
+Result<DmaLayoutSetting> parse_dma_layout_setting(std::string_view text);
+std::string_view dma_layout_setting_name(DmaLayoutSetting setting);
+// The layout for a client that offered `client` in VERSION, and why (for the log).
+struct DmaLayoutChoice {
+    DmaLayout layout = DmaLayout::spec;
+    std::string reason;
+};
+DmaLayoutChoice choose_dma_layout(DmaLayoutSetting setting, const Capabilities& client);
+
 struct VfioUserServerSettings : sdk::DeviceServerSettings {
+    // DMA_READ/DMA_WRITE layout (only DMA by message uses them: RAM mapped without an fd).
+    DmaLayoutSetting dma_layout = DmaLayoutSetting::automatic;
     // Where to listen: bind a new socket at `socket_path`, or use the listening socket
     // `listen_fd` (inherited; ownership is taken). Exactly one must be given.
     std::string socket_path;

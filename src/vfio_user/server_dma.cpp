@@ -2,7 +2,8 @@
 // goes through it: memcpy for a range shared with an fd (mmap), pread/pwrite for FILE_IO, and
 // DMA_READ/DMA_WRITE requests to the client for one shared without an fd: on the twin socket
 // when negotiated, else on the request socket; while waiting for a reply the client's requests
-// are served (docs/vfio-user.md, "DMA").
+// are served (docs/vfio-user.md, "DMA"); those messages in the layout chosen at VERSION (spec
+// or QEMU's, "DMA message layouts").
 #include <fmt/format.h>
 
 #include <poll.h>
@@ -126,20 +127,21 @@ Result<void> VfioUserServer::dma_message(uint64_t iova, std::span<uint8_t> buf, 
         Header h;
         h.msg_id = next_msg_id_++;
         h.cmd = static_cast<uint16_t>(cmd);
-        auto head = encode_dma_access(addr, n);
-        std::span<const uint8_t> parts[2] = {bytes_of(head), write ? piece : std::span<uint8_t>()};
+        const DmaFrame frame = encode_dma_frame(conn.dma_layout, addr, static_cast<uint32_t>(n));
+        std::span<const uint8_t> parts[3] = {frame.head(), write ? piece : std::span<uint8_t>(),
+                                             frame.tail()};
         if (auto s = send_message(fd, h, parts); !s) {
             conn.close = true;
             return fail(s.error().context(command_name(cmd)));
         }
-        h.msg_size = kHeaderSize + static_cast<uint32_t>(head.size());
+        h.msg_size = kHeaderSize + kDmaAccessSize;
         POTEMKIN_TRY(await_dma_reply(conn, h, r));
         POTEMKIN_TRY(check_reply(h, r.header));
         done += n;
         // QEMU (10.2, hw/vfio-user/pci.c) answers DMA_WRITE with the bare header; the spec
         // echoes addr and count. Both mean done.
         if (write && r.payload.empty()) continue;
-        auto a = decode_dma_access(cmd, true, r.payload, max);
+        auto a = decode_dma_access(conn.dma_layout, cmd, true, r.payload, max);
         if (!a) return fail(a.error());
         if (a->addr != addr || a->count != n)
             return failf("{} reply: addr {:#x} count {} do not match the request ({:#x}, {})",

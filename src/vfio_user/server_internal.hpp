@@ -48,6 +48,8 @@ struct VfioUserServer::Connection {
     bool negotiated = false;
     bool close = false;  // drop the connection after this message
     Capabilities client;
+    // How our DMA_READ/DMA_WRITE are laid out for this client (chosen at VERSION).
+    DmaLayout dma_layout = DmaLayout::spec;
     // The twin socket (VERSION "twin_socket"): our DMA_READ/DMA_WRITE requests and the
     // client's replies travel on it; absent, they share fd with the client's requests.
     UniqueFd twin;

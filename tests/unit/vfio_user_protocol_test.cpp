@@ -547,6 +547,118 @@ TEST(VfioUserProtocol, DmaAccess) {
                  "DMA_READ reply: count 4 but 3 data bytes follow");
 }
 
+// The spec layout, byte for byte: u64 addr, u64 count, data at payload offset 16.
+TEST(VfioUserProtocol, DmaAccessSpecLayoutBytes) {
+    const uint8_t data[3] = {0xa1, 0xa2, 0xa3};
+    EXPECT_EQ(encode_dma_access(DmaLayout::spec, 0x1122334455667788, 3, data),
+              (std::vector<uint8_t>{0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11,  // addr
+                                    3, 0, 0, 0, 0, 0, 0, 0,                          // u64 count
+                                    0xa1, 0xa2, 0xa3}));
+    // The layout-free encoder is the spec's.
+    EXPECT_EQ(encode_dma_access(DmaLayout::spec, 0x1000, 3, data),
+              encode_dma_access(0x1000, 3, data));
+    const DmaFrame f = encode_dma_frame(DmaLayout::spec, 0x1000, 8);
+    EXPECT_EQ(f.head().size(), 16u);
+    EXPECT_TRUE(f.tail().empty());
+    auto r = decode_dma_access(DmaLayout::spec, Command::dma_read, true,
+                               encode_dma_access(0x1000, 3, data), 4096);
+    ASSERT_TRUE(r) << r.error().message;
+    EXPECT_EQ(r->data, (std::vector<uint8_t>{0xa1, 0xa2, 0xa3}));
+}
+
+// QEMU 10.2's VFIOUserDMARW (hw/vfio-user/protocol.h): u64 addr, u32 count, data at payload
+// offset 12; QEMU sizes every message against sizeof() = 32, so N data bytes travel in a
+// 32 + N byte message with 4 bytes after the data.
+TEST(VfioUserProtocol, DmaAccessQemuLayoutBytes) {
+    // DMA_READ request: 16 payload bytes (msg_size 32, QEMU's minimum), count 8.
+    EXPECT_EQ(encode_dma_access(DmaLayout::qemu, 0x1122334455667788, 8),
+              (std::vector<uint8_t>{0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11,  // addr
+                                    8, 0, 0, 0,                                      // u32 count
+                                    0, 0, 0, 0}));                                   // padding
+    // DMA_WRITE request of 3 bytes: the data at 12, then 4 zero bytes: msg_size 35 = 32 + 3,
+    // which is what QEMU's "count <= size - sizeof(VFIOUserDMARW)" needs.
+    const uint8_t data[3] = {0xa1, 0xa2, 0xa3};
+    const auto w = encode_dma_access(DmaLayout::qemu, 0x2000, 3, data);
+    EXPECT_EQ(w, (std::vector<uint8_t>{0, 0x20, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0xa1, 0xa2, 0xa3, 0,
+                                       0, 0, 0}));
+    EXPECT_EQ(kHeaderSize + w.size(), 32u + 3u);
+    // The frame gives the same bytes around data passed separately.
+    const DmaFrame f = encode_dma_frame(DmaLayout::qemu, 0x2000, 3);
+    std::vector<uint8_t> joined(f.head().begin(), f.head().end());
+    joined.insert(joined.end(), data, data + 3);
+    joined.insert(joined.end(), f.tail().begin(), f.tail().end());
+    EXPECT_EQ(joined, w);
+
+    // QEMU's DMA_READ reply for 4 bytes: msg_size 36 = 4 + 32, the data at payload offset 12;
+    // the last 4 bytes are whatever QEMU left there (here: not zero) and are ignored.
+    const std::vector<uint8_t> reply = {0,    0x30, 0,    0,    0, 0, 0, 0,  // addr 0x3000
+                                        4,    0,    0,    0,                 // u32 count
+                                        0xd1, 0xd2, 0xd3, 0xd4,              // data
+                                        0xee, 0xee, 0xee, 0xee};             // padding
+    auto r = decode_dma_access(DmaLayout::qemu, Command::dma_read, true, reply, 4096);
+    ASSERT_TRUE(r) << r.error().message;
+    EXPECT_EQ(r->addr, 0x3000u);
+    EXPECT_EQ(r->count, 4u);
+    EXPECT_EQ(r->data, (std::vector<uint8_t>{0xd1, 0xd2, 0xd3, 0xd4}));
+    // The same bytes read as the spec layout: the count field holds data (what the server
+    // refused before it knew QEMU's layout).
+    expect_error(decode_dma_access(DmaLayout::spec, Command::dma_read, true, reply, 4096),
+                 "DMA_READ reply: count 15335832951216668676 exceeds max_data_xfer_size 4096");
+
+    // A DMA_WRITE request decodes back (a client's view), a DMA_READ request without data.
+    auto wd = decode_dma_access(DmaLayout::qemu, Command::dma_write, false, w, 4096);
+    ASSERT_TRUE(wd) << wd.error().message;
+    EXPECT_EQ(wd->addr, 0x2000u);
+    EXPECT_EQ(wd->data, (std::vector<uint8_t>{0xa1, 0xa2, 0xa3}));
+    EXPECT_TRUE(decode_dma_access(DmaLayout::qemu, Command::dma_read, false,
+                                  encode_dma_access(DmaLayout::qemu, 0x2000, 8), 4096));
+}
+
+TEST(VfioUserProtocol, DmaAccessQemuLayoutErrors) {
+    // Shorter than QEMU's 32-byte struct.
+    expect_error(
+        decode_dma_access(DmaLayout::qemu, Command::dma_read, true, std::vector<uint8_t>(12), 4096),
+        "DMA_READ reply (QEMU layout): payload of 12 bytes is shorter than the 16-byte "
+        "struct");
+    // A reply whose msg_size is not count + 32.
+    const uint8_t four[4] = {1, 2, 3, 4};
+    expect_error(decode_dma_access(DmaLayout::qemu, Command::dma_read, true,
+                                   encode_dma_access(DmaLayout::qemu, 0, 8, four), 4096),
+                 "DMA_READ reply (QEMU layout): count 8 but the message holds 4 data bytes");
+    expect_error(decode_dma_access(DmaLayout::qemu, Command::dma_read, false,
+                                   encode_dma_access(DmaLayout::qemu, 0, 8192), 4096),
+                 "DMA_READ (QEMU layout): count 8192 exceeds max_data_xfer_size 4096");
+    expect_error(decode_dma_access(DmaLayout::qemu, Command::dma_read, false,
+                                   encode_dma_access(DmaLayout::qemu, 0, 4, four), 4096),
+                 "DMA_READ (QEMU layout): 4 unexpected data bytes after the struct");
+    expect_error(decode_dma_access(DmaLayout::qemu, Command::dma_read, false,
+                                   encode_dma_access(DmaLayout::qemu, ~uint64_t{0}, 4), 4096),
+                 "overflows");
+    EXPECT_EQ(dma_layout_name(DmaLayout::qemu), "qemu");
+    EXPECT_EQ(dma_layout_name(DmaLayout::spec), "spec");
+}
+
+// QEMU 10.2's client VERSION capabilities (hw/vfio-user/proxy.c caps_json), as JSON: the
+// "write_multiple" key is kept; a non-boolean is refused like any known key of the wrong type.
+TEST(VfioUserProtocol, WriteMultipleCapability) {
+    auto c = parse_capabilities_json(
+        R"({"capabilities":{"migration":{"pgsize":4096,"max_bitmap_size":268435456},)"
+        R"("max_msg_fds":16,"max_data_xfer_size":1048576,"pgsizes":4096,"max_dma_maps":65535,)"
+        R"("write_multiple":true}})");
+    ASSERT_TRUE(c) << c.error().message;
+    EXPECT_EQ(c->write_multiple, std::optional<bool>(true));
+    EXPECT_EQ(c->max_msg_fds, 16u);
+    auto none = parse_capabilities_json(R"({"capabilities":{"max_msg_fds":1}})");
+    ASSERT_TRUE(none);
+    EXPECT_FALSE(none->write_multiple);
+    expect_error(parse_capabilities_json(R"({"capabilities":{"write_multiple":1}})"),
+                 "VERSION: capability write_multiple is not a boolean: 1");
+    Capabilities w;
+    w.write_multiple = false;
+    EXPECT_NE(capabilities_json(w).find(R"("write_multiple":false)"), std::string::npos);
+    EXPECT_EQ(capabilities_json(Capabilities{}).find("write_multiple"), std::string::npos);
+}
+
 // ---- Framing over a real socket pair -------------------------------------------------------
 
 struct SocketPair {

@@ -16,6 +16,7 @@
 #include <filesystem>
 #include <thread>
 
+#include "common/log.hpp"
 #include "machine/builtins.hpp"
 #include "pci/registers.hpp"
 #include "sdk/device_model.hpp"
@@ -71,11 +72,14 @@ class VfioUserServerTest : public ::testing::Test {
         s.socket_path = path_;
         s.io_timeout_ms = 500;
         s.label = "edu";
+        configure(s);
         auto server = VfioUserServer::create(std::move(model).value(), s);
         ASSERT_TRUE(server) << server.error().message;
         server_ = std::move(server).value();
         thread_ = std::thread([this] { run_result_ = server_->run().has_value(); });
     }
+    // Settings a test suite changes (after the defaults above).
+    virtual void configure(VfioUserServerSettings&) {}
     // The model served: edu unless a test suite says otherwise.
     virtual Result<std::unique_ptr<DeviceModel>> make_model() {
         return ModelRegistry::builtin().create("edu", {});
@@ -532,6 +536,141 @@ TEST_F(VfioUserServerTest, DmaByMessageComesAfterTheReplyAndRequestsAreServedMea
     expect_dma_done(fd.get());
     const std::string log = testing::internal::GetCapturedStderr();
     EXPECT_EQ(log.find("DMA refused"), std::string::npos) << log;
+    expect_alive(fd.get());
+}
+
+// QEMU 10.2's VERSION capabilities, as its client sends them (hw/vfio-user/proxy.c caps_json;
+// the client offers version 0.0).
+std::vector<uint8_t> qemu_version_payload() {
+    const std::string json =
+        R"({"capabilities":{"migration":{"pgsize":4096,"max_bitmap_size":268435456},)"
+        R"("max_msg_fds":16,"max_data_xfer_size":1048576,"pgsizes":4096,"max_dma_maps":65535,)"
+        R"("write_multiple":true}})";
+    std::vector<uint8_t> p = {0, 0, 0, 0};
+    p.insert(p.end(), json.begin(), json.end());
+    p.push_back(0);
+    return p;
+}
+
+// QEMU's client lays DMA_READ/DMA_WRITE out as VFIOUserDMARW (u64 addr, u32 count, data at
+// payload offset 12, every message 32 + N bytes). With the default (auto) layout the server
+// recognises QEMU by "write_multiple" and speaks that layout: the edu DMA round trip that
+// came back shifted by 4 bytes (and a refused DMA_READ reply) before.
+TEST_F(VfioUserServerTest, QemuClientGetsDmaInQemuLayout) {
+    testing::internal::CaptureStderr();
+    const log::Level saved = log::level();
+    log::set_level(log::Level::info);
+    UniqueFd fd = connect_raw();
+    auto v = request(fd.get(), Command::version, qemu_version_payload());
+    ASSERT_TRUE(v && !v->header.is_error());
+    DmaMap m;
+    m.addr = 0x100000;
+    m.size = 0x1000;
+    auto r = request(fd.get(), Command::dma_map, encode_dma_map(m));
+    ASSERT_TRUE(r && !r->header.is_error());
+    bus_master(fd.get(), true);
+
+    // RAM -> edu: the server's DMA_READ is 32 bytes: addr, u32 count, 4 zero bytes.
+    start_dma(fd.get(), 0x100010, 0x40000, 8, 1);
+    Message dma = expect_dma_request(fd.get(), Command::dma_read);
+    EXPECT_EQ(dma.header.msg_size, 32u);
+    EXPECT_EQ(dma.payload,
+              (std::vector<uint8_t>{0x10, 0, 0x10, 0, 0, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0}));
+    // QEMU's reply: msg_size 8 + 32, the data at payload offset 12, 4 stray bytes after it.
+    const std::vector<uint8_t> data = {1, 2, 3, 4, 5, 6, 7, 8};
+    std::vector<uint8_t> reply = {0x10, 0, 0x10, 0, 0, 0, 0, 0, 8, 0, 0, 0};
+    reply.insert(reply.end(), data.begin(), data.end());
+    reply.insert(reply.end(), {0xee, 0xee, 0xee, 0xee});
+    ASSERT_TRUE(send_message(fd.get(), reply_header(dma.header), as_bytes(reply)));
+    expect_dma_done(fd.get());
+
+    // edu -> RAM: the server's DMA_WRITE is 8 + 32 bytes with the data at payload offset 12,
+    // which is where QEMU reads it (pci_dma_write of &msg->data).
+    start_dma(fd.get(), 0x40000, 0x100020, 8, 3);
+    dma = expect_dma_request(fd.get(), Command::dma_write);
+    EXPECT_EQ(dma.header.msg_size, 40u);
+    std::vector<uint8_t> expect = {0x20, 0, 0x10, 0, 0, 0, 0, 0, 8, 0, 0, 0};
+    expect.insert(expect.end(), data.begin(), data.end());
+    expect.insert(expect.end(), {0, 0, 0, 0});
+    EXPECT_EQ(dma.payload, expect);
+    // QEMU answers a DMA_WRITE with the bare header.
+    ASSERT_TRUE(send_message(fd.get(), reply_header(dma.header)));
+    expect_dma_done(fd.get());
+    expect_alive(fd.get());
+    const std::string log = testing::internal::GetCapturedStderr();
+    log::set_level(saved);
+    EXPECT_NE(log.find("edu: DMA_READ/DMA_WRITE in the qemu layout (auto: the client offered "
+                       "\"write_multiple\", which only QEMU's client sends)"),
+              std::string::npos)
+        << log;
+    EXPECT_EQ(log.find("DMA refused"), std::string::npos) << log;
+    EXPECT_EQ(log.find("→ error"), std::string::npos) << log;
+}
+
+// The spec layout for a client that shows no sign of being QEMU's, logged as such.
+TEST_F(VfioUserServerTest, OtherClientsGetDmaInSpecLayout) {
+    testing::internal::CaptureStderr();
+    const log::Level saved = log::level();
+    log::set_level(log::Level::info);
+    UniqueFd fd = connect_negotiated();
+    log::set_level(saved);
+    const std::string log = testing::internal::GetCapturedStderr();
+    EXPECT_NE(log.find("edu: DMA_READ/DMA_WRITE in the spec layout (auto: no sign of QEMU's "
+                       "client)"),
+              std::string::npos)
+        << log;
+}
+
+TEST(VfioUserServerDmaLayout, SettingParsesAndChoosesPerClient) {
+    EXPECT_EQ(parse_dma_layout_setting("auto").value(), DmaLayoutSetting::automatic);
+    EXPECT_EQ(parse_dma_layout_setting("spec").value(), DmaLayoutSetting::spec);
+    EXPECT_EQ(parse_dma_layout_setting("qemu").value(), DmaLayoutSetting::qemu);
+    auto bad = parse_dma_layout_setting("QEMU");
+    ASSERT_FALSE(bad);
+    EXPECT_EQ(bad.error().message, "DMA layout 'QEMU': expected auto, spec or qemu");
+    EXPECT_EQ(bad.error().sys_errno, EINVAL);
+    for (auto s : {DmaLayoutSetting::automatic, DmaLayoutSetting::spec, DmaLayoutSetting::qemu})
+        EXPECT_EQ(parse_dma_layout_setting(dma_layout_setting_name(s)).value(), s);
+
+    Capabilities qemu;
+    qemu.write_multiple = true;
+    Capabilities qemu_false;  // the key is the tell, not its value
+    qemu_false.write_multiple = false;
+    const Capabilities other;
+    EXPECT_EQ(choose_dma_layout(DmaLayoutSetting::automatic, qemu).layout, DmaLayout::qemu);
+    EXPECT_EQ(choose_dma_layout(DmaLayoutSetting::automatic, qemu_false).layout, DmaLayout::qemu);
+    EXPECT_EQ(choose_dma_layout(DmaLayoutSetting::automatic, other).layout, DmaLayout::spec);
+    EXPECT_EQ(choose_dma_layout(DmaLayoutSetting::spec, qemu).layout, DmaLayout::spec);
+    EXPECT_EQ(choose_dma_layout(DmaLayoutSetting::spec, qemu).reason, "set to spec");
+    EXPECT_EQ(choose_dma_layout(DmaLayoutSetting::qemu, other).layout, DmaLayout::qemu);
+    EXPECT_EQ(choose_dma_layout(DmaLayoutSetting::qemu, other).reason, "set to qemu");
+}
+
+// --dma-layout qemu: QEMU's layout for a client that did not say it is QEMU's.
+class VfioUserServerQemuLayoutTest : public VfioUserServerTest {
+  protected:
+    void configure(VfioUserServerSettings& s) override { s.dma_layout = DmaLayoutSetting::qemu; }
+};
+
+TEST_F(VfioUserServerQemuLayoutTest, ForcedQemuLayoutForAnyClient) {
+    UniqueFd fd = connect_negotiated();
+    DmaMap m;
+    m.addr = 0x100000;
+    m.size = 0x1000;
+    auto r = request(fd.get(), Command::dma_map, encode_dma_map(m));
+    ASSERT_TRUE(r && !r->header.is_error());
+    bus_master(fd.get(), true);
+    start_dma(fd.get(), 0x100040, 0x40000, 4, 1);
+    Message dma = expect_dma_request(fd.get(), Command::dma_read);
+    auto a = decode_dma_access(DmaLayout::qemu, Command::dma_read, false, dma.payload, 1u << 20);
+    ASSERT_TRUE(a) << a.error().message;
+    EXPECT_EQ(a->addr, 0x100040u);
+    EXPECT_EQ(a->count, 4u);
+    // The reply in QEMU's layout completes the transfer.
+    ASSERT_TRUE(
+        send_message(fd.get(), reply_header(dma.header),
+                     as_bytes(encode_dma_access(DmaLayout::qemu, 0x100040, 4, le32(0xc0de)))));
+    expect_dma_done(fd.get());
     expect_alive(fd.get());
 }
 
