@@ -45,30 +45,50 @@ constexpr const char* kConfig = R"(<vm><memory>16</memory><guest file="none.elf"
 
 }  // namespace
 
-extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-    static const bool registered = [] {
-        log::set_level(log::Level::error);
-        return machine::register_builtins().has_value();
-    }();
-    if (!registered) std::abort();
+namespace {
 
-    auto memory = vm::GuestMemory::create({{Gpa(0), 16u << 20}});
-    if (!memory) std::abort();
+// Built once (opening the devices costs far more than an input); every input starts from a VM
+// reset, as a guest would after one.
+struct Vm {
+    std::unique_ptr<vm::GuestMemory> memory;
     vm::PortBus ports{vm::Space::io, 0x10000};
     vm::MmioBus mmio{vm::Space::mmio, 0};
     QuietSink sink;
     NoTimers timers;
-    auto manager = std::make_unique<vm::DeviceManager>(vm::DeviceClassRegistry::builtin());
-    vm::DeviceContext ctx{ports, mmio, **memory, sink, timers, *manager, nullptr};
-    auto doc = vm::ConfigDocument::load_string(kConfig, "fuzz.xml");
-    if (!doc) std::abort();
-    auto cfg = vm::parse_vm_config(*doc);
-    if (!cfg || !manager->create_all(cfg->devices, ctx)) std::abort();
-    auto* bus = manager->find_as<pci::PciBus>("pci0");
-    devices::PciFront* fronts[2] = {manager->find_as<devices::PciFront>("edu0"),
-                                    manager->find_as<devices::PciFront>("mb0")};
-    if (bus == nullptr || fronts[0] == nullptr || fronts[1] == nullptr) std::abort();
+    std::unique_ptr<vm::DeviceManager> manager;
+    std::unique_ptr<vm::DeviceContext> ctx;
+    pci::PciBus* bus = nullptr;
+    devices::PciFront* fronts[2] = {nullptr, nullptr};
 
+    Vm() {
+        log::set_level(log::Level::error);
+        if (!machine::register_builtins()) std::abort();
+        auto m = vm::GuestMemory::create({{Gpa(0), 16u << 20}});
+        if (!m) std::abort();
+        memory = std::move(*m);
+        manager = std::make_unique<vm::DeviceManager>(vm::DeviceClassRegistry::builtin());
+        ctx = std::make_unique<vm::DeviceContext>(
+            vm::DeviceContext{ports, mmio, *memory, sink, timers, *manager, nullptr});
+        auto doc = vm::ConfigDocument::load_string(kConfig, "fuzz.xml");
+        if (!doc) std::abort();
+        auto cfg = vm::parse_vm_config(*doc);
+        if (!cfg || !manager->create_all(cfg->devices, *ctx)) std::abort();
+        bus = manager->find_as<pci::PciBus>("pci0");
+        fronts[0] = manager->find_as<devices::PciFront>("edu0");
+        fronts[1] = manager->find_as<devices::PciFront>("mb0");
+        if (bus == nullptr || fronts[0] == nullptr || fronts[1] == nullptr) std::abort();
+    }
+    ~Vm() { manager.reset(); }  // devices first: they use ctx and unhook from the buses
+};
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+    static Vm vm;
+    vm.manager->reset_all();
+    auto* bus = vm.bus;
+    auto& fronts = vm.fronts;
+    auto& mmio = vm.mmio;
     static const unsigned kSizes[4] = {1, 2, 4, 4};
     for (size_t at = 0; at + 8 <= size; at += 8) {
         const uint8_t* r = data + at;
@@ -91,10 +111,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         if ((reg & 1) != 0) continue;  // an I/O BAR
         const uint64_t addr = (reg & ~0xfu) + (value & 0xffff);
         if (write)
-            mmio.write(addr & ~uint64_t{width - 1}, width, value);
+            mmio.write(Gpa(addr & ~uint64_t{width - 1}), width, value);
         else
-            (void)mmio.read(addr & ~uint64_t{width - 1}, width);
+            (void)mmio.read(Gpa(addr & ~uint64_t{width - 1}), width);
     }
-    manager.reset();  // devices first: they unhook from the buses
     return 0;
 }
