@@ -791,18 +791,18 @@ std::vector<uint8_t> encode_dma_access(DmaLayout layout, uint64_t addr, uint32_t
     return w.take();
 }
 
+// Both layouts: the same 16 bytes before the data in size, but QEMU's count is a u32 and its
+// data starts right after it (payload offset 12), its last 4 bytes padding.
 Result<DmaAccess> decode_dma_access(DmaLayout layout, Command cmd, bool reply,
                                     std::span<const uint8_t> payload, uint32_t max_data_xfer_size) {
-    if (layout == DmaLayout::spec)
-        return decode_dma_access(cmd, reply, payload, max_data_xfer_size);
+    const bool qemu = layout == DmaLayout::qemu;
     const std::string name =
-        command_name(cmd) + (reply ? " reply (QEMU layout)" : " (QEMU layout)");
-    // 16 = sizeof(VFIOUserDMARW) less the header: QEMU's smallest message.
+        command_name(cmd) + (reply ? " reply" : "") + (qemu ? " (QEMU layout)" : "");
     POTEMKIN_TRY(need(name, payload, kDmaAccessSize));
     Reader r(payload);
     DmaAccess a;
     a.addr = r.get<uint64_t>();
-    a.count = r.get<uint32_t>();
+    a.count = qemu ? r.get<uint32_t>() : r.get<uint64_t>();
     if (a.count > max_data_xfer_size)
         return invalid("{}: count {} exceeds max_data_xfer_size {}", name, a.count,
                        max_data_xfer_size);
@@ -810,9 +810,8 @@ Result<DmaAccess> decode_dma_access(DmaLayout layout, Command cmd, bool reply,
     const size_t extra = payload.size() - kDmaAccessSize;
     if (carries_data) {
         if (extra != a.count)
-            return invalid("{}: count {} but the message holds {} data bytes", name, a.count,
-                           extra);
-        const auto data = payload.subspan(kQemuDmaHeadSize, a.count);
+            return invalid("{}: count {} but {} data bytes follow", name, a.count, extra);
+        const auto data = payload.subspan(qemu ? kQemuDmaHeadSize : kDmaAccessSize, a.count);
         a.data.assign(data.begin(), data.end());
     } else if (extra != 0) {
         return invalid("{}: {} unexpected data bytes after the struct", name, extra);
@@ -824,27 +823,7 @@ Result<DmaAccess> decode_dma_access(DmaLayout layout, Command cmd, bool reply,
 
 Result<DmaAccess> decode_dma_access(Command cmd, bool reply, std::span<const uint8_t> payload,
                                     uint32_t max_data_xfer_size) {
-    const std::string name = command_name(cmd) + (reply ? " reply" : "");
-    POTEMKIN_TRY(need(name, payload, kDmaAccessSize));
-    Reader r(payload);
-    DmaAccess a;
-    a.addr = r.get<uint64_t>();
-    a.count = r.get<uint64_t>();
-    if (a.count > max_data_xfer_size)
-        return invalid("{}: count {} exceeds max_data_xfer_size {}", name, a.count,
-                       max_data_xfer_size);
-    const bool carries_data = (cmd == Command::dma_write) != reply;
-    const size_t extra = payload.size() - kDmaAccessSize;
-    if (carries_data) {
-        if (extra != a.count)
-            return invalid("{}: count {} but {} data bytes follow", name, a.count, extra);
-        a.data.assign(payload.begin() + kDmaAccessSize, payload.end());
-    } else if (extra != 0) {
-        return invalid("{}: {} unexpected data bytes after the struct", name, extra);
-    }
-    if (a.addr + a.count < a.addr)
-        return invalid("{}: addr {:#x} + count {} overflows", name, a.addr, a.count);
-    return a;
+    return decode_dma_access(DmaLayout::spec, cmd, reply, payload, max_data_xfer_size);
 }
 
 }  // namespace potemkin::vfio_user

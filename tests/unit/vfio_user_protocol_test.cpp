@@ -624,7 +624,7 @@ TEST(VfioUserProtocol, DmaAccessQemuLayoutErrors) {
     const uint8_t four[4] = {1, 2, 3, 4};
     expect_error(decode_dma_access(DmaLayout::qemu, Command::dma_read, true,
                                    encode_dma_access(DmaLayout::qemu, 0, 8, four), 4096),
-                 "DMA_READ reply (QEMU layout): count 8 but the message holds 4 data bytes");
+                 "DMA_READ reply (QEMU layout): count 8 but 4 data bytes follow");
     expect_error(decode_dma_access(DmaLayout::qemu, Command::dma_read, false,
                                    encode_dma_access(DmaLayout::qemu, 0, 8192), 4096),
                  "DMA_READ (QEMU layout): count 8192 exceeds max_data_xfer_size 4096");
