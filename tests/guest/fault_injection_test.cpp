@@ -10,8 +10,6 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <condition_variable>
-#include <mutex>
 #include <random>
 #include <string>
 #include <thread>
@@ -43,52 +41,14 @@ TEST(FaultInjection, GuestSeesTheDeviceAgainAfterEveryKillAndStop) {
     ServerProcess server(sock);
     ASSERT_TRUE(server.start()) << "potemkin serve edu did not come up at " << sock;
 
-    std::mutex mu;
-    std::condition_variable cv;
-    std::string console;
-    // Lines starting with `prefix` the guest printed so far, and waiting for more of them.
-    auto count_locked = [&](const std::string& prefix) {
-        size_t n = 0;
-        for (size_t at = console.find(prefix); at != std::string::npos;
-             at = console.find(prefix, at + 1))
-            ++n;
-        return n;
-    };
-    auto count = [&](const std::string& prefix) {
-        std::lock_guard lk(mu);
-        return count_locked(prefix);
-    };
-    auto wait_more = [&](const std::string& prefix, size_t than, std::chrono::seconds limit) {
-        std::unique_lock lk(mu);
-        return cv.wait_for(lk, limit, [&] { return count_locked(prefix) > than; });
-    };
-
     // A short reply timeout, so that a stopped server counts as gone quickly.
     const std::string devices =
         R"(<device class="PCI" id="pci0"/><device class="PCI_FRONT" id="edu0" bus="pci0" )"
         R"(hostdev="vfio-user:)" +
         sock + R"(?timeout_ms=300" slot="3"/>)";
-    auto doc = vm::ConfigDocument::load_string(vm_xml({.guest = "chaos", .devices_xml = devices}),
-                                               "test.xml");
-    ASSERT_TRUE(doc) << doc.error().message;
-    auto cfg = vm::parse_vm_config(*doc);
-    ASSERT_TRUE(cfg) << cfg.error().message;
-    machine::MachineSettings s;
-    s.config = std::move(*cfg);
-    s.timeout = 240s;
-    s.console = [&](std::string_view text) {
-        {
-            std::lock_guard lk(mu);
-            console.append(text);
-        }
-        cv.notify_all();
-    };
-    auto m = machine::Machine::create(std::move(s));
-    ASSERT_TRUE(m) << m.error().message;
-
-    machine::RunResult result;
-    std::thread vm([&] { result = (*m)->run(); });
-    const bool first_up = wait_more("chaos: up", 0, 60s);
+    LiveGuest vm({.guest = "chaos", .devices_xml = devices, .timeout_ms = 240000});
+    ASSERT_EQ(vm.error(), "");
+    const bool first_up = vm.wait_more("chaos: up", 0, 60s);
     const size_t fds_at_start = open_fds();
 
     std::mt19937 rng(20261203);
@@ -97,7 +57,7 @@ TEST(FaultInjection, GuestSeesTheDeviceAgainAfterEveryKillAndStop) {
     bool all_back = first_up;
     for (unsigned i = 1; i <= kFaults && all_back; ++i) {
         pause_ms(50);
-        const size_t ups = count("chaos: up"), gones = count("chaos: gone");
+        const size_t ups = vm.count("chaos: up"), gones = vm.count("chaos: gone");
         switch (rng() % 3) {
             case 0:  // killed, started again
                 server.kill_hard();
@@ -116,23 +76,20 @@ TEST(FaultInjection, GuestSeesTheDeviceAgainAfterEveryKillAndStop) {
             default:  // stopped past the reply timeout, then continued
                 server.signal(SIGSTOP);
                 ++stops;
-                all_back = wait_more("chaos: gone", gones, 30s);
+                all_back = vm.wait_more("chaos: gone", gones, 30s);
                 server.signal(SIGCONT);
                 break;
         }
-        all_back = all_back && wait_more("chaos: up", ups, 60s);
+        all_back = all_back && vm.wait_more("chaos: up", ups, 60s);
     }
     // Tell the guest to finish: the mailbox it polls, written on the engine thread.
-    (*m)->post([&] {
+    vm.machine().post([&] {
         const uint8_t one[4] = {1, 0, 0, 0};
-        if (!(*m)->memory().write(Gpa(0x3000), one)) ADD_FAILURE() << "mailbox write";
+        if (!vm.machine().memory().write(Gpa(0x3000), one)) ADD_FAILURE() << "mailbox write";
     });
-    vm.join();  // bounded by the VM's timeout
+    const machine::RunResult& result = vm.join();  // bounded by the VM's timeout
     const size_t fds_at_end = open_fds();
-    const std::string text = [&] {
-        std::lock_guard lk(mu);
-        return console;
-    }();
+    const std::string text = vm.console();
     ASSERT_TRUE(first_up) << text;
     EXPECT_TRUE(all_back) << "kills " << kills << ", double kills " << double_kills << ", stops "
                           << stops << "\n"
@@ -141,7 +98,7 @@ TEST(FaultInjection, GuestSeesTheDeviceAgainAfterEveryKillAndStop) {
     EXPECT_EQ(result.exit_value, 0u) << text;
     EXPECT_EQ(text.find("wrong value"), std::string::npos) << text;
     EXPECT_NE(text.find("chaos: done:"), std::string::npos) << text;
-    EXPECT_GE(count("chaos: up"), kFaults + 1) << text;
+    EXPECT_GE(vm.count("chaos: up"), kFaults + 1) << text;
     EXPECT_LE(fds_at_end, fds_at_start) << "the VMM's open fds grew over " << kFaults << " faults";
     // Each kind of fault happened (the seed is fixed, so this is about the seed, not luck).
     EXPECT_GT(kills, 0u);

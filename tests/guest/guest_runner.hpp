@@ -3,7 +3,12 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 
 #include "machine/machine.hpp"
 
@@ -71,6 +76,88 @@ inline GuestRun run_guest(const GuestVm& g) {
     out.message = r.message;
     return out;
 }
+
+// A guest running on its own thread while the test acts on the world around it (kills its
+// device servers, ...), watching what the guest prints.
+class LiveGuest {
+  public:
+    explicit LiveGuest(const GuestVm& g) {
+        auto doc = vm::ConfigDocument::load_string(vm_xml(g), "test.xml");
+        if (!doc) {
+            error_ = doc.error().message;
+            return;
+        }
+        auto cfg = vm::parse_vm_config(*doc);
+        if (!cfg) {
+            error_ = cfg.error().message;
+            return;
+        }
+        machine::MachineSettings s;
+        s.config = std::move(*cfg);
+        s.timeout = std::chrono::milliseconds(g.timeout_ms);
+        s.console = [this](std::string_view text) {
+            {
+                std::lock_guard lk(mu_);
+                console_.append(text);
+            }
+            cv_.notify_all();
+        };
+        auto m = machine::Machine::create(std::move(s));
+        if (!m) {
+            error_ = m.error().message;
+            return;
+        }
+        machine_ = std::move(*m);
+        thread_ = std::thread([this] { result_ = machine_->run(); });
+    }
+    ~LiveGuest() { join(); }
+    LiveGuest(const LiveGuest&) = delete;
+    LiveGuest& operator=(const LiveGuest&) = delete;
+
+    // Empty when the VM runs; else why it could not be built.
+    const std::string& error() const { return error_; }
+    machine::Machine& machine() { return *machine_; }
+
+    // Occurrences of `text` in the console so far.
+    size_t count(const std::string& text) {
+        std::lock_guard lk(mu_);
+        return count_locked(text);
+    }
+    // Waits until `text` occurs more than `than` times (once: than = 0).
+    bool wait_more(const std::string& text, size_t than, std::chrono::seconds limit) {
+        std::unique_lock lk(mu_);
+        return cv_.wait_for(lk, limit, [&] { return count_locked(text) > than; });
+    }
+    bool wait_for(const std::string& text, std::chrono::seconds limit) {
+        return wait_more(text, 0, limit);
+    }
+    std::string console() {
+        std::lock_guard lk(mu_);
+        return console_;
+    }
+    // Waits for the run to end (bounded by the VM's timeout).
+    const machine::RunResult& join() {
+        if (thread_.joinable()) thread_.join();
+        return result_;
+    }
+
+  private:
+    size_t count_locked(const std::string& text) const {
+        size_t n = 0;
+        for (size_t at = console_.find(text); at != std::string::npos;
+             at = console_.find(text, at + 1))
+            ++n;
+        return n;
+    }
+
+    std::string error_;
+    std::unique_ptr<machine::Machine> machine_;
+    std::mutex mu_;
+    std::condition_variable cv_;
+    std::string console_;
+    machine::RunResult result_;
+    std::thread thread_;
+};
 
 // For assertion messages.
 inline std::string describe(const GuestRun& r) {

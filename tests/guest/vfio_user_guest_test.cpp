@@ -95,50 +95,21 @@ void kill_and_restart(bool mappable_after) {
         R"(<device class="PCI_FRONT" id="mb0" bus="pci0" hostdev="vfio-user:)" + mb_sock +
         R"(" slot="4"/>)";
 
-    // The guest's console, watched from this thread while the VM runs on another.
-    std::mutex mu;
-    std::condition_variable cv;
-    std::string console;
-    auto wait_for = [&](const std::string& text, std::chrono::seconds limit) {
-        std::unique_lock lk(mu);
-        return cv.wait_for(lk, limit, [&] { return console.find(text) != std::string::npos; });
-    };
-
-    auto doc = vm::ConfigDocument::load_string(
-        vm_xml({.guest = "vfukill", .devices_xml = kPciBus + edu_over(sock) + multibar}),
-        "test.xml");
-    ASSERT_TRUE(doc) << doc.error().message;
-    auto cfg = vm::parse_vm_config(*doc);
-    ASSERT_TRUE(cfg) << cfg.error().message;
-    machine::MachineSettings s;
-    s.config = std::move(*cfg);
-    s.timeout = 60s;
-    s.console = [&](std::string_view text) {
-        {
-            std::lock_guard lk(mu);
-            console.append(text);
-        }
-        cv.notify_all();
-    };
-    auto m = machine::Machine::create(std::move(s));
-    ASSERT_TRUE(m) << m.error().message;
-
-    machine::RunResult result;
-    std::thread vm([&] { result = (*m)->run(); });
-    bool phase1 = wait_for("phase 1", 30s);
+    LiveGuest vm({.guest = "vfukill",
+                  .devices_xml = kPciBus + edu_over(sock) + multibar,
+                  .timeout_ms = 60000});
+    ASSERT_EQ(vm.error(), "");
+    bool phase1 = vm.wait_for("phase 1", 30s);
     bool gone = false, restarted = false;
     if (phase1) {
         server.kill_hard();
         mb_server.kill_hard();
         if (!mappable_after) mb_server.set_params({"mmap=0"});
-        gone = wait_for("all-ones", 20s);
+        gone = vm.wait_for("all-ones", 20s);
         restarted = server.start() && mb_server.start();
     }
-    vm.join();  // bounded by the VM's timeout
-    const std::string text = [&] {
-        std::lock_guard lk(mu);
-        return console;
-    }();
+    const machine::RunResult& result = vm.join();  // bounded by the VM's timeout
+    const std::string text = vm.console();
     ASSERT_TRUE(phase1) << text;
     EXPECT_TRUE(gone) << text;
     EXPECT_TRUE(restarted);
@@ -150,7 +121,7 @@ void kill_and_restart(bool mappable_after) {
     EXPECT_NE(text.find("vfukill: done"), std::string::npos) << text;
     // Mappable: BAR2 was mapped straight into the guest after the restart too, so the check
     // above went through the new mapping, not through traps. Not mappable: it trapped.
-    auto* mb = (*m)->devices().find_as<devices::PciFront>("mb0");
+    auto* mb = vm.machine().devices().find_as<devices::PciFront>("mb0");
     ASSERT_NE(mb, nullptr);
     EXPECT_EQ(mb->direct_base(2).has_value(), mappable_after);
 }
