@@ -61,6 +61,20 @@ struct Asm {
     void hlt() { b.push_back(0xF4); }
 };
 
+// Code at 0x1000, a flat GDT at 0x500, 32-bit protected mode at the code.
+Result<void> boot(CpuEngine& e, uint8_t* ram, const Asm& code) {
+    std::memcpy(ram + 0x1000, code.b.data(), code.b.size());
+    const uint64_t gdt[3] = {0, 0x00cf9a000000ffffull, 0x00cf92000000ffffull};
+    std::memcpy(ram + 0x500, gdt, sizeof gdt);
+    BootState s;
+    s.gdt = {0x500, sizeof gdt - 1};
+    s.regs.cs = 0x08;
+    s.regs.ds = s.regs.es = s.regs.fs = s.regs.gs = s.regs.ss = 0x10;
+    s.regs.eip = 0x1000;
+    s.regs.esp = 0x8000;
+    return e.set_boot_state(s);
+}
+
 uint32_t u32(const uint8_t* p) {
     uint32_t v;
     std::memcpy(&v, p, 4);
@@ -99,16 +113,7 @@ TEST(UnicornMapHost, MappedMemoryIsAccessedWithoutExitsAndUnmapTrapsAgain) {
     a.out();              // the I/O callback maps dev2
     a.copy(kDev2, 0x10C);
     a.hlt();
-    std::memcpy(ram.get() + 0x1000, a.b.data(), a.b.size());
-    const uint64_t gdt[3] = {0, 0x00cf9a000000ffffull, 0x00cf92000000ffffull};
-    std::memcpy(ram.get() + 0x500, gdt, sizeof gdt);
-    BootState s;
-    s.gdt = {0x500, sizeof gdt - 1};
-    s.regs.cs = 0x08;
-    s.regs.ds = s.regs.es = s.regs.fs = s.regs.gs = s.regs.ss = 0x10;
-    s.regs.eip = 0x1000;
-    s.regs.esp = 0x8000;
-    ASSERT_TRUE(e.set_boot_state(s));
+    ASSERT_TRUE(boot(e, ram.get(), a));
 
     ASSERT_EQ(e.run().reason, ExitReason::halted);
     EXPECT_EQ(u32(ram.get() + 0x100), 0xFFFF'FFFFu);
@@ -175,16 +180,7 @@ TEST(UnicornMapHost, ProbingThousandsOfUnassignedPagesStaysMmio) {
     a.copy(kDev + 0x0F'F000, 0x104);
     a.copy(kDev + 0x10'1000, 0x108);
     a.hlt();
-    std::memcpy(ram.get() + 0x1000, a.b.data(), a.b.size());
-    const uint64_t gdt[3] = {0, 0x00cf9a000000ffffull, 0x00cf92000000ffffull};
-    std::memcpy(ram.get() + 0x500, gdt, sizeof gdt);
-    BootState s;
-    s.gdt = {0x500, sizeof gdt - 1};
-    s.regs.cs = 0x08;
-    s.regs.ds = s.regs.es = s.regs.fs = s.regs.gs = s.regs.ss = 0x10;
-    s.regs.eip = 0x1000;
-    s.regs.esp = 0x8000;
-    ASSERT_TRUE(e.set_boot_state(s));
+    ASSERT_TRUE(boot(e, ram.get(), a));
 
     ASSERT_EQ(e.run().reason, ExitReason::halted);
     ASSERT_EQ(io.reads.size(), kPages);

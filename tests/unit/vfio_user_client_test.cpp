@@ -483,6 +483,15 @@ TEST(VfioUserClient, TimeoutFailsTheRequestAndDropsTheConnection) {
 // Issue 11: a server that keeps sending replies with the wrong msg_id, or keeps sending requests
 // of its own, must not hold a request past its deadline. Each server below keeps going until the
 // client hangs up, so a client that waited for the right reply would never return.
+// One 4-byte BAR0 read through a client whose reply timeout is 200 ms (no reconnect).
+Result<void> read_with_200ms_deadline(FakeServer& server) {
+    Events ev;
+    auto d = open_url("vfio-user:" + server.path() + "?timeout_ms=200&reconnect=0", ev);
+    if (!d) return fail(d.error());
+    std::array<uint8_t, 4> buf{};
+    return (*d)->region_read(0, 0, buf);
+}
+
 TEST(VfioUserClient, StrayRepliesDoNotExtendTheDeadline) {
     FakeServer server;
     server.set_hook([](const vu::Message& m, int sock) {
@@ -492,11 +501,7 @@ TEST(VfioUserClient, StrayRepliesDoNotExtendTheDeadline) {
         while (vu::send_message(sock, stray)) std::this_thread::sleep_for(20ms);
         return true;
     });
-    Events ev;
-    auto d = open_url("vfio-user:" + server.path() + "?timeout_ms=200&reconnect=0", ev);
-    ASSERT_TRUE(d) << d.error().message;
-    std::array<uint8_t, 4> buf{};
-    auto r = (*d)->region_read(0, 0, buf);
+    auto r = read_with_200ms_deadline(server);
     ASSERT_FALSE(r);
     EXPECT_EQ(r.error().sys_errno, ETIMEDOUT) << r.error().message;
     EXPECT_NE(r.error().message.find("no reply within 200 ms"), std::string::npos)
@@ -519,11 +524,7 @@ TEST(VfioUserClient, AnEndlessStreamOfServerRequestsDoesNotExtendTheDeadline) {
         }
         return true;
     });
-    Events ev;
-    auto d = open_url("vfio-user:" + server.path() + "?timeout_ms=200&reconnect=0", ev);
-    ASSERT_TRUE(d) << d.error().message;
-    std::array<uint8_t, 4> buf{};
-    auto r = (*d)->region_read(0, 0, buf);
+    auto r = read_with_200ms_deadline(server);
     ASSERT_FALSE(r);
     EXPECT_EQ(r.error().sys_errno, ETIMEDOUT) << r.error().message;
 }
