@@ -101,8 +101,10 @@ inline double time_bare_unicorn(const std::vector<uint8_t>& code, const BareSett
 
 // The code (which must exit through port 0xF4) runs in a Machine with `devices_xml` inside
 // <devices>; `setup` runs after creation and before the clock starts (firmware's work).
+// `engine`: the CPU engine by name ("" for the default).
 inline double time_machine(const std::vector<uint8_t>& code, const std::string& devices_xml,
-                           const std::function<void(machine::Machine&)>& setup = {}) {
+                           const std::function<void(machine::Machine&)>& setup = {},
+                           const std::string& engine = "") {
     const std::string path = "/tmp/potemkin-bench-guest.elf";
     if (!testing::write_flat_elf(path, code, kCodeBase)) {
         std::fprintf(stderr, "bench: could not write %s\n", path.c_str());
@@ -123,6 +125,7 @@ inline double time_machine(const std::vector<uint8_t>& code, const std::string& 
     }
     machine::MachineSettings s;
     s.config = std::move(*cfg);
+    s.engine = engine;
     auto m = machine::Machine::create(std::move(s));
     if (!m) {
         std::fprintf(stderr, "bench: %s\n", m.error().message.c_str());

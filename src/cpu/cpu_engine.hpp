@@ -1,8 +1,9 @@
 // The engine that runs guest code, behind one small interface so Unicorn (embedded default)
-// and a future KVM engine are interchangeable. One CpuEngine instance is one vCPU.
+// and KVM are interchangeable. One CpuEngine instance is one vCPU.
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -31,6 +32,8 @@ class CpuIo {
     virtual uint64_t mmio_read(uint64_t address, unsigned size) = 0;
     virtual void mmio_write(uint64_t address, unsigned size, uint64_t value) = 0;
 };
+
+class CpuEngine;
 
 struct DescriptorTable {
     uint32_t base = 0;
@@ -68,8 +71,15 @@ struct EngineSettings {
     const std::atomic<bool>* kick = nullptr;
     unsigned vcpu_index = 0;
     // Return from run() after this many translation blocks (0 = never): round-robin
-    // scheduling of several vCPUs on one host thread.
+    // scheduling of several vCPUs on one host thread. Engines that see no blocks (KVM) use
+    // preempt_interval instead: return from run() after this much time (0 = never).
     uint64_t preempt_blocks = 0;
+    std::chrono::microseconds preempt_interval{0};
+    // Engines whose vCPUs share one VM (KVM: the VM holds the memory slots) join the VM of this
+    // engine, vCPU 0's; nullptr for vCPU 0. Unicorn ignores it (every engine is its own VM).
+    CpuEngine* vm_peer = nullptr;
+    // The KVM device (tests point it elsewhere to see the errors).
+    std::string kvm_device = "/dev/kvm";
 };
 
 class CpuEngine {
@@ -98,8 +108,14 @@ class CpuEngine {
 
     // Run until the kick flag is seen, the preemption quantum ends, HLT, or a fault.
     virtual RunExit run() = 0;
+    // Thread-safe: called after the kick flag was set, for engines that cannot poll the flag
+    // while guest code runs (KVM interrupts KVM_RUN). A kick while run() is not running makes
+    // the next run() return soon, at the latest when it sees the flag. Unicorn polls the flag
+    // at every block and needs nothing more.
+    virtual void kick() {}
 
-    // EFLAGS.IF of the stopped vCPU.
+    // Whether the stopped vCPU can take an external interrupt now: EFLAGS.IF (KVM also needs
+    // it out of an interrupt shadow).
     virtual bool interrupts_enabled() = 0;
     // Deliver an external interrupt through the guest IDT now (the vCPU is stopped).
     // A vCPU stopped in front of HLT resumes after it (the STI shadow is invisible here,

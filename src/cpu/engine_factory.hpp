@@ -15,6 +15,8 @@ namespace potemkin::cpu {
 
 // The engine a VM runs on unless its settings name another.
 inline constexpr std::string_view kDefaultEngine = "unicorn";
+// Not an engine but a choice: KVM when the KVM device is usable, else Unicorn.
+inline constexpr std::string_view kAutoEngine = "auto";
 
 using EngineMaker = Result<std::unique_ptr<CpuEngine>> (*)(const EngineSettings& settings);
 
@@ -30,6 +32,13 @@ std::span<const EngineEntry> engines();
 std::string engine_names();
 // The engine called `name`, or an error naming it and the known ones.
 Result<const EngineEntry*> find_engine(std::string_view name);
+// Whether KVM can be used through `device` (normally "/dev/kvm"): ok, or an error that names
+// what is missing (the device or its modules, permission, the API version, a capability).
+Result<void> kvm_usable(std::string_view device);
+// The engine a VM asking for `requested` runs on: "auto" is kvm when kvm_usable(kvm_device),
+// else unicorn; "kvm" is checked with kvm_usable so that a missing KVM is reported before any
+// device exists; any other name as find_engine. Errors list the known names and "auto".
+Result<const EngineEntry*> choose_engine(std::string_view requested, std::string_view kvm_device);
 // One vCPU on the engine called `name`.
 Result<std::unique_ptr<CpuEngine>> create_engine(std::string_view name,
                                                  const EngineSettings& settings);

@@ -107,8 +107,19 @@ Error Machine::guest_error(const Error& e) const {
 
 Result<void> Machine::build() {
     const auto& cfg = settings_.config;
-    // An unknown engine fails before any device (or device process) exists.
-    POTEMKIN_TRY_ASSIGN(const cpu::EngineEntry* engine_kind, cpu::find_engine(settings_.engine));
+    // An unknown engine, or KVM asked for where it cannot run, fails before any device (or
+    // device process) exists. --engine wins over <vm engine>.
+    std::string requested = settings_.engine;
+    if (requested.empty()) requested = cfg.engine;
+    if (requested.empty()) requested = cpu::kDefaultEngine;
+    auto chosen = cpu::choose_engine(requested, settings_.kvm_device);
+    if (!chosen) {
+        if (settings_.engine.empty() && !cfg.engine_where.empty())
+            return fail(chosen.error().context(cfg.engine_where));
+        return fail(chosen.error());
+    }
+    const cpu::EngineEntry* engine_kind = *chosen;
+    engine_name_ = engine_kind->name;
     if (!settings_.console) {
         settings_.console = [reported = false](std::string_view s) mutable {
             if (std::fwrite(s.data(), 1, s.size(), stdout) == s.size() && std::fflush(stdout) == 0)
@@ -170,6 +181,9 @@ Result<void> Machine::build() {
         es.kick = &kick_;
         es.vcpu_index = i;
         es.preempt_blocks = cfg.cores > 1 ? settings_.preempt_blocks : 0;
+        if (cfg.cores > 1) es.preempt_interval = settings_.preempt_interval;
+        es.vm_peer = vcpus_.empty() ? nullptr : vcpus_.front().engine.get();
+        es.kvm_device = settings_.kvm_device;
         POTEMKIN_TRY_ASSIGN(std::unique_ptr<cpu::CpuEngine> engine, engine_kind->make(es));
         for (const auto& r : memory_->regions())
             POTEMKIN_TRY(engine->map_ram(r.base, r.size, r.host));
@@ -290,17 +304,25 @@ std::optional<RunResult> Machine::reset_vm() {
 void Machine::kick() {
     {
         std::lock_guard lk(mutex_);
-        kick_.store(true, std::memory_order_relaxed);
+        kick_.store(true, std::memory_order_seq_cst);
     }
+    kick_running_engine();
     wake_cv_.notify_all();
+}
+
+void Machine::kick_running_engine() {
+    // Between runs `running_` is null and the flag alone does it: every run() looks at the flag
+    // before it enters guest code.
+    if (cpu::CpuEngine* e = running_.load(std::memory_order_seq_cst)) e->kick();
 }
 
 void Machine::post(std::function<void()> fn) {
     {
         std::lock_guard lk(mutex_);
         posted_.push_back(std::move(fn));
-        kick_.store(true, std::memory_order_relaxed);
+        kick_.store(true, std::memory_order_seq_cst);
     }
+    kick_running_engine();
     wake_cv_.notify_all();
 }
 
@@ -333,7 +355,8 @@ void Machine::kicker_loop() {
         kicker_cv_.wait_until(lk, d);
         if (kicker_deadline_ && *kicker_deadline_ <= vm::Clock::now()) {
             kicker_deadline_.reset();
-            kick_.store(true, std::memory_order_relaxed);
+            kick_.store(true, std::memory_order_seq_cst);
+            kick_running_engine();
             wake_cv_.notify_all();
         }
     }
@@ -390,7 +413,9 @@ RunResult Machine::run() {
             if (v.halted) continue;
             all_halted = false;
             e.set_interrupt_window(pending);
+            running_.store(&e, std::memory_order_seq_cst);
             cpu::RunExit ex = e.run();
+            running_.store(nullptr, std::memory_order_seq_cst);
             if (ex.reason == cpu::ExitReason::fault) return fault(*ex.fault, i);
             if (ex.reason == cpu::ExitReason::halted) v.halted = true;
             if (exit_requested_) return {RunOutcome::exited, exit_value_, {}};

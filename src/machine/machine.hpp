@@ -12,6 +12,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -43,10 +44,15 @@ struct MachineSettings {
     // Device classes; default: the built-in ones (vm::DeviceClassRegistry::builtin(), filled by
     // register_builtins()).
     const vm::DeviceClassRegistry* classes = nullptr;
-    // The CPU engine every vCPU runs on, by name (cpu/engine_factory.hpp).
-    std::string engine{cpu::kDefaultEngine};
-    // Translation blocks a vCPU runs before the next one gets its turn (several vCPUs only).
+    // The CPU engine every vCPU runs on, by name (cpu/engine_factory.hpp: "unicorn", "kvm", or
+    // "auto"); empty: the config's <vm engine>, else cpu::kDefaultEngine.
+    std::string engine;
+    // The KVM device "kvm" and "auto" look at (tests point it elsewhere).
+    std::string kvm_device = "/dev/kvm";
+    // Translation blocks (Unicorn), or time (KVM), a vCPU runs before the next one gets its turn
+    // (several vCPUs only).
     uint64_t preempt_blocks = 20000;
+    std::chrono::microseconds preempt_interval{2000};
     // VM resets the guest may trigger in one run (docs/guest-abi.md, "VM reset"); the one after
     // that ends the run as a fault, so a guest stuck in a reset loop does not run forever.
     unsigned max_resets = 16;
@@ -84,6 +90,8 @@ class Machine final {
     vm::DeviceManager& devices() { return *devices_; }
     vm::InterruptController& interrupts() { return *irq_; }
     unsigned current_vcpu() const { return current_vcpu_; }
+    // The engine the vCPUs run on ("unicorn", "kvm"; "auto" resolved).
+    std::string_view engine_name() const { return engine_name_; }
     // VM resets performed so far (the guest sees it in its boot-info block).
     unsigned resets() const { return resets_; }
 
@@ -101,6 +109,8 @@ class Machine final {
     // end (the reset limit, or the guest could not be reloaded).
     std::optional<RunResult> reset_vm();
     void kicker_loop();
+    // After setting kick_: interrupt the engine that is running, if it cannot poll the flag.
+    void kick_running_engine();
     void set_kicker_deadline(std::optional<vm::Clock::time_point> when);
     void wait_for_kick();
     void run_posted();
@@ -130,6 +140,9 @@ class Machine final {
     unsigned current_vcpu_ = 0;
 
     std::atomic<bool> kick_{false};
+    // The engine inside run(), for kick_running_engine() from other threads.
+    std::atomic<cpu::CpuEngine*> running_{nullptr};
+    std::string engine_name_;
     bool exit_requested_ = false;
     bool reset_requested_ = false;
     std::string reset_reason_;

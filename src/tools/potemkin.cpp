@@ -59,7 +59,7 @@ struct RunOptions {
     std::string trace;
     double timeout = 0;
     unsigned max_resets = machine::MachineSettings{}.max_resets;
-    std::string engine{cpu::kDefaultEngine};
+    std::string engine;  // empty: <vm engine>, else the default
     bool verbose = false;
 };
 
@@ -200,8 +200,10 @@ int main(int argc, char** argv) {
                     "VM resets the guest may trigger (0xcf9); the next one is a fault (exit "
                     "status 126)")
         ->capture_default_str();
-    cmd->add_option("--engine", run.engine, "CPU engine: " + cpu::engine_names())
-        ->capture_default_str();
+    cmd->add_option("--engine", run.engine,
+                    fmt::format("CPU engine: {}, or {} (kvm when /dev/kvm is usable, else "
+                                "unicorn); overrides <vm engine>; default {}",
+                                cpu::engine_names(), cpu::kAutoEngine, cpu::kDefaultEngine));
     cmd->add_flag("-v,--verbose", run.verbose, "Log device events");
     cmd->footer(
         "Exit status: the guest's exit value (port 0xf4) & 0xff; 2 configuration or usage error;\n"

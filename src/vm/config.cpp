@@ -200,9 +200,14 @@ Result<VmConfig> parse_vm_config(std::shared_ptr<ConfigDocument> doc) {
     ConfigElement vm = doc->root();
     if (vm.name() != "vm")
         return fail(vm.error(fmt::format("the root element must be <vm>, not <{}>", vm.name())));
-    POTEMKIN_TRY(vm.only_attributes({"class"}));
+    POTEMKIN_TRY(vm.only_attributes({"class", "engine"}));
     if (auto cls = vm.attr("class"); cls && *cls != "PC")
         return fail(vm.attr_error("class", fmt::format("must be PC, not '{}'", *cls)));
+    // The name is checked by the machine, which knows the engines (cpu/engine_factory.hpp).
+    if (auto engine = vm.attr("engine")) {
+        cfg.engine = *engine;
+        cfg.engine_where = vm.where() + ": attribute 'engine'";
+    }
 
     for (const auto& c : vm.children()) {
         if (c.name() != "memory" && c.name() != "cores" && c.name() != "guest" &&

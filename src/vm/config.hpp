@@ -93,6 +93,9 @@ struct VmConfig {
     std::string guest_file;   // as written
     std::string guest_where;  // "file:line: <guest>", for errors about the image
     std::string cmdline;
+    // <vm engine="...">: the CPU engine by name ("unicorn", "kvm", "auto"); empty when absent.
+    std::string engine;
+    std::string engine_where;  // "file:line: <vm>: attribute 'engine'", for errors about it
     std::vector<ConfigFile> files;
     std::vector<ConfigElement> devices;
 };

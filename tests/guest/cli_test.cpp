@@ -6,6 +6,7 @@
 
 #include <array>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <string>
 
@@ -18,9 +19,14 @@ struct Cli {
     std::string out;  // stdout and stderr together
 };
 
+// `potemkin run` takes the engine from POTEMKIN_TEST_ENGINE too, unless the test names one.
 Cli run_cli(const std::string& args) {
     Cli r;
-    std::string cmd = std::string(POTEMKIN_BINARY) + " " + args + " 2>&1";
+    std::string engine;
+    const char* e = std::getenv("POTEMKIN_TEST_ENGINE");
+    if (e && *e && args.rfind("run ", 0) == 0 && args.find("--engine") == std::string::npos)
+        engine = std::string(" --engine ") + e;
+    std::string cmd = std::string(POTEMKIN_BINARY) + " " + args + engine + " 2>&1";
     FILE* p = popen(cmd.c_str(), "r");
     if (!p) return r;
     std::array<char, 4096> buf;
@@ -84,7 +90,8 @@ TEST(Cli, EngineIsChosenByName) {
 TEST(Cli, UnknownEngineExitsTwoListingTheKnownOnes) {
     auto r = run_cli("run " POTEMKIN_SOURCE_DIR "/examples/hello.xml --engine kvn");
     EXPECT_EQ(r.status, 2) << r.out;
-    EXPECT_NE(r.out.find("unknown CPU engine 'kvn' (known: unicorn)"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("unknown CPU engine 'kvn' (known: unicorn, kvm, auto)"), std::string::npos)
+        << r.out;
 }
 
 TEST(Cli, TimeoutHasItsOwnStatus) {

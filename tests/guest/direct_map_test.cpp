@@ -102,6 +102,7 @@ void run_direct_map_guest(const std::string& hostdev, bool direct = true) {
     ASSERT_TRUE(cfg) << cfg.error().message;
     machine::MachineSettings s;
     s.config = std::move(*cfg);
+    s.engine = test_engine();
     s.timeout = std::chrono::milliseconds(30000);
     auto m = machine::Machine::create(std::move(s));
     ASSERT_TRUE(m) << m.error().message;

@@ -1,10 +1,13 @@
-// Runs a guest from guests/ in a real VM on the embedded engine and collects what it did.
+// Runs a guest from guests/ in a real VM and collects what it did. The CPU engine is
+// POTEMKIN_TEST_ENGINE's ("unicorn" when unset), so `POTEMKIN_TEST_ENGINE=kvm guest_tests` runs
+// the whole suite on KVM.
 #pragma once
 
 #include <gtest/gtest.h>
 
 #include <chrono>
 #include <condition_variable>
+#include <cstdlib>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -34,6 +37,15 @@ struct GuestVm {
     unsigned max_resets = machine::MachineSettings{}.max_resets;
 };
 
+// The engine the guest tests run on: POTEMKIN_TEST_ENGINE, else "unicorn".
+inline std::string test_engine() {
+    const char* e = std::getenv("POTEMKIN_TEST_ENGINE");
+    return e && *e ? std::string(e) : std::string("unicorn");
+}
+inline bool testing_kvm() {
+    return test_engine() == "kvm";
+}
+
 inline std::string guest_path(const std::string& name) {
     return std::string(POTEMKIN_GUEST_DIR) + "/" + name + ".elf";
 }
@@ -61,6 +73,7 @@ inline GuestRun run_guest(const GuestVm& g) {
     }
     machine::MachineSettings s;
     s.config = std::move(*cfg);
+    s.engine = test_engine();
     s.timeout = std::chrono::milliseconds(g.timeout_ms);
     s.max_resets = g.max_resets;
     s.console = [&out](std::string_view text) { out.console.append(text); };
@@ -94,6 +107,7 @@ class LiveGuest {
         }
         machine::MachineSettings s;
         s.config = std::move(*cfg);
+        s.engine = test_engine();
         s.timeout = std::chrono::milliseconds(g.timeout_ms);
         s.console = [this](std::string_view text) {
             {

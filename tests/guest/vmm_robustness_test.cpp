@@ -29,11 +29,18 @@ TEST(VmmRobustness, ExitPortEndsTheRunWithTheGuestsValue) {
     EXPECT_EQ(r.status, 3);
 }
 
+// Unicorn delivers exceptions itself and names the vector and EIP. Under KVM the CPU delivers
+// them: with no IDT the #DE becomes #GP, #DF and a triple fault, and KVM reports only the
+// shutdown (docs/cpu-engine.md), so the report says that instead.
 TEST(VmmRobustness, DivideErrorWithoutIdtEndsWithAFaultReport) {
     // xor ecx, ecx; div ecx
     auto r = run_code("de", {0x31, 0xc9, 0xf7, 0xf1});
     EXPECT_EQ(r.outcome, RunOutcome::fault);
     EXPECT_EQ(r.status, 126);
+    if (testing_kvm()) {
+        EXPECT_NE(r.message.find("triple fault"), std::string::npos) << r.message;
+        return;
+    }
     EXPECT_NE(r.message.find("vector 0"), std::string::npos) << r.message;
     EXPECT_NE(r.message.find("eip=00100002"), std::string::npos) << r.message;
 }
@@ -41,6 +48,10 @@ TEST(VmmRobustness, DivideErrorWithoutIdtEndsWithAFaultReport) {
 TEST(VmmRobustness, InvalidOpcodeWithoutIdtEndsWithAFaultReport) {
     auto r = run_code("ud", {0x90, 0x0f, 0x0b});  // nop; ud2
     EXPECT_EQ(r.outcome, RunOutcome::fault);
+    if (testing_kvm()) {
+        EXPECT_NE(r.message.find("triple fault"), std::string::npos) << r.message;
+        return;
+    }
     EXPECT_NE(r.message.find("#UD"), std::string::npos) << r.message;
     EXPECT_NE(r.message.find("eip=00100001"), std::string::npos) << r.message;
 }

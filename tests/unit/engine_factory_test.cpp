@@ -5,6 +5,7 @@
 
 #include "cpu/bus_io.hpp"
 #include "cpu/engine_factory.hpp"
+#include "flat_elf.hpp"
 #include "machine/machine.hpp"
 #include "vm/bus.hpp"
 #include "vm/config.hpp"
@@ -106,5 +107,112 @@ TEST(EngineFactory, MachineRefusesAnUnknownEngineBeforeCreatingAnything) {
     s.engine = "kvn";
     auto m = machine::Machine::create(std::move(s));
     ASSERT_FALSE(m);
-    EXPECT_EQ(m.error().message, "unknown CPU engine 'kvn' (known: unicorn)");
+    EXPECT_EQ(m.error().message, "unknown CPU engine 'kvn' (known: unicorn, kvm, auto)");
+}
+
+// ---- Choosing the engine: "kvm", "auto", <vm engine> (the KVM device is injected) ----------
+
+namespace {
+
+const std::string kNoKvm = "/nonexistent/potemkin-test/kvm";
+
+Result<std::unique_ptr<machine::Machine>> machine_with(const std::string& vm_attrs,
+                                                       const std::string& engine,
+                                                       const std::string& kvm_device) {
+    const std::string elf = ::testing::TempDir() + "/engine-choice.elf";
+    if (!potemkin::testing::write_flat_elf(elf, {0xf4})) return fail("writing " + elf);  // hlt
+    auto doc = vm::ConfigDocument::load_string(
+        "<vm" + vm_attrs + "><memory>16</memory><guest file=\"" + elf + "\"/></vm>", "engine.xml");
+    if (!doc) return fail(doc.error());
+    auto cfg = vm::parse_vm_config(*doc);
+    if (!cfg) return fail(cfg.error());
+    machine::MachineSettings s;
+    s.config = std::move(*cfg);
+    s.engine = engine;
+    s.kvm_device = kvm_device;
+    return machine::Machine::create(std::move(s));
+}
+
+}  // namespace
+
+TEST(EngineChoice, KvmIsListedAmongTheEngines) {
+    EXPECT_EQ(engine_names(), "unicorn, kvm");
+    auto kvm = find_engine("kvm");
+    ASSERT_TRUE(kvm) << kvm.error().message;
+    EXPECT_EQ((*kvm)->name, "kvm");
+}
+
+TEST(EngineChoice, AutoTakesUnicornWithoutKvm) {
+    auto e = choose_engine("auto", kNoKvm);
+    ASSERT_TRUE(e) << e.error().message;
+    EXPECT_EQ((*e)->name, "unicorn");
+}
+
+TEST(EngineChoice, KvmWithoutTheDeviceNamesTheMissingModules) {
+    auto e = choose_engine("kvm", kNoKvm);
+    ASSERT_FALSE(e);
+    const std::string& m = e.error().message;
+    EXPECT_NE(m.find(kNoKvm + " does not exist"), std::string::npos) << m;
+    EXPECT_NE(m.find("kvm_amd or kvm_intel"), std::string::npos) << m;
+}
+
+TEST(EngineChoice, KvmOnADeviceThatIsNotKvmSaysSo) {
+    // /dev/null opens but answers no KVM ioctl.
+    auto e = choose_engine("kvm", "/dev/null");
+    ASSERT_FALSE(e);
+    EXPECT_NE(e.error().message.find("/dev/null is not a KVM device"), std::string::npos)
+        << e.error().message;
+    EXPECT_EQ(kvm_usable("/dev/null").error().message, e.error().message);
+}
+
+TEST(EngineChoice, UnicornIsChosenWithoutLookingForKvm) {
+    auto e = choose_engine("unicorn", kNoKvm);
+    ASSERT_TRUE(e) << e.error().message;
+    EXPECT_EQ((*e)->name, "unicorn");
+    auto bad = choose_engine("kvn", kNoKvm);
+    ASSERT_FALSE(bad);
+    EXPECT_EQ(bad.error().message, "unknown CPU engine 'kvn' (known: unicorn, kvm, auto)");
+}
+
+TEST(EngineChoice, AnEngineNotOpenableFailsCleanly) {
+    NullIo io;
+    std::atomic<bool> kick{false};
+    EngineSettings s;
+    s.io = &io;
+    s.kick = &kick;
+    s.kvm_device = kNoKvm;
+    auto e = create_engine("kvm", s);
+    ASSERT_FALSE(e);
+    EXPECT_NE(e.error().message.find("does not exist"), std::string::npos) << e.error().message;
+}
+
+TEST(EngineChoice, TheConfigNamesTheEngineAndErrorsNameTheAttribute) {
+    auto m = machine_with(" engine=\"kvm\"", "", kNoKvm);
+    ASSERT_FALSE(m);
+    EXPECT_EQ(m.error().message.rfind("engine.xml:1: <vm>: attribute 'engine': KVM is not "
+                                      "available: " +
+                                          kNoKvm + " does not exist",
+                                      0),
+              0u)
+        << m.error().message;
+    auto typo = machine_with(" engine=\"kvn\"", "", kNoKvm);
+    ASSERT_FALSE(typo);
+    EXPECT_EQ(typo.error().message,
+              "engine.xml:1: <vm>: attribute 'engine': unknown CPU engine 'kvn' (known: unicorn, "
+              "kvm, auto)");
+}
+
+TEST(EngineChoice, AutoInTheConfigFallsBackToUnicorn) {
+    auto m = machine_with(" engine=\"auto\"", "", kNoKvm);
+    ASSERT_TRUE(m) << m.error().message;
+    EXPECT_EQ((*m)->engine_name(), "unicorn");
+}
+
+TEST(EngineChoice, TheCommandLineWinsOverTheConfig) {
+    auto m = machine_with(" engine=\"kvm\"", "unicorn", kNoKvm);
+    ASSERT_TRUE(m) << m.error().message;
+    EXPECT_EQ((*m)->engine_name(), "unicorn");
+    auto none = machine_with("", "", kNoKvm);
+    ASSERT_TRUE(none) << none.error().message;
+    EXPECT_EQ((*none)->engine_name(), "unicorn");
 }
