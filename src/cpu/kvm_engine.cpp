@@ -203,9 +203,14 @@ class KvmVm {
         region.guest_phys_addr = base;
         region.memory_size = size;
         region.userspace_addr = reinterpret_cast<uintptr_t>(host);
-        if (::ioctl(vm_.get(), KVM_SET_USER_MEMORY_REGION, &region) != 0)
-            return failf(Errno{errno}, "kvm: {} [{:#x}, +{:#x}): KVM_SET_USER_MEMORY_REGION", what,
-                         base, size);
+        if (::ioctl(vm_.get(), KVM_SET_USER_MEMORY_REGION, &region) != 0) {
+            const int err = errno;
+            // KVM refuses a slot above the guest-physical address width it supports (e.g. a
+            // 64-bit BAR placed high by a guest); the caller then traps the range instead.
+            return failf(Errno{err}, "kvm: {} [{:#x}, +{:#x}): KVM_SET_USER_MEMORY_REGION{}", what,
+                         base, size,
+                         err == EINVAL ? " (beyond the guest-physical address width?)" : "");
+        }
         return ok();
     }
 

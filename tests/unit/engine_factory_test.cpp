@@ -1,7 +1,11 @@
 // CPU engines by name (cpu/engine_factory.hpp) and the CpuIo over the buses (cpu/bus_io.hpp).
 #include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
 
 #include "cpu/bus_io.hpp"
 #include "cpu/engine_factory.hpp"
@@ -163,6 +167,26 @@ TEST(EngineChoice, KvmOnADeviceThatIsNotKvmSaysSo) {
     EXPECT_NE(e.error().message.find("/dev/null is not a KVM device"), std::string::npos)
         << e.error().message;
     EXPECT_EQ(kvm_usable("/dev/null").error().message, e.error().message);
+}
+
+TEST(EngineChoice, KvmOnAFileWithNoDriverSaysWhichModulesToLoad) {
+    // A unix socket opens with ENXIO, as a device node whose driver is not loaded does.
+    const std::string path = ::testing::TempDir() + "/engine-choice-kvm.sock";
+    ::unlink(path.c_str());
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    ASSERT_GE(fd, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
+    ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    auto e = choose_engine("kvm", path);
+    ::close(fd);
+    ::unlink(path.c_str());
+    ASSERT_FALSE(e);
+    EXPECT_NE(e.error().message.find(path + " has no driver behind it (load kvm_amd or "
+                                            "kvm_intel)"),
+              std::string::npos)
+        << e.error().message;
 }
 
 TEST(EngineChoice, UnicornIsChosenWithoutLookingForKvm) {
