@@ -2,8 +2,9 @@
 # Fetches the Debian 12 kernel the Linux interop guest boots (tests/interop): the newest
 # linux-image-6.1.0-*-amd64 that linux-image-amd64 depends on, downloaded with `apt-get download`
 # and unpacked with `dpkg-deb -x`. Kept: vmlinuz, and the modules the vfio-user guest loads to
-# take interrupts in user space (vfio-pci and vfio_iommu_type1 with their dependencies; the
-# package has no modules.dep, so each module's own `depends=` field is followed).
+# take interrupts in user space and the nested harness (tests/nested) uses for kernel VFIO and
+# KVM (vfio-pci, vfio_iommu_type1 and kvm-amd with their dependencies; the package has no
+# modules.dep, so each module's own `depends=` field is followed).
 #
 # Cache: ${XDG_CACHE_HOME:-$HOME/.cache}/potemkin/linux/: vmlinuz, modules/*.ko,
 # modules/order (the .ko files in insmod order, dependencies first) and VERSION naming the
@@ -12,8 +13,14 @@
 set -euo pipefail
 
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/potemkin/linux"
-modules=(vfio-pci vfio_iommu_type1)
-if [ -s "$cache/vmlinuz" ] && [ -s "$cache/VERSION" ] && [ -s "$cache/modules/order" ]; then
+modules=(vfio-pci vfio_iommu_type1 kvm-amd)
+have_all_modules() {
+  local m
+  for m in "${modules[@]}"; do
+    grep -qx "${m//_/-}.ko\|${m//-/_}.ko" "$cache/modules/order" 2>/dev/null || return 1
+  done
+}
+if [ -s "$cache/vmlinuz" ] && [ -s "$cache/VERSION" ] && have_all_modules; then
   echo "$cache/vmlinuz"
   exit 0
 fi

@@ -161,7 +161,7 @@ Result<void> Machine::build() {
         },
         [this](Gpa base, uint64_t size, uint8_t* host) { return map_direct(base, size, host); },
         [this](Gpa base, uint64_t size) { return unmap_direct(base, size); },
-        [this](std::string why) { request_reset(std::move(why)); }});
+        [this](std::string why) { request_reset(std::move(why)); }, settings_.console});
     POTEMKIN_TRY(devices_->create_all(cfg.devices, *device_ctx_));
 
     for (unsigned i = 0; i < cfg.cores; ++i) {
