@@ -88,7 +88,7 @@ Result<hostdev::RegionInfo> VfioClient::Impl::region_info(uint32_t index) {
     } else if (index == hostdev::kRomRegion) {
         out.bar_kind = pci::BarKind::rom;
     }
-    if ((ri->flags & VFIO_REGION_INFO_FLAG_MMAP) == 0) return out;
+    if ((ri->flags & VFIO_REGION_INFO_FLAG_MMAP) == 0 || !s_.mmap) return out;
     out.fd = device_fd_;
     out.fd_offset = ri->offset;
     bool sparse = false;

@@ -40,6 +40,9 @@ struct VfioClientSettings : hostdev::RemoteClientSettings {
     std::string device;               // "0000:00:03.0", "00:03.0" or a sysfs path
     std::string sysfs_root = "/sys";  // tests point these at a fake tree
     std::string dev_root = "/dev";
+    // Offer the BARs' mmap areas to the front-end (direct mapping). Off: every BAR access
+    // traps and becomes a pread/pwrite (benchmarks, debugging a device through a trace).
+    bool mmap = true;
 };
 
 // What the client found and did (tests, probe).
@@ -65,7 +68,7 @@ class VfioClient final : public hostdev::RemoteClient {
 };
 
 // Register scheme "vfio": path = the device's address or sysfs path; parameters sysfs_root=DIR
-// and dev_root=DIR (tests; default /sys and /dev).
+// and dev_root=DIR (tests; default /sys and /dev), mmap=0|1 (default 1).
 Result<void> register_vfio_transport(hostdev::TransportRegistry& transports);
 
 }  // namespace potemkin::vfio

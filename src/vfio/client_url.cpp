@@ -1,6 +1,7 @@
 // The "vfio:" URL: path = the device ("0000:00:03.0", "00:03.0" or a sysfs path ending in one);
 // parameters sysfs_root=DIR and dev_root=DIR (where sysfs and /dev are; tests point them at a
-// fake tree). Registered with the transport registry.
+// fake tree), mmap=0|1 (offer the BARs for direct mapping; default 1). Registered with the
+// transport registry.
 #include "vfio/client.hpp"
 
 namespace potemkin::vfio {
@@ -18,8 +19,12 @@ Result<void> register_vfio_transport(hostdev::TransportRegistry& transports) {
                     s.sysfs_root = value;
                 else if (key == "dev_root")
                     s.dev_root = value;
+                else if (key == "mmap" && (value == "0" || value == "1"))
+                    s.mmap = value == "1";
+                else if (key == "mmap")
+                    return failf("parameter mmap='{}' is not 0 or 1", value);
                 else
-                    return failf("unknown parameter '{}' (known: sysfs_root, dev_root)", key);
+                    return failf("unknown parameter '{}' (known: sysfs_root, dev_root, mmap)", key);
             }
             s.events = ctx.events;
             s.memory = ctx.memory;

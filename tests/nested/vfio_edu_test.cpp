@@ -214,7 +214,7 @@ TEST_F(EduHost, ADmaOutsideGuestRamIsBlockedAndTheVmmLivesOn) {
 }
 
 TEST_F(EduHost, IntxIsHeldUntilTheAckAndMsiIsDeliveredPerRaise) {
-    set_command(0x2);
+    set_command(0x6);  // an MSI is a memory write by the device: bus mastering on
     wr(kIrqRaise, 0x1);
     ASSERT_TRUE(wait_events([&] { return events_.line; })) << "INTx not delivered";
     EXPECT_EQ(rd(kIrqStatus), 0x1u);
