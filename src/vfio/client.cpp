@@ -14,6 +14,7 @@
 #include "common/log.hpp"
 #include "pci/registers.hpp"
 #include "vfio/client_impl.hpp"
+#include "vfio/region_caps.hpp"
 
 namespace potemkin::vfio {
 
@@ -91,37 +92,20 @@ Result<hostdev::RegionInfo> VfioClient::Impl::region_info(uint32_t index) {
     if ((ri->flags & VFIO_REGION_INFO_FLAG_MMAP) == 0 || !s_.mmap) return out;
     out.fd = device_fd_;
     out.fd_offset = ri->offset;
-    bool sparse = false;
-    if ((ri->flags & VFIO_REGION_INFO_FLAG_CAPS) != 0) {
-        const auto* base = reinterpret_cast<const uint8_t*>(buf.data());
-        // Walk the chain; every header and area must lie inside what the kernel filled in.
-        uint64_t at = ri->cap_offset;
-        for (int hops = 0; at != 0 && hops < 64; ++hops) {
-            if (at % 4 != 0 || at + sizeof(vfio_info_cap_header) > have) break;
-            const auto* h = reinterpret_cast<const vfio_info_cap_header*>(base + at);
-            if (h->id == VFIO_REGION_INFO_CAP_SPARSE_MMAP &&
-                at + sizeof(vfio_region_info_cap_sparse_mmap) <= have) {
-                const auto* sm = reinterpret_cast<const vfio_region_info_cap_sparse_mmap*>(h);
-                const uint64_t areas_at = at + sizeof(vfio_region_info_cap_sparse_mmap);
-                sparse = true;
-                for (uint32_t i = 0; i < sm->nr_areas; ++i) {
-                    if (areas_at + (i + 1) * sizeof(vfio_region_sparse_mmap_area) > have) break;
-                    const auto& a = sm->areas[i];
-                    if (a.size == 0 || a.offset > ri->size || a.size > ri->size - a.offset) {
-                        log::warn(
-                            "{}: {} sparse mmap area {:#x}+{:#x} is outside the region: "
-                            "ignored",
-                            s_.label, hostdev::region_name(index), a.offset, a.size);
-                        continue;
-                    }
-                    out.mmap_areas.push_back(hostdev::MmapArea{a.offset, a.size});
-                }
-            }
-            if (h->next <= at) break;  // the chain only goes forward
-            at = h->next;
-        }
+    const auto sparse =
+        (ri->flags & VFIO_REGION_INFO_FLAG_CAPS) != 0
+            ? find_sparse_mmap(std::span(reinterpret_cast<const uint8_t*>(buf.data()),
+                                         static_cast<size_t>(have)),
+                               ri->cap_offset, ri->size)
+            : std::nullopt;
+    if (!sparse) {
+        out.mmap_areas.push_back(hostdev::MmapArea{0, ri->size});
+        return out;
     }
-    if (!sparse) out.mmap_areas.push_back(hostdev::MmapArea{0, ri->size});
+    for (const auto& bad : sparse->ignored)
+        log::warn("{}: {} sparse mmap area {} is outside the region: ignored", s_.label,
+                  hostdev::region_name(index), bad);
+    out.mmap_areas = sparse->areas;
     return out;
 }
 
