@@ -9,10 +9,12 @@
 #include <array>
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <thread>
 
 #include "../guest/guest_runner.hpp"
+#include "devices/pci_front.hpp"
 #include "nested_env.hpp"
 #include "vfio/client.hpp"
 #include "vm/guest_memory.hpp"
@@ -264,20 +266,34 @@ TEST_F(EduHost, ResetTurnsDecodeAndBusMasteringOffAndRearmsIntx) {
 
 TEST(EduPassthrough, PcitestPassesEveryCheckOnThePhysicalEdu) {
     POTEMKIN_NESTED_DEVICE_OR_SKIP("POTEMKIN_NESTED_EDU", edu);
-    auto r = run_guest({.guest = "pcitest",
-                        .devices_xml = R"(<device class="PCI" id="pci0"/>
+    LiveGuest g({.guest = "pcitest",
+                 .devices_xml = R"(<device class="PCI" id="pci0"/>
     <device class="PCI_PASSTHROUGH" id="edu0" bus="pci0" slot="3" device=")" +
-                                       edu + R"("/>)",
-                        .cmdline = "edu_dma=2048",
-                        .timeout_ms = 240000});
-    ASSERT_EQ(r.outcome, RunOutcome::exited) << describe(r);
-    EXPECT_EQ(r.status, 0) << describe(r);
-    auto has = [&](const std::string& s) { return r.console.find(s) != std::string::npos; };
-    EXPECT_TRUE(has(" 0 failed")) << describe(r);
-    EXPECT_TRUE(has("00:03.0 00ff: 1234:11e8 (rev 10) irq 11 pin A")) << describe(r);
-    EXPECT_TRUE(has("  BAR0: mem32 0xc0000000 [size 0x100000]")) << describe(r);
-    EXPECT_TRUE(has("edu: 5! = 120, 10! = 3628800")) << describe(r);
-    EXPECT_TRUE(has("edu: 2048 bytes went to the device and came back intact")) << describe(r);
-    EXPECT_TRUE(has("-- edu BAR0 relocation")) << describe(r);
-    EXPECT_TRUE(has("-- edu MSI")) << describe(r);
+                                edu + R"("/>)",
+                 .cmdline = "edu_dma=2048",
+                 .timeout_ms = 240000});
+    ASSERT_EQ(g.error(), "");
+    const auto& r = g.join();
+    const std::string console = g.console();
+    ASSERT_EQ(r.outcome, RunOutcome::exited) << r.message << "\n" << console;
+    EXPECT_EQ(r.process_status(), 0) << console;
+    auto has = [&](const std::string& s) { return console.find(s) != std::string::npos; };
+    EXPECT_TRUE(has(" 0 failed")) << console;
+    EXPECT_TRUE(has("00:03.0 00ff: 1234:11e8 (rev 10) irq 11 pin A")) << console;
+    EXPECT_TRUE(has("  BAR0: mem32 0xc0000000 [size 0x100000]")) << console;
+    EXPECT_TRUE(has("edu: 5! = 120, 10! = 3628800")) << console;
+    EXPECT_TRUE(has("edu: 2048 bytes went to the device and came back intact")) << console;
+    EXPECT_TRUE(has("-- edu BAR0 relocation")) << console;
+    EXPECT_TRUE(has("-- edu MSI")) << console;
+    // BAR0 ends up mapped straight into the guest at its relocated address: the register
+    // accesses did not all trap (only those made while decode was being switched could).
+    auto* front = g.machine().devices().find_as<devices::PciFront>("edu0");
+    ASSERT_NE(front, nullptr);
+    const auto base = front->direct_base(0);
+    ASSERT_TRUE(base.has_value()) << "BAR0 is not mapped directly";
+    EXPECT_NE(*base, 0xc0000000u) << "the mapping did not follow the relocation";
+    EXPECT_EQ(front->host_errors(), 0u);
+    std::printf("edu0: BAR0 mapped at %#llx; %llu BAR accesses trapped\n",
+                static_cast<unsigned long long>(*base),
+                static_cast<unsigned long long>(front->trapped_accesses()));
 }
