@@ -171,6 +171,8 @@ TEST_F(EduHost, IdentifiesAsEduWithItsBarAndInterrupts) {
     for (int i = 0; i < 100000 && (rd(kStatus) & 1) != 0; ++i) {
     }
     EXPECT_EQ(rd(kFactorial), 720u);
+    std::printf("edu: %u regions, %u interrupt indexes, reset %s\n", info->num_regions,
+                info->num_irqs, info->reset_supported ? "supported" : "not offered by VFIO");
     const auto st = dev_->stats();
     EXPECT_TRUE(st.type1v2);
     EXPECT_EQ(st.dma_mappings, 1u);
@@ -263,6 +265,31 @@ TEST_F(EduHost, ResetTurnsDecodeAndBusMasteringOffAndRearmsIntx) {
 }
 
 // ---- Passed through to a potemkin guest --------------------------------------------------------
+
+TEST(EduPassthrough, PcitestPassesEveryCheckWithEveryBarAccessTrapped) {
+    POTEMKIN_NESTED_DEVICE_OR_SKIP("POTEMKIN_NESTED_EDU", edu);
+    // mmap=0: no direct mapping, every register access is a pread/pwrite on the device fd.
+    LiveGuest g({.guest = "pcitest",
+                 .devices_xml = R"(<device class="PCI" id="pci0"/>
+    <device class="PCI_PASSTHROUGH" id="edu0" bus="pci0" slot="3" hostdev="vfio:)" +
+                                edu + R"(?mmap=0"/>)",
+                 .cmdline = "edu_dma=1000",
+                 .timeout_ms = 240000});
+    ASSERT_EQ(g.error(), "");
+    const auto& r = g.join();
+    const std::string console = g.console();
+    ASSERT_EQ(r.outcome, RunOutcome::exited) << r.message << "\n" << console;
+    EXPECT_EQ(r.process_status(), 0) << console;
+    EXPECT_NE(console.find(" 0 failed"), std::string::npos) << console;
+    EXPECT_NE(console.find("edu: 1000 bytes went to the device and came back intact"),
+              std::string::npos)
+        << console;
+    auto* front = g.machine().devices().find_as<devices::PciFront>("edu0");
+    ASSERT_NE(front, nullptr);
+    EXPECT_FALSE(front->direct_base(0).has_value());
+    EXPECT_GT(front->trapped_accesses(), 100u);
+    EXPECT_EQ(front->host_errors(), 0u);
+}
 
 TEST(EduPassthrough, PcitestPassesEveryCheckOnThePhysicalEdu) {
     POTEMKIN_NESTED_DEVICE_OR_SKIP("POTEMKIN_NESTED_EDU", edu);
