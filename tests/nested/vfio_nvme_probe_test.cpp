@@ -5,14 +5,18 @@
 #include <sys/wait.h>
 
 #include <array>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "../guest/guest_runner.hpp"
 #include "nested_env.hpp"
 #include "vfio/client.hpp"
+#include "vm/guest_memory.hpp"
 
 using namespace potemkin;
 using namespace potemkin::testing;
@@ -94,8 +98,9 @@ TEST(NvmePassthrough, TheGuestReadsAndVerifiesTheWholeImageByPolling) {
 namespace {
 
 struct NoEvents final : hostdev::HostDeviceEvents {
+    unsigned msis = 0;
     void intx(bool) override {}
-    void msi(unsigned) override {}
+    void msi(unsigned) override { ++msis; }
     Result<void> dma_read(uint64_t, std::span<uint8_t>) override { return fail("no DMA"); }
     Result<void> dma_write(uint64_t, std::span<const uint8_t>) override { return fail("no DMA"); }
     void disconnected(std::string_view) override {}
@@ -134,6 +139,84 @@ TEST(NvmeHost, ResetRunsTheFunctionResetAndTheControllerAnswersAfterIt) {
     ASSERT_TRUE((*dev)->region_read(0, kVs, after));
     EXPECT_EQ(after, vs);
     (*dev)->close();
+}
+
+// MSI-X through VFIO: the admin queues in guest RAM (mapped at IOVA = guest-physical), an
+// Identify Controller command, and its completion signalled on MSI-X vector 0 (the eventfd the
+// kernel was given for it); the controller DMAs the command in and the data and completion out.
+TEST(NvmeHost, AnIdentifyCommandCompletesByMsixWithItsDataInGuestRam) {
+    POTEMKIN_NESTED_DEVICE_OR_SKIP("POTEMKIN_NESTED_NVME", nvme);
+    auto mem = vm::GuestMemory::create({{Gpa(0), 16u << 20}});
+    ASSERT_TRUE(mem) << mem.error().message;
+    NoEvents events;
+    vfio::VfioClientSettings s;
+    s.device = nvme;
+    s.events = &events;
+    s.memory = mem->get();
+    auto opened = vfio::VfioClient::open(std::move(s));
+    ASSERT_TRUE(opened) << opened.error().message;
+    auto& dev = **opened;
+    auto w32 = [&](uint32_t reg, uint32_t v) {
+        std::array<uint8_t, 4> b{};
+        std::memcpy(b.data(), &v, 4);
+        ASSERT_TRUE(dev.region_write(0, reg, b));
+    };
+    auto r32 = [&](uint32_t reg) {
+        std::array<uint8_t, 4> b{};
+        EXPECT_TRUE(dev.region_read(0, reg, b));
+        uint32_t v = 0;
+        std::memcpy(&v, b.data(), 4);
+        return v;
+    };
+    const std::array<uint8_t, 2> on{0x06, 0x00};  // memory decode, bus mastering
+    ASSERT_TRUE(dev.config_write(0x04, on));
+    ASSERT_TRUE(dev.set_irqs(hostdev::IrqKind::msix, 1));
+    constexpr uint64_t kAsq = 0x10000, kAcq = 0x20000, kData = 0x30000;
+    w32(0x14, 0);  // CC.EN = 0: disabled, then wait for CSTS.RDY = 0
+    for (int i = 0; i < 100000 && (r32(0x1c) & 1) != 0; ++i) {
+    }
+    w32(0x24, 0x000f000f);  // AQA: 16 entries each
+    w32(0x28, static_cast<uint32_t>(kAsq));
+    w32(0x2c, 0);
+    w32(0x30, static_cast<uint32_t>(kAcq));
+    w32(0x34, 0);
+    w32(0x14, 0x00460001);  // CC: EN, IOSQES 6 (64 bytes), IOCQES 4 (16 bytes)
+    bool ready = false;
+    for (auto end = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+         !ready && std::chrono::steady_clock::now() < end;)
+        ready = (r32(0x1c) & 1) != 0;
+    ASSERT_TRUE(ready) << "CSTS.RDY never set; CSTS " << r32(0x1c);
+    // Identify Controller: opcode 0x06, CID 7, PRP1 = kData, CDW10 CNS = 1.
+    std::array<uint8_t, 64> cmd{};
+    cmd[0] = 0x06;
+    cmd[2] = 7;
+    const uint64_t prp1 = kData;
+    std::memcpy(cmd.data() + 24, &prp1, 8);
+    cmd[40] = 1;
+    ASSERT_TRUE(mem->get()->write(Gpa(kAsq), cmd));
+    w32(0x1000, 1);  // SQ 0 tail doorbell (the first doorbell, whatever CAP.DSTRD says)
+    bool signalled = false;
+    for (auto end = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+         !signalled && std::chrono::steady_clock::now() < end;) {
+        dev.poll_events();
+        signalled = events.msis > 0;
+        if (!signalled) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    EXPECT_TRUE(signalled) << "no MSI-X vector 0 signal for the completion";
+    std::array<uint8_t, 16> cqe{};
+    ASSERT_TRUE(mem->get()->read(Gpa(kAcq), cqe));
+    EXPECT_EQ(cqe[12] | cqe[13] << 8, 7) << "completion for another command";
+    EXPECT_EQ(cqe[14] & 1, 1) << "phase tag not set: no completion";
+    EXPECT_EQ((cqe[14] | cqe[15] << 8) >> 1, 0) << "the command failed";
+    std::array<uint8_t, 20> sn{};
+    ASSERT_TRUE(mem->get()->read(Gpa(kData + 4), sn));
+    std::string serial(sn.begin(), sn.end());
+    serial.erase(serial.find_last_not_of(' ') + 1);
+    std::string want = nested::env("POTEMKIN_NESTED_NVME_SERIAL");
+    if (want.empty()) want = "potemkin-nested";
+    EXPECT_EQ(serial, want);
+    w32(0x14, 0);
+    dev.close();
 }
 
 TEST(VfioProbe, ThePotemkinBinaryProbesBothDevices) {
