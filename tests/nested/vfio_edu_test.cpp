@@ -138,7 +138,7 @@ std::string kernel_log() {
         if (n <= 0) break;
         out.append(rec, static_cast<size_t>(n));
     }
-    ::close(fd);
+    if (::close(fd) != 0) out += "(closing /dev/kmsg: " + std::string(std::strerror(errno)) + ")";
     return out;
 }
 
