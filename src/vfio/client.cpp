@@ -25,18 +25,6 @@ constexpr uint32_t kMaxRegionInfoSize = 64 * 1024;
 
 }  // namespace
 
-const char* irq_name(hostdev::IrqKind kind) {
-    switch (kind) {
-        case hostdev::IrqKind::intx:
-            return "INTx";
-        case hostdev::IrqKind::msi:
-            return "MSI";
-        case hostdev::IrqKind::msix:
-            return "MSI-X";
-    }
-    return "IRQ";
-}
-
 // ---- Regions -------------------------------------------------------------------------------
 
 Result<hostdev::DeviceInfo> VfioClient::Impl::info() {

@@ -21,8 +21,7 @@
 
 namespace potemkin::vfio {
 
-// "INTx", "MSI", "MSI-X".
-const char* irq_name(hostdev::IrqKind kind);
+using hostdev::irq_name;
 
 // Engine-thread state only, except what the poll thread reads through the link (the eventfds,
 // which stay open until close) and the atomic counter.
