@@ -242,3 +242,33 @@ TEST(VfioProbe, ThePotemkinBinaryProbesBothDevices) {
     EXPECT_NE(vout.find("Vendor 1b36 Device 0010"), std::string::npos) << vout;
     EXPECT_NE(vout.find("MSI-X"), std::string::npos) << vout;
 }
+
+// The setup errors against L1's real sysfs and /dev/vfio: a group opened twice, a device on
+// another driver (q35's SATA controller on ahci), a slot with no device.
+TEST(VfioErrors, RealKernelRefusalsNameTheDeviceAndWhatToDo) {
+    POTEMKIN_NESTED_DEVICE_OR_SKIP("POTEMKIN_NESTED_EDU", edu);
+    NoEvents events;
+    auto open = [&](const std::string& device) {
+        vfio::VfioClientSettings s;
+        s.device = device;
+        s.events = &events;
+        return vfio::VfioClient::open(std::move(s));
+    };
+    auto first = open(edu);
+    ASSERT_TRUE(first) << first.error().message;
+    auto second = open(edu);
+    ASSERT_FALSE(second);
+    EXPECT_NE(second.error().message.find("the group is in use"), std::string::npos)
+        << second.error().message;
+    (*first)->close();
+    auto again = open(edu);
+    EXPECT_TRUE(again) << "the group was not given back at close: " << again.error().message;
+
+    auto sata = open("0000:00:1f.2");
+    ASSERT_FALSE(sata);
+    EXPECT_NE(sata.error().message.find("not vfio-pci"), std::string::npos) << sata.error().message;
+    auto none = open("0000:00:1e.0");
+    ASSERT_FALSE(none);
+    EXPECT_NE(none.error().message.find("does not exist"), std::string::npos)
+        << none.error().message;
+}
