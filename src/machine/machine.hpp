@@ -90,8 +90,14 @@ class Machine final {
   private:
     explicit Machine(MachineSettings settings);
     Result<void> build();
-    Result<std::string> resolve_guest_path() const;
+    // A file named in <guest> (file=, kernel=, initrd=), found next to the config or in the
+    // guest search path.
+    Result<std::string> resolve_guest_file(const std::string& name) const;
     Error guest_error(const Error& e) const;
+    // Resolves the guest's files (once), loads them into RAM and puts every vCPU at its entry
+    // state: an ELF guest (docs/guest-abi.md) or a Linux kernel (docs/linux-guest.md). At
+    // build and at every VM reset.
+    Result<void> load_guest();
     Result<void> write_boot_state(uint32_t entry);
     void request_exit(uint32_t status);
     // DeviceContext::request_reset: reset once the running vCPU stops (the next turn of run()).
@@ -135,6 +141,7 @@ class Machine final {
     std::string reset_reason_;
     unsigned resets_ = 0;
     std::string guest_path_;  // resolved at build, reloaded by a VM reset
+    std::string linux_kernel_path_, linux_initrd_path_;  // the same for a Linux guest
     // Threads outside the engine that may raise interrupts (out-of-process devices).
     std::atomic<unsigned> external_sources_{0};
     uint32_t exit_value_ = 0;
