@@ -145,6 +145,7 @@ Result<void> Machine::build() {
 
     pit_ = std::make_unique<vm::Pit8254>(timers_, [this](bool level) { irq_->set_irq(0, level); });
     POTEMKIN_TRY(pit_->attach(ports_, "pit"));
+    POTEMKIN_TRY(rtc_.attach(ports_, "rtc"));
 
     device_ctx_ = std::make_unique<vm::DeviceContext>(vm::DeviceContext{
         ports_, mmio_, *memory_, *irq_, timers_, *devices_, trace_.get(),
@@ -295,6 +296,7 @@ std::optional<RunResult> Machine::reset_vm() {
     devices_->reset_all();
     irq_->reset();
     pit_->reset();
+    rtc_.reset();
     auto fail_run = [](const std::string& what) {
         return RunResult{RunOutcome::fault, 0, "VM reset failed: " + what};
     };

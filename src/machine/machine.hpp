@@ -19,6 +19,7 @@
 #include "cpu/cpu_engine.hpp"
 #include "cpu/engine_factory.hpp"
 #include "vm/bus.hpp"
+#include "vm/cmos_rtc.hpp"
 #include "vm/config.hpp"
 #include "vm/device.hpp"
 #include "vm/guest_memory.hpp"
@@ -125,6 +126,7 @@ class Machine final {
     std::unique_ptr<TraceWriter> trace_;
     std::unique_ptr<vm::DeviceManager> devices_;
     std::unique_ptr<vm::Pit8254> pit_;
+    vm::CmosRtc rtc_;
     std::unique_ptr<vm::DeviceContext> device_ctx_;
 
     struct Vcpu {
