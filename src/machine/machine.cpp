@@ -13,6 +13,7 @@
 #include "machine/elf_loader.hpp"
 #include "machine/linux_loader.hpp"
 #include "machine/trace_writer.hpp"
+#include "pci/pci_bus.hpp"
 
 namespace potemkin::machine {
 
@@ -191,6 +192,23 @@ Result<void> Machine::build() {
     return load_guest();
 }
 
+void Machine::firmware_for_linux() {
+    // Linux booted without ACPI or a $PIR table takes a PCI function's IRQ from its
+    // interrupt-line register and leaves the ELCR as it finds it: both are the BIOS's job.
+    std::vector<uint8_t> lines;
+    for (const auto& d : devices_->devices())
+        if (auto* bus = dynamic_cast<pci::PciBus*>(d.get()))
+            for (uint8_t line : bus->assign_interrupt_lines()) lines.push_back(line);
+    // ELCR1 (0x4D0, lines 0-7) and ELCR2 (0x4D1, lines 8-15): PCI lines are level-triggered.
+    for (unsigned chip = 0; chip < 2; ++chip) {
+        const Port port(static_cast<uint16_t>(0x4d0 + chip));
+        auto elcr = static_cast<uint8_t>(ports_.read(port, 1));
+        for (uint8_t line : lines)
+            if (line / 8 == chip) elcr = static_cast<uint8_t>(elcr | (1u << (line % 8)));
+        ports_.write(port, 1, elcr);
+    }
+}
+
 Result<void> Machine::load_guest() {
     if (!linux_kernel_path_.empty()) {
         LinuxBootSettings linux;
@@ -199,6 +217,7 @@ Result<void> Machine::load_guest() {
         linux.cmdline = settings_.config.cmdline;
         auto state = load_linux(linux, *memory_);
         if (!state) return fail(guest_error(state.error()));
+        firmware_for_linux();
         // One vCPU (the configuration insists): the kernel starts the others itself, which
         // needs INIT/SIPI (not emulated).
         return vcpus_.front().engine->set_boot_state(*state);

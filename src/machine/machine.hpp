@@ -99,6 +99,9 @@ class Machine final {
     // state: an ELF guest (docs/guest-abi.md) or a Linux kernel (docs/linux-guest.md). At
     // build and at every VM reset.
     Result<void> load_guest();
+    // What a PC BIOS leaves behind that a Linux kernel relies on (interrupt-line registers,
+    // level-triggered PCI lines in the ELCR).
+    void firmware_for_linux();
     Result<void> write_boot_state(uint32_t entry);
     void request_exit(uint32_t status);
     // DeviceContext::request_reset: reset once the running vCPU stops (the next turn of run()).
