@@ -91,6 +91,10 @@ while IFS= read -r line || [ -n "$line" ]; do
   case "$line" in
     '' | '#'*) ;;
     'include '*) add_path "${line#include }" ;;
+    'prepare '*)
+      echo "run-nested: ${line#prepare }" >&2
+      bash -c "${line#prepare }" || fail "$suite:$lineno: prepare failed: ${line#prepare }"
+      ;;
     'run '*)
       read -r _ name seconds cmd <<<"$line"
       [[ "$seconds" =~ ^[0-9]+$ ]] && [ -n "$cmd" ] ||
