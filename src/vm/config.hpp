@@ -93,6 +93,10 @@ struct VmConfig {
     std::string guest_file;   // as written
     std::string guest_where;  // "file:line: <guest>", for errors about the image
     std::string cmdline;
+    // <guest kernel="bzImage" initrd="..."/> instead of file=: a Linux kernel booted by the
+    // x86 boot protocol (docs/linux-guest.md); as written, resolved like `file`.
+    std::string linux_kernel;
+    std::string linux_initrd;
     std::vector<ConfigFile> files;
     std::vector<ConfigElement> devices;
 };
