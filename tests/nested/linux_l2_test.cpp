@@ -86,9 +86,10 @@ TEST_F(LinuxL2, BootsToABusyboxShellAndPowersOffWithItsStatus) {
 }
 
 TEST_F(LinuxL2, EduOverInprocPassesTheLinuxChecks) {
-    auto b = boot("    <device class=\"PCI_FRONT\" id=\"edu0\" bus=\"pci0\" hostdev=\"inproc:edu\" "
-                  "slot=\"3\"/>",
-                  "edu");
+    auto b = boot(
+        "    <device class=\"PCI_FRONT\" id=\"edu0\" bus=\"pci0\" hostdev=\"inproc:edu\" "
+        "slot=\"3\"/>",
+        "edu");
     EXPECT_TRUE(b.has("edu_user: factorial: ok"));
     EXPECT_TRUE(b.has("edu_user: DMA data came back intact: ok"));
     EXPECT_TRUE(b.has("edu_user: PASS"));
@@ -111,9 +112,10 @@ TEST_F(LinuxL2, EduOverVfioUserPassesTheLinuxChecks) {
 TEST_F(LinuxL2, LinuxNvmeDriverReadsThePassedThroughDiskWithInterrupts) {
     const std::string nvme = env("POTEMKIN_NESTED_NVME");
     if (nvme.empty()) GTEST_SKIP() << "POTEMKIN_NESTED_NVME is not set";
-    auto b = boot("    <device class=\"PCI_PASSTHROUGH\" id=\"nvme0\" bus=\"pci0\" hostdev=\"vfio:" +
-                      nvme + "\" slot=\"4\"/>",
-                  "nvme 2048");
+    auto b = boot(
+        "    <device class=\"PCI_PASSTHROUGH\" id=\"nvme0\" bus=\"pci0\" hostdev=\"vfio:" + nvme +
+            "\" slot=\"4\"/>",
+        "nvme 2048");
     EXPECT_TRUE(b.has("blockcheck: 2048 of 2048 blocks hold their pattern"));
     EXPECT_FALSE(b.has("l2: nvme interrupts 0")) << "the driver's completions were interrupts";
     EXPECT_EQ(b.status, 0);
