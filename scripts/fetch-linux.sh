@@ -3,7 +3,8 @@
 # linux-image-6.1.0-*-amd64 that linux-image-amd64 depends on, downloaded with `apt-get download`
 # and unpacked with `dpkg-deb -x`. Kept: vmlinuz, and the modules the vfio-user guest loads to
 # take interrupts in user space and the nested harness (tests/nested) uses for kernel VFIO and
-# KVM (vfio-pci, vfio_iommu_type1 and kvm-amd with their dependencies; the package has no
+# KVM, and the nvme driver a Linux guest on potemkin uses (vfio-pci, vfio_iommu_type1, kvm-amd
+# and nvme with their dependencies; the package has no
 # modules.dep, so each module's own `depends=` field is followed).
 #
 # Cache: ${XDG_CACHE_HOME:-$HOME/.cache}/potemkin/linux/: vmlinuz, modules/*.ko,
@@ -13,7 +14,7 @@
 set -euo pipefail
 
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/potemkin/linux"
-modules=(vfio-pci vfio_iommu_type1 kvm-amd)
+modules=(vfio-pci vfio_iommu_type1 kvm-amd nvme)
 have_all_modules() {
   local m
   for m in "${modules[@]}"; do

@@ -84,9 +84,9 @@ PciFront::~PciFront() {
 // ---- Open: pull config space and region info, build the shadow --------------------------
 
 Result<void> PciFront::open(const PciFrontSettings& s) {
-    // Every open failure is about the host device: report it on the hostdev attribute.
+    // Every open failure is about the host device: report it on the attribute that names it.
     auto err = [&](const Error& e) {
-        return s.element ? s.element->attr_error("hostdev", e.message) : e.context(id());
+        return s.element ? s.element->attr_error(s.hostdev_attribute, e.message) : e.context(id());
     };
     if (auto r = link_.open({.url = s.hostdev, .transports = s.transports, .element = s.element});
         !r)

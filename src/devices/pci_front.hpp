@@ -63,6 +63,9 @@ struct PciFrontSettings {
     const hostdev::TransportRegistry* transports = nullptr;  // null: TransportRegistry::builtin()
     // For error messages: open failures become attribute errors of this element.
     const vm::ConfigElement* element = nullptr;
+    // The attribute open failures are reported on (PCI_PASSTHROUGH's device= names the host
+    // device too).
+    std::string hostdev_attribute = "hostdev";
 };
 
 class PciFront final : public vm::Device, public pci::PciFunction, private HostLinkOwner {

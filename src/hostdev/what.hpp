@@ -41,4 +41,21 @@ inline std::string region_name(uint32_t index) {
     return fmt::format("region {}", index);
 }
 
+// "INTx", "MSI", "MSI-X" for VFIO's interrupt index (IrqKind's numbering); "IRQ" otherwise.
+inline const char* irq_name(uint32_t index) {
+    switch (index) {
+        case static_cast<uint32_t>(IrqKind::intx):
+            return "INTx";
+        case static_cast<uint32_t>(IrqKind::msi):
+            return "MSI";
+        case static_cast<uint32_t>(IrqKind::msix):
+            return "MSI-X";
+        default:
+            return "IRQ";
+    }
+}
+inline const char* irq_name(IrqKind kind) {
+    return irq_name(static_cast<uint32_t>(kind));
+}
+
 }  // namespace potemkin::hostdev

@@ -6,6 +6,7 @@
 #include "models/builtin.hpp"
 #include "mpqemu/client.hpp"
 #include "sdk/device_model.hpp"
+#include "vfio/client.hpp"
 #include "vfio_user/client.hpp"
 #include "vm/device.hpp"
 
@@ -16,6 +17,7 @@ Result<void> register_builtins(const BuiltinRegistries& r) {
     POTEMKIN_TRY(inproc::register_inproc_transport(r.transports, r.models));
     POTEMKIN_TRY(vfio_user::register_vfio_user_transport(r.transports));
     POTEMKIN_TRY(mpqemu::register_mpqemu_transports(r.transports));
+    POTEMKIN_TRY(vfio::register_vfio_transport(r.transports));
     POTEMKIN_TRY(devices::register_builtin_device_classes(r.classes, &r.transports));
     return ok();
 }

@@ -11,7 +11,9 @@
 #include "devices/platform.hpp"
 #include "machine/builtins.hpp"
 #include "machine/elf_loader.hpp"
+#include "machine/linux_loader.hpp"
 #include "machine/trace_writer.hpp"
+#include "pci/pci_bus.hpp"
 
 namespace potemkin::machine {
 
@@ -73,20 +75,16 @@ Result<std::unique_ptr<Machine>> Machine::create(MachineSettings settings) {
     return m;
 }
 
-Result<std::string> Machine::resolve_guest_path() const {
-    if (settings_.guest_override) return *settings_.guest_override;
+Result<std::string> Machine::resolve_guest_file(const std::string& name) const {
     const auto& cfg = settings_.config;
-    if (cfg.guest_file.empty())
-        return failf("{}: no guest image: add <guest file=\"...\"/> to <vm> or pass --guest",
-                     cfg.document->display_name());
     namespace fs = std::filesystem;
-    if (fs::path(cfg.guest_file).is_absolute()) return cfg.guest_file;
+    if (fs::path(name).is_absolute()) return name;
     std::vector<std::string> tried;
     std::vector<std::string> dirs = {cfg.document->directory()};
     dirs.insert(dirs.end(), settings_.guest_search_path.begin(), settings_.guest_search_path.end());
     for (const auto& d : dirs) {
         if (d.empty()) continue;
-        fs::path p = fs::path(d) / cfg.guest_file;
+        fs::path p = fs::path(d) / name;
         // The error_code form: a name too long for the file system is "not here", not an
         // exception.
         std::error_code ec;
@@ -95,8 +93,7 @@ Result<std::string> Machine::resolve_guest_path() const {
     }
     std::string list;
     for (const auto& t : tried) list += (list.empty() ? "" : ", ") + t;
-    return failf("{}: guest file '{}' not found (looked in: {})", cfg.guest_where, cfg.guest_file,
-                 list);
+    return failf("{}: guest file '{}' not found (looked in: {})", cfg.guest_where, name, list);
 }
 
 // Errors about the guest image name the <guest> line it came from (not for --guest).
@@ -160,6 +157,7 @@ Result<void> Machine::build() {
 
     pit_ = std::make_unique<vm::Pit8254>(timers_, [this](bool level) { irq_->set_irq(0, level); });
     POTEMKIN_TRY(pit_->attach(ports_, "pit"));
+    POTEMKIN_TRY(rtc_.attach(ports_, "rtc"));
 
     device_ctx_ = std::make_unique<vm::DeviceContext>(vm::DeviceContext{
         ports_, mmio_, *memory_, *irq_, timers_, *devices_, trace_.get(),
@@ -172,7 +170,7 @@ Result<void> Machine::build() {
         },
         [this](Gpa base, uint64_t size, uint8_t* host) { return map_direct(base, size, host); },
         [this](Gpa base, uint64_t size) { return unmap_direct(base, size); },
-        [this](std::string why) { request_reset(std::move(why)); }});
+        [this](std::string why) { request_reset(std::move(why)); }, settings_.console});
     POTEMKIN_TRY(devices_->create_all(cfg.devices, *device_ctx_));
 
     for (unsigned i = 0; i < cfg.cores; ++i) {
@@ -192,13 +190,55 @@ Result<void> Machine::build() {
         vcpus_.push_back(Vcpu{std::move(engine), false});
     }
 
-    auto path = resolve_guest_path();
-    if (!path) return fail(path.error());
-    guest_path_ = *path;
-    auto image = load_elf32(*path, *memory_);
+    if (settings_.guest_override) {
+        guest_path_ = *settings_.guest_override;
+    } else if (!cfg.linux_kernel.empty()) {
+        POTEMKIN_TRY_ASSIGN(linux_kernel_path_, resolve_guest_file(cfg.linux_kernel));
+        if (!cfg.linux_initrd.empty()) {
+            POTEMKIN_TRY_ASSIGN(linux_initrd_path_, resolve_guest_file(cfg.linux_initrd));
+        }
+    } else if (cfg.guest_file.empty()) {
+        return failf("{}: no guest image: add <guest file=\"...\"/> to <vm> or pass --guest",
+                     cfg.document->display_name());
+    } else {
+        POTEMKIN_TRY_ASSIGN(guest_path_, resolve_guest_file(cfg.guest_file));
+    }
+    return load_guest();
+}
+
+void Machine::firmware_for_linux() {
+    // Linux booted without ACPI or a $PIR table takes a PCI function's IRQ from its
+    // interrupt-line register and leaves the ELCR as it finds it: both are the BIOS's job.
+    std::vector<uint8_t> lines;
+    for (const auto& d : devices_->devices())
+        if (auto* bus = dynamic_cast<pci::PciBus*>(d.get()))
+            for (uint8_t line : bus->assign_interrupt_lines()) lines.push_back(line);
+    // ELCR1 (0x4D0, lines 0-7) and ELCR2 (0x4D1, lines 8-15): PCI lines are level-triggered.
+    for (unsigned chip = 0; chip < 2; ++chip) {
+        const Port port(static_cast<uint16_t>(0x4d0 + chip));
+        auto elcr = static_cast<uint8_t>(ports_.read(port, 1));
+        for (uint8_t line : lines)
+            if (line / 8 == chip) elcr = static_cast<uint8_t>(elcr | (1u << (line % 8)));
+        ports_.write(port, 1, elcr);
+    }
+}
+
+Result<void> Machine::load_guest() {
+    if (!linux_kernel_path_.empty()) {
+        LinuxBootSettings linux;
+        linux.kernel = linux_kernel_path_;
+        linux.initrd = linux_initrd_path_;
+        linux.cmdline = settings_.config.cmdline;
+        auto state = load_linux(linux, *memory_);
+        if (!state) return fail(guest_error(state.error()));
+        firmware_for_linux();
+        // One vCPU (the configuration insists): the kernel starts the others itself, which
+        // needs INIT/SIPI (not emulated).
+        return vcpus_.front().engine->set_boot_state(*state);
+    }
+    auto image = load_elf32(guest_path_, *memory_);
     if (!image) return fail(guest_error(image.error()));
-    POTEMKIN_TRY(write_boot_state(image->entry));
-    return ok();
+    return write_boot_state(image->entry);
 }
 
 Result<void> Machine::map_direct(Gpa base, uint64_t size, uint8_t* host) {
@@ -289,14 +329,13 @@ std::optional<RunResult> Machine::reset_vm() {
     devices_->reset_all();
     irq_->reset();
     pit_->reset();
+    rtc_.reset();
     auto fail_run = [](const std::string& what) {
         return RunResult{RunOutcome::fault, 0, "VM reset failed: " + what};
     };
     for (const auto& r : memory_->regions())
         if (auto f = memory_->fill(r.base, 0, r.size); !f) return fail_run(f.error().message);
-    auto image = load_elf32(guest_path_, *memory_);
-    if (!image) return fail_run(image.error().message);
-    if (auto b = write_boot_state(image->entry); !b) return fail_run(b.error().message);
+    if (auto g = load_guest(); !g) return fail_run(g.error().message);
     for (auto& v : vcpus_) v.halted = false;
     return std::nullopt;
 }

@@ -20,6 +20,7 @@
 #include "cpu/cpu_engine.hpp"
 #include "cpu/engine_factory.hpp"
 #include "vm/bus.hpp"
+#include "vm/cmos_rtc.hpp"
 #include "vm/config.hpp"
 #include "vm/device.hpp"
 #include "vm/guest_memory.hpp"
@@ -98,8 +99,17 @@ class Machine final {
   private:
     explicit Machine(MachineSettings settings);
     Result<void> build();
-    Result<std::string> resolve_guest_path() const;
+    // A file named in <guest> (file=, kernel=, initrd=), found next to the config or in the
+    // guest search path.
+    Result<std::string> resolve_guest_file(const std::string& name) const;
     Error guest_error(const Error& e) const;
+    // Resolves the guest's files (once), loads them into RAM and puts every vCPU at its entry
+    // state: an ELF guest (docs/guest-abi.md) or a Linux kernel (docs/linux-guest.md). At
+    // build and at every VM reset.
+    Result<void> load_guest();
+    // What a PC BIOS leaves behind that a Linux kernel relies on (interrupt-line registers,
+    // level-triggered PCI lines in the ELCR).
+    void firmware_for_linux();
     Result<void> write_boot_state(uint32_t entry);
     void request_exit(uint32_t status);
     // DeviceContext::request_reset: reset once the running vCPU stops (the next turn of run()).
@@ -129,6 +139,7 @@ class Machine final {
     std::unique_ptr<TraceWriter> trace_;
     std::unique_ptr<vm::DeviceManager> devices_;
     std::unique_ptr<vm::Pit8254> pit_;
+    vm::CmosRtc rtc_;
     std::unique_ptr<vm::DeviceContext> device_ctx_;
 
     struct Vcpu {
@@ -148,6 +159,7 @@ class Machine final {
     std::string reset_reason_;
     unsigned resets_ = 0;
     std::string guest_path_;  // resolved at build, reloaded by a VM reset
+    std::string linux_kernel_path_, linux_initrd_path_;  // the same for a Linux guest
     // Threads outside the engine that may raise interrupts (out-of-process devices).
     std::atomic<unsigned> external_sources_{0};
     uint32_t exit_value_ = 0;

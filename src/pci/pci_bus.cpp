@@ -2,6 +2,8 @@
 // routing. docs/pci-bus.md describes the behaviour; the comments here say why.
 #include "pci/pci_bus.hpp"
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 #include "common/log.hpp"
@@ -412,6 +414,20 @@ uint8_t PciBus::intx_line(const PciAddress& addr, uint8_t pin) const {
     // table 9-1, as QEMU's pc and kvmtool route them): INTA of slot d reaches PIRQ(d mod 4).
     const unsigned pirq = (addr.device + pin - 1u) % 4u;
     return settings_.pirq_lines[pirq];
+}
+
+std::vector<uint8_t> PciBus::assign_interrupt_lines() {
+    std::vector<uint8_t> lines;
+    std::vector<PciAddress> addresses;
+    for (const auto& [addr, entry] : functions_) addresses.push_back(addr);
+    for (const auto& addr : addresses) {
+        const auto pin = static_cast<uint8_t>(config_read(addr, reg::kInterruptPin, 1));
+        const uint8_t line = intx_line(addr, pin);
+        if (line == kNoLine) continue;
+        config_write(addr, reg::kInterruptLine, 1, line);
+        if (std::find(lines.begin(), lines.end(), line) == lines.end()) lines.push_back(line);
+    }
+    return lines;
 }
 
 void PciBus::set_intx(const PciAddress& addr, uint8_t pin, bool asserted) {

@@ -76,6 +76,11 @@ class PciBus final : public vm::Device {
     void set_intx(const PciAddress& addr, uint8_t pin, bool asserted);
     // The PIC line `addr`'s pin reaches (what a BIOS writes to the interrupt-line register).
     uint8_t intx_line(const PciAddress& addr, uint8_t pin) const;
+    // What a PC BIOS does at POST for an operating system that routes PCI interrupts by the
+    // interrupt-line register (Linux without ACPI or a $PIR table): every function with an
+    // interrupt pin gets the PIC line its pin reaches written there, through the ordinary
+    // config-write path. Returns the lines written (to be made level-triggered in the ELCR).
+    std::vector<uint8_t> assign_interrupt_lines();
     // The guest EOId a level-triggered interrupt on PIC `line` (the interrupt sink's EOI
     // notification calls this): every function asserting a pin routed to `line` hears
     // intx_eoi(pin). Wired-OR: all of them, since the guest's handler may have served any.

@@ -22,19 +22,6 @@ constexpr uint32_t kMaxRegionInfoSize = 64 * 1024;
 
 }  // namespace
 
-const char* irq_name(uint32_t index) {
-    switch (index) {
-        case kIrqIndexIntx:
-            return "INTx";
-        case kIrqIndexMsi:
-            return "MSI";
-        case kIrqIndexMsix:
-            return "MSI-X";
-        default:
-            return "IRQ";
-    }
-}
-
 VfioUserClient::Impl::Impl(VfioUserClientSettings s)
     : s_(std::move(s)),
       link_(hostdev::RemoteLinkSettings::of(s_, s_.reconnect, s_.reconnect_interval)) {}

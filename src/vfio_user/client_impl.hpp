@@ -34,8 +34,7 @@ using Clock = std::chrono::steady_clock;
 inline constexpr uint32_t kOurMaxMsgFds = 16;
 inline constexpr uint32_t kOurMaxDataXfer = kDefaultMaxDataXferSize;
 
-// "INTx", "MSI", "MSI-X" for VFIO's interrupt index.
-const char* irq_name(uint32_t index);
+using hostdev::irq_name;
 
 // A blocking AF_UNIX stream connection to `path` whose sends and receives time out after
 // `timeout` (the reply wait depends on it). Errors name the path.

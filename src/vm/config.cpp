@@ -233,11 +233,28 @@ Result<VmConfig> parse_vm_config(std::shared_ptr<ConfigDocument> doc) {
     }
 
     if (auto guest = vm.child("guest")) {
-        POTEMKIN_TRY(guest->only_attributes({"file", "cmdline"}));
-        auto file = guest->required("file");
-        if (!file) return fail(file.error());
-        cfg.guest_file = *file;
+        POTEMKIN_TRY(guest->only_attributes({"file", "cmdline", "kernel", "initrd"}));
         cfg.guest_where = guest->where();
+        if (guest->has("kernel")) {
+            // A Linux kernel: loaded by the boot protocol, not as an ELF.
+            if (guest->has("file"))
+                return fail(
+                    guest->attr_error("file",
+                                      "conflicts with kernel=: give file= (an ELF guest) or "
+                                      "kernel= (a Linux bzImage), not both"));
+            cfg.linux_kernel = *guest->attr("kernel");
+            cfg.linux_initrd = guest->attr("initrd").value_or("");
+            if (cfg.cores != 1)
+                return fail(guest->attr_error(
+                    "kernel", fmt::format("a Linux guest boots on one vCPU; <cores count> is {}",
+                                          cfg.cores)));
+        } else {
+            if (guest->has("initrd"))
+                return fail(guest->attr_error("initrd", "an initrd needs kernel="));
+            auto file = guest->required("file");
+            if (!file) return fail(file.error());
+            cfg.guest_file = *file;
+        }
         cfg.cmdline = guest->attr("cmdline").value_or("");
     }
 

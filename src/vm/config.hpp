@@ -93,6 +93,10 @@ struct VmConfig {
     std::string guest_file;   // as written
     std::string guest_where;  // "file:line: <guest>", for errors about the image
     std::string cmdline;
+    // <guest kernel="bzImage" initrd="..."/> instead of file=: a Linux kernel booted by the
+    // x86 boot protocol (docs/linux-guest.md); as written, resolved like `file`.
+    std::string linux_kernel;
+    std::string linux_initrd;
     // <vm engine="...">: the CPU engine by name ("unicorn", "kvm", "auto"); empty when absent.
     std::string engine;
     std::string engine_where;  // "file:line: <vm>: attribute 'engine'", for errors about it

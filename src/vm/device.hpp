@@ -51,6 +51,9 @@ struct DeviceContext {
     // once the current instruction completes (docs/guest-abi.md, "VM reset"). `why` is for the
     // log. Engine thread. Filled by the machine; null in unit tests (then nothing resets).
     std::function<void(std::string why)> request_reset;
+    // The VM's console: what `potemkin run` prints (the 0xE9 debug console writes there too).
+    // Devices that carry guest output (SERIAL) send it here. Null in unit tests.
+    std::function<void(std::string_view)> console;
 };
 
 class Device {

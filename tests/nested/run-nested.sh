@@ -46,7 +46,8 @@ for applet in sh env test ls cat readlink; do ln -s busybox "$root/bin/$applet";
 install -m 755 "$here/init" "$root/init"
 cp "$modules"/order "$modules"/*.ko "$root/modules/"
 
-expand() { sed -e "s|@BUILD@|$build|g" -e "s|@SOURCE@|$source_dir|g"; }
+linux_dir="$(dirname "$kernel")"
+expand() { sed -e "s|@BUILD@|$build|g" -e "s|@SOURCE@|$source_dir|g" -e "s|@LINUX@|$linux_dir|g"; }
 
 # Copies one file into the root at its own path; ELF executables are stripped and bring the
 # libraries they link (and the dynamic loader) along.
@@ -90,6 +91,10 @@ while IFS= read -r line || [ -n "$line" ]; do
   case "$line" in
     '' | '#'*) ;;
     'include '*) add_path "${line#include }" ;;
+    'prepare '*)
+      echo "run-nested: ${line#prepare }" >&2
+      bash -c "${line#prepare }" || fail "$suite:$lineno: prepare failed: ${line#prepare }"
+      ;;
     'run '*)
       read -r _ name seconds cmd <<<"$line"
       [[ "$seconds" =~ ^[0-9]+$ ]] && [ -n "$cmd" ] ||

@@ -597,6 +597,21 @@ TEST_F(PciBusTest, EoiReachesEveryAssertingFunctionOnTheLineThroughTheSwizzle) {
     EXPECT_EQ(b.eois.size(), 2u);
 }
 
+// What a BIOS leaves for Linux without ACPI or $PIR: each pin's PIC line in the interrupt-line
+// register; functions without a pin keep theirs.
+TEST_F(PciBusTest, AssignInterruptLinesWritesEachPinsLineLikeABios) {
+    TestFunction a("a"), b("b", InterruptPin::intb), none("none", InterruptPin::none);
+    add(a, 3);
+    add(b, 1);
+    add(none, 2);
+    cfg_write(2, 0, reg::kInterruptLine, 1, 0x42);
+    auto lines = bus->assign_interrupt_lines();
+    EXPECT_EQ(cfg_read(3, 0, reg::kInterruptLine, 1), 11u);  // slot 3 INTA: PIRQD
+    EXPECT_EQ(cfg_read(1, 0, reg::kInterruptLine, 1), 11u);  // slot 1 INTB: PIRQC
+    EXPECT_EQ(cfg_read(2, 0, reg::kInterruptLine, 1), 0x42u);
+    EXPECT_EQ(lines, std::vector<uint8_t>{11});
+}
+
 TEST_F(PciBusTest, FunctionMayDeassertOrRemoveOthersInItsEoi) {
     TestFunction a("a"), b("b");
     const PciAddress aa = add(a, 1), ba = add(b, 5);  // both line 10
