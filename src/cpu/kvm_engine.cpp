@@ -215,12 +215,32 @@ class KvmVm {
     }
 
     // What the host CPU and KVM offer, given to every vCPU as is (guests may ask CPUID).
+    // KVM offers its paravirtual leaves (0x40000000: "KVMKVMKVM", kvmclock and friends) but
+    // leaves CPUID.1:ECX bit 31, "running under a hypervisor", to the VMM. A guest OS only looks
+    // for the leaves when that bit is set: without it Linux finds no kvmclock, fails to calibrate
+    // the TSC (no HPET or PM timer here) and falls back to jiffies.
+    static void mark_hypervisor(std::vector<uint8_t>& buf) {
+        uint32_t n = 0;
+        std::memcpy(&n, buf.data(), sizeof n);
+        for (uint32_t i = 0; i < n; ++i) {
+            kvm_cpuid_entry2 e;
+            uint8_t* at = buf.data() + 8 + i * sizeof e;
+            std::memcpy(&e, at, sizeof e);
+            if (e.function != 1) continue;
+            e.ecx |= 1u << 31;
+            std::memcpy(at, &e, sizeof e);
+        }
+    }
+
     Result<std::vector<uint8_t>> supported_cpuid() const {
         for (uint32_t n = 64; n <= 4096; n *= 2) {
             // The C layout: u32 nent, u32 padding, then the entries (see kGetSupportedCpuid).
             std::vector<uint8_t> buf(8 + n * sizeof(kvm_cpuid_entry2));
             std::memcpy(buf.data(), &n, sizeof n);
-            if (::ioctl(kvm_.get(), kGetSupportedCpuid, buf.data()) == 0) return buf;
+            if (::ioctl(kvm_.get(), kGetSupportedCpuid, buf.data()) == 0) {
+                mark_hypervisor(buf);
+                return buf;
+            }
             if (errno != E2BIG) return failf(Errno{errno}, "kvm: KVM_GET_SUPPORTED_CPUID");
         }
         return fail("kvm: KVM_GET_SUPPORTED_CPUID: more than 4096 entries");

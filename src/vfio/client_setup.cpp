@@ -5,6 +5,7 @@
 #include <sys/ioctl.h>
 
 #include <cerrno>
+#include <cstring>
 
 #include "common/eventfd.hpp"
 #include "common/log.hpp"
@@ -28,6 +29,15 @@ Result<void> VfioClient::Impl::start() {
     container_.emplace(std::move(container));
     device_fd_ = container_->device_fd();
     POTEMKIN_TRY(query_device());
+    // A VM gets the device in its power-on state, as QEMU's system reset gives it: what the
+    // previous user left behind (an enabled controller, completions still asserting INTx) is
+    // not this guest's. vfio-pci resets at open only on the group's first open, not always.
+    if ((device_flags_ & VFIO_DEVICE_FLAGS_RESET) != 0 &&
+        ::ioctl(device_fd_, VFIO_DEVICE_RESET) != 0)
+        log::warn(
+            "{}: VFIO_DEVICE_RESET at open failed ({}); the device keeps the state its last "
+            "user left",
+            s_.label, std::strerror(errno));
     POTEMKIN_TRY(map_guest_ram());
 
     auto intx = make_eventfd();
