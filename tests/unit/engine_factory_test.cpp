@@ -123,7 +123,9 @@ const std::string kNoKvm = "/nonexistent/potemkin-test/kvm";
 Result<std::unique_ptr<machine::Machine>> machine_with(const std::string& vm_attrs,
                                                        const std::string& engine,
                                                        const std::string& kvm_device) {
-    const std::string elf = ::testing::TempDir() + "/engine-choice.elf";
+    // One file per process: ctest runs these tests in parallel processes.
+    const std::string elf =
+        ::testing::TempDir() + "/engine-choice-" + std::to_string(::getpid()) + ".elf";
     if (!potemkin::testing::write_flat_elf(elf, {0xf4})) return fail("writing " + elf);  // hlt
     auto doc = vm::ConfigDocument::load_string(
         "<vm" + vm_attrs + "><memory>16</memory><guest file=\"" + elf + "\"/></vm>", "engine.xml");
@@ -134,7 +136,9 @@ Result<std::unique_ptr<machine::Machine>> machine_with(const std::string& vm_att
     s.config = std::move(*cfg);
     s.engine = engine;
     s.kvm_device = kvm_device;
-    return machine::Machine::create(std::move(s));
+    auto m = machine::Machine::create(std::move(s));
+    ::unlink(elf.c_str());  // loaded by now (or failed to be)
+    return m;
 }
 
 }  // namespace
@@ -171,7 +175,8 @@ TEST(EngineChoice, KvmOnADeviceThatIsNotKvmSaysSo) {
 
 TEST(EngineChoice, KvmOnAFileWithNoDriverSaysWhichModulesToLoad) {
     // A unix socket opens with ENXIO, as a device node whose driver is not loaded does.
-    const std::string path = ::testing::TempDir() + "/engine-choice-kvm.sock";
+    const std::string path =
+        ::testing::TempDir() + "/engine-choice-kvm-" + std::to_string(::getpid()) + ".sock";
     ::unlink(path.c_str());
     const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
     ASSERT_GE(fd, 0);
