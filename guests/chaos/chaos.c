@@ -23,8 +23,17 @@ int main(void) {
     unsigned ups = 0, gones = 0;
     uint32_t good = 0, all_ones = 0, wrong = 0;
     bool up = false;
-    for (uint32_t x = 1; *stop == 0; x = x * 1664525u + 1013904223u) {
+    /* What the liveness register may legitimately hold besides ~x (see below): the value
+     * written before x, the last one read back right, and the one written just after it (the
+     * write a stopped server takes when it continues). */
+    uint32_t prev = 0xffffffffu, last_good = 0xffffffffu, after_good = 0xffffffffu;
+    bool after_good_next = false;
+    for (uint32_t x = 1; *stop == 0; prev = x, x = x * 1664525u + 1013904223u) {
         if (x == 0 || x == 0xffffffffu) continue; /* ~x must differ from all-ones and x */
+        if (after_good_next) {
+            after_good = x;
+            after_good_next = false;
+        }
         mmio_write32(mmio + EDU_REG_LIVENESS, x);
         uint32_t v = mmio_read32(mmio + EDU_REG_LIVENESS);
         uint32_t id = mmio_read32(mmio + EDU_REG_ID);
@@ -32,6 +41,8 @@ int main(void) {
         bool gone = v == 0xffffffffu && id == 0xffffffffu;
         if (ok) {
             good++;
+            last_good = x;
+            after_good_next = true;
             if (!up) {
                 up = true;
                 printf("chaos: up %u\n", ++ups);
@@ -43,11 +54,17 @@ int main(void) {
                 printf("chaos: gone %u\n", ++gones);
             }
         } else {
-            /* A device that just came back may answer the ID before its liveness register
-             * holds our write (the write went to the dead server): only a value that is
-             * neither right nor all-ones for both registers is wrong. */
+            /* The device may go or come back between the write and the reads: the write then
+             * went to the dead server, or the stopped one never took it, and the liveness
+             * register still holds what it held before: the previous value, the last value it
+             * took before it went away (or the write in flight then), or its power-on 0 in a
+             * restarted server. An engine that stops only between translation blocks
+             * (Unicorn) never shows this; one that exits on every access (KVM) does. A reply
+             * mixed up across a reconnect shows anything else: the ID in the liveness
+             * register, a liveness value in the ID, a value never written. */
             bool id_ok = id == EDU_ID_VALUE || id == 0xffffffffu;
-            bool v_ok = v == ~x || v == 0xffffffffu;
+            bool v_ok = v == ~x || v == 0xffffffffu || v == ~prev || v == ~last_good ||
+                        v == ~after_good || v == 0;
             if (!id_ok || !v_ok) {
                 wrong++;
                 printf("chaos: wrong value: liveness %08x (wrote %08x) id %08x\n", v, x, id);

@@ -36,15 +36,6 @@ size_t open_fds() {
 }  // namespace
 
 TEST(FaultInjection, GuestSeesTheDeviceAgainAfterEveryKillAndStop) {
-    // The guest's "wrong value" check assumes that the device cannot come back between its
-    // write of the liveness register and the read that follows. Under Unicorn both accesses sit
-    // in one translation block and the engine stops only at block boundaries, so a reconnect
-    // (run on the engine thread) lands before or after the pair. Under KVM every access is an
-    // exit and a reconnect may land in between: the read then shows the restarted server's
-    // reset value (0) or, after SIGSTOP/SIGCONT, the previous iteration's value. Seen in the
-    // nested run (docs/cpu-engine.md); legitimate device behaviour, not a reply mix-up.
-    if (testing_kvm())
-        GTEST_SKIP() << "the chaos guest's check assumes Unicorn's block-granular stops";
     constexpr unsigned kFaults = 30;
     const std::string sock = "/tmp/potemkin-chaos-" + std::to_string(::getpid()) + ".sock";
     ServerProcess server(sock);
