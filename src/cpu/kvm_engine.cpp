@@ -324,32 +324,15 @@ class KvmEngine final : public CpuEngine {
         POTEMKIN_TRY(load_segment(sregs.ss, s.gdt, s.regs.ss));
         // A task register and LDT VM entry accepts (a busy 32-bit TSS, an LDT), never used by a
         // ring-0 guest without task switches.
-        sregs.tr = kvm_segment{.base = 0,
-                               .limit = 0xffff,
-                               .selector = 0,
-                               .type = 11,
-                               .present = 1,
-                               .dpl = 0,
-                               .db = 0,
-                               .s = 0,
-                               .l = 0,
-                               .g = 0,
-                               .avl = 0,
-                               .unusable = 0,
-                               .padding = 0};
-        sregs.ldt = kvm_segment{.base = 0,
-                                .limit = 0xffff,
-                                .selector = 0,
-                                .type = 2,
-                                .present = 1,
-                                .dpl = 0,
-                                .db = 0,
-                                .s = 0,
-                                .l = 0,
-                                .g = 0,
-                                .avl = 0,
-                                .unusable = 0,
-                                .padding = 0};
+        auto system_segment = [](uint8_t type) {
+            kvm_segment seg{};
+            seg.limit = 0xffff;
+            seg.type = type;
+            seg.present = 1;
+            return seg;
+        };
+        sregs.tr = system_segment(11);  // busy 32-bit TSS
+        sregs.ldt = system_segment(2);  // LDT
         sregs.gdt = kvm_dtable{.base = s.gdt.base, .limit = s.gdt.limit, .padding = {}};
         sregs.idt = kvm_dtable{.base = 0, .limit = 0, .padding = {}};
         // Protected mode (PE) with the x87 extension type bit (ET), as Unicorn starts; paging,

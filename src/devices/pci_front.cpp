@@ -738,6 +738,14 @@ void PciFront::sync_direct() {
 
 // ---- Configuration -----------------------------------------------------------------------
 
+Result<std::optional<uint8_t>> pci_slot_attribute(const vm::ConfigElement& e) {
+    if (!e.has("slot")) return std::optional<uint8_t>{};
+    auto n = e.number("slot", std::nullopt, 31);
+    if (!n) return fail(n.error());
+    if (*n == 0) return fail(e.attr_error("slot", "0 is the host bridge; use 1-31"));
+    return std::optional<uint8_t>{static_cast<uint8_t>(*n)};
+}
+
 Result<void> register_pci_front(vm::DeviceClassRegistry& registry,
                                 const hostdev::TransportRegistry* transports) {
     return registry.add(
@@ -751,12 +759,7 @@ Result<void> register_pci_front(vm::DeviceClassRegistry& registry,
             if (!url) return fail(url.error());
             PciFrontSettings s{
                 .hostdev = *url, .bus = *bus, .transports = transports, .element = &e};
-            if (e.has("slot")) {
-                auto n = e.number("slot", std::nullopt, 31);
-                if (!n) return fail(n.error());
-                if (*n == 0) return fail(e.attr_error("slot", "0 is the host bridge; use 1-31"));
-                s.slot = static_cast<uint8_t>(*n);
-            }
+            POTEMKIN_TRY_ASSIGN(s.slot, pci_slot_attribute(e));
             auto d = PciFront::create(*e.attr("id"), ctx, s);
             if (!d) return fail(d.error());
             return std::unique_ptr<vm::Device>(std::move(*d));

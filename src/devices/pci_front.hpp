@@ -191,6 +191,10 @@ class PciFront final : public vm::Device, public pci::PciFunction, private HostL
     uint64_t trapped_accesses_ = 0;
 };
 
+// The optional slot="1-31" attribute of a device on the PCI bus (PCI_FRONT, PCI_PASSTHROUGH);
+// nullopt when absent (the next free slot).
+Result<std::optional<uint8_t>> pci_slot_attribute(const vm::ConfigElement& e);
+
 // PCI_FRONT: <device class="PCI_FRONT" id="edu0" bus="pci0" hostdev="inproc:edu" slot="3"/>.
 // `transports` overrides the built-in transport registry (tests register fake schemes).
 Result<void> register_pci_front(vm::DeviceClassRegistry& registry,

@@ -32,12 +32,7 @@ Result<void> register_pci_passthrough(vm::DeviceClassRegistry& registry,
                                      "PCI_PASSTHROUGH takes a vfio: URL (a physical device); "
                                      "use PCI_FRONT for other transports"));
             }
-            if (e.has("slot")) {
-                auto n = e.number("slot", std::nullopt, 31);
-                if (!n) return fail(n.error());
-                if (*n == 0) return fail(e.attr_error("slot", "0 is the host bridge; use 1-31"));
-                s.slot = static_cast<uint8_t>(*n);
-            }
+            POTEMKIN_TRY_ASSIGN(s.slot, pci_slot_attribute(e));
             auto d = PciFront::create(*e.attr("id"), ctx, s);
             if (!d) return fail(d.error());
             return std::unique_ptr<vm::Device>(std::move(*d));

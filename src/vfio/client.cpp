@@ -12,6 +12,7 @@
 
 #include "common/bytes.hpp"
 #include "common/log.hpp"
+#include "hostdev/bar_kind.hpp"
 #include "pci/registers.hpp"
 #include "vfio/client_impl.hpp"
 #include "vfio/region_caps.hpp"
@@ -64,19 +65,8 @@ Result<hostdev::RegionInfo> VfioClient::Impl::region_info(uint32_t index) {
     out.readable = (ri->flags & VFIO_REGION_INFO_FLAG_READ) != 0;
     out.writable = (ri->flags & VFIO_REGION_INFO_FLAG_WRITE) != 0;
     if (index < regions_.size()) regions_[index] = Region{ri->offset, ri->size, ri->flags};
-    if (ri->size == 0) return out;  // absent
-    if (index < hostdev::kRomRegion) {
-        // VFIO gives a BAR's size, not its kind: that is in the BAR register, which vfio-pci
-        // virtualises with the type bits intact.
-        std::array<uint8_t, 4> bar{};
-        POTEMKIN_TRY(config_read(pci::reg::bar(static_cast<int>(index)), bar));
-        if (const auto decoded = pci::decode_bar_register(static_cast<uint32_t>(load_le(bar)))) {
-            out.bar_kind = decoded->kind;
-            out.prefetchable = decoded->prefetchable;
-        }
-    } else if (index == hostdev::kRomRegion) {
-        out.bar_kind = pci::BarKind::rom;
-    }
+    if (ri->size == 0) return out;                           // absent
+    POTEMKIN_TRY(hostdev::describe_bar(*this, index, out));  // the size only says how big
     if ((ri->flags & VFIO_REGION_INFO_FLAG_MMAP) == 0 || !s_.mmap) return out;
     out.fd = device_fd_;
     out.fd_offset = ri->offset;

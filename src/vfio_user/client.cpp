@@ -10,6 +10,7 @@
 #include "common/bytes.hpp"
 #include "common/eventfd.hpp"
 #include "common/log.hpp"
+#include "hostdev/bar_kind.hpp"
 #include "pci/registers.hpp"
 #include "vfio_user/client_impl.hpp"
 
@@ -128,19 +129,8 @@ Result<hostdev::RegionInfo> VfioUserClient::Impl::region_info(uint32_t index) {
     out.size = ri.size;
     out.readable = (ri.flags & kRegionFlagRead) != 0;
     out.writable = (ri.flags & kRegionFlagWrite) != 0;
-    if (ri.size == 0) return out;  // absent
-    if (index < hostdev::kRomRegion) {
-        // vfio-user describes a BAR's size, not its kind: that is in the BAR register itself,
-        // which VFIO clients read from config space too.
-        std::array<uint8_t, 4> bar{};
-        POTEMKIN_TRY(config_read(pci::reg::bar(static_cast<int>(index)), bar));
-        if (const auto decoded = pci::decode_bar_register(static_cast<uint32_t>(load_le(bar)))) {
-            out.bar_kind = decoded->kind;
-            out.prefetchable = decoded->prefetchable;
-        }
-    } else if (index == hostdev::kRomRegion) {
-        out.bar_kind = pci::BarKind::rom;
-    }
+    if (ri.size == 0) return out;                            // absent
+    POTEMKIN_TRY(hostdev::describe_bar(*this, index, out));  // the size only says how big
     if (index < region_fds_.size()) region_fds_[index].reset();
     if ((ri.flags & kRegionFlagMmap) != 0 && !reply.fds.empty() && index < region_fds_.size()) {
         region_fds_[index] = std::move(reply.fds.front());
