@@ -24,6 +24,7 @@ static uint32_t cfg_address(unsigned bus, unsigned dev, unsigned fn, unsigned of
 
 /* The address/data pair must not be split by an interrupt handler that also uses it. */
 uint8_t pci_cfg_read8(unsigned bus, unsigned dev, unsigned fn, unsigned off) {
+    if (pci_access_mode() == PCI_ACCESS_ECAM) return pci_ecam_read8(bus, dev, fn, off);
     uint32_t f = irq_save();
     outl(PCI_CONFIG_ADDRESS, cfg_address(bus, dev, fn, off));
     uint8_t v = inb(PCI_CONFIG_DATA + (off & 3));
@@ -32,6 +33,7 @@ uint8_t pci_cfg_read8(unsigned bus, unsigned dev, unsigned fn, unsigned off) {
 }
 
 uint16_t pci_cfg_read16(unsigned bus, unsigned dev, unsigned fn, unsigned off) {
+    if (pci_access_mode() == PCI_ACCESS_ECAM) return pci_ecam_read16(bus, dev, fn, off);
     uint32_t f = irq_save();
     outl(PCI_CONFIG_ADDRESS, cfg_address(bus, dev, fn, off));
     uint16_t v = inw(PCI_CONFIG_DATA + (off & 2));
@@ -40,6 +42,7 @@ uint16_t pci_cfg_read16(unsigned bus, unsigned dev, unsigned fn, unsigned off) {
 }
 
 uint32_t pci_cfg_read32(unsigned bus, unsigned dev, unsigned fn, unsigned off) {
+    if (pci_access_mode() == PCI_ACCESS_ECAM) return pci_ecam_read32(bus, dev, fn, off);
     uint32_t f = irq_save();
     outl(PCI_CONFIG_ADDRESS, cfg_address(bus, dev, fn, off));
     uint32_t v = inl(PCI_CONFIG_DATA);
@@ -48,6 +51,10 @@ uint32_t pci_cfg_read32(unsigned bus, unsigned dev, unsigned fn, unsigned off) {
 }
 
 void pci_cfg_write8(unsigned bus, unsigned dev, unsigned fn, unsigned off, uint8_t v) {
+    if (pci_access_mode() == PCI_ACCESS_ECAM) {
+        pci_ecam_write8(bus, dev, fn, off, v);
+        return;
+    }
     uint32_t f = irq_save();
     outl(PCI_CONFIG_ADDRESS, cfg_address(bus, dev, fn, off));
     outb(PCI_CONFIG_DATA + (off & 3), v);
@@ -55,6 +62,10 @@ void pci_cfg_write8(unsigned bus, unsigned dev, unsigned fn, unsigned off, uint8
 }
 
 void pci_cfg_write16(unsigned bus, unsigned dev, unsigned fn, unsigned off, uint16_t v) {
+    if (pci_access_mode() == PCI_ACCESS_ECAM) {
+        pci_ecam_write16(bus, dev, fn, off, v);
+        return;
+    }
     uint32_t f = irq_save();
     outl(PCI_CONFIG_ADDRESS, cfg_address(bus, dev, fn, off));
     outw(PCI_CONFIG_DATA + (off & 2), v);
@@ -62,6 +73,10 @@ void pci_cfg_write16(unsigned bus, unsigned dev, unsigned fn, unsigned off, uint
 }
 
 void pci_cfg_write32(unsigned bus, unsigned dev, unsigned fn, unsigned off, uint32_t v) {
+    if (pci_access_mode() == PCI_ACCESS_ECAM) {
+        pci_ecam_write32(bus, dev, fn, off, v);
+        return;
+    }
     uint32_t f = irq_save();
     outl(PCI_CONFIG_ADDRESS, cfg_address(bus, dev, fn, off));
     outl(PCI_CONFIG_DATA, v);
@@ -247,6 +262,9 @@ static uint64_t align_up(uint64_t v, uint64_t a) {
 uint32_t pci_alloc_mmio(uint64_t size) {
     if (size == 0 || (size & (size - 1))) return 0;
     uint64_t base = align_up(mmio_next, size);
+    /* The ECAM window sits inside the memory window (docs/guest-abi.md): skip it. */
+    uint64_t ecam = pci_ecam_base(), ecam_end = ecam + pci_ecam_size();
+    if (ecam && base < ecam_end && ecam < base + size) base = align_up(ecam_end, size);
     if (base + size > PCI_MMIO_WINDOW_END) return 0;
     mmio_next = base + size;
     return (uint32_t)base;

@@ -10,6 +10,7 @@
 #include "common/bytes.hpp"
 #include "common/log.hpp"
 #include "pci/config_write.hpp"
+#include "pci/express.hpp"
 #include "pci/registers.hpp"
 
 namespace potemkin::devices {
@@ -205,7 +206,29 @@ Result<void> PciFront::build_shadow(std::vector<uint8_t> image) {
     for (const auto& c : *caps) {
         if (c.id == pci::cap_id::kMsi && !msi_cap_) POTEMKIN_TRY(shadow_msi(image, c.offset));
         if (c.id == pci::cap_id::kMsix && !msix_cap_) POTEMKIN_TRY(shadow_msix(image, c.offset));
+        if (c.id == pci::cap_id::kPciExpress && !pcie_cap_)
+            POTEMKIN_TRY(shadow_pcie(image, c.offset));
     }
+    if (cs_.is_express()) {
+        // Extended capabilities are forwarded byte for byte; the chain is only checked, so a
+        // malformed one is reported at open rather than discovered by a guest driver.
+        if (auto chain = pci::walk_extended_capabilities(cs_); !chain)
+            log::warn("{}: {}", id(), chain.error().message);
+    }
+    return ok();
+}
+
+// Device Status (PCIe Base Spec section 7.5.3.5) is shadowed like the status register: its four
+// error bits RW1C whatever the device model does, the rest read-only; written through so the
+// device clears its own copies.
+Result<void> PciFront::shadow_pcie(const std::vector<uint8_t>& image, uint8_t cap) {
+    if (cap + uint32_t{pci::pcie::kDevSta} + 2 > pci::kCapabilityAreaEnd)
+        return failf("PCI Express capability at {:#x} does not fit the capability area", cap);
+    const uint32_t at = cap + uint32_t{pci::pcie::kDevSta};
+    POTEMKIN_TRY(cs_.set_u16(at, u16_at(image, at), {.w1c = pci::pcie::kDevStaW1c}));
+    mark_shadowed(at, 2);
+    write_through_[at] = write_through_[at + 1] = 1;
+    pcie_cap_ = cap;
     return ok();
 }
 

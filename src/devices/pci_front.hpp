@@ -26,8 +26,12 @@
 // open (BARs unassigned, command 0, MSI/MSI-X off, a fresh MSI-X table), then the host device's
 // reset() (vfio-user DEVICE_RESET, the in-process model's reset).
 //
-// Missing: PCIe extended capabilities beyond forwarding; function-level reset (FLR) from the
-// guest.
+// PCI Express: a device whose capability list has the PCI Express capability is pulled whole
+// (4 KiB); the extended space from 0x100 is forwarded byte for byte (the device's masks apply
+// there), its chain checked at open; the PCIe capability's Device Status is shadowed with its
+// RW1C error bits, written through. Over mpqemu the device has 256 bytes (QEMU's limit).
+//
+// Missing: function-level reset (FLR) from the guest.
 //
 // Direct mapping: the page-aligned sparse-mmap areas a BAR region reports (RegionInfo::
 // mmap_areas with an fd) are mmapped here at open and mapped straight into guest-physical
@@ -130,6 +134,7 @@ class PciFront final : public vm::Device, public pci::PciFunction, private HostL
     Result<void> build_shadow(std::vector<uint8_t> image);
     Result<void> shadow_msi(const std::vector<uint8_t>& image, uint8_t cap);
     Result<void> shadow_msix(const std::vector<uint8_t>& image, uint8_t cap);
+    Result<void> shadow_pcie(const std::vector<uint8_t>& image, uint8_t cap);
     void mark_shadowed(uint32_t offset, uint32_t length);
 
     uint16_t command() const;
@@ -177,7 +182,7 @@ class PciFront final : public vm::Device, public pci::PciFunction, private HostL
     std::vector<uint8_t> shadowed_;       // per config byte: 1 = local
     std::vector<uint8_t> write_through_;  // per config byte: local and also forwarded
     pci::BarLayout layout_;
-    std::optional<uint8_t> msi_cap_, msix_cap_;
+    std::optional<uint8_t> msi_cap_, msix_cap_, pcie_cap_;
     uint32_t msi_length_ = 0;
     std::optional<pci::MsixTable> msix_table_;
     pci::MsixState msix_;  // table/PBA placement (read once at open; RO registers)

@@ -29,14 +29,16 @@ constexpr uint32_t kStackSize = 0x10000;
 // docs/guest-abi.md
 struct BootInfo {
     uint32_t magic = 0x4e4b5450;
-    uint32_t version = 2;  // 2: reset_count (was reserved, 0, in version 1)
+    uint32_t version = 3;  // 2: reset_count (was reserved, 0, in version 1); 3: ECAM
     uint32_t cpu_count = 0;
     uint32_t reset_count = 0;
     uint64_t ram_size = 0;
     uint32_t cmdline = kCmdlineBase;
     uint32_t cmdline_len = 0;
+    uint32_t ecam_base = 0;  // the PCI bus's ECAM window; 0 when there is none
+    uint32_t ecam_size = 0;
 };
-static_assert(sizeof(BootInfo) == 32);
+static_assert(sizeof(BootInfo) == 40);
 }  // namespace
 
 int RunResult::process_status() const {
@@ -281,6 +283,14 @@ Result<void> Machine::write_boot_state(uint32_t entry) {
     info.reset_count = resets_;
     info.ram_size = memory_->total_size();
     info.cmdline_len = static_cast<uint32_t>(cfg.cmdline.size());
+    // The first PCI bus with an ECAM window (the window lies below 4 GiB, PciBus checks).
+    for (const auto& d : devices_->devices()) {
+        const auto* bus = dynamic_cast<const pci::PciBus*>(d.get());
+        if (!bus || !bus->ecam()) continue;
+        info.ecam_base = static_cast<uint32_t>(bus->ecam()->base);
+        info.ecam_size = static_cast<uint32_t>(bus->ecam()->size);
+        break;
+    }
     POTEMKIN_TRY(memory_->write_obj(Gpa(kBootInfoBase), info));
     std::vector<uint8_t> cmd(cfg.cmdline.begin(), cfg.cmdline.end());
     cmd.push_back(0);

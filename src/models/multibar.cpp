@@ -52,6 +52,22 @@ Multibar::Multibar(const MultibarSettings& settings) : settings_(settings) {
     spec_.msi =
         pci::MsiSettings{.vectors = kVectors, .address64 = true, .per_vector_masking = true};
     spec_.msix = sdk::MsixSpec{kVectors, 1, kMsixTable, kMsixPba};
+    if (settings_.pcie) {
+        sdk::PcieSpec p;
+        p.capability = pci::PcieSettings{.max_payload = 256, .link_speed = 3, .link_width = 4};
+        p.aer = true;
+        p.serial_number = kSerialNumber;
+        pci::VendorSpecificSettings v{.vsec_id = kVsecId, .vsec_revision = 1};
+        v.data.assign(12, 0);
+        write_le(v.data.data(), 4, kId);
+        write_le(v.data.data() + 8, 4, kVsecW1cReset);
+        v.wmask.assign(12, 0);
+        v.w1c.assign(12, 0);
+        for (size_t i = 4; i < 8; ++i) v.wmask[i] = 0xFF;
+        for (size_t i = 8; i < 12; ++i) v.w1c[i] = 0xFF;
+        p.vendor_specific.push_back(std::move(v));
+        spec_.pcie = std::move(p);
+    }
     // The doorbell register, one doorbell per vector the guest can signal: a VMM that takes
     // ioeventfds rings them without a message; any other value still comes as a write.
     for (uint32_t n = 0; n < kVectors; ++n)
@@ -60,7 +76,7 @@ Multibar::Multibar(const MultibarSettings& settings) : settings_(settings) {
 }
 
 Result<std::unique_ptr<sdk::DeviceModel>> Multibar::create(const sdk::ModelParams& params) {
-    POTEMKIN_TRY(sdk::check_params(params, {"seed", "mem24", "mmap"}));
+    POTEMKIN_TRY(sdk::check_params(params, {"seed", "mem24", "mmap", "pcie"}));
     MultibarSettings settings;
     auto seed = sdk::param_u64(params, "seed", settings.seed);
     if (!seed) return fail(seed.error());
@@ -72,6 +88,9 @@ Result<std::unique_ptr<sdk::DeviceModel>> Multibar::create(const sdk::ModelParam
     auto mmap = sdk::param_bool(params, "mmap", settings.mmap);
     if (!mmap) return fail(mmap.error());
     settings.mmap = *mmap;
+    auto pcie = sdk::param_bool(params, "pcie", settings.pcie);
+    if (!pcie) return fail(pcie.error());
+    settings.pcie = *pcie;
     return std::unique_ptr<sdk::DeviceModel>(std::make_unique<Multibar>(settings));
 }
 

@@ -41,6 +41,12 @@
 //   ASCII string "potemkin multibar option ROM" at 0x20, and a checksum in the last byte (the
 //   bytes sum to 0). Linux's sysfs `rom` file reads it.
 // MSI: 4 vectors, 64-bit, per-vector masking. MSI-X: 4 vectors, table and PBA in BAR1.
+// PCI Express (only with parameter pcie=1; docs/sdk.md "PCI Express"): a 4 KiB configuration
+//   space, the PCI Express capability after MSI-X (Endpoint, Max_Payload_Size 256 supported,
+//   extended tags, 8 GT/s x4 link that is always up) and three extended capabilities:
+//   0x100 Advanced Error Reporting (version 2; never signals an error), 0x148 Device Serial
+//   Number kSerialNumber, 0x154 Vendor-Specific (VSEC ID kVsecId, revision 1, 20 bytes):
+//     +0x08 RO  ID (as BAR0), +0x0C RW scratch (0 at reset), +0x10 RW1C, kVsecW1cReset at reset.
 #pragma once
 
 #include <array>
@@ -58,6 +64,7 @@ struct MultibarSettings {
     uint32_t seed = 0x5eed0000;  // XOR-ed into the BAR2/BAR4 pattern
     bool mem24 = false;          // add BAR4 as a 4 KiB MEM24 BAR
     bool mmap = true;            // BAR2 is mappable shared memory
+    bool pcie = false;           // a PCI Express endpoint with extended capabilities
 };
 
 class Multibar final : public sdk::DeviceModel {
@@ -85,9 +92,13 @@ class Multibar final : public sdk::DeviceModel {
     static constexpr uint32_t kRomStringOffset = 0x20;
     static constexpr uint16_t kRomPcirOffset = 0x40;
     static constexpr const char* kRomString = "potemkin multibar option ROM";
+    static constexpr uint64_t kSerialNumber = 0x1b36'ff01'0000'0001ull;
+    static constexpr uint16_t kVsecId = 0x0001;
+    static constexpr uint32_t kVsecW1cReset = 0xa5a5a5a5u;
 
     explicit Multibar(const MultibarSettings& settings = {});
-    // Factory for the model registry: parameters seed (number), mem24 (boolean).
+    // Factory for the model registry: parameters seed (number), mem24, mmap and pcie
+    // (booleans).
     static Result<std::unique_ptr<sdk::DeviceModel>> create(const sdk::ModelParams& params);
 
     const sdk::DeviceSpec& spec() const override { return spec_; }

@@ -60,6 +60,24 @@ Result<std::unique_ptr<PciBus>> PciBus::create(std::string id, vm::DeviceContext
         if (settings.pirq_lines[i] > 15)
             return failf("{}: PIRQ{} routed to line {}, which is not a PIC line (0-15)", id,
                          static_cast<char>('A' + i), settings.pirq_lines[i]);
+    if (const auto& e = settings.ecam) {
+        if (e->size < kEcamBusSize || e->size > 256 * kEcamBusSize || (e->size & (e->size - 1)))
+            return failf(
+                "{}: ECAM window size {:#x} is not a power of two from 1 MiB (one bus) "
+                "to 256 MiB (256 buses)",
+                id, e->size);
+        if (e->base % e->size != 0 || e->base + e->size > kEcamLimit)
+            return failf(
+                "{}: ECAM window at {:#x} is not aligned to its size {:#x}, or does not "
+                "end by {:#x}",
+                id, e->base, e->size, kEcamLimit);
+        if (settings.memory)
+            for (const vm::RamRegion& r : settings.memory->regions())
+                if (e->base < r.base.value + r.size && r.base.value < e->base + e->size)
+                    return failf("{}: ECAM window {:#x}-{:#x} overlaps guest RAM ({:#x}-{:#x})", id,
+                                 e->base, e->base + e->size - 1, r.base.value,
+                                 r.base.value + r.size - 1);
+    }
     auto bridge = HostBridge::create(id + ".host");
     if (!bridge) return fail(bridge.error());
     std::unique_ptr<PciBus> bus(new PciBus(std::move(id), ctx, settings));
@@ -82,6 +100,14 @@ Result<void> PciBus::attach() {
                         [this](uint64_t o, unsigned n, uint64_t v) { data_port_write(o, n, v); }});
     if (!d) return fail(d.error());
     data_range_ = *d;
+    if (settings_.ecam) {
+        auto w =
+            ctx_.mmio.add(Gpa(settings_.ecam->base), settings_.ecam->size, id() + ".ecam",
+                          {[this](uint64_t o, unsigned n) { return ecam_read(o, n); },
+                           [this](uint64_t o, unsigned n, uint64_t v) { ecam_write(o, n, v); }});
+        if (!w) return fail(w.error().context(fmt::format("{}: ECAM window", id())));
+        ecam_range_ = *w;
+    }
     eoi_listener_ = ctx_.interrupts.add_eoi_listener([this](unsigned line) { eoi(line); });
     return ok();
 }
@@ -91,6 +117,7 @@ PciBus::~PciBus() {
     for (auto& [addr, entry] : functions_) unhook(entry);
     if (address_range_) ctx_.ports.remove(*address_range_);
     if (data_range_) ctx_.ports.remove(*data_range_);
+    if (ecam_range_) ctx_.mmio.remove(*ecam_range_);
 }
 
 void PciBus::reset() {
@@ -406,6 +433,38 @@ void PciBus::data_port_write(uint64_t offset, unsigned size, uint64_t value) {
     config_write(target->first, target->second, size, static_cast<uint32_t>(value));
 }
 
+// ---- ECAM -------------------------------------------------------------------------------
+
+namespace {
+// The function and register an ECAM offset selects (PCI Express Base Spec section 7.2.2,
+// table 7-1): bus 27:20, device 19:15, function 14:12, register 11:0.
+std::pair<PciAddress, uint32_t> ecam_decode(uint64_t offset) {
+    return {
+        PciAddress{static_cast<uint8_t>(offset >> 20), static_cast<uint8_t>((offset >> 15) & 0x1F),
+                   static_cast<uint8_t>((offset >> 12) & 0x7)},
+        static_cast<uint32_t>(offset & 0xFFF)};
+}
+// Accesses are 1, 2 or 4 bytes naturally aligned: the spec leaves anything crossing a dword
+// undefined (section 7.2.2), so such an access reads all-ones and writes nothing here, as an
+// unsupported request would.
+bool ecam_access_ok(uint64_t offset, unsigned size) {
+    return valid_size(size) && offset % size == 0;
+}
+}  // namespace
+
+uint64_t PciBus::ecam_read(uint64_t offset, unsigned size) {
+    if (!ecam_access_ok(offset, size)) return ~0ull;
+    const auto [addr, reg] = ecam_decode(offset);
+    return config_read(addr, reg, size);  // buses other than 0 answer all-ones
+}
+
+void PciBus::ecam_write(uint64_t offset, unsigned size, uint64_t value) {
+    if (!ecam_access_ok(offset, size)) return;
+    const auto [addr, reg] = ecam_decode(offset);
+    // The same path as mechanism #1: the function's bus changes are applied all-or-nothing.
+    config_write(addr, reg, size, static_cast<uint32_t>(value));
+}
+
 // ---- INTx ------------------------------------------------------------------------------
 
 uint8_t PciBus::intx_line(const PciAddress& addr, uint8_t pin) const {
@@ -465,15 +524,37 @@ void PciBus::drive_line(uint8_t line) {
 
 // ---- Configuration ---------------------------------------------------------------------
 
+namespace {
+// ecam="0xf8000000" (the default) or "off"; ecam_size="0x100000" (the default: bus 0).
+Result<std::optional<EcamSettings>> ecam_attributes(const vm::ConfigElement& e) {
+    if (e.attr("ecam") == "off") {
+        if (e.has("ecam_size")) return fail(e.attr_error("ecam_size", "is given but ecam=\"off\""));
+        return std::optional<EcamSettings>{};
+    }
+    EcamSettings s;
+    auto base = e.number("ecam", s.base);
+    if (!base) return fail(base.error());
+    auto size = e.number("ecam_size", s.size);
+    if (!size) return fail(size.error());
+    s.base = *base;
+    s.size = *size;
+    // PciBus::create checks size and alignment.
+    return std::optional<EcamSettings>{s};
+}
+}  // namespace
+
 Result<void> register_pci_bus(vm::DeviceClassRegistry& registry) {
     return registry.add("PCI",
                         [](const vm::ConfigElement& e,
                            vm::DeviceContext& ctx) -> Result<std::unique_ptr<vm::Device>> {
-                            POTEMKIN_TRY(e.only_attributes({"class", "id"}));
+                            POTEMKIN_TRY(e.only_attributes({"class", "id", "ecam", "ecam_size"}));
                             auto id = e.required("id");
                             if (!id) return fail(id.error());
                             PciBusSettings settings;
                             settings.memory = &ctx.memory;
+                            auto ecam = ecam_attributes(e);
+                            if (!ecam) return fail(ecam.error());
+                            settings.ecam = *ecam;
                             auto bus = PciBus::create(*id, ctx, settings);
                             if (!bus) return fail(bus.error().context(e.where()));
                             return std::unique_ptr<vm::Device>(std::move(*bus));

@@ -1,7 +1,8 @@
-// PciBus: PCI bus 0 behind configuration mechanism #1 (0xCF8 address, 0xCFC-0xCFF data), an
-// i440FX host bridge at 00:00.0, and the one place where a function's config writes become
-// bus registrations. Devices never touch the buses: a config write returns BusChanges, which
-// PciBus applies all-or-nothing (docs/pci-bus.md).
+// PciBus: PCI bus 0 behind configuration mechanism #1 (0xCF8 address, 0xCFC-0xCFF data) and
+// an ECAM window (PCI Express Base Spec section 7.2.2: bus << 20 | device << 15 | function << 12
+// | offset, reaching the 4 KiB of a PCIe function), an i440FX host bridge at 00:00.0, and the
+// one place where a function's config writes become bus registrations. Devices never touch the
+// buses: a config write returns BusChanges, which PciBus applies all-or-nothing (docs/pci-bus.md).
 #pragma once
 
 #include <array>
@@ -51,11 +52,23 @@ struct PciAddress {
     std::string to_string() const;  // "00:03.0"
 };
 
+// The Enhanced Configuration Access Mechanism's memory window (docs/pci-bus.md, "ECAM").
+struct EcamSettings {
+    // Aligned to the size, inside the PCI memory window and below its end 0xFEC0_0000 (the
+    // I/O APIC, HPET and local APIC area of a PC).
+    uint64_t base = 0xF800'0000;
+    uint64_t size = 1 << 20;  // 1 MiB per bus: 1-256 MiB, a power of two
+};
+inline constexpr uint64_t kEcamBusSize = 1 << 20;
+inline constexpr uint64_t kEcamLimit = 0xFEC0'0000;
+
 struct PciBusSettings {
     // Guest RAM: a BAR may not decode over it (the write is rejected, see docs/pci-bus.md).
     const vm::GuestMemory* memory = nullptr;
     // PIRQ A-D → PIC lines. Lines must be configured level-triggered by the guest (ELCR).
     std::array<uint8_t, 4> pirq_lines = {10, 10, 11, 11};
+    // nullopt: mechanism #1 only.
+    std::optional<EcamSettings> ecam = EcamSettings{};
 };
 
 class PciBus final : public vm::Device {
@@ -94,6 +107,8 @@ class PciBus final : public vm::Device {
     void config_write(const PciAddress& addr, uint32_t offset, unsigned size, uint32_t value);
 
     uint64_t rejected_writes() const { return rejected_writes_; }
+    // The ECAM window, when there is one.
+    const std::optional<EcamSettings>& ecam() const { return settings_.ecam; }
 
     // vm::Device: the address latch and the reset control register clear, the host bridge
     // returns to its power-on state, and every function's ranges and INTx pins are released
@@ -143,6 +158,9 @@ class PciBus final : public vm::Device {
     uint64_t data_port_read(uint64_t offset, unsigned size);
     void data_port_write(uint64_t offset, unsigned size, uint64_t value);
     void reset_control_write(uint8_t value);
+    // ECAM window handlers: `offset` from the window's base.
+    uint64_t ecam_read(uint64_t offset, unsigned size);
+    void ecam_write(uint64_t offset, unsigned size, uint64_t value);
     // The function and register the latch selects for a data port access, or nullopt when
     // the enable bit is clear.
     std::optional<std::pair<PciAddress, uint32_t>> latched(uint64_t data_offset) const;
@@ -150,7 +168,7 @@ class PciBus final : public vm::Device {
     vm::DeviceContext& ctx_;
     PciBusSettings settings_;
     uint32_t address_latch_ = 0;  // 0xCF8
-    std::optional<vm::RangeId> address_range_, data_range_;
+    std::optional<vm::RangeId> address_range_, data_range_, ecam_range_;
     std::unique_ptr<HostBridge> host_bridge_;
     std::map<PciAddress, Attached> functions_;           // bus 0 only, the host bridge included
     std::set<std::pair<PciAddress, uint8_t>> asserted_;  // (function, pin) driving INTx

@@ -16,6 +16,7 @@
 #include "common/result.hpp"
 #include "pci/bar.hpp"
 #include "pci/capabilities.hpp"
+#include "pci/express.hpp"
 #include "pci/header.hpp"
 
 namespace potemkin::sdk {
@@ -59,6 +60,18 @@ struct DoorbellSpec {
     std::optional<uint64_t> datamatch;
 };
 
+// A PCI Express function (docs/sdk.md, "PCI Express"): the PCI Express capability in the
+// capability list and extended capabilities chained from 0x100 in a 4 KiB configuration
+// space. Over mpqemu only the first 256 bytes reach the VMM (QEMU's limit).
+struct PcieSpec {
+    pci::PcieSettings capability;           // type, link, Max_Payload_Size, ...
+    bool aer = false;                       // Advanced Error Reporting (never signals)
+    std::optional<uint64_t> serial_number;  // Device Serial Number
+    std::vector<pci::VendorSpecificSettings> vendor_specific;
+    // Any other extended capability, chained after the ones above in this order.
+    std::vector<pci::ExtCapabilityImage> extended;
+};
+
 struct DeviceSpec {
     std::string name;
     pci::HeaderSettings header;                    // ids, class, revision, subsystem, INTx pin
@@ -67,6 +80,8 @@ struct DeviceSpec {
     std::optional<pci::MsiSettings> msi;
     std::optional<MsixSpec> msix;
     std::vector<DoorbellSpec> doorbells;  // memory or I/O BARs, outside the MSI-X table and PBA
+    // Set: a PCI Express function with 4 KiB of config space (header.express is implied).
+    std::optional<PcieSpec> pcie;
 };
 
 // Which interrupt mechanism the guest has enabled (the VMM tells the server).

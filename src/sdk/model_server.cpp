@@ -87,7 +87,9 @@ Result<std::unique_ptr<ModelServer>> ModelServer::create(std::unique_ptr<DeviceM
 }
 
 Result<void> ModelServer::build() {
-    auto cs = pci::make_type0_header(spec_.header);
+    pci::HeaderSettings header = spec_.header;
+    if (spec_.pcie) header.express = true;
+    auto cs = pci::make_type0_header(header);
     if (!cs) return fail(cs.error());
     config_ = std::move(cs).value();
 
@@ -161,6 +163,7 @@ Result<void> ModelServer::build() {
         msix_cap_ = *at;
         msix_.emplace(std::move(table).value());
     }
+    if (spec_.pcie) POTEMKIN_TRY(build_express(*spec_.pcie));
     for (size_t i = 0; i < spec_.doorbells.size(); ++i) {
         const DoorbellSpec& d = spec_.doorbells[i];
         if (d.bar < 0 || d.bar >= pci::kBarCount || !spec_.bars[static_cast<size_t>(d.bar)])
@@ -181,6 +184,24 @@ Result<void> ModelServer::build() {
                          d.size);
     }
     initial_config_ = config_;
+    return ok();
+}
+
+// After MSI and MSI-X, so their offsets do not depend on whether the function is PCIe.
+Result<void> ModelServer::build_express(const PcieSpec& p) {
+    auto cap = pci::pcie_capability(p.capability);
+    if (!cap) return fail(cap.error());
+    if (auto at = pci::add_capability(config_, *cap); !at)
+        return fail(at.error().context("PCI Express capability"));
+    if (p.aer) POTEMKIN_TRY(pci::add_extended_capability(config_, pci::aer_capability()));
+    if (p.serial_number)
+        POTEMKIN_TRY(pci::add_extended_capability(config_, pci::dsn_capability(*p.serial_number)));
+    for (const auto& v : p.vendor_specific) {
+        auto img = pci::vendor_specific_capability(v);
+        if (!img) return fail(img.error());
+        POTEMKIN_TRY(pci::add_extended_capability(config_, *img));
+    }
+    for (const auto& e : p.extended) POTEMKIN_TRY(pci::add_extended_capability(config_, e));
     return ok();
 }
 

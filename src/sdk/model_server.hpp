@@ -144,6 +144,7 @@ class ModelServer final : public DeviceServices {
     ModelServer(std::unique_ptr<DeviceModel> model, hostdev::HostDeviceEvents* events,
                 const ModelServerSettings& settings);
     Result<void> build();
+    Result<void> build_express(const PcieSpec& pcie);
     Result<void> check_region(uint32_t index, uint64_t offset, uint64_t length) const;
     // Fails while Bus Master Enable is clear or no events are attached.
     Result<void> check_dma(const char* dir, uint64_t guest_address, size_t size);

@@ -5,6 +5,7 @@
 #include "hostdev/host_device.hpp"
 #include "pci/capabilities.hpp"
 #include "pci/config_space.hpp"
+#include "pci/express.hpp"
 #include "pci/registers.hpp"
 #include "tools/pci_ids.hpp"
 
@@ -74,6 +75,61 @@ const char* cap_name(uint8_t id) {
     }
 }
 
+const char* flag(bool on) {
+    return on ? "+" : "-";
+}
+
+// The PCI Express capability decoded, as lspci -vv prints it (PCIe Base Spec section 7.5.3).
+void print_express(const pci::ConfigSpace& cs, uint8_t at) {
+    const pci::PcieState st = pci::read_pcie(cs, at);
+    fmt::print(" (v{}) {}\n", st.version, pci::port_type_name(st.type));
+    fmt::print("\t\tDevCap:\tMaxPayload {} bytes, ExtTag{}, FLReset{}\n", st.max_payload_supported,
+               flag(st.extended_tag), flag(st.flr));
+    const uint32_t ctl = st.device_control, sta = st.device_status;
+    fmt::print(
+        "\t\tDevCtl:\tCorrErr{} NonFatalErr{} FatalErr{} UnsupReq{}\n\t\t\tRlxdOrd{} ExtTag{} "
+        "NoSnoop{}\n\t\t\tMaxPayload {} bytes, MaxReadReq {} bytes\n",
+        flag(ctl & pci::pcie::kDevCtlCorrErrEnable),
+        flag(ctl & pci::pcie::kDevCtlNonFatalErrEnable),
+        flag(ctl & pci::pcie::kDevCtlFatalErrEnable), flag(ctl & pci::pcie::kDevCtlUrEnable),
+        flag(ctl & pci::pcie::kDevCtlRelaxedOrdering), flag(ctl & pci::pcie::kDevCtlExtTag),
+        flag(ctl & pci::pcie::kDevCtlNoSnoop), st.max_payload, st.max_read_request);
+    fmt::print("\t\tDevSta:\tCorrErr{} NonFatalErr{} FatalErr{} UnsupReq{} TransPend{}\n",
+               flag(sta & pci::pcie::kDevStaCorrErr), flag(sta & pci::pcie::kDevStaNonFatalErr),
+               flag(sta & pci::pcie::kDevStaFatalErr), flag(sta & pci::pcie::kDevStaUnsupportedReq),
+               flag(sta & pci::pcie::kDevStaTransactionsPending));
+    if (st.type == pci::PortType::rc_integrated_endpoint) return;  // no link registers
+    fmt::print("\t\tLnkCap:\tSpeed {}, Width x{}, ASPM {}\n",
+               pci::link_speed_name(st.link_speed_max), st.link_width_max,
+               st.aspm_support == 0 ? "not supported" : "supported");
+    fmt::print("\t\tLnkSta:\tSpeed {}, Width x{}\n", pci::link_speed_name(st.link_speed),
+               st.link_width);
+}
+
+// Every extended capability from 0x100, as lspci -vv lists them.
+void print_extended(const pci::ConfigSpace& cs) {
+    auto chain = pci::walk_extended_capabilities(cs);
+    if (!chain) {
+        fmt::print("\tCapabilities: [100] malformed extended list: {}\n", chain.error().message);
+        return;
+    }
+    for (const auto& c : *chain) {
+        const std::string name = pci::ext_cap_name(c.id);
+        fmt::print("\tCapabilities: [{:03x} v{}] {}", c.offset, c.version,
+                   name.empty() ? fmt::format("Extended Capability ID {:#x}", c.id) : name);
+        if (c.id == pci::ext_cap_id::kDeviceSerialNumber) {
+            const uint32_t lo = cs.read(c.offset + 4u, 4), hi = cs.read(c.offset + 8u, 4);
+            fmt::print(" {:02x}-{:02x}-{:02x}-{:02x}-{:02x}-{:02x}-{:02x}-{:02x}", hi >> 24,
+                       (hi >> 16) & 0xFF, (hi >> 8) & 0xFF, hi & 0xFF, lo >> 24, (lo >> 16) & 0xFF,
+                       (lo >> 8) & 0xFF, lo & 0xFF);
+        } else if (c.id == pci::ext_cap_id::kVendorSpecific) {
+            const uint32_t h = cs.read(c.offset + 4u, 4);
+            fmt::print(": ID={:04x} Rev={} Len={:03x}", h & 0xFFFF, (h >> 16) & 0xF, h >> 20);
+        }
+        fmt::print("\n");
+    }
+}
+
 }  // namespace
 
 int probe_command(const std::string& url) {
@@ -89,13 +145,16 @@ int probe_command(const std::string& url) {
         std::fprintf(stderr, "potemkin probe: %s: %s\n", url.c_str(), info.error().message.c_str());
         return 1;
     }
-    std::vector<uint8_t> raw(256);
+    // A PCI Express function's config region has 4 KiB: the extended capabilities are there.
+    const auto config_info = d.region_info(hostdev::kConfigRegion);
+    const bool express = config_info && config_info->size >= 4096;
+    std::vector<uint8_t> raw(express ? 4096 : 256);
     if (auto r = d.config_read(0, raw); !r) {
         std::fprintf(stderr, "potemkin probe: %s: config read: %s\n", url.c_str(),
                      r.error().message.c_str());
         return 1;
     }
-    pci::ConfigSpace cs;
+    pci::ConfigSpace cs(express ? pci::SpaceSize::express : pci::SpaceSize::conventional);
     for (uint32_t i = 0; i < raw.size(); ++i) {
         if (auto r = cs.store(i, 1, raw[i]); !r) {
             std::fprintf(stderr, "potemkin probe: %s: %s\n", url.c_str(),
@@ -163,10 +222,14 @@ int probe_command(const std::string& url) {
                     "offset={:08x}\n\t\tPBA: BAR={} offset={:08x}",
                     m.enabled ? '+' : '-', m.vectors, m.function_masked ? '+' : '-', m.table_bir,
                     m.table_offset, m.pba_bir, m.pba_offset);
+            } else if (c.id == pci::cap_id::kPciExpress) {
+                print_express(cs, c.offset);
+                continue;
             }
             fmt::print("\n");
         }
     }
+    if (express) print_extended(cs);
     d.close();
     return 0;
 }

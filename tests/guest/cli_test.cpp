@@ -121,6 +121,33 @@ TEST(Cli, ProbeShowsRegionsAndCapabilities) {
     EXPECT_NE(r.out.find("MSI-X: Enable- Count=4"), std::string::npos) << r.out;
 }
 
+// The PCIe form of multibar: the PCI Express capability decoded and every extended capability
+// by name and offset, as lspci -vv shows them.
+TEST(Cli, ProbeListsExpressAndExtendedCapabilities) {
+    auto r = run_cli("probe 'inproc:multibar?pcie=1'");
+    EXPECT_EQ(r.status, 0) << r.out;
+    EXPECT_NE(r.out.find("Config: Config space [size=4K]"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("] Express (v2) Endpoint"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("DevCap:\tMaxPayload 256 bytes, ExtTag+, FLReset-"), std::string::npos)
+        << r.out;
+    EXPECT_NE(r.out.find("MaxPayload 128 bytes, MaxReadReq 512 bytes"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("LnkCap:\tSpeed 8GT/s, Width x4, ASPM not supported"), std::string::npos)
+        << r.out;
+    EXPECT_NE(r.out.find("Capabilities: [100 v2] Advanced Error Reporting"), std::string::npos)
+        << r.out;
+    EXPECT_NE(r.out.find("Capabilities: [148 v1] Device Serial Number 1b-36-ff-01-00-00-00-01"),
+              std::string::npos)
+        << r.out;
+    EXPECT_NE(r.out.find("Capabilities: [154 v1] Vendor Specific Information: ID=0001 Rev=1 "
+                         "Len=014"),
+              std::string::npos)
+        << r.out;
+    // The conventional form has 256 bytes and no extended list.
+    auto plain = run_cli("probe inproc:multibar");
+    EXPECT_EQ(plain.out.find("Capabilities: [1"), std::string::npos) << plain.out;
+    EXPECT_EQ(plain.out.find("Express"), std::string::npos) << plain.out;
+}
+
 TEST(Cli, ProbeOfUnknownSchemeFails) {
     auto r = run_cli("probe nosuch:thing");
     EXPECT_EQ(r.status, 1);

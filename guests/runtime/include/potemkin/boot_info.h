@@ -5,7 +5,7 @@
 #include <stdint.h>
 
 #define POTEMKIN_BOOT_MAGIC 0x4e4b5450u /* "PTKN" */
-#define POTEMKIN_BOOT_VERSION 2u        /* 2: reset_count (reserved, 0, in version 1) */
+#define POTEMKIN_BOOT_VERSION 3u        /* 2: reset_count (reserved, 0, in version 1); 3: ECAM */
 
 struct potemkin_boot_info {
     uint32_t magic;
@@ -15,6 +15,8 @@ struct potemkin_boot_info {
     uint64_t ram_size;
     uint32_t cmdline;     /* physical address of a NUL-terminated string */
     uint32_t cmdline_len; /* without the NUL */
+    uint32_t ecam_base;   /* version 3: the PCI bus's ECAM window, 0 when there is none */
+    uint32_t ecam_size;   /* bytes: 1 MiB per bus */
 } __attribute__((packed));
 
 /* The block _start received in EBX (valid in main() and after). */

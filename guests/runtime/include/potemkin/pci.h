@@ -111,9 +111,34 @@ struct pci_dev {
     uint32_t rom_base, rom_size;
 };
 
-/* Configuration mechanism #1. Offsets are within the 256-byte space; 16-bit accesses must be
- * 2-byte aligned and 32-bit accesses 4-byte aligned (the low offset bits select the byte
- * lanes of 0xcfc-0xcff). */
+/* ---- ECAM (PCI Express enhanced configuration access, docs/guest-abi.md) --------------- */
+/* The window the VMM announces in the boot-info block (version 3); 0 when there is none. */
+uint32_t pci_ecam_base(void);
+uint32_t pci_ecam_size(void);
+/* Configuration access through ECAM: base + (bus << 20 | dev << 15 | fn << 12 | off), offsets
+ * 0-0xfff, accesses naturally aligned. Reads return all-ones (writes do nothing) when there is
+ * no window or the bus is outside it. */
+uint8_t pci_ecam_read8(unsigned bus, unsigned dev, unsigned fn, unsigned off);
+uint16_t pci_ecam_read16(unsigned bus, unsigned dev, unsigned fn, unsigned off);
+uint32_t pci_ecam_read32(unsigned bus, unsigned dev, unsigned fn, unsigned off);
+void pci_ecam_write8(unsigned bus, unsigned dev, unsigned fn, unsigned off, uint8_t v);
+void pci_ecam_write16(unsigned bus, unsigned dev, unsigned fn, unsigned off, uint16_t v);
+void pci_ecam_write32(unsigned bus, unsigned dev, unsigned fn, unsigned off, uint32_t v);
+
+/* Which mechanism pci_cfg_* (and everything built on them: enumeration, resource assignment,
+ * pci_set_bar, capabilities) use. PCI_ACCESS_PORTS (mechanism #1) is the default;
+ * pci_set_access(PCI_ACCESS_ECAM) returns -1 and changes nothing when there is no window. */
+enum pci_access { PCI_ACCESS_PORTS, PCI_ACCESS_ECAM };
+int pci_set_access(enum pci_access mode);
+enum pci_access pci_access_mode(void);
+
+/* Extended capabilities (from 0x100; needs ECAM): offset of the first one with id, 0 if none
+ * (walked defensively: at most 1024 entries, pointers below 0x100 end it). */
+unsigned pci_ext_cap_find(const struct pci_dev* d, uint16_t id);
+
+/* Configuration mechanism #1 (or ECAM, see pci_set_access). With mechanism #1 offsets are
+ * within the 256-byte space; 16-bit accesses must be 2-byte aligned and 32-bit accesses
+ * 4-byte aligned (the low offset bits select the byte lanes of 0xcfc-0xcff). */
 uint8_t pci_cfg_read8(unsigned bus, unsigned dev, unsigned fn, unsigned off);
 uint16_t pci_cfg_read16(unsigned bus, unsigned dev, unsigned fn, unsigned off);
 uint32_t pci_cfg_read32(unsigned bus, unsigned dev, unsigned fn, unsigned off);
