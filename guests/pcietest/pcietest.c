@@ -12,7 +12,7 @@
  *   - a BAR moved by configuration writes through ECAM, the device answering at the new
  *     address and not at the old one;
  *   - master abort through ECAM: an empty slot, a bus the window covers but no device is on
- *     (with ecam_size of 2 MiB or more), an unaligned access.
+ *     (with ecam_size of 2 MiB or more); an unaligned access arrives in aligned pieces.
  *
  * A conventional function (edu, when present) reads all-ones at 0x100: it has 256 bytes.
  * Exit 0 iff every check passed. */
@@ -159,7 +159,14 @@ static void check_bar_move(void) {
 static void check_master_abort(void) {
     uint32_t base = pci_ecam_base();
     CHECK_EQ(pci_ecam_read32(0, 31, 0, 0), 0xffffffffu, "empty slot 31 through ECAM");
-    CHECK_EQ(mmio_read32(base + (mb->dev << 15) + 2), 0xffffffffu, "unaligned dword access");
+    /* A dword that crosses a dword boundary: the window refuses it whole (all-ones, KVM hands
+     * it over as one access), but Unicorn splits unaligned MMIO into aligned pieces first, and
+     * each piece is a configuration read of its own. */
+    uintptr_t fn = base + (mb->dev << 15);
+    uint32_t odd = mmio_read32(fn + 2);
+    uint32_t pieces = mmio_read16(fn + 2) | (uint32_t)mmio_read16(fn + 4) << 16;
+    CHECK(odd == 0xffffffffu || odd == pieces, "unaligned dword read %08x (pieces %08x)", odd,
+          pieces);
     if (pci_ecam_size() >= (2u << 20)) {
         uintptr_t bus1 = base + (1u << 20);
         mmio_write32(bus1 + 4, 0x7);

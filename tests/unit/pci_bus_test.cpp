@@ -755,3 +755,94 @@ TEST(PciBusConfig, UnknownAttributeIsRejected) {
 
 }  // namespace
 }  // namespace potemkin::pci
+
+// ---- ECAM (PCI Express Base Spec section 7.2.2) --------------------------------------------
+
+namespace potemkin::pci {
+namespace {
+
+constexpr uint64_t kEcam = 0xF800'0000;
+uint64_t ecam(uint8_t bus, uint8_t dev, uint8_t fn, uint32_t reg) {
+    return kEcam + (uint64_t{bus} << 20 | uint64_t{dev} << 15 | uint64_t{fn} << 12 | reg);
+}
+
+TEST_F(PciBusTest, EcamWindowIsRegisteredAtTheDefaultBase) {
+    ASSERT_TRUE(bus->ecam());
+    EXPECT_EQ(bus->ecam()->base, kEcam);
+    EXPECT_EQ(p.mmio.find(Gpa(kEcam))->owner, "pci0.ecam");
+    EXPECT_EQ(p.mmio.find(Gpa(kEcam + kEcamBusSize - 1))->owner, "pci0.ecam");
+    EXPECT_EQ(p.mmio.find(Gpa(kEcam + kEcamBusSize)), nullptr);  // bus 0 only by default
+}
+
+TEST_F(PciBusTest, EcamReadsWhatMechanismOneReads) {
+    TestFunction f("f1");
+    add(f, 2);
+    for (uint32_t reg : {0u, 2u, 8u, 0x10u, 0x3Cu})
+        for (unsigned size : {1u, 2u, 4u}) {
+            if (reg % size != 0) continue;
+            EXPECT_EQ(p.mmio.read(Gpa(ecam(0, 2, 0, reg)), size), cfg_read(2, 0, reg, size))
+                << "reg " << reg << " size " << size;
+        }
+    EXPECT_EQ(p.mmio.read(Gpa(ecam(0, 0, 0, 0)), 4), 0x1237'8086u);  // the host bridge
+}
+
+TEST_F(PciBusTest, EcamMasterAbortAndUnalignedAccesses) {
+    TestFunction f("f1");
+    add(f, 2);
+    EXPECT_EQ(p.mmio.read(Gpa(ecam(0, 5, 0, 0)), 4), 0xFFFF'FFFFu);  // empty slot
+    EXPECT_EQ(p.mmio.read(Gpa(ecam(0, 2, 3, 0)), 2), 0xFFFFu);       // absent function
+    // A 256-byte function beyond 0x100 (ConfigSpace reads all-ones outside itself).
+    EXPECT_EQ(p.mmio.read(Gpa(ecam(0, 2, 0, 0x100)), 4), 0xFFFF'FFFFu);
+    // Crossing a dword, or 8 bytes: refused whole, nothing written.
+    EXPECT_EQ(p.mmio.read(Gpa(ecam(0, 2, 0, 2)), 4), 0xFFFF'FFFFu);
+    EXPECT_EQ(p.mmio.read(Gpa(ecam(0, 2, 0, 0)), 8), ~uint64_t{0});
+    p.mmio.write(Gpa(ecam(0, 2, 0, 0x3B)), 2, 0x1234);
+    EXPECT_EQ(cfg_read(2, 0, reg::kInterruptLine, 1), 0u);
+}
+
+TEST_F(PciBusTest, EcamWriteMovesABarThroughTheAllOrNothingPath) {
+    TestFunction f("f1"), g("f2");
+    add(f, 1);
+    add(g, 2);
+    program(1, 0xC000, 0xE000'0000, 0x1'0000'4000, 0xE100'0000);
+    program(2, 0xC100, 0xE200'0000, 0x1'0000'8000, 0xE300'0000);
+    p.mmio.write(Gpa(ecam(0, 1, 0, reg::bar(kMemBar))), 4, 0xE400'0000);
+    EXPECT_EQ(p.mmio.find(Gpa(0xE400'0000))->owner, "f1");
+    EXPECT_EQ(p.mmio.find(Gpa(0xE000'0000)), nullptr);
+    // Onto f2's BAR: refused, the BAR keeps its value and decode.
+    p.mmio.write(Gpa(ecam(0, 1, 0, reg::bar(kMemBar))), 4, 0xE200'0000);
+    EXPECT_EQ(bus->rejected_writes(), 1u);
+    EXPECT_EQ(p.mmio.read(Gpa(ecam(0, 1, 0, reg::bar(kMemBar))), 4), 0xE400'0000u);
+    EXPECT_EQ(p.mmio.find(Gpa(0xE200'0000))->owner, "f2");
+    EXPECT_EQ(p.mmio.find(Gpa(0xE400'0000))->owner, "f1");
+}
+
+TEST(PciBusEcam, WindowSettingsAreChecked) {
+    Platform p;
+    auto bad = [&](EcamSettings e) {
+        auto b = PciBus::create("pci0", p.ctx, {.memory = p.memory.get(), .ecam = e});
+        return b ? std::string() : b.error().message;
+    };
+    EXPECT_NE(bad({.base = 0xF800'0000, .size = 0x18'0000}).find("not a power of two"),
+              std::string::npos);
+    EXPECT_NE(bad({.base = 0xF810'0000, .size = 0x20'0000}).find("not aligned"), std::string::npos);
+    EXPECT_NE(bad({.base = 0xFF00'0000, .size = 0x10'0000}).find("does not end by"),
+              std::string::npos);
+    EXPECT_NE(bad({.base = 0, .size = 0x10'0000}).find("overlaps guest RAM"), std::string::npos);
+    // Bus 1 inside a 2 MiB window: nobody there.
+    auto b = PciBus::create("pci0", p.ctx,
+                            {.memory = p.memory.get(), .ecam = EcamSettings{0xF000'0000, 2 << 20}});
+    ASSERT_TRUE(b) << b.error().message;
+    EXPECT_EQ(p.mmio.read(Gpa(0xF010'0000), 4), 0xFFFF'FFFFu);
+}
+
+TEST(PciBusEcam, NoWindowWhenOff) {
+    Platform p;
+    auto b = PciBus::create("pci0", p.ctx, {.memory = p.memory.get(), .ecam = std::nullopt});
+    ASSERT_TRUE(b) << b.error().message;
+    EXPECT_FALSE((*b)->ecam());
+    EXPECT_TRUE(p.mmio.ranges().empty());
+}
+
+}  // namespace
+}  // namespace potemkin::pci

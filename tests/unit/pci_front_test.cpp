@@ -12,6 +12,7 @@
 #include "devices/test_device.hpp"
 #include "fake_host_device.hpp"
 #include "pci/capabilities.hpp"
+#include "pci/express.hpp"
 #include "pci/header.hpp"
 #include "pci/pci_bus.hpp"
 #include "pci/registers.hpp"
@@ -818,6 +819,66 @@ TEST(PciFrontConfig, MalformedMsixPlacementIsRejectedAtOpen) {
     EXPECT_NE(e.find("attribute 'hostdev'"), std::string::npos) << e;
     EXPECT_NE(e.find("MSI-X table"), std::string::npos) << e;
     EXPECT_GE(env.state.destroyed, 1);
+}
+
+}  // namespace
+}  // namespace potemkin
+
+// ---- PCI Express ---------------------------------------------------------------------------
+
+namespace potemkin {
+namespace {
+
+// A PCIe device whose Device Status holds error bits at open, with two extended capabilities.
+std::vector<uint8_t> express_config() {
+    auto h = pci::make_type0_header({.vendor_id = 0x1234, .device_id = 0x11e8, .express = true});
+    EXPECT_TRUE(h);
+    pci::ConfigSpace cs = std::move(h).value();
+    auto cap = pci::pcie_capability({});
+    EXPECT_TRUE(cap);
+    auto at = pci::add_capability(cs, *cap);
+    EXPECT_TRUE(at);
+    EXPECT_TRUE(cs.update(*at + pci::pcie::kDevSta, 2, 0,
+                          pci::pcie::kDevStaCorrErr | pci::pcie::kDevStaUnsupportedReq |
+                              pci::pcie::kDevStaTransactionsPending));
+    EXPECT_TRUE(pci::add_extended_capability(cs, pci::dsn_capability(0x1122'3344'5566'7788ull)));
+    EXPECT_TRUE(pci::add_extended_capability(cs, pci::aer_capability()));
+    return {cs.bytes().begin(), cs.bytes().end()};
+}
+
+TEST(PciFrontExpress, ExtendedSpaceIsForwardedAndDeviceStatusShadowedW1c) {
+    Env env;
+    env.state.config = express_config();
+    ASSERT_EQ(env.create(), "");
+    PciFront& f = env.front();
+    ASSERT_EQ(f.shadow().size(), 4096u);
+    const uint8_t cap = pci::find_capability(f.shadow(), pci::cap_id::kPciExpress).value_or(0);
+    ASSERT_NE(cap, 0);
+    const uint32_t devsta = cap + uint32_t{pci::pcie::kDevSta};
+    EXPECT_TRUE(f.shadowed(devsta));
+    EXPECT_EQ(f.config_read(devsta, 2), 0x0029u);  // CorrErr, UR, Transactions Pending
+    f.config_write(devsta, 2, pci::pcie::kDevStaCorrErr | pci::pcie::kDevStaTransactionsPending);
+    EXPECT_EQ(f.config_read(devsta, 2), 0x0028u);  // CorrErr cleared, RO bit kept
+    f.config_write(devsta, 2, 0xFFFF);
+    EXPECT_EQ(f.config_read(devsta, 2), 0x0020u);  // every RW1C bit clears, none sets
+    // Written through, so the device can clear its own copies.
+    EXPECT_TRUE(env.state.wrote_config(devsta, {0xFF, 0xFF}));
+    // The extended space comes from the device on every read, through the bus as well.
+    EXPECT_FALSE(f.shadowed(0x100));
+    EXPECT_EQ(f.config_read(0x104, 4), 0x5566'7788u);
+    env.state.config[0x104] = 0x99;
+    EXPECT_EQ(env.bus().config_read(env.addr(), 0x104, 4), 0x5566'7799u);
+    env.state.config_writes.clear();
+    f.config_write(0x100 + 0x0C + 0x08, 4, 0xFFFF'FFFF);  // AER uncorrectable mask at 0x10C+8
+    EXPECT_EQ(env.state.config_writes,
+              (std::vector<ConfigAccess>{{0x114, {0xFF, 0xFF, 0xFF, 0xFF}}}));
+}
+
+TEST(PciFrontExpress, ConventionalDeviceReadsAllOnesPast0x100) {
+    Env env;
+    ASSERT_EQ(env.create(), "");
+    EXPECT_EQ(env.front().shadow().size(), 256u);
+    EXPECT_EQ(env.bus().config_read(env.addr(), 0x100, 4), 0xFFFF'FFFFu);
 }
 
 }  // namespace
