@@ -16,6 +16,8 @@
 //   --kill       last: print "edu_user: kill the edu server now", wait for a line on the console
 //                (the host killed the server), check edu's BAR0 reads all-ones and multibar
 //                still answers
+//   --pcie       with --multibar (served with pcie=1): sysfs config size, PCIe type of the
+//                device and of its parent bridge, the extended chain, the VSEC RW1C register
 // Registers: QEMU's docs/specs/edu.rst; src/models/multibar.hpp.
 //
 // Prints one "edu_user: ..." line per step on the console (ttyS0) and ends QEMU through
@@ -26,6 +28,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <linux/vfio.h>
 #include <poll.h>
 #include <stdint.h>
@@ -560,9 +563,77 @@ static void multibar_irq_test(struct vfio_dev* d) {
     for (int v = 0; v < MB_VECTORS; ++v) close(efd[v]);
 }
 
+// multibar?pcie=1 (src/models/multibar.hpp) as Linux sees it: sysfs `config` has the 4 KiB of a
+// PCI Express function, the capability list has the PCI Express capability, and the extended
+// chain from 0x100 is printed entry by entry for the host test to compare with the model's.
+// The VSEC's RW1C register is written through sysfs (QEMU forwards it) and read back.
+static uint32_t le32_at(const uint8_t* b, unsigned at) {
+    return (uint32_t)b[at] | (uint32_t)b[at + 1] << 8 | (uint32_t)b[at + 2] << 16 |
+           (uint32_t)b[at + 3] << 24;
+}
+
+static unsigned pcie_type(const uint8_t* cfg) {
+    for (unsigned p = cfg[0x34] & 0xfc, n = 0; p >= 0x40 && n < 48; p = cfg[p + 1] & 0xfc, ++n)
+        if (cfg[p] == 0x10) return (cfg[p + 2] >> 4) & 0xf;
+    return 0xff;
+}
+
+static void multibar_pcie_test(const char* dir) {
+    char path[PATH_MAX + 16];
+    snprintf(path, sizeof path, "%s/config", dir);
+    static uint8_t cfg[4096];
+    int fd = open(path, O_RDWR);
+    ssize_t n = fd >= 0 ? pread(fd, cfg, sizeof cfg, 0) : -1;
+    printf("edu_user: multibar config is %zd bytes\n", n);
+    check(n == 4096, "multibar sysfs config has 4096 bytes");
+    if (n != 4096) {
+        if (fd >= 0) close(fd);
+        return;
+    }
+    unsigned type = pcie_type(cfg);
+    printf("edu_user: multibar PCIe device/port type %u\n", type);
+    for (unsigned p = cfg[0x34] & 0xfc, k = 0; p >= 0x40 && k < 48; p = cfg[p + 1] & 0xfc, ++k)
+        if (cfg[p] == 0x10)
+            printf("edu_user: multibar PCIe devcap %08x devctl %04x lnkcap %08x lnksta %04x\n",
+                   le32_at(cfg, p + 4), cfg[p + 8] | cfg[p + 9] << 8, le32_at(cfg, p + 0xc),
+                   cfg[p + 0x12] | cfg[p + 0x13] << 8);
+    char parent[600], real[PATH_MAX];
+    snprintf(parent, sizeof parent, "%s/..", dir);
+    if (realpath(parent, real)) {
+        static uint8_t pcfg[256];
+        snprintf(path, sizeof path, "%s/config", real);
+        int pfd = open(path, O_RDONLY);
+        if (pfd >= 0 && pread(pfd, pcfg, sizeof pcfg, 0) == (ssize_t)sizeof pcfg)
+            printf("edu_user: multibar behind %s, PCIe device/port type %u\n",
+                   strrchr(real, '/') + 1, pcie_type(pcfg));
+        if (pfd >= 0) close(pfd);
+    }
+    unsigned off = 0x100, count = 0, vsec = 0;
+    while (off >= 0x100 && off < 4096 && count < 64) {
+        uint32_t h = le32_at(cfg, off);
+        if (h == 0) break;
+        printf("edu_user: multibar ext [%03x] %04x v%u\n", off, h & 0xffff, (h >> 16) & 0xf);
+        if ((h & 0xffff) == 0x0003)
+            printf("edu_user: multibar serial %08x%08x\n", le32_at(cfg, off + 8),
+                   le32_at(cfg, off + 4));
+        if ((h & 0xffff) == 0x000b) vsec = off;
+        ++count;
+        off = (h >> 20) & 0xffc;
+        if (!off) break;
+    }
+    printf("edu_user: multibar extended capabilities: %u\n", count);
+    if (vsec) {
+        uint32_t one = 0x0000000f, got = 0;
+        int w = (int)pwrite(fd, &one, 4, vsec + 0x10);
+        int r = (int)pread(fd, &got, 4, vsec + 0x10);
+        printf("edu_user: multibar VSEC RW1C after writing 0xf: %08x (%d, %d)\n", got, w, r);
+    }
+    close(fd);
+}
+
 int main(int argc, char** argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
-    int with_multibar = 0, rom_wanted = 0, vfio_irqs_wanted = 0, kill_wanted = 0;
+    int with_multibar = 0, rom_wanted = 0, vfio_irqs_wanted = 0, kill_wanted = 0, pcie_wanted = 0;
     for (int i = 1; i < argc; ++i) {
         if (strcmp(argv[i], "--multibar") == 0)
             with_multibar = 1;
@@ -572,6 +643,8 @@ int main(int argc, char** argv) {
             vfio_irqs_wanted = 1;
         else if (strcmp(argv[i], "--kill") == 0)
             kill_wanted = 1;
+        else if (strcmp(argv[i], "--pcie") == 0)
+            pcie_wanted = 1;
         else {
             printf("edu_user: unknown option %s\n", argv[i]);
             ++failures;
@@ -597,6 +670,7 @@ int main(int argc, char** argv) {
             printf("edu_user: found multibar %s\n", mb_dir);
             multibar_test(mb_dir);
             if (rom_wanted) multibar_rom_test(mb_dir);
+            if (pcie_wanted) multibar_pcie_test(mb_dir);
         } else {
             printf("edu_user: no PCI function 1b36:ff01 in /sys/bus/pci/devices\n");
             ++failures;
