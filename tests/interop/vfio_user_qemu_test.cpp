@@ -418,8 +418,7 @@ TEST_F(VfioUserQemu, DmaByMessage) {
 
 // q35 with multibar's PCIe form behind a pcie-root-port: Linux reads the whole 4 KiB through
 // MMCONFIG, sees a PCI Express endpoint and the extended chain the model declares (QEMU's
-// vfio-pci rebuilds the chain from what it reads and keeps these three as they are: it drops
-// only SR-IOV, ARI and ID-0 entries).
+// vfio-pci rebuilds the chain from what it reads; these three come through as they are).
 TEST_F(VfioUserQemu, PcieEndpointBehindARootPort) {
     ServerProcess edu(dir_.path() + "/edu.sock", "edu");
     ServerProcess multibar(dir_.path() + "/multibar.sock", "multibar");
@@ -468,6 +467,38 @@ TEST_F(VfioUserQemu, PcieEndpointBehindARootPort) {
                          "edu_user: multibar VSEC RW1C after writing 0xf: a5a5a5a0 "
                          "(4, 4)"))
         << context(r);
+}
+
+// The same device on q35's root bus (pcie.0): QEMU's vfio-pci turns the endpoint into a Root
+// Complex Integrated Endpoint (type 9) and clears its Link Capabilities and Link Status (an
+// integrated endpoint has no link); the extended chain is unchanged.
+TEST_F(VfioUserQemu, PcieEndpointOnTheRootBus) {
+    ServerProcess edu(dir_.path() + "/edu.sock", "edu");
+    ServerProcess multibar(dir_.path() + "/multibar.sock", "multibar");
+    multibar.set_params({"pcie=1"});
+    ASSERT_TRUE(edu.start());
+    ASSERT_TRUE(multibar.start());
+    BootSettings s;
+    s.devices = {vfio_user_device(dir_.path() + "/edu.sock", 5),
+                 vfio_user_device(dir_.path() + "/multibar.sock", 6)};
+    s.initrd = POTEMKIN_LINUX_INITRAMFS;
+    s.guest_args = "--multibar --pcie";
+    const GuestRun r =
+        run_qemu(qemu_command(s), dir_.path() + "/qemu.err", [](const std::string&, int) {});
+    std::istringstream console(r.console);
+    for (std::string line; std::getline(console, line);)
+        if (line.find("edu_user: multibar") != std::string::npos) std::printf("%s\n", line.c_str());
+    ASSERT_TRUE(WIFEXITED(r.status)) << context(r);
+    EXPECT_EQ(WEXITSTATUS(r.status), 85) << context(r);
+    expect_lines(r, {
+                        "edu_user: multibar sysfs config has 4096 bytes: ok",
+                        "edu_user: multibar PCIe device/port type 9",
+                        "edu_user: multibar extended capabilities: 3",
+                        "edu_user: PASS (0 failures)",
+                    });
+    EXPECT_NE(r.console.find(" lnkcap 00000000 lnksta 0000"), std::string::npos) << context(r);
+    for (const auto& line : declared_chain("inproc:multibar?pcie=1"))
+        EXPECT_TRUE(has_line(r.console, line)) << line << context(r);
 }
 
 }  // namespace
