@@ -14,6 +14,7 @@
 #include "models/builtin.hpp"
 #include "models/multibar.hpp"
 #include "pci/capabilities.hpp"
+#include "pci/express.hpp"
 #include "pci/registers.hpp"
 #include "sdk/model_server.hpp"
 #include "sdk/params.hpp"
@@ -469,7 +470,7 @@ TEST_F(MultibarTest, UnknownModelAndParameterErrors) {
               "hostdev URL 'inproc:nosuch': unknown device model 'nosuch' (known: edu, multibar)");
     auto p = transports.open("inproc:multibar?sede=1", {&events});
     ASSERT_FALSE(p);
-    EXPECT_NE(p.error().message.find("unknown parameter 'sede' (known: seed, mem24, mmap)"),
+    EXPECT_NE(p.error().message.find("unknown parameter 'sede' (known: seed, mem24, mmap, pcie)"),
               std::string::npos)
         << p.error().message;
     EXPECT_FALSE(transports.open("inproc:multibar?seed=0x1zz", {&events}));
@@ -673,6 +674,53 @@ TEST(ModelParams, NumbersAndBooleans) {
     EXPECT_FALSE(param_bool(p, "a", false));
     EXPECT_FALSE(param_u64(ModelParams{{"x", "0x"}}, "x", 0));
     EXPECT_FALSE(param_u64(ModelParams{{"x", "99999999999999999999"}}, "x", 0));
+}
+
+}  // namespace
+}  // namespace potemkin::sdk
+
+namespace potemkin::sdk {
+namespace {
+
+// The device's whole config region as a ConfigSpace (for the capability walks).
+pci::ConfigSpace dev_config(hostdev::HostDevice& d) {
+    auto info = d.region_info(hostdev::kConfigRegion);
+    const bool express = info && info->size == 4096;
+    std::vector<uint8_t> bytes(express ? 4096 : 256);
+    EXPECT_TRUE(d.config_read(0, bytes));
+    pci::ConfigSpace cs(express ? pci::SpaceSize::express : pci::SpaceSize::conventional);
+    EXPECT_TRUE(cs.set_bytes(0, bytes));
+    return cs;
+}
+
+// multibar?pcie=1 through the model server: a 4 KiB CONFIG region, the PCI Express capability
+// after MSI and MSI-X (their offsets unchanged) and the extended chain, masks applied to writes.
+TEST_F(MultibarTest, PcieFormHasFourKilobytesAndTheChain) {
+    auto plain_msix = pci::find_capability(dev_config(*dev), pci::cap_id::kMsix);
+    auto d = transports.open("inproc:multibar?pcie=1", {&events});
+    ASSERT_TRUE(d) << d.error().message;
+    auto info = (*d)->region_info(hostdev::kConfigRegion);
+    ASSERT_TRUE(info);
+    EXPECT_EQ(info->size, 4096u);
+    const pci::ConfigSpace cs = dev_config(**d);
+    EXPECT_EQ(pci::find_capability(cs, pci::cap_id::kMsix), plain_msix);
+    EXPECT_TRUE(pci::find_capability(cs, pci::cap_id::kPciExpress));
+    auto chain = pci::walk_extended_capabilities(cs);
+    ASSERT_TRUE(chain) << chain.error().message;
+    EXPECT_EQ(*chain,
+              (std::vector<pci::ExtCapabilityRef>{{0x100, pci::ext_cap_id::kAer, 2},
+                                                  {0x148, pci::ext_cap_id::kDeviceSerialNumber, 1},
+                                                  {0x154, pci::ext_cap_id::kVendorSpecific, 1}}));
+    // The VSEC's RW1C register, written through the config region.
+    std::array<uint8_t, 4> one{0x0F, 0, 0, 0}, got{};
+    ASSERT_TRUE((*d)->config_write(0x154 + 0x10, one));
+    ASSERT_TRUE((*d)->config_read(0x154 + 0x10, got));
+    EXPECT_EQ(got, (std::array<uint8_t, 4>{0xA0, 0xA5, 0xA5, 0xA5}));
+    // A reset restores it.
+    ASSERT_TRUE((*d)->reset());
+    ASSERT_TRUE((*d)->config_read(0x154 + 0x10, got));
+    EXPECT_EQ(got, (std::array<uint8_t, 4>{0xA5, 0xA5, 0xA5, 0xA5}));
+    (*d)->close();
 }
 
 }  // namespace
