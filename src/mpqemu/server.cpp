@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 #include <poll.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -160,7 +161,10 @@ Result<void> MpqemuServer::handle_config(const Message& msg) {
     auto c = decode_conf(msg);
     if (!c) return fail(c.error());
     const bool write = msg.cmd == Cmd::pci_cfgwrite;
-    const uint32_t size = server_->config_space().size();
+    // The protocol's configuration space is 256 bytes (QEMU's proxy is a conventional PCI
+    // device and its remote refuses more): a PCI Express model's extended space is not served
+    // here, so both ends agree on what exists (docs/sdk.md, "PCI Express").
+    const uint32_t size = std::min(server_->config_space().size(), kConventionalConfigSize);
     const auto len = static_cast<uint32_t>(c->len);
     if (c->addr > size || len > size - c->addr) {
         ++stats_.bad_config_accesses;

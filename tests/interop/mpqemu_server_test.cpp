@@ -191,6 +191,33 @@ TEST_F(MpqemuMultibarTest, IoMem64AndRomBars) {
     EXPECT_EQ(exit_code(), 0);
 }
 
+// multibar?pcie=1 over mpqemu: the wire's configuration space is 256 bytes (QEMU's proxy is a
+// conventional device), so the PCI Express capability is there but the extended space is not.
+class MpqemuPcieTest : public MpqemuServerTest {
+  protected:
+    MpqemuPcieTest() {
+        server_.set_model("multibar");
+        server_.set_extra({"--param", "pcie=1"});
+    }
+};
+
+TEST_F(MpqemuPcieTest, ExtendedSpaceIsNotServed) {
+    EXPECT_EQ(cfg_read(0x00, 4), 0xff011b36u);
+    bool express = false;
+    for (uint64_t p = cfg_read(0x34, 1) & 0xfc, n = 0; p >= 0x40 && n < 48; ++n) {
+        express = express || cfg_read(static_cast<uint32_t>(p), 1) == 0x10;
+        p = cfg_read(static_cast<uint32_t>(p) + 1, 1) & 0xfc;
+    }
+    EXPECT_TRUE(express) << "no PCI Express capability in the first 256 bytes";
+    EXPECT_EQ(cfg_read(0xfc, 4), 0u);         // the last dword still answers
+    EXPECT_EQ(cfg_read(0x100, 4), kAllOnes);  // the AER header is beyond the wire's space
+    EXPECT_EQ(cfg_write(0x110, 0xffffffff, 4), kAllOnes);
+    EXPECT_NE(server_.log().find("runs past the 256-byte configuration space"), std::string::npos)
+        << server_.log();
+    server_.close_socket();
+    EXPECT_EQ(exit_code(), 0);
+}
+
 TEST_F(MpqemuServerTest, AddressDecodingToNothingReadsAllOnesAndLogsOnce) {
     program_bar0();
     EXPECT_EQ(bar_read(0x1000, 4), kAllOnes);

@@ -171,6 +171,8 @@ class MpqemuServerProcess {
 
     // Before start().
     void set_model(std::string model) { model_ = std::move(model); }
+    // Arguments after the model (e.g. {"--param", "pcie=1"}), for the next start().
+    void set_extra(std::vector<std::string> extra) { extra_ = std::move(extra); }
 
     bool start() {
         int sv[2];
