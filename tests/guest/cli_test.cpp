@@ -167,6 +167,23 @@ TEST(Cli, ProbeOverVfioUserShowsTheServedModel) {
     EXPECT_NE(r.out.find("MSI-X: Enable- Count=4"), std::string::npos) << r.out;
 }
 
+// The PCIe form over vfio-user: the CONFIG region is 4 KiB and the extended chain comes across.
+TEST(Cli, ProbeOverVfioUserListsExtendedCapabilities) {
+    const std::string sock =
+        ::testing::TempDir() + "/probe-pcie-" + std::to_string(::getpid()) + ".sock";
+    potemkin::testing::ServerProcess server(sock, "multibar");
+    server.set_params({"pcie=1"});
+    ASSERT_TRUE(server.start());
+    auto r = run_cli("probe vfio-user:" + sock);
+    EXPECT_EQ(r.status, 0) << r.out;
+    EXPECT_NE(r.out.find("Config: Config space [size=4K]"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("] Express (v2) Endpoint"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("Capabilities: [100 v2] Advanced Error Reporting"), std::string::npos)
+        << r.out;
+    EXPECT_NE(r.out.find("Capabilities: [154 v1] Vendor Specific Information"), std::string::npos)
+        << r.out;
+}
+
 // A guest that resets the VM (port 0xcf9) once more than --max-resets allows ends with the
 // guest-fault status and a message that names the limit.
 TEST(Cli, ResetLimitIsAnOptionAndEndsTheRunWithAClearMessage) {
