@@ -58,6 +58,13 @@ TEST(Cli, EduDemoRunsAndExitsZero) {
     EXPECT_NE(r.out.find(" 0 failed"), std::string::npos) << r.out;
 }
 
+TEST(Cli, PcieDemoRunsAndExitsZero) {
+    auto r = run_cli("run " POTEMKIN_SOURCE_DIR "/examples/pcie.xml --timeout 120");
+    EXPECT_EQ(r.status, 0) << r.out;
+    EXPECT_NE(r.out.find("pcietest: ECAM at 0xf8000000, 1 MiB"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find(" 0 failed"), std::string::npos) << r.out;
+}
+
 TEST(Cli, ConfigErrorExitsTwoNamingTheLine) {
     std::string path = write_file("bad.xml",
                                   "<vm>\n  <memory>16</memory>\n  <devices>\n"
