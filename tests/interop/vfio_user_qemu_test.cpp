@@ -31,6 +31,7 @@
 #include <string>
 #include <vector>
 
+#include "host_device_fakes.hpp"
 #include "hostdev/host_device.hpp"
 #include "machine/builtins.hpp"
 #include "pci/express.hpp"
@@ -188,21 +189,8 @@ std::string vfio_user_device_on(const std::string& socket, const std::string& bu
 }
 
 // The model's own extended chain, in process: what the guest should see.
-class NoEvents final : public potemkin::hostdev::HostDeviceEvents {
-  public:
-    void intx(bool) override {}
-    void msi(unsigned) override {}
-    potemkin::Result<void> dma_read(uint64_t, std::span<uint8_t>) override {
-        return potemkin::fail("no DMA");
-    }
-    potemkin::Result<void> dma_write(uint64_t, std::span<const uint8_t>) override {
-        return potemkin::fail("no DMA");
-    }
-    void disconnected(std::string_view) override {}
-};
-
 std::vector<std::string> declared_chain(const std::string& url) {
-    NoEvents events;
+    potemkin::testing::RecordingEvents events;
     std::vector<std::string> out;
     auto reg = potemkin::machine::register_builtins();
     EXPECT_TRUE(reg) << reg.error().message;
