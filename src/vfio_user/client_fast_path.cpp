@@ -21,7 +21,7 @@ namespace {
 // under a microsecond), then spinning with sched_yield (a server on this CPU, or one waking
 // from its sleep, which takes tens of microseconds across CPUs here, gets to run), then
 // blocking on the answer eventfd, so a slow device does not burn this CPU for long.
-constexpr auto kSpinPure = std::chrono::microseconds(10);
+constexpr auto kSpinPure = std::chrono::microseconds(2);
 constexpr auto kSpinYield = std::chrono::microseconds(100);
 // A blocked wait looks at the clock at least this often (the deadline).
 constexpr int kBlockSliceMs = 100;
