@@ -3,7 +3,7 @@
 //     the way any peer must (a 32-byte request: header + region access struct; a 36-byte reply:
 //     header + struct + 4 data bytes; recvmsg with room for fds, the header parsed for the
 //     message size and the msg_id checked), but nothing else: no model, no validation;
-//  2. potemkin's client → `potemkin serve edu` REGION_READ of 4 bytes;
+//  2. potemkin's client → `potemkin serve edu` REGION_READ of 4 bytes (fastpath=0: messages);
 //     1 and 2 run in alternating blocks (which one goes first alternates too), so that both
 //     see the same machine load; p50, p99 and mean of each, their ratios, and the median over
 //     block pairs of the ratio of block medians (the figure least moved by load changes);
@@ -375,9 +375,11 @@ Writes guest_writes(const std::string (&socks)[3], unsigned n, const Pinning& pi
     NoGuest events;
     hostdev::OpenContext ctx{&events};
     pin.to_client();
-    auto blocking = open_or_die("vfio-user:" + socks[0] + "?posted_writes=0&ioeventfds=0", ctx);
-    auto posted = open_or_die("vfio-user:" + socks[1] + "?ioeventfds=0", ctx);
-    auto doorbell = open_or_die("vfio-user:" + socks[2], ctx);
+    // Standard vfio-user (fastpath=0): the fast path's writes are part 6.
+    auto blocking =
+        open_or_die("vfio-user:" + socks[0] + "?posted_writes=0&ioeventfds=0&fastpath=0", ctx);
+    auto posted = open_or_die("vfio-user:" + socks[1] + "?ioeventfds=0&fastpath=0", ctx);
+    auto doorbell = open_or_die("vfio-user:" + socks[2] + "?fastpath=0", ctx);
     auto* door_client = dynamic_cast<vfio_user::VfioUserClient*>(doorbell.get());
     if (door_client == nullptr || door_client->stats().ioeventfds == 0) {
         std::fprintf(stderr, "bench: the server offered no ioeventfds\n");
@@ -849,7 +851,8 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "bench: could not start potemkin serve edu\n");
         return 1;
     }
-    const std::string url = "vfio-user:" + sock;
+    // Parts 2-3 measure standard vfio-user messages; the fast path is part 6.
+    const std::string url = "vfio-user:" + sock + "?fastpath=0";
 
     if (part == Part::guest) pin.to_client();
     if (part == Part::guest) {
