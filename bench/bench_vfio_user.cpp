@@ -38,14 +38,14 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
-#include <fstream>
-#include <sstream>
-#include <thread>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <numeric>
+#include <sstream>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "bench_runner.hpp"
@@ -251,8 +251,10 @@ class Pinning {
         int found = 0;
         for (int c = 0; c < CPU_SETSIZE && found < 2; ++c)
             if (CPU_ISSET(c, &set)) (found++ == 0 ? client_ : device_) = c;
-        if (same && found >= 1) device_ = client_;
-        else if (found < 2) client_ = device_ = -1;
+        if (same && found >= 1)
+            device_ = client_;
+        else if (found < 2)
+            client_ = device_ = -1;
     }
     bool on() const { return device_ >= 0; }
     int client_cpu() const { return client_; }
@@ -438,7 +440,6 @@ void print_writes(const Writes& w, unsigned n) {
         static_cast<unsigned long long>(w.ioeventfd_writes));
 }
 
-
 constexpr uint32_t kBar0 = bench::kBenchBar0;
 
 // ---- The fast path ---------------------------------------------------------------------------
@@ -617,13 +618,27 @@ FastFigures fast_round_trips(const std::string& std_url, const std::string& fast
         const unsigned ka = std::max(1u, k / asleep_every);
         for (unsigned j = 0; j < 7; ++j) {
             switch ((b + j) % 7) {
-                case 0: floor_block(k, f); break;
-                case 1: access_block(*std_dev, false, k, false, sr); break;
-                case 2: access_block(*fast_dev, false, k, false, fr); break;
-                case 3: access_block(*asleep_dev, false, ka, true, ar); break;
-                case 4: access_block(*std_dev, true, k, false, sw); break;
-                case 5: access_block(*fast_dev, true, k, false, fw); break;
-                case 6: access_block(*asleep_dev, true, ka, true, aw); break;
+                case 0:
+                    floor_block(k, f);
+                    break;
+                case 1:
+                    access_block(*std_dev, false, k, false, sr);
+                    break;
+                case 2:
+                    access_block(*fast_dev, false, k, false, fr);
+                    break;
+                case 3:
+                    access_block(*asleep_dev, false, ka, true, ar);
+                    break;
+                case 4:
+                    access_block(*std_dev, true, k, false, sw);
+                    break;
+                case 5:
+                    access_block(*fast_dev, true, k, false, fw);
+                    break;
+                case 6:
+                    access_block(*asleep_dev, true, ka, true, aw);
+                    break;
             }
         }
         done += k;
@@ -681,8 +696,7 @@ void fast_guest_and_idle(const std::string& std_url, const std::string& fast_url
             },
             g);
     };
-    std::printf("%-52s %9s %9s\n", "guest edu liveness register (ns per access)", "read",
-                "write");
+    std::printf("%-52s %9s %9s\n", "guest edu liveness register (ns per access)", "read", "write");
     const double ir = loop("inproc:edu", false), iw = loop("inproc:edu", true);
     const double sr = loop(std_url, false), sw = loop(std_url, true);
     const double fr = loop(fast_url, false), fw = loop(fast_url, true);
@@ -713,7 +727,6 @@ void fast_guest_and_idle(const std::string& std_url, const std::string& fast_url
                 "fast-path server, client connected and idle", used / secs, secs, busy);
     d->close();
 }
-
 
 double guest_run(const std::string& url, uint32_t n) {
     return bench::time_pci_front(bench::mmio_loop(kBar0 + 4, n), url, kBar0);

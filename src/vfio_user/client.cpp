@@ -241,12 +241,12 @@ Result<void> VfioUserClient::Impl::region_write(uint32_t region, uint64_t offset
         if (fast_ && link_.up() && !in.empty() && in.size() <= fast_path::kMaxData) {
             std::array<uint8_t, fast_path::kMaxData> copy{};
             std::copy(in.begin(), in.end(), copy.begin());
-            return fast_access_locked(
-                posted ? fast_path::Op::posted_write : fast_path::Op::write, region, offset,
-                std::span(copy).first(in.size()), [&] {
-                    return fmt::format("fast-path write of {} at {:#x} ({} bytes)",
-                                       hostdev::region_name(region), offset, in.size());
-                });
+            return fast_access_locked(posted ? fast_path::Op::posted_write : fast_path::Op::write,
+                                      region, offset, std::span(copy).first(in.size()), [&] {
+                                          return fmt::format(
+                                              "fast-path write of {} at {:#x} ({} bytes)",
+                                              hostdev::region_name(region), offset, in.size());
+                                      });
         }
         if (bar && !ioeventfds_.empty() && link_.up()) {
             if (const int fd = ioeventfd_for(region, offset, in); fd >= 0) {

@@ -120,8 +120,8 @@ Result<void> VfioUserClient::Impl::fast_wait_locked(uint64_t count, What what) {
         if (*done >= count) return ok();
         const auto now = Clock::now();
         if (now >= deadline) {
-            const std::string text = fmt::format("{}: no fast-path answer within {} ms",
-                                                 what.str(), s_.timeout.count());
+            const std::string text =
+                fmt::format("{}: no fast-path answer within {} ms", what.str(), s_.timeout.count());
             lose_locked(text, true);
             return fail(Error{fmt::format("{}: {}", s_.label, text), ETIMEDOUT});
         }
@@ -147,8 +147,8 @@ Result<void> VfioUserClient::Impl::fast_wait_locked(uint64_t count, What what) {
                        {sock_.get(), POLLIN | POLLRDHUP, 0},
                        {twin_ ? twin_.get() : -1, POLLIN | POLLRDHUP, 0}};
         const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);
-        const int n = ::poll(p, 3, static_cast<int>(std::min<int64_t>(left.count() + 1,
-                                                                      kBlockSliceMs)));
+        const int n =
+            ::poll(p, 3, static_cast<int>(std::min<int64_t>(left.count() + 1, kBlockSliceMs)));
         const int saved = errno;
         fast_->queue.set_waiting(false);
         if (n < 0 && saved == EINTR) continue;

@@ -1,6 +1,7 @@
 // The "vfio-user:" URL: path = the server's socket; parameters timeout_ms=N (reply timeout,
 // default 5000) and the switches reconnect, posted_writes, twin_socket, ioeventfds, fastpath
-// (0|1, default 1; docs/vfio-user.md, "URL"; docs/fast-path.md). Registered with the transport registry.
+// (0|1, default 1; docs/vfio-user.md, "URL"; docs/fast-path.md). Registered with the transport
+// registry.
 #include <charconv>
 
 #include "vfio_user/client.hpp"

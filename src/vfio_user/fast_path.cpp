@@ -20,20 +20,20 @@ namespace potemkin::vfio_user::fast_path {
 namespace {
 
 // Word offsets (in bytes) in the area.
-constexpr size_t kHeaderMagic = 0;      // u32 magic | u32 version << 32
-constexpr size_t kHeaderShape = 8;      // u32 slots | u32 slot size << 32
-constexpr size_t kHeaderData = 16;      // max data bytes per slot
-constexpr size_t kClientHead = kLine;   // accesses published
+constexpr size_t kHeaderMagic = 0;     // u32 magic | u32 version << 32
+constexpr size_t kHeaderShape = 8;     // u32 slots | u32 slot size << 32
+constexpr size_t kHeaderData = 16;     // max data bytes per slot
+constexpr size_t kClientHead = kLine;  // accesses published
 constexpr size_t kClientWaiting = kLine + 8;
 constexpr size_t kServerTail = 2 * kLine;  // accesses completed
 constexpr size_t kServerSleeping = 2 * kLine + 8;
 // In a slot.
-constexpr size_t kSlotOpRegion = 0;   // u32 op | u32 region << 32
-constexpr size_t kSlotOffset = 8;     // u64
+constexpr size_t kSlotOpRegion = 0;     // u32 op | u32 region << 32
+constexpr size_t kSlotOffset = 8;       // u64
 constexpr size_t kSlotSizeStatus = 16;  // u32 size | u32 status << 32
-constexpr size_t kSlotTicket = 24;    // u64: the access number, echoed by the server
-constexpr size_t kSlotData = 32;      // kMaxData bytes
-constexpr uint32_t kMaxErrno = 4096;  // as vfio-user's error_no
+constexpr size_t kSlotTicket = 24;      // u64: the access number, echoed by the server
+constexpr size_t kSlotData = 32;        // kMaxData bytes
+constexpr uint32_t kMaxErrno = 4096;    // as vfio-user's error_no
 
 std::atomic_ref<uint64_t> word(uint8_t* base, size_t offset) {
     return std::atomic_ref<uint64_t>(*reinterpret_cast<uint64_t*>(base + offset));
@@ -169,8 +169,8 @@ bool ClientQueue::publish(const Access& a, uint64_t& ticket) {
 Result<uint64_t> ClientQueue::poll_completed() {
     const uint64_t t = word(base_, kServerTail).load(std::memory_order_acquire);
     if (t < tail_ || t > head_)
-        return proto(fmt::format("the server's completion count {} is outside [{}, {}]", t, tail_,
-                                 head_));
+        return proto(
+            fmt::format("the server's completion count {} is outside [{}, {}]", t, tail_, head_));
     tail_ = t;
     return t;
 }
@@ -181,11 +181,11 @@ Result<Answer> ClientQueue::answer(uint64_t ticket, uint32_t size) const {
     if (echo != ticket)
         return proto(fmt::format("slot {} answers access {}, access {} was due", ticket % kSlots,
                                  echo, ticket));
-    const auto status = static_cast<uint32_t>(
-        word(s, kSlotSizeStatus).load(std::memory_order_relaxed) >> 32);
+    const auto status =
+        static_cast<uint32_t>(word(s, kSlotSizeStatus).load(std::memory_order_relaxed) >> 32);
     if (status > kMaxErrno)
-        return proto(fmt::format("access {} has status {}, beyond errno {}", ticket, status,
-                                 kMaxErrno));
+        return proto(
+            fmt::format("access {} has status {}, beyond errno {}", ticket, status, kMaxErrno));
     Answer out;
     out.status = static_cast<int>(status);
     if (status == 0 && size > 0) load_data(s, out.data);
@@ -226,12 +226,12 @@ Result<ServerQueue::Next> ServerQueue::next() {
 
 bool ServerQueue::complete(uint64_t ticket, int status, std::span<const uint8_t> data) {
     uint8_t* s = slot(base_, ticket);
-    const auto st = static_cast<uint32_t>(status < 0 || status > static_cast<int>(kMaxErrno)
-                                              ? EIO
-                                              : status);
+    const auto st =
+        static_cast<uint32_t>(status < 0 || status > static_cast<int>(kMaxErrno) ? EIO : status);
     word(s, kSlotSizeStatus).store(uint64_t{st} << 32, std::memory_order_relaxed);
     word(s, kSlotTicket).store(ticket, std::memory_order_relaxed);
-    if (st == 0 && !data.empty()) store_data(s, data.first(std::min<size_t>(data.size(), kMaxData)));
+    if (st == 0 && !data.empty())
+        store_data(s, data.first(std::min<size_t>(data.size(), kMaxData)));
     tail_ = ticket + 1;
     word(base_, kServerTail).store(tail_, std::memory_order_seq_cst);
     return word(base_, kClientWaiting).load(std::memory_order_seq_cst) != 0;

@@ -130,7 +130,7 @@ constexpr int kBusyWaitMs = 50;
 // While the fast path polls: how often the wait set is looked at (a system call, so not on
 // every turn; it bounds how late a message on the socket or a stop is seen).
 constexpr auto kFastLook = std::chrono::microseconds(4);
-}
+}  // namespace
 
 Result<void> VfioUserServer::serve_connection(int conn_fd) {
     using Clock = std::chrono::steady_clock;

@@ -121,7 +121,7 @@ class VfioUserServer final : public sdk::DeviceServer {
         uint64_t connections = 0;
         uint64_t requests = 0;
         uint64_t error_replies = 0;
-        uint64_t dropped_interrupts = 0;  // no eventfd installed, or the vector was masked
+        uint64_t dropped_interrupts = 0;     // no eventfd installed, or the vector was masked
         uint64_t fast_path_connections = 0;  // clients that took the fast path
         uint64_t fast_path_accesses = 0;     // region accesses served from the shared area
         uint64_t fast_path_errors = 0;       // of those, answered with an error

@@ -86,8 +86,9 @@ bool VfioUserServer::serve_fast_path(Connection& conn) {
             status = fast_access(next->access, data);
         if (status != 0) ++stats_.fast_path_errors;
         const bool read = !next->invalid && next->access.op == fast_path::Op::read;
-        const auto answer = read && status == 0 ? std::span<const uint8_t>(data).first(next->access.size)
-                                                : std::span<const uint8_t>();
+        const auto answer = read && status == 0
+                                ? std::span<const uint8_t>(data).first(next->access.size)
+                                : std::span<const uint8_t>();
         if (fp.queue.complete(next->ticket, status, answer))
             sdk::signal_client_eventfd(fp.answer.get(), settings_.label, "fast-path answer",
                                        fp.signal_failures);

@@ -61,8 +61,8 @@ struct VfioUserServer::Connection {
     struct FastPath {
         fast_path::Area area;
         fast_path::ServerQueue queue;
-        UniqueFd kick;    // the client writes it when it finds us asleep
-        UniqueFd answer;  // we write it when the client blocks on an answer
+        UniqueFd kick;         // the client writes it when it finds us asleep
+        UniqueFd answer;       // we write it when the client blocks on an answer
         bool watched = false;  // kick is in the connection's wait set
         uint64_t signal_failures = 0;
     };

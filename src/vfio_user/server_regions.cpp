@@ -104,8 +104,8 @@ Result<void> VfioUserServer::handle_region_io_fds(Connection& conn, Message& msg
     return reply(conn, msg, parts, send_fds ? std::span<const int>(fds) : std::span<const int>());
 }
 
-Result<void> VfioUserServer::check_region_access(const char* name, uint32_t region,
-                                                 uint64_t offset, uint64_t count) const {
+Result<void> VfioUserServer::check_region_access(const char* name, uint32_t region, uint64_t offset,
+                                                 uint64_t count) const {
     if (region >= kPciNumRegions)
         return invalid("{}: region {} does not exist ({} regions)", name, region, kPciNumRegions);
     const uint64_t size = region_size_[region];
@@ -121,8 +121,8 @@ Result<void> VfioUserServer::handle_region_access(Connection& conn, Message& msg
     const bool write = cmd == Command::region_write;
     auto a = decode_region_access_view(cmd, false, msg.payload, kDefaultMaxDataXferSize);
     if (!a) return fail(a.error());
-    POTEMKIN_TRY(
-        check_region_access(write ? "REGION_WRITE" : "REGION_READ", a->region, a->offset, a->count));
+    POTEMKIN_TRY(check_region_access(write ? "REGION_WRITE" : "REGION_READ", a->region, a->offset,
+                                     a->count));
     if (a->count == 0) return reply(conn, msg);
     const auto head = encode_region_access_head(a->offset, a->region, a->count);
     if (write) {

@@ -2,8 +2,8 @@
 // talk, and each refuses what a hostile peer can write into the shared page (counts out of
 // their window, a ticket that is not the one due, statuses and sizes out of range, a header
 // that is not ours, an fd that is not a sealed memfd).
-#include <gtest/gtest.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -102,8 +102,7 @@ TEST(FastPathQueue, ClientRefusesACompletionCountOutsideItsWindow) {
     auto r = client.poll_completed();
     ASSERT_FALSE(r);
     EXPECT_EQ(r.error().sys_errno, EPROTO);
-    EXPECT_NE(r.error().message.find("completion count 5"), std::string::npos)
-        << r.error().message;
+    EXPECT_NE(r.error().message.find("completion count 5"), std::string::npos) << r.error().message;
     page.word(kTail) = 1;
     ASSERT_TRUE(client.poll_completed());
     page.word(kTail) = 0;  // going backwards
@@ -148,12 +147,12 @@ TEST(FastPathQueue, ServerRefusesAPublishCountOutsideItsWindow) {
 TEST(FastPathQueue, ServerMarksAccessesWithABadOpOrSizeInvalid) {
     Page page;
     fp::ServerQueue server(page.bytes.data());
-    *reinterpret_cast<uint64_t*>(page.slot(0)) = 77;                      // op 77
-    *reinterpret_cast<uint64_t*>(page.slot(0) + 16) = 4;                  // size 4
-    *reinterpret_cast<uint64_t*>(page.slot(1)) = 1;                       // read
+    *reinterpret_cast<uint64_t*>(page.slot(0)) = 77;                     // op 77
+    *reinterpret_cast<uint64_t*>(page.slot(0) + 16) = 4;                 // size 4
+    *reinterpret_cast<uint64_t*>(page.slot(1)) = 1;                      // read
     *reinterpret_cast<uint64_t*>(page.slot(1) + 16) = fp::kMaxData + 1;  // too big
-    *reinterpret_cast<uint64_t*>(page.slot(2)) = 2;                       // write
-    *reinterpret_cast<uint64_t*>(page.slot(2) + 16) = 0;                  // of nothing
+    *reinterpret_cast<uint64_t*>(page.slot(2)) = 2;                      // write
+    *reinterpret_cast<uint64_t*>(page.slot(2) + 16) = 0;                 // of nothing
     page.word(kHead) = 3;
     for (int i = 0; i < 3; ++i) {
         auto n = server.next();
