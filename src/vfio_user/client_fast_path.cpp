@@ -77,6 +77,7 @@ Result<void> VfioUserClient::Impl::fast_access_locked(fast_path::Op op, uint32_t
     a.size = static_cast<uint32_t>(data.size());
     if (op != fast_path::Op::read) std::copy(data.begin(), data.end(), a.data.begin());
     uint64_t ticket = 0;
+    fast_->queue.note_cpu(::sched_getcpu());
     if (fast_->queue.publish(a, ticket)) {
         fast_kicks_.fetch_add(1, std::memory_order_relaxed);
         if (auto r = signal_eventfd(fast_->kick.get()); !r) {
@@ -108,6 +109,9 @@ Result<void> VfioUserClient::Impl::fast_access_locked(fast_path::Op op, uint32_t
 Result<void> VfioUserClient::Impl::fast_wait_locked(uint64_t count, What what) {
     const auto start = Clock::now();
     const auto deadline = start + s_.timeout;
+    // A server on this CPU cannot answer while we spin: yield from the start.
+    const auto pure_spin =
+        fast_ && fast_->queue.server_on_cpu(::sched_getcpu()) ? Clock::duration{} : kSpinPure;
     // Whatever the server does with the queue, this loop ends: by an answer, a protocol error,
     // the deadline, or the connection lost.
     for (;;) {
@@ -125,7 +129,7 @@ Result<void> VfioUserClient::Impl::fast_wait_locked(uint64_t count, What what) {
             lose_locked(text, true);
             return fail(Error{fmt::format("{}: {}", s_.label, text), ETIMEDOUT});
         }
-        if (now - start < kSpinPure) {
+        if (now - start < pure_spin) {
             fast_path::cpu_relax();
             continue;
         }

@@ -25,8 +25,10 @@ constexpr size_t kHeaderShape = 8;     // u32 slots | u32 slot size << 32
 constexpr size_t kHeaderData = 16;     // max data bytes per slot
 constexpr size_t kClientHead = kLine;  // accesses published
 constexpr size_t kClientWaiting = kLine + 8;
+constexpr size_t kClientCpu = kLine + 16;  // CPU + 1 (0: not known)
 constexpr size_t kServerTail = 2 * kLine;  // accesses completed
 constexpr size_t kServerSleeping = 2 * kLine + 8;
+constexpr size_t kServerCpu = 2 * kLine + 16;
 // In a slot.
 constexpr size_t kSlotOpRegion = 0;     // u32 op | u32 region << 32
 constexpr size_t kSlotOffset = 8;       // u64
@@ -196,7 +198,25 @@ void ClientQueue::set_waiting(bool on) {
     word(base_, kClientWaiting).store(on ? 1 : 0, std::memory_order_seq_cst);
 }
 
+void ClientQueue::note_cpu(int cpu) {
+    word(base_, kClientCpu).store(static_cast<uint64_t>(cpu) + 1, std::memory_order_relaxed);
+}
+
+bool ClientQueue::server_on_cpu(int cpu) const {
+    return cpu >= 0 && word(base_, kServerCpu).load(std::memory_order_relaxed) ==
+                           static_cast<uint64_t>(cpu) + 1;
+}
+
 // ---- ServerQueue -------------------------------------------------------------------------------
+
+void ServerQueue::note_cpu(int cpu) {
+    word(base_, kServerCpu).store(static_cast<uint64_t>(cpu) + 1, std::memory_order_relaxed);
+}
+
+bool ServerQueue::client_on_cpu(int cpu) const {
+    return cpu >= 0 && word(base_, kClientCpu).load(std::memory_order_relaxed) ==
+                           static_cast<uint64_t>(cpu) + 1;
+}
 
 Result<ServerQueue::Next> ServerQueue::next() {
     Next n;

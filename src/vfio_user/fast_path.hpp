@@ -8,10 +8,10 @@
 // line 64 bytes):
 //   line 0      header, written once by the server: magic, version, slot count, slot size,
 //               data bytes per slot;
-//   line 1      the client's: head (u64, accesses published), waiting (u32, the client
-//               blocks on the answer eventfd);
-//   line 2      the server's: tail (u64, accesses completed), sleeping (u32, the server blocks
-//               on the kick eventfd);
+//   line 1      the client's: head (accesses published), waiting (the client blocks on the
+//               answer eventfd), cpu (the CPU it last ran on, + 1; a hint);
+//   line 2      the server's: tail (accesses completed), sleeping (the server blocks on the
+//               kick eventfd), cpu (likewise);
 //   line 4..    kSlots slots of 64 bytes: op, region, offset, size, status, ticket, data[32].
 // Access n (counting from 0) lives in slot n % kSlots. The client fills it and publishes
 // head = n + 1 (release); the server reads head (acquire), copies the slot once, validates the
@@ -117,6 +117,10 @@ class ClientQueue {
     // seq_cst, so that a poll_completed() after set_waiting(true) sees what the server did
     // before it looked at the flag.
     void set_waiting(bool on);
+    // Where each side runs (a hint: a waiter that shares its CPU with the other side yields at
+    // once instead of spinning, since the other side cannot run while it spins).
+    void note_cpu(int cpu);
+    bool server_on_cpu(int cpu) const;
 
   private:
     uint8_t* base_;
@@ -149,6 +153,8 @@ class ServerQueue {
     // The client published an access not served yet.
     bool has_work() const;
     uint64_t completed() const { return tail_; }
+    void note_cpu(int cpu);
+    bool client_on_cpu(int cpu) const;
 
   private:
     uint8_t* base_;

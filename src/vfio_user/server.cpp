@@ -211,6 +211,7 @@ Result<void> VfioUserServer::serve_connection(int conn_fd) {
     const auto poll_window = std::chrono::microseconds(settings_.poll_us);
     auto fast_last = Clock::now();
     auto fast_looked = fast_last;
+    int fast_cpu = -1;  // where this thread ran at the last look
     auto receive_fast = [&]() -> Result<bool> {
         auto& fp = *conn.fast;
         if (!fp.watched) {
@@ -229,10 +230,19 @@ Result<void> VfioUserServer::serve_connection(int conn_fd) {
             uint32_t ev = 0;
             if (now - fast_last < poll_window) {
                 if (now - fast_looked < kFastLook) {
-                    fast_path::cpu_relax();
+                    // A client on this CPU cannot queue anything while we spin: let it run.
+                    if (!served && fp.queue.client_on_cpu(fast_cpu)) {
+                        if (::sched_yield() != 0)
+                            log::debug("{}: sched_yield: {}", settings_.label,
+                                       std::strerror(errno));
+                    } else {
+                        fast_path::cpu_relax();
+                    }
                     continue;
                 }
                 fast_looked = now;
+                fast_cpu = ::sched_getcpu();
+                fp.queue.note_cpu(fast_cpu);
                 POTEMKIN_TRY_ASSIGN(ev, waits->wait(0));
                 // A client sharing this CPU gets it now rather than at the end of our slice.
                 if (ev == 0 && ::sched_yield() != 0)
