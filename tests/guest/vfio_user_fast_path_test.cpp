@@ -234,4 +234,27 @@ TEST(VfioUserFastPath, AServerKilledWhileTheClientWaitsIsLostAndReconnected) {
     exercise_edu(*d);
 }
 
+// A server that stops answering (SIGSTOP) without hanging up: the access fails at the reply
+// deadline (timeout_ms), not later, and the connection is given up as for a missing reply.
+TEST(VfioUserFastPath, AServerThatStopsAnsweringFailsTheAccessAtTheDeadline) {
+    const std::string sock = sock_path("stopped");
+    ServerProcess server(sock);
+    ASSERT_TRUE(server.start());
+    Events ev;
+    auto d = open_client("vfio-user:" + sock + "?timeout_ms=200&reconnect=0", ev);
+    ASSERT_NE(d, nullptr);
+    ASSERT_TRUE(stats_of(*d).fast_path);
+    exercise_edu(*d);
+    server.signal(SIGSTOP);
+    std::array<uint8_t, 4> b{};
+    auto r = d->region_read(0, kLiveness, b);
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().sys_errno, ETIMEDOUT) << r.error().message;
+    EXPECT_NE(r.error().message.find("no fast-path answer within 200 ms"), std::string::npos)
+        << r.error().message;
+    EXPECT_GE(stats_of(*d).fast_path_blocks, 1u);  // it blocked rather than spun the while
+    EXPECT_FALSE(d->region_read(0, kLiveness, b));  // lost (reconnect=0)
+    server.kill_hard();
+}
+
 }  // namespace
