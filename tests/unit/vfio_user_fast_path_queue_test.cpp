@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "vfio_user/fast_path.hpp"
+#include "vfio_user/protocol.hpp"
 
 namespace potemkin {
 namespace {
@@ -194,6 +195,35 @@ TEST(FastPathQueue, AreaFromTheServerIsCheckedBeforeUse) {
     r = fp::Area::adopt(std::move(other));
     ASSERT_FALSE(r);
     EXPECT_NE(r.error().message.find("header"), std::string::npos) << r.error().message;
+}
+
+// The capability in VERSION: ours round-trips; a malformed or foreign "potemkin" object means
+// "not offered", never an error; other peers' unknown keys are ignored.
+TEST(FastPathCapability, RoundTripsAndAnythingElseIsNotOffered) {
+    vfio_user::Capabilities c;
+    c.fast_path_version = fp::kVersion;
+    c.fast_path_fd_index = 2;
+    auto back = vfio_user::parse_capabilities_json(vfio_user::capabilities_json(c));
+    ASSERT_TRUE(back) << back.error().message;
+    EXPECT_EQ(back->fast_path_version, fp::kVersion);
+    EXPECT_EQ(back->fast_path_fd_index, 2u);
+
+    for (const char* json : {
+             R"({"capabilities":{"potemkin":"yes"}})",
+             R"({"capabilities":{"potemkin":{"fast_path":true}}})",
+             R"({"capabilities":{"potemkin":{"fast_path":{"version":"1"}}}})",
+             R"({"capabilities":{"potemkin":{"fast_path":{"version":-1}}}})",
+             R"({"capabilities":{"someone_else":{"fast_path":{"version":1}}}})",
+         }) {
+        auto r = vfio_user::parse_capabilities_json(json);
+        ASSERT_TRUE(r) << json << ": " << r.error().message;
+        EXPECT_FALSE(r->fast_path_version) << json;
+    }
+    auto bad_index = vfio_user::parse_capabilities_json(
+        R"({"capabilities":{"potemkin":{"fast_path":{"version":1,"fd_index":99999}}}})");
+    ASSERT_TRUE(bad_index);
+    EXPECT_EQ(bad_index->fast_path_version, 1u);
+    EXPECT_FALSE(bad_index->fast_path_fd_index);  // the client then finds no fds: plain path
 }
 
 }  // namespace
