@@ -65,7 +65,8 @@ using bench::summarize;
 
 namespace {
 
-constexpr const char* kUsage = R"(usage: bench_vfio_user [N] [--only PART] [--pin | --pin-same] [--poll-us N] [--help]
+constexpr const char* kUsage =
+    R"(usage: bench_vfio_user [N] [--only PART] [--pin | --pin-same] [--poll-us N] [--help]
   N             round trips (accesses, writes) per figure; default 50000
   --only PART   run one part:
                   rtt     the floor and the client's REGION_READ, side by side

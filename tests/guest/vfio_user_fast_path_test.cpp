@@ -252,7 +252,7 @@ TEST(VfioUserFastPath, AServerThatStopsAnsweringFailsTheAccessAtTheDeadline) {
     EXPECT_EQ(r.error().sys_errno, ETIMEDOUT) << r.error().message;
     EXPECT_NE(r.error().message.find("no fast-path answer within 200 ms"), std::string::npos)
         << r.error().message;
-    EXPECT_GE(stats_of(*d).fast_path_blocks, 1u);  // it blocked rather than spun the while
+    EXPECT_GE(stats_of(*d).fast_path_blocks, 1u);   // it blocked rather than spun the while
     EXPECT_FALSE(d->region_read(0, kLiveness, b));  // lost (reconnect=0)
     server.kill_hard();
 }
