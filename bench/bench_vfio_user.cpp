@@ -3,7 +3,7 @@
 //     the way any peer must (a 32-byte request: header + region access struct; a 36-byte reply:
 //     header + struct + 4 data bytes; recvmsg with room for fds, the header parsed for the
 //     message size and the msg_id checked), but nothing else: no model, no validation;
-//  2. potemkin's client → `potemkin serve edu` REGION_READ of 4 bytes;
+//  2. potemkin's client → `potemkin serve edu` REGION_READ of 4 bytes (fastpath=0: messages);
 //     1 and 2 run in alternating blocks (which one goes first alternates too), so that both
 //     see the same machine load; p50, p99 and mean of each, their ratios, and the median over
 //     block pairs of the ratio of block medians (the figure least moved by load changes);
@@ -16,23 +16,35 @@
 //     each block one untimed read drains what the device has queued, so a block does not pay
 //     for the previous one's backlog;
 //  5. DMA bandwidth into guest RAM through a second MAP_SHARED mapping of its memfd (what a
-//     server does after DMA_MAP), next to memcpy into private memory.
+//     server does after DMA_MAP), next to memcpy into private memory;
+//  6. the fast path (docs/fast-path.md), all in alternating blocks: the shared-memory spin
+//     floor (two processes answering each other through one cache line of a shared memfd),
+//     a 4-byte register read and write through the client over standard vfio-user
+//     (fastpath=0), over the fast path while the server polls, and over the fast path after
+//     the server went to sleep (each access after a pause longer than the poll window); p50
+//     and p99. Then guest register read and write loops (ns per access) over inproc, standard
+//     vfio-user and the fast path, and the CPU time the fast-path server burns per second
+//     while its client is idle (after the poll window), from /proc/PID/schedstat.
 //
 // Usage: see kUsage below (--help).
 #include <fcntl.h>
 #include <sched.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <numeric>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "bench_runner.hpp"
@@ -44,6 +56,7 @@
 #include "pci/pci_bus.hpp"
 #include "server_process.hpp"
 #include "vfio_user/client.hpp"
+#include "vfio_user/fast_path.hpp"
 
 using namespace potemkin;
 using bench::Clock;
@@ -52,7 +65,8 @@ using bench::summarize;
 
 namespace {
 
-constexpr const char* kUsage = R"(usage: bench_vfio_user [N] [--only PART] [--pin] [--help]
+constexpr const char* kUsage =
+    R"(usage: bench_vfio_user [N] [--only PART] [--pin | --pin-same] [--poll-us N] [--help]
   N             round trips (accesses, writes) per figure; default 50000
   --only PART   run one part:
                   rtt     the floor and the client's REGION_READ, side by side
@@ -60,7 +74,11 @@ constexpr const char* kUsage = R"(usage: bench_vfio_user [N] [--only PART] [--pi
                   client  only the client's side, N round trips (likewise)
                   guest   one guest run reading edu over vfio-user, N accesses
                   writes  guest-write cost: blocking vs posted vs ioeventfd doorbell
+                  fast    the fast path: spin floor, standard vs fast (polling, asleep),
+                          guest loops, server CPU while idle
+  --poll-us N   the fast-path server's poll window (potemkin serve --poll-us); default 50
   --pin         the client on one CPU, the device processes on another
+  --pin-same    the client and the device processes all on one CPU
   --help        this text
 )";
 
@@ -215,7 +233,7 @@ class NoGuest final : public hostdev::HostDeviceEvents {
     void disconnected(std::string_view) override {}
 };
 
-enum class Part { all, rtt, floor, client, guest, writes };
+enum class Part { all, rtt, floor, client, guest, writes, fast };
 
 // Where the processes run. Left to the scheduler (the default), the device process (potemkin
 // serve, or the floor peer) may land on the client's CPU or not, and on a loaded 2-core VM
@@ -225,14 +243,18 @@ enum class Part { all, rtt, floor, client, guest, writes };
 // (Not the default: on this VM a cross-CPU wakeup is at times 5x slower than a same-CPU one.)
 class Pinning {
   public:
-    explicit Pinning(bool on) {
+    // same: client and device processes on one CPU (--pin-same).
+    explicit Pinning(bool on, bool same = false) {
         cpu_set_t set;
         CPU_ZERO(&set);
         if (!on || ::sched_getaffinity(0, sizeof set, &set) != 0) return;
         int found = 0;
         for (int c = 0; c < CPU_SETSIZE && found < 2; ++c)
             if (CPU_ISSET(c, &set)) (found++ == 0 ? client_ : device_) = c;
-        if (found < 2) client_ = device_ = -1;
+        if (same && found >= 1)
+            device_ = client_;
+        else if (found < 2)
+            client_ = device_ = -1;
     }
     bool on() const { return device_ >= 0; }
     int client_cpu() const { return client_; }
@@ -355,9 +377,11 @@ Writes guest_writes(const std::string (&socks)[3], unsigned n, const Pinning& pi
     NoGuest events;
     hostdev::OpenContext ctx{&events};
     pin.to_client();
-    auto blocking = open_or_die("vfio-user:" + socks[0] + "?posted_writes=0&ioeventfds=0", ctx);
-    auto posted = open_or_die("vfio-user:" + socks[1] + "?ioeventfds=0", ctx);
-    auto doorbell = open_or_die("vfio-user:" + socks[2], ctx);
+    // Standard vfio-user (fastpath=0): the fast path's writes are part 6.
+    auto blocking =
+        open_or_die("vfio-user:" + socks[0] + "?posted_writes=0&ioeventfds=0&fastpath=0", ctx);
+    auto posted = open_or_die("vfio-user:" + socks[1] + "?ioeventfds=0&fastpath=0", ctx);
+    auto doorbell = open_or_die("vfio-user:" + socks[2] + "?fastpath=0", ctx);
     auto* door_client = dynamic_cast<vfio_user::VfioUserClient*>(doorbell.get());
     if (door_client == nullptr || door_client->stats().ioeventfds == 0) {
         std::fprintf(stderr, "bench: the server offered no ioeventfds\n");
@@ -418,6 +442,285 @@ void print_writes(const Writes& w, unsigned n) {
 
 constexpr uint32_t kBar0 = bench::kBenchBar0;
 
+// ---- The fast path ---------------------------------------------------------------------------
+
+// The shared-memory floor: two processes answering each other through one cache line of a
+// shared memfd (ping at word 0, pong at word 8), the way the fast path's queue does but with
+// nothing else. Waits spin, then spin with sched_yield after 2 us (as the client does), so that
+// two processes on one CPU still meet.
+std::atomic_ref<uint64_t> shm_word(uint8_t* base, size_t offset) {
+    return std::atomic_ref<uint64_t>(*reinterpret_cast<uint64_t*>(base + offset));
+}
+
+// `idle_sleep`: after 200 us without news, nap 100 us between looks (the peer, between the
+// floor's blocks, must not take the device CPU from the servers measured meanwhile).
+void spin_until(uint8_t* base, size_t offset, uint64_t not_value, uint64_t& seen,
+                bool idle_sleep = false) {
+    const auto t0 = Clock::now();
+    for (unsigned i = 0;; ++i) {
+        seen = shm_word(base, offset).load(std::memory_order_acquire);
+        if (seen != not_value) return;
+        if ((i & 63) != 63) {
+            vfio_user::fast_path::cpu_relax();
+            continue;
+        }
+        const auto waited = Clock::now() - t0;
+        if (idle_sleep && waited > std::chrono::microseconds(200))
+            std::this_thread::sleep_for(std::chrono::microseconds(100));
+        else if (waited > std::chrono::microseconds(2))
+            ::sched_yield();
+    }
+}
+
+constexpr uint64_t kSpinStop = ~uint64_t{0};
+
+void spin_peer(int fd) {
+    void* p = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) die("mmap in the spin peer");
+    auto* base = static_cast<uint8_t*>(p);
+    uint64_t last = 0;
+    for (;;) {
+        uint64_t v = 0;
+        spin_until(base, 0, last, v, true);
+        if (v == kSpinStop) return;
+        shm_word(base, 64).store(v, std::memory_order_release);
+        last = v;
+    }
+}
+
+class ShmPingPong {
+  public:
+    ShmPingPong() {
+        fd_ = ::memfd_create("bench-spin", MFD_CLOEXEC);
+        if (fd_ < 0 || ::ftruncate(fd_, 4096) != 0) die("memfd for the spin floor");
+        void* p = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd_, 0);
+        if (p == MAP_FAILED) die("mmap for the spin floor");
+        base_ = static_cast<uint8_t*>(p);
+        const std::string fd = std::to_string(fd_);
+        child_ = ::fork();
+        if (child_ < 0) die("fork");
+        if (child_ == 0) {
+            if (::fcntl(fd_, F_SETFD, 0) == 0)
+                ::execl("/proc/self/exe", "bench_vfio_user", "--spin-peer", fd.c_str(), nullptr);
+            ::_exit(127);
+        }
+    }
+    ~ShmPingPong() {
+        shm_word(base_, 0).store(kSpinStop, std::memory_order_release);
+        if (::waitpid(child_, nullptr, 0) != child_) std::perror("bench: waitpid");
+        if (::munmap(base_, 4096) != 0) std::perror("bench: munmap");
+        if (::close(fd_) != 0) std::perror("bench: close");
+    }
+    void round_trip() {
+        ++seq_;
+        shm_word(base_, 0).store(seq_, std::memory_order_release);
+        uint64_t v = 0;
+        spin_until(base_, 64, seq_ - 1, v);
+        if (v != seq_) {
+            std::fprintf(stderr, "bench: the spin peer answered %llu for %llu\n",
+                         static_cast<unsigned long long>(v), static_cast<unsigned long long>(seq_));
+            std::exit(1);
+        }
+    }
+
+  private:
+    int fd_ = -1;
+    uint8_t* base_ = nullptr;
+    pid_t child_ = -1;
+    uint64_t seq_ = 0;
+};
+
+// CPU seconds a process's main thread (a server's serving thread) has run, from
+// /proc/PID/schedstat (nanoseconds; /proc/PID/stat counts 10 ms ticks, too coarse for an idle
+// server).
+double cpu_seconds(pid_t pid) {
+    std::ifstream f("/proc/" + std::to_string(pid) + "/schedstat");
+    unsigned long long run_ns = 0;
+    if (!(f >> run_ns)) {
+        std::fprintf(stderr, "bench: cannot read /proc/%d/schedstat\n", pid);
+        std::exit(1);
+    }
+    return double(run_ns) / 1e9;
+}
+
+struct FastFigures {
+    Latency floor{}, std_read{}, fast_read{}, asleep_read{}, std_write{}, fast_write{},
+        asleep_write{};
+    vfio_user::VfioUserStats fast_stats{}, asleep_stats{};
+};
+
+vfio_user::VfioUserStats client_stats(hostdev::HostDevice& d) {
+    auto* c = dynamic_cast<vfio_user::VfioUserClient*>(&d);
+    return c ? c->stats() : vfio_user::VfioUserStats{};
+}
+
+// A pause longer than the server's poll window, so that it is asleep at the next access.
+std::chrono::microseconds asleep_pause(uint32_t poll_us) {
+    return std::chrono::microseconds(std::max<uint32_t>(200, 2 * poll_us + 100));
+}
+
+// edu's liveness register (BAR0 0x04): reads return the inverse of the last write.
+FastFigures fast_round_trips(const std::string& std_url, const std::string& fast_url,
+                             const std::string& asleep_url, unsigned n, uint32_t poll_us,
+                             const Pinning& pin) {
+    NoGuest events;
+    hostdev::OpenContext ctx{&events};
+    pin.to_device();
+    ShmPingPong spin;  // its peer on the device CPU
+    pin.to_client();
+    auto std_dev = open_or_die(std_url, ctx);
+    auto fast_dev = open_or_die(fast_url, ctx);
+    auto asleep_dev = open_or_die(asleep_url, ctx);
+    if (!client_stats(*fast_dev).fast_path || !client_stats(*asleep_dev).fast_path ||
+        client_stats(*std_dev).fast_path) {
+        std::fprintf(stderr, "bench: the fast path was not agreed where expected\n");
+        std::exit(1);
+    }
+    const uint8_t value[4] = {1, 2, 3, 4};
+    uint8_t buf[4];
+    auto floor_block = [&](unsigned k, std::vector<double>& ns) {
+        for (unsigned i = 0; i < k; ++i) {
+            auto t0 = Clock::now();
+            spin.round_trip();
+            ns.push_back(bench::ns_since(t0));
+        }
+    };
+    auto access_block = [&](hostdev::HostDevice& d, bool write, unsigned k, bool pause,
+                            std::vector<double>& ns) {
+        for (unsigned i = 0; i < k; ++i) {
+            if (pause) std::this_thread::sleep_for(asleep_pause(poll_us));
+            auto t0 = Clock::now();
+            const bool good = write ? static_cast<bool>(d.region_write(0, 0x04, value))
+                                    : static_cast<bool>(d.region_read(0, 0x04, buf));
+            ns.push_back(bench::ns_since(t0));
+            if (!good) std::exit(1);
+        }
+        if (write && !d.region_read(0, 0x04, buf)) std::exit(1);  // untimed: drains posted
+    };
+    std::vector<double> warm;
+    floor_block(500, warm);
+    access_block(*std_dev, false, 500, false, warm);
+    access_block(*fast_dev, false, 500, false, warm);
+
+    std::vector<double> f, sr, fr, ar, sw, fw, aw;
+    constexpr unsigned kBlock = 250;
+    // The accesses after a pause take the pause too: a tenth of them.
+    const unsigned asleep_every = 10;
+    for (unsigned done = 0, b = 0; done < n; ++b) {
+        const unsigned k = std::min(kBlock, n - done);
+        const unsigned ka = std::max(1u, k / asleep_every);
+        for (unsigned j = 0; j < 7; ++j) {
+            switch ((b + j) % 7) {
+                case 0:
+                    floor_block(k, f);
+                    break;
+                case 1:
+                    access_block(*std_dev, false, k, false, sr);
+                    break;
+                case 2:
+                    access_block(*fast_dev, false, k, false, fr);
+                    break;
+                case 3:
+                    access_block(*asleep_dev, false, ka, true, ar);
+                    break;
+                case 4:
+                    access_block(*std_dev, true, k, false, sw);
+                    break;
+                case 5:
+                    access_block(*fast_dev, true, k, false, fw);
+                    break;
+                case 6:
+                    access_block(*asleep_dev, true, ka, true, aw);
+                    break;
+            }
+        }
+        done += k;
+    }
+    FastFigures out;
+    out.floor = summarize(std::move(f));
+    out.std_read = summarize(std::move(sr));
+    out.fast_read = summarize(std::move(fr));
+    out.asleep_read = summarize(std::move(ar));
+    out.std_write = summarize(std::move(sw));
+    out.fast_write = summarize(std::move(fw));
+    out.asleep_write = summarize(std::move(aw));
+    out.fast_stats = client_stats(*fast_dev);
+    out.asleep_stats = client_stats(*asleep_dev);
+    std_dev->close();
+    fast_dev->close();
+    asleep_dev->close();
+    return out;
+}
+
+void print_fast(const FastFigures& x, unsigned n) {
+    auto row = [&](const char* name, const Latency& l) {
+        std::printf("%-52s %9.0f %9.0f  %7.2fx %9.1fx\n", name, l.p50, l.p99, l.p50 / x.floor.p50,
+                    x.std_read.p50 / l.p50);
+    };
+    std::printf("%-52s %9s %9s  %8s %10s\n", "fast path, 4 B register access (ns)", "p50", "p99",
+                "/floor", "std read/");
+    row("floor: shared-memory spin ping-pong", x.floor);
+    row("read, standard vfio-user (fastpath=0)", x.std_read);
+    row("read, fast path, server polling", x.fast_read);
+    row("read, fast path, server asleep", x.asleep_read);
+    row("write, standard vfio-user (posted)", x.std_write);
+    row("write, fast path (posted), server polling", x.fast_write);
+    row("write, fast path (posted), server asleep", x.asleep_write);
+    std::printf(
+        "  (%u accesses per row, a tenth when asleep; fast client: %llu queued, %llu kicks, %llu "
+        "blocking waits; asleep client: %llu queued, %llu kicks, %llu blocking waits)\n\n",
+        n, static_cast<unsigned long long>(x.fast_stats.fast_path_accesses),
+        static_cast<unsigned long long>(x.fast_stats.fast_path_kicks),
+        static_cast<unsigned long long>(x.fast_stats.fast_path_blocks),
+        static_cast<unsigned long long>(x.asleep_stats.fast_path_accesses),
+        static_cast<unsigned long long>(x.asleep_stats.fast_path_kicks),
+        static_cast<unsigned long long>(x.asleep_stats.fast_path_blocks));
+}
+
+// Guest loops (ns per access) and the idle server's CPU.
+void fast_guest_and_idle(const std::string& std_url, const std::string& fast_url, pid_t fast_pid,
+                         unsigned n, const Pinning& pin) {
+    pin.to_client();
+    const uint32_t g = std::max(1000u, n / 5);
+    auto loop = [&](const std::string& url, bool write) {
+        return bench::per_iteration(
+            [&](uint32_t k) {
+                return bench::time_pci_front(bench::mmio_loop(kBar0 + 4, k, write), url, kBar0);
+            },
+            g);
+    };
+    std::printf("%-52s %9s %9s\n", "guest edu liveness register (ns per access)", "read", "write");
+    const double ir = loop("inproc:edu", false), iw = loop("inproc:edu", true);
+    const double sr = loop(std_url, false), sw = loop(std_url, true);
+    const double fr = loop(fast_url, false), fw = loop(fast_url, true);
+    std::printf("%-52s %9.0f %9.0f\n", "  PCI_FRONT + inproc:edu", ir, iw);
+    std::printf("%-52s %9.0f %9.0f\n", "  PCI_FRONT + standard vfio-user", sr, sw);
+    std::printf("%-52s %9.0f %9.0f  (read %.1fx faster than standard, %.1fx inproc)\n\n",
+                "  PCI_FRONT + fast path", fr, fw, sr / fr, fr / ir);
+
+    // A connected, idle fast-path client: after the poll window the server sleeps.
+    NoGuest events;
+    hostdev::OpenContext ctx{&events};
+    auto d = open_or_die(fast_url, ctx);
+    uint8_t buf[4];
+    if (!d->region_read(0, 0x04, buf)) std::exit(1);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // past the poll window
+    const double c0 = cpu_seconds(fast_pid);
+    const auto t0 = Clock::now();
+    std::this_thread::sleep_for(std::chrono::seconds(2));
+    const double secs = bench::ns_since(t0) / 1e9;
+    const double used = cpu_seconds(fast_pid) - c0;
+    // And while the client keeps it busy, for contrast: back-to-back reads for the same time.
+    const double b0 = cpu_seconds(fast_pid);
+    const auto t1 = Clock::now();
+    while (Clock::now() - t1 < std::chrono::seconds(1))
+        if (!d->region_read(0, 0x04, buf)) std::exit(1);
+    const double busy = (cpu_seconds(fast_pid) - b0) / (bench::ns_since(t1) / 1e9);
+    std::printf("%-52s %9.1f us CPU per s  (%.2f s idle; busy: %.2f CPU-s/s)\n\n",
+                "fast-path server, client connected and idle", 1e6 * used / secs, secs, busy);
+    d->close();
+}
+
 double guest_run(const std::string& url, uint32_t n) {
     return bench::time_pci_front(bench::mmio_loop(kBar0 + 4, n), url, kBar0);
 }
@@ -438,15 +741,35 @@ double bandwidth(uint8_t* dst, const uint8_t* src, size_t bytes) {
 int main(int argc, char** argv) {
     unsigned n = 50'000;
     Part part = Part::all;
-    bool pin_on = false;
+    bool pin_on = false, pin_same = false;
+    uint32_t poll_us = 50;
     for (int i = 1; i < argc; ++i) {
         const std::string_view a = argv[i];
         if (a == "--floor-peer" && i + 1 < argc) {
             floor_peer(std::atoi(argv[i + 1]));
             return 0;
         }
+        if (a == "--spin-peer" && i + 1 < argc) {
+            spin_peer(std::atoi(argv[i + 1]));
+            return 0;
+        }
+        if (a == "--poll-us" && i + 1 < argc) {
+            char* end = nullptr;
+            const unsigned long v = std::strtoul(argv[++i], &end, 10);
+            if (*end != 0 || v > 1000000) {
+                std::fprintf(stderr, "bench: --poll-us '%s' is not 0..1000000\n%s", argv[i],
+                             kUsage);
+                return 2;
+            }
+            poll_us = uint32_t(v);
+            continue;
+        }
         if (a == "--pin") {
             pin_on = true;
+            continue;
+        }
+        if (a == "--pin-same") {
+            pin_on = pin_same = true;
             continue;
         }
         if (a == "--help" || a == "-h") {
@@ -460,9 +783,11 @@ int main(int argc, char** argv) {
                    : p == "client" ? Part::client
                    : p == "guest"  ? Part::guest
                    : p == "writes" ? Part::writes
+                   : p == "fast"   ? Part::fast
                                    : Part::all;
             if (part == Part::all) {
-                std::fprintf(stderr, "bench: --only rtt|floor|client|guest|writes\n%s", kUsage);
+                std::fprintf(stderr, "bench: --only rtt|floor|client|guest|writes|fast\n%s",
+                             kUsage);
                 return 2;
             }
         } else if (char* end = nullptr;
@@ -476,7 +801,7 @@ int main(int argc, char** argv) {
         return 1;
     }
     const std::string sock = "/tmp/potemkin-bench-" + std::to_string(::getpid()) + ".sock";
-    const Pinning pin(pin_on);
+    const Pinning pin(pin_on, pin_same);
     pin.to_device();
     // Three multibar servers for the write figures (one client each).
     const std::string wsocks[3] = {sock + ".w0", sock + ".w1", sock + ".w2"};
@@ -492,6 +817,34 @@ int main(int argc, char** argv) {
             }
         }
     }
+    // The fast path: its own edu servers (one client each): plain, polling, and one whose
+    // client pauses before each access (so it finds the server asleep).
+    std::vector<std::unique_ptr<testing::ServerProcess>> fast_servers;
+    if (part == Part::all || part == Part::fast) {
+        for (const char* suffix : {".fstd", ".fast", ".fsleep"}) {
+            fast_servers.push_back(std::make_unique<testing::ServerProcess>(sock + suffix));
+            fast_servers.back()->set_args({"--poll-us", std::to_string(poll_us)});
+            if (!fast_servers.back()->start()) {
+                std::fprintf(stderr, "bench: could not start potemkin serve edu\n");
+                return 1;
+            }
+        }
+    }
+    auto run_fast = [&] {
+        const std::string std_url = "vfio-user:" + sock + ".fstd?fastpath=0";
+        const std::string fast_url = "vfio-user:" + sock + ".fast";
+        const std::string asleep_url = "vfio-user:" + sock + ".fsleep";
+        std::printf("fast path: server poll window %u us (potemkin serve --poll-us)\n", poll_us);
+        print_fast(fast_round_trips(std_url, fast_url, asleep_url, n, poll_us, pin), n);
+        fast_guest_and_idle(std_url, fast_url, fast_servers[1]->pid(), n, pin);
+    };
+    if (part == Part::fast) {
+        if (pin.on())
+            std::printf("pinned: client on CPU %d, device processes on CPU %d\n\n",
+                        pin.client_cpu(), pin.device_cpu());
+        run_fast();
+        return 0;
+    }
     if (part == Part::writes) {
         if (pin.on())
             std::printf("pinned: client on CPU %d, device processes on CPU %d\n\n",
@@ -504,7 +857,8 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "bench: could not start potemkin serve edu\n");
         return 1;
     }
-    const std::string url = "vfio-user:" + sock;
+    // Parts 2-3 measure standard vfio-user messages; the fast path is part 6.
+    const std::string url = "vfio-user:" + sock + "?fastpath=0";
 
     if (part == Part::guest) pin.to_client();
     if (part == Part::guest) {
@@ -543,6 +897,7 @@ int main(int argc, char** argv) {
     std::printf("%-46s %12.0f  (%.1fx inproc)\n\n", "  PCI_FRONT + vfio-user (potemkin serve)",
                 over_vfu, over_vfu / inproc);
     print_writes(guest_writes(wsocks, n, pin), n);
+    run_fast();
 
     const size_t bytes = 64u << 20;
     auto mem = vm::GuestMemory::create({{Gpa(0), bytes}});

@@ -61,9 +61,9 @@ Result<void> WaitSet::unwatch(int fd) {
     return ok();
 }
 
-Result<uint32_t> WaitSet::wait() {
-    epoll_event evs[4];
-    const int n = ::epoll_wait(ep_.get(), evs, 4, -1);
+Result<uint32_t> WaitSet::wait(int timeout_ms) {
+    epoll_event evs[8];
+    const int n = ::epoll_wait(ep_.get(), evs, 8, timeout_ms);
     if (n < 0) {
         if (errno == EINTR) return 0u;
         return failf(Errno{errno}, "epoll_wait");

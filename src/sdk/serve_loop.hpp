@@ -75,15 +75,16 @@ void signal_client_eventfd(int fd, std::string_view label, std::string_view what
 class WaitSet {
   public:
     // What woke a wait (a bit mask).
-    enum Event : uint32_t { socket = 1, stop = 2, resample = 4, doorbell = 16 };
+    enum Event : uint32_t { socket = 1, stop = 2, resample = 4, doorbell = 16, fast_path = 32 };
 
     static Result<WaitSet> create();
     Result<void> watch(int fd, Event tag);
     // Before the fd closes: the client may hold the same file, so closing our fd alone would
     // leave it in the set.
     Result<void> unwatch(int fd);
-    // Blocks until something is readable; returns the mask (0 when a signal interrupted).
-    Result<uint32_t> wait();
+    // Blocks until something is readable, at most timeout_ms (-1: no limit; 0: only looks);
+    // returns the mask (0 when the time ran out or a signal interrupted).
+    Result<uint32_t> wait(int timeout_ms = -1);
 
   private:
     UniqueFd ep_;

@@ -102,6 +102,8 @@ struct ServeOptions {
     int mpqemu_fd = -1;
     std::vector<std::string> params;
     std::string dma_layout = "auto";
+    uint32_t poll_us = 50;
+    bool no_fast_path = false;
     bool verbose = false;
 };
 
@@ -121,6 +123,8 @@ Result<std::unique_ptr<sdk::DeviceServer>> make_server(const ServeOptions& o,
     }
     vfio_user::VfioUserServerSettings s;
     POTEMKIN_TRY_ASSIGN(s.dma_layout, vfio_user::parse_dma_layout_setting(o.dma_layout));
+    s.poll_us = o.poll_us;
+    s.fast_path = !o.no_fast_path;
     s.socket_path = o.socket;
     s.listen_fd = o.fd;
     s.stop_fd = stop_fd;
@@ -271,6 +275,16 @@ int main(int argc, char** argv) {
                     "DMA_READ/DMA_WRITE layout for DMA by message: auto (QEMU's for QEMU's "
                     "client, else the spec's), spec or qemu")
         ->check(CLI::IsMember({"auto", "spec", "qemu"}))
+        ->excludes(mp_opt);
+    srv->add_option("--poll-us", serve.poll_us,
+                    "Fast path (docs/fast-path.md): poll the shared area for N microseconds "
+                    "after the last access before sleeping on an eventfd; 0 = never poll. A "
+                    "busy core for that long against a wake-up per access after a pause")
+        ->capture_default_str()
+        ->check(CLI::Range(0u, 1000000u))
+        ->excludes(mp_opt);
+    srv->add_flag("--no-fast-path", serve.no_fast_path,
+                  "Do not offer the shared-memory fast path: plain vfio-user for every client")
         ->excludes(mp_opt);
     srv->add_flag("-v,--verbose", serve.verbose, "Log connections and requests");
     srv->footer(

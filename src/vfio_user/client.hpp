@@ -67,6 +67,12 @@ struct VfioUserClientSettings : hostdev::RemoteClientSettings {
     // Ask the server for ioeventfds (DEVICE_GET_REGION_IO_FDS) of every BAR; a guest write that
     // matches one becomes an eventfd write instead of a message.
     bool ioeventfds = true;
+    // Offer potemkin's shared-memory fast path in VERSION (docs/fast-path.md): with a server
+    // that takes it, region accesses of up to 32 bytes go through a shared queue instead of
+    // messages (and ioeventfds are not used: the queue is cheaper and keeps the order). A
+    // server that does not offer it (QEMU's, libvfio-user's, `potemkin serve --no-fast-path`)
+    // is spoken to in plain vfio-user.
+    bool fast_path = true;
 };
 
 // What became of the guest's writes and the server's requests (tests, probe, bench).
@@ -76,6 +82,10 @@ struct VfioUserStats {
     uint64_t ioeventfds = 0;           // ioeventfds the server offered on this connection
     uint64_t server_requests = 0;      // DMA_READ/DMA_WRITE served
     bool twin_socket = false;          // the server's requests come on a twin socket
+    bool fast_path = false;            // this connection uses the fast path
+    uint64_t fast_path_accesses = 0;   // region accesses that went through the shared queue
+    uint64_t fast_path_kicks = 0;      // of those, ones that found the server asleep
+    uint64_t fast_path_blocks = 0;     // waits that ended up blocking on the answer eventfd
 };
 
 // What VERSION settled (docs/vfio-user.md).
@@ -108,8 +118,8 @@ class VfioUserClient final : public hostdev::RemoteClient {
 };
 
 // Register scheme "vfio-user": path = the socket; parameters timeout_ms=N (reply timeout,
-// default 5000), reconnect=0|1, posted_writes=0|1, twin_socket=0|1, ioeventfds=0|1 (all
-// default 1).
+// default 5000), reconnect=0|1, posted_writes=0|1, twin_socket=0|1, ioeventfds=0|1,
+// fastpath=0|1 (all default 1).
 Result<void> register_vfio_user_transport(hostdev::TransportRegistry& transports);
 
 }  // namespace potemkin::vfio_user

@@ -93,6 +93,8 @@ Result<const Message*> VfioUserClient::Impl::exchange_locked(
     Command cmd, std::span<const std::span<const uint8_t>> payload, std::span<const int> fds,
     What what) {
     if (!link_.up() || !sock_) return fail(gone_error(what));
+    // Accesses queued on the fast path come first, as on one stream.
+    POTEMKIN_TRY(fast_drain_locked(what));
     // Requests of the server's that the poll thread took off the socket: the server waits for
     // their answers and will not look at ours before.
     if (!pending_.empty()) {
@@ -195,6 +197,7 @@ Result<void> VfioUserClient::Impl::post_locked(Command cmd,
                               "the server is gone");
         return fail(gone_error(what));
     }
+    POTEMKIN_TRY(fast_drain_locked(what));
     if (!pending_.empty()) {
         serve_pending_locked();
         if (!link_.up()) return fail(gone_error(what));
@@ -354,6 +357,7 @@ void VfioUserClient::Impl::lose_locked(const std::string& why, bool report) {
     twin_reader_.reset();
     pending_.clear();
     ioeventfds_.clear();
+    fast_.reset();  // a new connection negotiates it again
     armed_ = {};
     dma_maps_.clear();
     std::string text = fmt::format("{}: server went away: {}", s_.label, why);

@@ -22,6 +22,7 @@
 #include "hostdev/remote_link.hpp"
 #include "hostdev/what.hpp"
 #include "vfio_user/client.hpp"
+#include "vfio_user/fast_path.hpp"
 #include "vfio_user/protocol.hpp"
 #include "vfio_user/socket.hpp"
 
@@ -123,6 +124,25 @@ class VfioUserClient::Impl final : public hostdev::HostDevice,
     void requests_event(const Watch& watched, short revents) override;
     std::function<void()> try_restore() override;
 
+    // ---- The fast path (client_fast_path.cpp) ----
+    // Adopts the area and eventfds the VERSION reply carried (fds from `first`); a failure
+    // leaves the connection on plain vfio-user.
+    void adopt_fast_path_locked(std::vector<UniqueFd>& fds, uint32_t first);
+    // One access through the shared queue: `data` is what a write writes and where a read's
+    // answer goes. A posted write returns once queued.
+    Result<void> fast_access_locked(fast_path::Op op, uint32_t region, uint64_t offset,
+                                    std::span<uint8_t> data, What what);
+    // Waits until the server completed `count` accesses: spins, then yields, then blocks on the
+    // answer eventfd while watching the sockets (a hang-up, the server's DMA requests); the
+    // reply deadline holds. A lost connection or a queue that breaks the protocol: the
+    // connection is lost and the error says so.
+    Result<void> fast_wait_locked(uint64_t count, What what);
+    // Before anything goes over the socket: every queued access completed (posted writes
+    // first, as on one stream).
+    Result<void> fast_drain_locked(What what) {
+        return fast_ ? fast_wait_locked(fast_->queue.head(), what) : Result<void>();
+    }
+
     // ---- Setup (client_setup.cpp) ----
     Result<void> setup(UniqueFd sock, bool first);
     Result<void> setup_locked(bool first);
@@ -177,6 +197,17 @@ class VfioUserClient::Impl final : public hostdev::HostDevice,
         std::shared_ptr<UniqueFd> fd;  // entries may share one
     };
     std::vector<Ioeventfd> ioeventfds_;
+    // The fast path, when this connection agreed to it (dropped with the connection).
+    struct FastPath {
+        fast_path::Area area;
+        fast_path::ClientQueue queue;
+        UniqueFd kick;    // written when publish() finds the server asleep
+        UniqueFd answer;  // the server writes it when we block waiting
+    };
+    std::unique_ptr<FastPath> fast_;
+    std::atomic<uint64_t> fast_accesses_{0};
+    std::atomic<uint64_t> fast_kicks_{0};
+    std::atomic<uint64_t> fast_blocks_{0};
     std::atomic<uint64_t> ioeventfd_writes_{0};
     std::atomic<uint64_t> served_{0};
     std::atomic<uint64_t> generation_{0};

@@ -56,7 +56,9 @@ Result<void> VfioUserClient::Impl::setup_locked(bool first) {
     POTEMKIN_TRY(map_dma_locked());
     POTEMKIN_TRY(query_irqs_locked());
     POTEMKIN_TRY(query_bars_locked());
-    if (s_.ioeventfds) POTEMKIN_TRY(query_ioeventfds_locked());
+    // With the fast path, writes go through its queue (cheaper than an eventfd write, and in
+    // order with everything else): no ioeventfds.
+    if (s_.ioeventfds && !fast_) POTEMKIN_TRY(query_ioeventfds_locked());
     POTEMKIN_TRY(apply_irqs_locked());
     if (!first) POTEMKIN_TRY(replay_config_locked());
     return ok();
@@ -67,6 +69,8 @@ Result<void> VfioUserClient::Impl::negotiate_locked() {
     v.caps.max_msg_fds = kOurMaxMsgFds;
     v.caps.max_data_xfer_size = kOurMaxDataXfer;
     v.caps.twin_socket_supported = s_.twin_socket;
+    if (s_.fast_path) v.caps.fast_path_version = fast_path::kVersion;
+    fast_.reset();
     POTEMKIN_TRY_ASSIGN(Reply r,
                         request_locked(Command::version, encode_version(v), {}, "VERSION"));
     auto peer = decode_version(r.payload);
@@ -93,6 +97,11 @@ Result<void> VfioUserClient::Impl::negotiate_locked() {
         adopt_twin_locked(std::move(r.fds[*index]));
         log::debug("{}: the server's requests come on a twin socket", s_.label);
     }
+    // Only what we offered: a server's fast-path answer to a client that did not ask is
+    // ignored, as any unknown capability.
+    if (s_.fast_path && peer->caps.fast_path_version == fast_path::kVersion &&
+        peer->caps.fast_path_fd_index)
+        adopt_fast_path_locked(r.fds, *peer->caps.fast_path_fd_index);
     return ok();
 }
 

@@ -1,6 +1,7 @@
 // The "vfio-user:" URL: path = the server's socket; parameters timeout_ms=N (reply timeout,
-// default 5000) and the switches reconnect, posted_writes, twin_socket, ioeventfds (0|1, default
-// 1; docs/vfio-user.md, "URL"). Registered with the transport registry.
+// default 5000) and the switches reconnect, posted_writes, twin_socket, ioeventfds, fastpath
+// (0|1, default 1; docs/vfio-user.md, "URL"; docs/fast-path.md). Registered with the transport
+// registry.
 #include <charconv>
 
 #include "vfio_user/client.hpp"
@@ -31,6 +32,7 @@ Result<void> register_vfio_user_transport(hostdev::TransportRegistry& transports
                                         : key == "posted_writes" ? &s.posted_writes
                                         : key == "twin_socket"   ? &s.twin_socket
                                         : key == "ioeventfds"    ? &s.ioeventfds
+                                        : key == "fastpath"      ? &s.fast_path
                                                                  : nullptr) {
                     if (!numeric || n > 1)
                         return failf("parameter {}='{}' is not 0 or 1", key, value);
@@ -38,7 +40,7 @@ Result<void> register_vfio_user_transport(hostdev::TransportRegistry& transports
                 } else {
                     return failf(
                         "unknown parameter '{}' (known: timeout_ms, reconnect, posted_writes, "
-                        "twin_socket, ioeventfds)",
+                        "twin_socket, ioeventfds, fastpath)",
                         key);
                 }
             }

@@ -202,6 +202,11 @@ std::string capabilities_json(const Capabilities& caps) {
         c["twin_socket"] = t;
     }
     if (caps.write_multiple) c["write_multiple"] = *caps.write_multiple;
+    if (caps.fast_path_version) {
+        nlohmann::ordered_json f = {{"version", *caps.fast_path_version}};
+        if (caps.fast_path_fd_index) f["fd_index"] = *caps.fast_path_fd_index;
+        c["potemkin"] = {{"fast_path", f}};
+    }
     nlohmann::ordered_json root;
     root["capabilities"] = c;
     return root.dump();
@@ -282,6 +287,19 @@ Result<Capabilities> parse_capabilities_json(std::string_view json) {
         if (!w->is_boolean())
             return invalid("VERSION: capability write_multiple is not a boolean: {}", w->dump());
         caps.write_multiple = w->get<bool>();
+    }
+    // Ours alone, so it is read leniently: anything but the exact shape means "not offered".
+    if (auto p = c.find("potemkin"); p != c.end() && p->is_object()) {
+        if (auto f = p->find("fast_path"); f != p->end() && f->is_object()) {
+            auto v = f->find("version");
+            auto i = f->find("fd_index");
+            if (v != f->end() && v->is_number_unsigned() && v->get<uint64_t>() <= UINT32_MAX) {
+                caps.fast_path_version = static_cast<uint32_t>(v->get<uint64_t>());
+                if (i != f->end() && i->is_number_unsigned() &&
+                    i->get<uint64_t>() < kMaxMsgFdsLimit)
+                    caps.fast_path_fd_index = static_cast<uint32_t>(i->get<uint64_t>());
+            }
+        }
     }
     return caps;
 }

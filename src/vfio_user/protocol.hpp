@@ -125,6 +125,13 @@ struct Capabilities {
     // QEMU's client is the only one known to send it, which tells a server that the client
     // lays DMA_READ/DMA_WRITE out as QEMU does (DmaLayout::qemu).
     std::optional<bool> write_multiple;
+    // "potemkin": {"fast_path": {"version": 1[, "fd_index": N]}}: potemkin's shared-memory
+    // fast path (vfio_user/fast_path.hpp, docs/fast-path.md). The client offers the version
+    // it speaks; a server that takes it answers with the same version and the index of the
+    // area memfd among its fds (the kick and answer eventfds follow it). Any other shape, or
+    // another version, is treated as not offered: a peer that does not know it never sees it.
+    std::optional<uint32_t> fast_path_version;
+    std::optional<uint32_t> fast_path_fd_index;  // reply only
 };
 
 struct Version {

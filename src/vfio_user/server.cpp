@@ -3,6 +3,7 @@
 // the wait set are sdk::ServeLoop's, shared with the mpqemu server.
 #include "vfio_user/server.hpp"
 
+#include <sched.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 
@@ -12,6 +13,7 @@
 #include <cstring>
 #include <string>
 
+#include "common/eventfd.hpp"
 #include "common/log.hpp"
 #include "vfio_user/server_internal.hpp"
 
@@ -125,7 +127,10 @@ Result<void> VfioUserServer::run() {
 // epoll_wait over the socket, the stop fds and the INTx resample eventfd, then recvmsg.
 namespace {
 constexpr int kBusyWaitMs = 50;
-}
+// While the fast path polls: how often the wait set is looked at (a system call, so not on
+// every turn; it bounds how late a message on the socket or a stop is seen).
+constexpr auto kFastLook = std::chrono::microseconds(4);
+}  // namespace
 
 Result<void> VfioUserServer::serve_connection(int conn_fd) {
     using Clock = std::chrono::steady_clock;
@@ -200,8 +205,80 @@ Result<void> VfioUserServer::serve_connection(int conn_fd) {
         return true;
     };
 
+    // With the fast path: the shared area is served first; the wait set (socket, stops, the
+    // kick eventfd, resample, doorbells) is looked at without blocking every kFastLook while
+    // polling, and blocked on once the poll window passed (docs/fast-path.md, "Server").
+    const auto poll_window = std::chrono::microseconds(settings_.poll_us);
+    auto fast_last = Clock::now();
+    auto fast_looked = fast_last;
+    int fast_cpu = -1;  // where this thread ran at the last look
+    auto receive_fast = [&]() -> Result<bool> {
+        auto& fp = *conn.fast;
+        if (!fp.watched) {
+            POTEMKIN_TRY(waits->watch(fp.kick.get(), sdk::WaitSet::fast_path));
+            fp.watched = true;
+        }
+        for (;;) {
+            if (conn.reader.has_message()) {
+                POTEMKIN_TRY(conn.reader.next(conn.fd.get(), conn.rx, ropt));
+                return true;
+            }
+            const bool served = serve_fast_path(conn);
+            if (conn.close) return false;
+            auto now = Clock::now();
+            if (served) fast_last = now;
+            uint32_t ev = 0;
+            if (now - fast_last < poll_window) {
+                if (now - fast_looked < kFastLook) {
+                    // A client on this CPU cannot queue anything while we spin: let it run.
+                    if (!served && fp.queue.client_on_cpu(fast_cpu)) {
+                        if (::sched_yield() != 0)
+                            log::debug("{}: sched_yield: {}", settings_.label,
+                                       std::strerror(errno));
+                    } else {
+                        fast_path::cpu_relax();
+                    }
+                    continue;
+                }
+                fast_looked = now;
+                fast_cpu = ::sched_getcpu();
+                fp.queue.note_cpu(fast_cpu);
+                POTEMKIN_TRY_ASSIGN(ev, waits->wait(0));
+                // A client sharing this CPU gets it now rather than at the end of our slice.
+                if (ev == 0 && ::sched_yield() != 0)
+                    log::debug("{}: sched_yield: {}", settings_.label, std::strerror(errno));
+            } else {
+                if (!fp.queue.sleep_unless_work()) continue;
+                ++stats_.fast_path_sleeps;
+                auto woke = waits->wait(-1);
+                fp.queue.wake();
+                if (!woke) return fail(woke.error());
+                ev = *woke;
+                fast_last = Clock::now();  // poll again after a wake-up
+            }
+            if ((ev & sdk::WaitSet::fast_path) != 0) consume_eventfd(fp.kick.get());
+            if ((ev & sdk::WaitSet::stop) != 0) {
+                loop_->mark_stopped();
+                return false;
+            }
+            if ((ev & sdk::WaitSet::resample) != 0 && intx_unmask_.fired()) unmask_intx();
+            if ((ev & sdk::WaitSet::doorbell) != 0) doorbells_.collect();
+            if ((ev & sdk::WaitSet::socket) != 0) {
+                RecvOptions o = ropt;
+                o.readable = true;
+                POTEMKIN_TRY(conn.reader.next(conn.fd.get(), conn.rx, o));
+                return true;
+            }
+            // Rung doorbells after what the client queued before them (the area, the socket).
+            if (doorbells_.pending() && !conn.reader.has_message()) {
+                POTEMKIN_TRY_ASSIGN(const bool more, wait_readable(conn.fd.get(), 0));
+                if (!more && !fp.queue.has_work()) doorbells_.deliver(*server_);
+            }
+        }
+    };
+
     while (!conn.close && !loop_->stopped()) {
-        auto got = receive();
+        auto got = conn.fast ? receive_fast() : receive();
         if (!got) {
             if (got.error().sys_errno == ECONNRESET)
                 log::info("{}: client disconnected ({})", settings_.label, got.error().message);
@@ -215,6 +292,10 @@ Result<void> VfioUserServer::serve_connection(int conn_fd) {
         if (!conn.close) server_->run_deferred();
     }
     conn_ = nullptr;
+    if (conn.fast && conn.fast->watched) {
+        if (auto r = waits->unwatch(conn.fast->kick.get()); !r)
+            log::warn("{}: fast path: {}", settings_.label, r.error().message);
+    }
     intx_unmask_.attach(nullptr);  // out of the set before it goes
     doorbells_.attach(nullptr);
     disconnect_cleanup();
@@ -339,11 +420,13 @@ Result<void> VfioUserServer::handle_version(Connection& conn, Message& msg) {
               conn.client.max_data_xfer_size, conn.twin ? ", twin socket" : "");
     log::info("{}: DMA_READ/DMA_WRITE in the {} layout ({})", settings_.label,
               dma_layout_name(layout.layout), layout.reason);
+    std::vector<int> fds;
+    if (client_end) fds.push_back(client_end.get());
+    if (!msg.header.no_reply()) offer_fast_path(conn, mine.caps, fds);
     auto payload = encode_version(mine);
     std::span<const uint8_t> parts[1] = {bytes_of(payload)};
-    if (!client_end) return reply(conn, msg, parts);
-    const int fds[1] = {client_end.get()};
-    return reply(conn, msg, parts, fds);  // client_end closes here: the client has its copy
+    // client_end closes here: the client has its copy.
+    return reply(conn, msg, parts, fds);
 }
 
 }  // namespace potemkin::vfio_user

@@ -56,6 +56,7 @@
 #include "sdk/model_server.hpp"
 #include "sdk/serve_loop.hpp"
 #include "sdk/server_events.hpp"
+#include "vfio_user/fast_path.hpp"
 #include "vfio_user/protocol.hpp"
 #include "vfio_user/socket.hpp"
 
@@ -87,6 +88,14 @@ struct VfioUserServerSettings : sdk::DeviceServerSettings {
     bool remove_stale_socket = true;
     // Unlink socket_path when the server is destroyed (only if it bound it).
     bool unlink_on_exit = true;
+    // Offer potemkin's shared-memory fast path to a client that asks for it in VERSION
+    // (docs/fast-path.md). Clients that do not ask (QEMU, libvfio-user's) get plain vfio-user.
+    bool fast_path = true;
+    // While a fast-path client is connected, how long the serving thread keeps polling the
+    // shared area after the last access before it sleeps on the kick eventfd: a busy core for
+    // that long against a wake-up (tens of microseconds across CPUs) for the next access.
+    // 0: never poll; every access after a pause pays the wake-up.
+    uint32_t poll_us = 50;
 };
 
 class VfioUserServer final : public sdk::DeviceServer {
@@ -112,7 +121,11 @@ class VfioUserServer final : public sdk::DeviceServer {
         uint64_t connections = 0;
         uint64_t requests = 0;
         uint64_t error_replies = 0;
-        uint64_t dropped_interrupts = 0;  // no eventfd installed, or the vector was masked
+        uint64_t dropped_interrupts = 0;     // no eventfd installed, or the vector was masked
+        uint64_t fast_path_connections = 0;  // clients that took the fast path
+        uint64_t fast_path_accesses = 0;     // region accesses served from the shared area
+        uint64_t fast_path_errors = 0;       // of those, answered with an error
+        uint64_t fast_path_sleeps = 0;       // times the server slept on the kick eventfd
     };
     Stats stats() const { return stats_; }
     // Doorbell rings that came through ioeventfds (not as REGION_WRITE messages).
@@ -148,6 +161,18 @@ class VfioUserServer final : public sdk::DeviceServer {
     Result<void> handle_region_io_fds(Connection& conn, Message& msg);
     Result<void> handle_region_access(Connection& conn, Message& msg);
     Result<void> handle_reset(Connection& conn, Message& msg);
+    // Bounds of a region access (both paths): EINVAL naming region, offset and count.
+    Result<void> check_region_access(const char* name, uint32_t region, uint64_t offset,
+                                     uint64_t count) const;
+    // server_fast_path.cpp
+    // VERSION: the fast path for this connection when the client asked and can take the fds;
+    // the fds to send (appended to `fds`) and the reply capabilities.
+    void offer_fast_path(Connection& conn, Capabilities& mine, std::vector<int>& fds);
+    // Serves every access queued in the shared area now; true if there was one. A client that
+    // breaks the queue's protocol marks conn.close.
+    bool serve_fast_path(Connection& conn);
+    // One validated access: 0 or an errno, `out` filled for a read.
+    int fast_access(const fast_path::Access& a, std::span<uint8_t> out);
     // server_irqs.cpp
     Result<void> handle_irq_info(Connection& conn, Message& msg);
     Result<void> handle_set_irqs(Connection& conn, Message& msg);

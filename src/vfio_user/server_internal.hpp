@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <cstddef>
+#include <memory>
 #include <span>
 #include <vector>
 
@@ -56,6 +57,16 @@ struct VfioUserServer::Connection {
     MessageReader twin_reader;
     // Whether we told this client that message DMA inside a request deadlocks QEMU.
     bool warned_dma_in_request = false;
+    // The fast path, when agreed in VERSION (server_fast_path.cpp).
+    struct FastPath {
+        fast_path::Area area;
+        fast_path::ServerQueue queue;
+        UniqueFd kick;         // the client writes it when it finds us asleep
+        UniqueFd answer;       // we write it when the client blocks on an answer
+        bool watched = false;  // kick is in the connection's wait set
+        uint64_t signal_failures = 0;
+    };
+    std::unique_ptr<FastPath> fast;
 };
 
 }  // namespace potemkin::vfio_user

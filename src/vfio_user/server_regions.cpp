@@ -104,20 +104,25 @@ Result<void> VfioUserServer::handle_region_io_fds(Connection& conn, Message& msg
     return reply(conn, msg, parts, send_fds ? std::span<const int>(fds) : std::span<const int>());
 }
 
+Result<void> VfioUserServer::check_region_access(const char* name, uint32_t region, uint64_t offset,
+                                                 uint64_t count) const {
+    if (region >= kPciNumRegions)
+        return invalid("{}: region {} does not exist ({} regions)", name, region, kPciNumRegions);
+    const uint64_t size = region_size_[region];
+    if (offset > size || count > size - offset)
+        return invalid("{}: offset {:#x} count {} runs past the end of region {} ({:#x} bytes)",
+                       name, offset, count, region, size);
+    return ok();
+}
+
 Result<void> VfioUserServer::handle_region_access(Connection& conn, Message& msg) {
     POTEMKIN_TRY(no_fds(msg));
     const auto cmd = static_cast<Command>(msg.header.cmd);
     const bool write = cmd == Command::region_write;
     auto a = decode_region_access_view(cmd, false, msg.payload, kDefaultMaxDataXferSize);
     if (!a) return fail(a.error());
-    const char* name = write ? "REGION_WRITE" : "REGION_READ";
-    if (a->region >= kPciNumRegions)
-        return invalid("{}: region {} does not exist ({} regions)", name, a->region,
-                       kPciNumRegions);
-    const uint64_t size = region_size_[a->region];
-    if (a->offset > size || a->count > size - a->offset)
-        return invalid("{}: offset {:#x} count {} runs past the end of region {} ({:#x} bytes)",
-                       name, a->offset, a->count, a->region, size);
+    POTEMKIN_TRY(check_region_access(write ? "REGION_WRITE" : "REGION_READ", a->region, a->offset,
+                                     a->count));
     if (a->count == 0) return reply(conn, msg);
     const auto head = encode_region_access_head(a->offset, a->region, a->count);
     if (write) {

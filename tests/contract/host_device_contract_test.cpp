@@ -641,6 +641,7 @@ TEST_P(HostDeviceContract, ReconnectRestoresAccessAndGuestConfig) {
 INSTANTIATE_TEST_SUITE_P(Transports, HostDeviceContract,
                          ::testing::Values(ContractParam{TransportKind::inproc},
                                            ContractParam{TransportKind::vfio_user},
+                                           ContractParam{TransportKind::vfio_user_messages},
                                            ContractParam{TransportKind::mpqemu},
                                            ContractParam{TransportKind::vfio_user, false},
                                            ContractParam{TransportKind::mpqemu, false}),

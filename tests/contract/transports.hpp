@@ -29,7 +29,9 @@
 
 namespace potemkin::testing {
 
-enum class TransportKind { inproc, vfio_user, mpqemu };
+// vfio_user: potemkin's client and server as they come (the fast path agreed, docs/fast-path.md);
+// vfio_user_messages: the same with fastpath=0, every access a message.
+enum class TransportKind { inproc, vfio_user, vfio_user_messages, mpqemu };
 
 inline const char* transport_name(TransportKind k) {
     switch (k) {
@@ -37,6 +39,8 @@ inline const char* transport_name(TransportKind k) {
             return "Inproc";
         case TransportKind::vfio_user:
             return "VfioUser";
+        case TransportKind::vfio_user_messages:
+            return "VfioUserMessages";
         case TransportKind::mpqemu:
             return "Mpqemu";
     }
@@ -139,7 +143,8 @@ class ServerThread {
 
 class VfioUserHarness final : public TransportHarness {
   public:
-    VfioUserHarness() : ready_(vfio_user::register_vfio_user_transport(transports_)) {}
+    explicit VfioUserHarness(bool fast_path = true)
+        : fast_path_(fast_path), ready_(vfio_user::register_vfio_user_transport(transports_)) {}
     ~VfioUserHarness() override {
         server_.stop();
         if (!dir_.empty()) {
@@ -161,7 +166,8 @@ class VfioUserHarness final : public TransportHarness {
         if (::mkdtemp(tmpl) == nullptr) return failf(Errno{errno}, "mkdtemp");
         dir_ = tmpl;
         POTEMKIN_TRY(start_server());
-        return transports_.open("vfio-user:" + socket_path(), ctx);
+        return transports_.open("vfio-user:" + socket_path() + (fast_path_ ? "" : "?fastpath=0"),
+                                ctx);
     }
     void kill() override { server_.stop(); }
     Result<void> restart() override { return start_server(); }
@@ -180,6 +186,7 @@ class VfioUserHarness final : public TransportHarness {
         return ok();
     }
 
+    bool fast_path_ = true;  // false: fastpath=0 in the URL
     hostdev::TransportRegistry transports_;
     Result<void> ready_;
     std::string dir_;
@@ -239,6 +246,8 @@ inline std::unique_ptr<TransportHarness> make_harness(TransportKind k) {
             return std::make_unique<InprocHarness>();
         case TransportKind::vfio_user:
             return std::make_unique<VfioUserHarness>();
+        case TransportKind::vfio_user_messages:
+            return std::make_unique<VfioUserHarness>(false);
         case TransportKind::mpqemu:
             return std::make_unique<MpqemuHarness>();
     }

@@ -91,6 +91,7 @@ class ServerProcess {
                 argv.push_back("--param");
                 argv.push_back(p.c_str());
             }
+            for (const auto& a : args_) argv.push_back(a.c_str());
             argv.push_back(nullptr);
             ::execv(POTEMKIN_BINARY, const_cast<char* const*>(argv.data()));
             ::_exit(127);
@@ -112,6 +113,9 @@ class ServerProcess {
     }
     // Model parameters ("key=value") for the next start().
     void set_params(std::vector<std::string> params) { params_ = std::move(params); }
+    // More `potemkin serve` options ("--poll-us", "0") for the next start().
+    void set_args(std::vector<std::string> args) { args_ = std::move(args); }
+    pid_t pid() const { return pid_; }
     // The server's stderr goes to this file (appended; removed with the object) instead of the
     // test's, from the next start() on.
     void set_log(std::string path) { log_path_ = std::move(path); }
@@ -149,6 +153,7 @@ class ServerProcess {
     std::string path_;
     std::string model_;
     std::vector<std::string> params_;
+    std::vector<std::string> args_;
     std::string log_path_;
     pid_t pid_ = -1;
 };

@@ -17,7 +17,9 @@
 #include <thread>
 
 #include "../support/alloc_counter.hpp"
+#include "common/eventfd.hpp"
 #include "vfio_user/client.hpp"
+#include "vfio_user/fast_path.hpp"
 #include "vfio_user/protocol.hpp"
 #include "vfio_user/socket.hpp"
 #include "vm/guest_memory.hpp"
@@ -969,6 +971,92 @@ TEST(VfioUserClient, PostedWritesLostWithTheServerAreCounted) {
     EXPECT_FALSE((*d)->region_write(0, 4, v));
     const auto st = client->stats();
     EXPECT_EQ(st.posted.dropped, 2u);
+}
+
+// ---- The fast path against a server that writes what it likes into the shared area ----------
+
+// The server side of an agreed fast path, made here: the fake server offers it in its VERSION
+// reply and never serves the queue; the test writes into the area as a hostile server would.
+struct HostileFastPath {
+    vu::fast_path::Area area;
+    UniqueFd kick, answer;
+    uint64_t& word(size_t offset) { return *reinterpret_cast<uint64_t*>(area.base() + offset); }
+};
+
+std::shared_ptr<HostileFastPath> offer_fast_path(FakeServer& server) {
+    auto area = vu::fast_path::Area::create();
+    auto kick = make_eventfd();
+    auto answer = make_eventfd();
+    EXPECT_TRUE(area && kick && answer);
+    if (!area || !kick || !answer) return nullptr;
+    auto hp = std::make_shared<HostileFastPath>(
+        HostileFastPath{std::move(*area), std::move(*kick), std::move(*answer)});
+    server.set_hook([hp](const vu::Message& m, int sock) {
+        if (m.header.cmd != static_cast<uint16_t>(vu::Command::version)) return false;
+        const std::string json = R"({"capabilities":{"max_msg_fds":8,"max_data_xfer_size":1048576,)"
+                                 R"("potemkin":{"fast_path":{"version":1,"fd_index":0}}}})";
+        std::vector<uint8_t> p{0, 0, 2, 0};
+        p.insert(p.end(), json.begin(), json.end());
+        p.push_back(0);
+        const int fds[3] = {hp->area.fd(), hp->kick.get(), hp->answer.get()};
+        EXPECT_TRUE(vu::send_message(sock, vu::reply_header(m.header, uint32_t(p.size())),
+                                     std::span<const uint8_t>(p), fds));
+        return true;
+    });
+    return hp;
+}
+
+constexpr size_t kServerTail = 2 * vu::fast_path::kLine;
+
+// A completion count beyond anything published: the connection is dropped at once (not at the
+// reply deadline) and the report names the field.
+TEST(VfioUserClientFastPath, ACompletionCountFromNowhereDropsTheConnection) {
+    FakeServer server;
+    auto hostile = offer_fast_path(server);
+    ASSERT_NE(hostile, nullptr);
+    Events ev;
+    auto d = open_url("vfio-user:" + server.path() + "?reconnect=0&timeout_ms=5000", ev);
+    ASSERT_TRUE(d) << d.error().message;
+    auto* client = dynamic_cast<vfio_user::VfioUserClient*>(d->get());
+    ASSERT_TRUE(client->stats().fast_path);
+    std::atomic_ref<uint64_t>(hostile->word(kServerTail)).store(999);
+    std::array<uint8_t, 4> buf{};
+    auto r = (*d)->region_read(0, 0, buf);
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().sys_errno, ENOTCONN) << r.error().message;
+    ASSERT_EQ(ev.gone.size(), 1u);
+    EXPECT_NE(ev.gone[0].find("completion count 999"), std::string::npos) << ev.gone[0];
+    EXPECT_FALSE(client->connected());
+}
+
+// A server that moves the count without answering the slot: caught by the ticket echo.
+TEST(VfioUserClientFastPath, ACompletionWithoutAnAnswerDropsTheConnection) {
+    FakeServer server;
+    auto hostile = offer_fast_path(server);
+    ASSERT_NE(hostile, nullptr);
+    Events ev;
+    auto d = open_url("vfio-user:" + server.path() + "?reconnect=0", ev);
+    ASSERT_TRUE(d) << d.error().message;
+    std::atomic_ref<uint64_t>(hostile->word(kServerTail)).store(1);  // "access 0 is done"
+    std::array<uint8_t, 4> buf{};
+    auto r = (*d)->region_read(0, 0, buf);
+    ASSERT_FALSE(r);
+    ASSERT_EQ(ev.gone.size(), 1u);
+    EXPECT_NE(ev.gone[0].find("access 0 was due"), std::string::npos) << ev.gone[0];
+}
+
+// A server that never answers and never hangs up: the reply deadline holds.
+TEST(VfioUserClientFastPath, ASilentServerFailsTheAccessAtTheDeadline) {
+    FakeServer server;
+    auto hostile = offer_fast_path(server);
+    ASSERT_NE(hostile, nullptr);
+    Events ev;
+    auto d = open_url("vfio-user:" + server.path() + "?reconnect=0&timeout_ms=100", ev);
+    ASSERT_TRUE(d) << d.error().message;
+    std::array<uint8_t, 4> buf{};
+    auto r = (*d)->region_read(0, 0, buf);
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().sys_errno, ETIMEDOUT) << r.error().message;
 }
 
 }  // namespace

@@ -90,6 +90,9 @@ class DoorbellServer : public ::testing::Test {
         s.socket_path = path_;
         s.events = &events_;
         s.posted_writes = posted;
+        // Doorbells and posting as messages: plain vfio-user (with the fast path, writes go
+        // through its queue instead; tests/guest/vfio_user_fast_path_test.cpp).
+        s.fast_path = false;
         return vu::VfioUserClient::open(std::move(s));
     }
 
@@ -204,6 +207,7 @@ TEST_F(DoorbellServer, ClientWithoutIoeventfdsSendsDoorbellWritesAsMessages) {
     s.socket_path = path_;
     s.events = &events_;
     s.ioeventfds = false;
+    s.fast_path = false;
     auto c = vu::VfioUserClient::open(std::move(s));
     ASSERT_TRUE(c) << c.error().message;
     EXPECT_EQ((*c)->stats().ioeventfds, 0u);
