@@ -19,6 +19,7 @@
 #include "tools/conform.hpp"
 #include "tools/probe.hpp"
 #include "tools/qemu_proxy.hpp"
+#include "tools/trace_command.hpp"
 #include "vfio_user/server.hpp"
 
 namespace {
@@ -219,6 +220,8 @@ int main(int argc, char** argv) {
         if (!registered("potemkin probe")) std::exit(1);
         std::exit(tools::probe_command(probe_url));
     });
+
+    tools::add_trace_command(app);
 
     tools::ConformOptions conform;
     auto* cf = app.add_subcommand(

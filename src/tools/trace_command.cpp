@@ -1,0 +1,91 @@
+#include "tools/trace_command.hpp"
+
+#include <CLI/CLI.hpp>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include "tools/trace_file.hpp"
+#include "tools/trace_perfetto.hpp"
+#include "tools/trace_summary.hpp"
+#include "tools/trace_svg.hpp"
+
+namespace potemkin::tools {
+
+namespace {
+
+struct TraceOptions {
+    std::string file;
+    bool summary = false;
+    std::string perfetto;
+    std::string svg;
+};
+
+Result<void> write_file(const std::string& path, std::string_view content) {
+    std::FILE* f = std::fopen(path.c_str(), "w");
+    if (!f) return failf(Errno{errno}, "{}: cannot create", path);
+    const bool wrote = std::fwrite(content.data(), 1, content.size(), f) == content.size();
+    const int write_errno = errno;
+    if (std::fclose(f) != 0 || !wrote)
+        return failf(Errno{wrote ? errno : write_errno}, "{}: write", path);
+    return ok();
+}
+
+int trace_command(const TraceOptions& o) {
+    auto t = load_trace(o.file);
+    if (!t) {
+        std::fprintf(stderr, "potemkin trace: %s\n", t.error().message.c_str());
+        return 1;
+    }
+    if (o.summary || (o.perfetto.empty() && o.svg.empty()))
+        std::fputs(format_summary(summarize(*t)).c_str(), stdout);
+    if (!o.perfetto.empty()) {
+        // Device names and notes come from the file: invalid UTF-8 is replaced, not fatal.
+        const std::string json =
+            perfetto_json(*t, o.file)
+                .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+        if (auto r = write_file(o.perfetto, json + "\n"); !r) {
+            std::fprintf(stderr, "potemkin trace: %s\n", r.error().message.c_str());
+            return 1;
+        }
+    }
+    if (!o.svg.empty()) {
+        if (t->version < 2)
+            std::fprintf(stderr,
+                         "potemkin trace: %s is a v1 trace, which has no durations: the "
+                         "histogram is empty\n",
+                         o.file.c_str());
+        const std::string svg =
+            latency_svg(latencies_by_device(*t), "Access latency per device: " + o.file);
+        if (auto r = write_file(o.svg, svg); !r) {
+            std::fprintf(stderr, "potemkin trace: %s\n", r.error().message.c_str());
+            return 1;
+        }
+    }
+    return 0;
+}
+
+}  // namespace
+
+void add_trace_command(CLI::App& app) {
+    // Owned by the callback: the options outlive parsing.
+    auto o = std::make_shared<TraceOptions>();
+    auto* cmd = app.add_subcommand(
+        "trace", "Summarise a --trace file, or turn it into a Perfetto timeline or an SVG");
+    cmd->add_option("file", o->file, "Trace written by potemkin run --trace (v1 or v2)")
+        ->required();
+    cmd->add_flag("--summary", o->summary,
+                  "Print per device and region: counts, bytes, latency p50/p99/max (the "
+                  "default when no output is asked for)");
+    cmd->add_option("--perfetto", o->perfetto,
+                    "Write the Chrome trace event format JSON that ui.perfetto.dev and "
+                    "chrome://tracing open");
+    cmd->add_option("--svg", o->svg, "Write a latency histogram per device as SVG");
+    cmd->footer(
+        "Exit status: 0 done; 1 the trace is malformed (the message names the line) or an "
+        "output\nfile could not be written; 2 a usage error. Formats: docs/trace.md.");
+    cmd->callback([o] { std::exit(trace_command(*o)); });
+}
+
+}  // namespace potemkin::tools

@@ -1,0 +1,138 @@
+#include "tools/trace_perfetto.hpp"
+
+#include <fmt/format.h>
+
+#include <map>
+#include <set>
+
+namespace potemkin::tools {
+
+namespace {
+
+constexpr int kDevicesPid = 1;
+constexpr int kVcpusPid = 2;
+
+// Microseconds, the format's unit, keeping the nanoseconds as the fraction.
+double us(uint64_t ns) {
+    return static_cast<double>(ns) / 1000.0;
+}
+
+std::string hex(uint64_t v) {
+    return fmt::format("{:#x}", v);
+}
+
+nlohmann::json metadata(const char* what, int pid, int tid, const std::string& name) {
+    return {{"name", what}, {"ph", "M"},  {"ts", 0},
+            {"pid", pid},   {"tid", tid}, {"args", {{"name", name}}}};
+}
+
+std::string device_label(const TraceRecord& r) {
+    return r.device.empty() ? "unassigned" : r.device;
+}
+
+nlohmann::json access_args(const TraceRecord& r) {
+    nlohmann::json a{{"space", kind_name(r.kind)}, {"address", hex(r.address.value_or(0))},
+                     {"size", r.size.value_or(0)}, {"value", hex(r.value.value_or(0))},
+                     {"device", device_label(r)},  {"line", r.line}};
+    if (r.vcpu) a["vcpu"] = *r.vcpu;
+    if (!r.region.empty()) a["region"] = r.region;
+    if (r.dur_ns) a["dur_ns"] = *r.dur_ns;
+    return a;
+}
+
+// Name and arguments of an instant event.
+std::pair<std::string, nlohmann::json> instant(const TraceRecord& r) {
+    nlohmann::json a{{"line", r.line}};
+    if (!r.detail.empty()) a["detail"] = r.detail;
+    switch (r.kind) {
+        case RecordKind::intx:
+            if (!r.region.empty()) a["line_driven"] = r.region;
+            return {"INTx " + r.op, a};
+        case RecordKind::msi:
+        case RecordKind::msix: {
+            const std::string k = r.kind == RecordKind::msi ? "MSI" : "MSI-X";
+            if (!r.region.empty()) a["vector"] = r.region;
+            if (r.address) a["address"] = hex(*r.address);
+            if (r.value) a["data"] = hex(*r.value);
+            return {fmt::format("{} {} {}", k, r.region, r.op == "send" ? "sent" : "dropped"), a};
+        }
+        case RecordKind::dma:
+            a["guest_address"] = hex(r.address.value_or(0));
+            a["length"] = r.size.value_or(0);
+            return {fmt::format("DMA {} {} B", r.op == "W" ? "to guest" : "from guest",
+                                r.size.value_or(0)),
+                    a};
+        case RecordKind::link:
+            return {r.op == "lost" ? "link lost" : "link back", a};
+        default:
+            return {"note", a};
+    }
+}
+
+}  // namespace
+
+nlohmann::json perfetto_json(const Trace& trace, const std::string& source_name) {
+    std::set<std::string> device_names;
+    std::set<unsigned> vcpus;
+    for (const TraceRecord& r : trace.records) {
+        device_names.insert(device_label(r));
+        if (r.is_access() && r.vcpu) vcpus.insert(*r.vcpu);
+    }
+    std::map<std::string, int> device_tid;
+    auto events = nlohmann::json::array();
+    events.push_back(metadata("process_name", kDevicesPid, 0, "devices"));
+    events.push_back(metadata("process_name", kVcpusPid, 0, "vCPUs"));
+    for (const std::string& d : device_names) {
+        const int tid = static_cast<int>(device_tid.size()) + 1;
+        device_tid[d] = tid;
+        events.push_back(metadata("thread_name", kDevicesPid, tid, d));
+    }
+    for (unsigned v : vcpus)
+        events.push_back(
+            metadata("thread_name", kVcpusPid, static_cast<int>(v) + 1, fmt::format("vCPU {}", v)));
+
+    for (const TraceRecord& r : trace.records) {
+        const int dev_tid = device_tid[device_label(r)];
+        if (r.is_access()) {
+            const double dur = us(r.dur_ns.value_or(0));
+            const nlohmann::json args = access_args(r);
+            const std::string what = fmt::format("{} {}", r.op, hex(r.address.value_or(0)));
+            events.push_back({{"name", what},
+                              {"cat", kind_name(r.kind)},
+                              {"ph", "X"},
+                              {"ts", us(r.time_ns)},
+                              {"dur", dur},
+                              {"pid", kDevicesPid},
+                              {"tid", dev_tid},
+                              {"args", args}});
+            if (r.vcpu)
+                events.push_back({{"name", device_label(r) + " " + what},
+                                  {"cat", kind_name(r.kind)},
+                                  {"ph", "X"},
+                                  {"ts", us(r.time_ns)},
+                                  {"dur", dur},
+                                  {"pid", kVcpusPid},
+                                  {"tid", static_cast<int>(*r.vcpu) + 1},
+                                  {"args", args}});
+            continue;
+        }
+        auto [name, args] = instant(r);
+        if (r.kind == RecordKind::note && !r.detail.empty()) name = "note: " + r.detail;
+        events.push_back({{"name", name},
+                          {"cat", kind_name(r.kind)},
+                          {"ph", "i"},
+                          // Link events concern the whole timeline: a global marker.
+                          {"s", r.kind == RecordKind::link ? "g" : "t"},
+                          {"ts", us(r.time_ns)},
+                          {"pid", kDevicesPid},
+                          {"tid", dev_tid},
+                          {"args", args}});
+    }
+    return {
+        {"traceEvents", std::move(events)},
+        {"displayTimeUnit", "ns"},
+        {"otherData",
+         {{"source", source_name}, {"format", fmt::format("potemkin trace v{}", trace.version)}}}};
+}
+
+}  // namespace potemkin::tools
