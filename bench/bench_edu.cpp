@@ -75,7 +75,7 @@ int main(int argc, char** argv) {
                                    "/potemkin-bench-edu-" + std::to_string(::getpid()) + ".tsv";
     std::printf("potemkin bench_edu: %u iterations per run, median of 5, ns per access\n", n);
     std::printf("%-34s %12s %22s %8s", "access", "bare hook", "PCI_FRONT+inproc:edu", "ratio");
-    if (trace) std::printf(" %14s %8s", "with --trace", "traced/untraced");
+    if (trace) std::printf(" %14s %15s", "with --trace", "traced/untraced");
     std::printf("\n");
     for (bool write : {false, true}) {
         double bare = per_iteration([&](uint32_t k) { return bare_run(write, k); }, n);
