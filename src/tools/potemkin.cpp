@@ -194,7 +194,9 @@ int main(int argc, char** argv) {
     cmd->add_option("--guest", run.guest, "Guest ELF image, overriding <guest file>")
         ->check(CLI::ExistingFile);
     cmd->add_option("--trace", run.trace,
-                    "Write one record per device access to FILE (docs/trace.md)");
+                    "Write one record per device access (with its duration) and per device "
+                    "interrupt, DMA transfer and link event to FILE (docs/trace.md; read it "
+                    "with potemkin trace)");
     cmd->add_option("--timeout", run.timeout, "End the run after SEC seconds (exit status 124)")
         ->check(CLI::PositiveNumber);
     cmd->add_option("--max-resets", run.max_resets,

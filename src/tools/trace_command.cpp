@@ -74,14 +74,17 @@ void add_trace_command(CLI::App& app) {
     auto* cmd = app.add_subcommand(
         "trace", "Summarise a --trace file, or turn it into a Perfetto timeline or an SVG");
     cmd->add_option("file", o->file, "Trace written by potemkin run --trace (v1 or v2)")
-        ->required();
+        ->required()
+        ->option_text("FILE");
     cmd->add_flag("--summary", o->summary,
                   "Print per device and region: counts, bytes, latency p50/p99/max (the "
                   "default when no output is asked for)");
     cmd->add_option("--perfetto", o->perfetto,
                     "Write the Chrome trace event format JSON that ui.perfetto.dev and "
-                    "chrome://tracing open");
-    cmd->add_option("--svg", o->svg, "Write a latency histogram per device as SVG");
+                    "chrome://tracing open")
+        ->option_text("OUT.json");
+    cmd->add_option("--svg", o->svg, "Write a latency histogram per device as SVG")
+        ->option_text("OUT.svg");
     cmd->footer(
         "Exit status: 0 done; 1 the trace is malformed (the message names the line) or an "
         "output\nfile could not be written; 2 a usage error. Formats: docs/trace.md.");

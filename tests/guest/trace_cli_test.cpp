@@ -113,6 +113,14 @@ TEST(TraceCli, AMalformedTraceIsAnErrorNamingTheLine) {
     EXPECT_NE(r.out.find(path + ":4: 1 tab-separated columns, a v2 record has 11"),
               std::string::npos)
         << r.out;
+    // A good trace, an output that cannot be written: the error names the output.
+    const std::string good = ::testing::TempDir() + "/good-trace.tsv";
+    std::ofstream(good) << "# potemkin trace v2\n"
+                           "100\t5\t0\tmmio\tR\tedu0\t0xc0000000\t4\t0x1\t-\t-\n";
+    auto unwritable = run_potemkin("trace " + good + " --svg /nonexistent-dir/x.svg");
+    EXPECT_EQ(unwritable.status, 1) << unwritable.out;
+    EXPECT_NE(unwritable.out.find("/nonexistent-dir/x.svg: cannot create"), std::string::npos)
+        << unwritable.out;
     auto missing = run_potemkin("trace " + path + ".none");
     EXPECT_EQ(missing.status, 1) << missing.out;
     EXPECT_NE(missing.out.find(path + ".none: cannot open trace"), std::string::npos)
