@@ -2,8 +2,10 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <map>
 #include <set>
+#include <vector>
 
 namespace potemkin::tools {
 
@@ -69,6 +71,45 @@ std::pair<std::string, nlohmann::json> instant(const TraceRecord& r) {
     }
 }
 
+// The accesses of one device by start time, to find the one an event happened during.
+class AccessIndex {
+  public:
+    explicit AccessIndex(const Trace& t) {
+        for (const TraceRecord& r : t.records)
+            if (r.is_access() && r.dur_ns && r.vcpu) by_device_[r.device].push_back(&r);
+        for (auto& [d, v] : by_device_)
+            std::stable_sort(v.begin(), v.end(), [](const TraceRecord* a, const TraceRecord* b) {
+                return a->time_ns < b->time_ns;
+            });
+    }
+    // The latest-starting access of `r`'s device whose [start, start + dur] holds r's time
+    // (an interrupt a register write raised, the DMA it started); null when there is none, as
+    // for events an out-of-process device sends between accesses.
+    const TraceRecord* during(const TraceRecord& r) const {
+        auto it = by_device_.find(r.device);
+        if (it == by_device_.end()) return nullptr;
+        const auto& v = it->second;
+        auto pos =
+            std::upper_bound(v.begin(), v.end(), r.time_ns,
+                             [](uint64_t t, const TraceRecord* a) { return t < a->time_ns; });
+        // Accesses nest only when a device's handler makes one: a few steps back suffice.
+        for (int steps = 0; pos != v.begin() && steps < kLookBack; ++steps) {
+            --pos;
+            if ((*pos)->time_ns + *(*pos)->dur_ns >= r.time_ns) return *pos;
+        }
+        return nullptr;
+    }
+
+  private:
+    static constexpr int kLookBack = 8;
+    std::map<std::string, std::vector<const TraceRecord*>> by_device_;
+};
+
+bool has_cause(RecordKind k) {
+    return k == RecordKind::intx || k == RecordKind::msi || k == RecordKind::msix ||
+           k == RecordKind::dma;
+}
+
 }  // namespace
 
 nlohmann::json perfetto_json(const Trace& trace, const std::string& source_name) {
@@ -91,6 +132,8 @@ nlohmann::json perfetto_json(const Trace& trace, const std::string& source_name)
         events.push_back(
             metadata("thread_name", kVcpusPid, static_cast<int>(v) + 1, fmt::format("vCPU {}", v)));
 
+    const AccessIndex accesses(trace);
+    uint64_t flow_id = 0;
     for (const TraceRecord& r : trace.records) {
         const int dev_tid = device_tid[device_label(r)];
         if (r.is_access()) {
@@ -118,6 +161,27 @@ nlohmann::json perfetto_json(const Trace& trace, const std::string& source_name)
         }
         auto [name, args] = instant(r);
         if (r.kind == RecordKind::note && !r.detail.empty()) name = "note: " + r.detail;
+        // An interrupt or DMA that happened while a vCPU's access to the device ran: a flow
+        // arrow from that access on the vCPU's track to the device's track at the event.
+        if (const TraceRecord* cause = has_cause(r.kind) ? accesses.during(r) : nullptr) {
+            args["during_access_line"] = cause->line;
+            ++flow_id;
+            events.push_back({{"name", "caused"},
+                              {"cat", "cause"},
+                              {"ph", "s"},
+                              {"id", flow_id},
+                              {"ts", us(cause->time_ns)},
+                              {"pid", kVcpusPid},
+                              {"tid", static_cast<int>(*cause->vcpu) + 1}});
+            events.push_back({{"name", "caused"},
+                              {"cat", "cause"},
+                              {"ph", "f"},
+                              {"bp", "e"},
+                              {"id", flow_id},
+                              {"ts", us(r.time_ns)},
+                              {"pid", kDevicesPid},
+                              {"tid", dev_tid}});
+        }
         events.push_back({{"name", name},
                           {"cat", kind_name(r.kind)},
                           {"ph", "i"},

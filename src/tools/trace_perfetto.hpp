@@ -2,7 +2,8 @@
 // Perfetto (ui.perfetto.dev, offline too) and chrome://tracing open (docs/trace.md,
 // "Timeline"). Process "devices" has one track per device, process "vCPUs" one per vCPU;
 // accesses are complete ("X") slices on both, interrupts, DMA and notes instant ("i") events on
-// the device's track, link losses and returns global instant events.
+// the device's track, link losses and returns global instant events; an interrupt or DMA that
+// happened during an access to its device is linked to it by a flow ("s" -> "f").
 #pragma once
 
 #include <nlohmann/json.hpp>

@@ -190,6 +190,11 @@ void expect_valid_event(const nlohmann::json& e) {
     } else if (ph == "i") {
         ASSERT_TRUE(e.contains("s")) << e;
         EXPECT_TRUE(e["s"] == "t" || e["s"] == "p" || e["s"] == "g") << e;
+    } else if (ph == "s" || ph == "f") {
+        ASSERT_TRUE(e.contains("id")) << e;
+        if (ph == "f") {
+            EXPECT_EQ(e["bp"], "e") << e;
+        }
     } else if (ph == "M") {
         EXPECT_TRUE(e["name"] == "process_name" || e["name"] == "thread_name") << e;
         ASSERT_TRUE(e.contains("args") && e["args"].contains("name")) << e;
@@ -217,6 +222,10 @@ TEST(TracePerfetto, ParsesBackWithTheRequiredFieldsPerPhase) {
     EXPECT_EQ(phases["M"], 2 + 4 + 2);
     EXPECT_EQ(phases["X"], 5 * 2);  // each access on its device's and its vCPU's track
     EXPECT_EQ(phases["i"], 7);
+    // The MSI at 2100 ns happened during the write at 2000 ns (300 ns long): one flow from the
+    // write on vCPU 0's track to edu0's track; the DMA at 6000 ns during no access: none.
+    EXPECT_EQ(phases["s"], 1);
+    EXPECT_EQ(phases["f"], 1);
     std::set<std::string> names;
     for (const auto& [k, v] : tracks) names.insert(v);
     EXPECT_EQ(names,
@@ -233,6 +242,17 @@ TEST(TracePerfetto, ParsesBackWithTheRequiredFieldsPerPhase) {
             EXPECT_EQ(e["args"]["region"], "0xfea00000+0x100000");
         }
     EXPECT_TRUE(found);
+    for (const auto& e : events) {
+        const std::pair<int, int> track{e["pid"], e["tid"]};
+        if (e["ph"] == "s") {
+            EXPECT_EQ(tracks[track], "vCPU 0");
+            EXPECT_DOUBLE_EQ(e["ts"].get<double>(), 2.0);  // the write's start
+        }
+        if (e["ph"] == "f") {
+            EXPECT_EQ(tracks[track], "edu0");
+            EXPECT_DOUBLE_EQ(e["ts"].get<double>(), 2.1);  // the MSI
+        }
+    }
     // Link events are global markers; the MSI carries its message.
     for (const auto& e : events) {
         if (e["ph"] != "i") continue;
@@ -240,6 +260,7 @@ TEST(TracePerfetto, ParsesBackWithTheRequiredFieldsPerPhase) {
             EXPECT_EQ(e["s"], "g");
         }
         if (e["cat"] == "msi") {
+            EXPECT_EQ(e["args"]["during_access_line"], 4);  // the write's line in the file
             EXPECT_EQ(e["args"]["address"], "0xfee00000");
             EXPECT_EQ(e["args"]["data"], "0x4041");
         }
