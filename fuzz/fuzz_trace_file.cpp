@@ -19,8 +19,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         return 0;
     }
     (void)tools::format_summary(tools::summarize(*t));
-    (void)tools::perfetto_json(*t, "fuzz.tsv")
-        .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    std::string json;
+    tools::write_perfetto(*t, "fuzz.tsv", [&](std::string_view piece) { json += piece; });
     (void)tools::latency_svg(tools::latencies_by_device(*t), "fuzz");
     return 0;
 }

@@ -5,6 +5,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 
 #include "tools/trace_file.hpp"
 #include "tools/trace_perfetto.hpp"
@@ -22,13 +23,18 @@ struct TraceOptions {
     std::string svg;
 };
 
-Result<void> write_file(const std::string& path, std::string_view content) {
+// Writes `produce`'s output to `path`; the first write error ends the file with an error.
+Result<void> write_file(const std::string& path,
+                        const std::function<void(const TextSink&)>& produce) {
     std::FILE* f = std::fopen(path.c_str(), "w");
     if (!f) return failf(Errno{errno}, "{}: cannot create", path);
-    const bool wrote = std::fwrite(content.data(), 1, content.size(), f) == content.size();
-    const int write_errno = errno;
-    if (std::fclose(f) != 0 || !wrote)
-        return failf(Errno{wrote ? errno : write_errno}, "{}: write", path);
+    int write_errno = 0;
+    produce([&](std::string_view piece) {
+        if (write_errno == 0 && std::fwrite(piece.data(), 1, piece.size(), f) != piece.size())
+            write_errno = errno ? errno : EIO;
+    });
+    if (std::fclose(f) != 0 && write_errno == 0) write_errno = errno ? errno : EIO;
+    if (write_errno != 0) return failf(Errno{write_errno}, "{}: write", path);
     return ok();
 }
 
@@ -41,11 +47,9 @@ int trace_command(const TraceOptions& o) {
     if (o.summary || (o.perfetto.empty() && o.svg.empty()))
         std::fputs(format_summary(summarize(*t)).c_str(), stdout);
     if (!o.perfetto.empty()) {
-        // Device names and notes come from the file: invalid UTF-8 is replaced, not fatal.
-        const std::string json =
-            perfetto_json(*t, o.file)
-                .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-        if (auto r = write_file(o.perfetto, json + "\n"); !r) {
+        auto r =
+            write_file(o.perfetto, [&](const TextSink& out) { write_perfetto(*t, o.file, out); });
+        if (!r) {
             std::fprintf(stderr, "potemkin trace: %s\n", r.error().message.c_str());
             return 1;
         }
@@ -58,7 +62,7 @@ int trace_command(const TraceOptions& o) {
                          o.file.c_str());
         const std::string svg =
             latency_svg(latencies_by_device(*t), "Access latency per device: " + o.file);
-        if (auto r = write_file(o.svg, svg); !r) {
+        if (auto r = write_file(o.svg, [&](const TextSink& out) { out(svg); }); !r) {
             std::fprintf(stderr, "potemkin trace: %s\n", r.error().message.c_str());
             return 1;
         }

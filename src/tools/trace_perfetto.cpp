@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <nlohmann/json.hpp>
+
 #include <algorithm>
 #include <map>
 #include <set>
@@ -110,9 +112,25 @@ bool has_cause(RecordKind k) {
            k == RecordKind::dma;
 }
 
+// Events go out one at a time: a trace of millions of accesses never becomes one JSON tree.
+class EventWriter {
+  public:
+    explicit EventWriter(const TextSink& out) : out_(out) {}
+    void add(const nlohmann::json& event) {
+        out_(first_ ? "\n" : ",\n");
+        first_ = false;
+        // Names and notes come from the file: invalid UTF-8 is replaced, not fatal.
+        out_(event.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+    }
+
+  private:
+    const TextSink& out_;
+    bool first_ = true;
+};
+
 }  // namespace
 
-nlohmann::json perfetto_json(const Trace& trace, const std::string& source_name) {
+void write_perfetto(const Trace& trace, const std::string& source_name, const TextSink& out) {
     std::set<std::string> device_names;
     std::set<unsigned> vcpus;
     for (const TraceRecord& r : trace.records) {
@@ -120,16 +138,21 @@ nlohmann::json perfetto_json(const Trace& trace, const std::string& source_name)
         if (r.is_access() && r.vcpu) vcpus.insert(*r.vcpu);
     }
     std::map<std::string, int> device_tid;
-    auto events = nlohmann::json::array();
-    events.push_back(metadata("process_name", kDevicesPid, 0, "devices"));
-    events.push_back(metadata("process_name", kVcpusPid, 0, "vCPUs"));
+    const nlohmann::json other{{"source", source_name},
+                               {"format", fmt::format("potemkin trace v{}", trace.version)}};
+    out(R"({"displayTimeUnit":"ns","otherData":)");
+    out(other.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+    out(R"(,"traceEvents":[)");
+    EventWriter events(out);
+    events.add(metadata("process_name", kDevicesPid, 0, "devices"));
+    events.add(metadata("process_name", kVcpusPid, 0, "vCPUs"));
     for (const std::string& d : device_names) {
         const int tid = static_cast<int>(device_tid.size()) + 1;
         device_tid[d] = tid;
-        events.push_back(metadata("thread_name", kDevicesPid, tid, d));
+        events.add(metadata("thread_name", kDevicesPid, tid, d));
     }
     for (unsigned v : vcpus)
-        events.push_back(
+        events.add(
             metadata("thread_name", kVcpusPid, static_cast<int>(v) + 1, fmt::format("vCPU {}", v)));
 
     const AccessIndex accesses(trace);
@@ -140,23 +163,23 @@ nlohmann::json perfetto_json(const Trace& trace, const std::string& source_name)
             const double dur = us(r.dur_ns.value_or(0));
             const nlohmann::json args = access_args(r);
             const std::string what = fmt::format("{} {}", r.op, hex(r.address.value_or(0)));
-            events.push_back({{"name", what},
-                              {"cat", kind_name(r.kind)},
-                              {"ph", "X"},
-                              {"ts", us(r.time_ns)},
-                              {"dur", dur},
-                              {"pid", kDevicesPid},
-                              {"tid", dev_tid},
-                              {"args", args}});
+            events.add({{"name", what},
+                        {"cat", kind_name(r.kind)},
+                        {"ph", "X"},
+                        {"ts", us(r.time_ns)},
+                        {"dur", dur},
+                        {"pid", kDevicesPid},
+                        {"tid", dev_tid},
+                        {"args", args}});
             if (r.vcpu)
-                events.push_back({{"name", device_label(r) + " " + what},
-                                  {"cat", kind_name(r.kind)},
-                                  {"ph", "X"},
-                                  {"ts", us(r.time_ns)},
-                                  {"dur", dur},
-                                  {"pid", kVcpusPid},
-                                  {"tid", static_cast<int>(*r.vcpu) + 1},
-                                  {"args", args}});
+                events.add({{"name", device_label(r) + " " + what},
+                            {"cat", kind_name(r.kind)},
+                            {"ph", "X"},
+                            {"ts", us(r.time_ns)},
+                            {"dur", dur},
+                            {"pid", kVcpusPid},
+                            {"tid", static_cast<int>(*r.vcpu) + 1},
+                            {"args", args}});
             continue;
         }
         auto [name, args] = instant(r);
@@ -166,37 +189,33 @@ nlohmann::json perfetto_json(const Trace& trace, const std::string& source_name)
         if (const TraceRecord* cause = has_cause(r.kind) ? accesses.during(r) : nullptr) {
             args["during_access_line"] = cause->line;
             ++flow_id;
-            events.push_back({{"name", "caused"},
-                              {"cat", "cause"},
-                              {"ph", "s"},
-                              {"id", flow_id},
-                              {"ts", us(cause->time_ns)},
-                              {"pid", kVcpusPid},
-                              {"tid", static_cast<int>(*cause->vcpu) + 1}});
-            events.push_back({{"name", "caused"},
-                              {"cat", "cause"},
-                              {"ph", "f"},
-                              {"bp", "e"},
-                              {"id", flow_id},
-                              {"ts", us(r.time_ns)},
-                              {"pid", kDevicesPid},
-                              {"tid", dev_tid}});
+            events.add({{"name", "caused"},
+                        {"cat", "cause"},
+                        {"ph", "s"},
+                        {"id", flow_id},
+                        {"ts", us(cause->time_ns)},
+                        {"pid", kVcpusPid},
+                        {"tid", static_cast<int>(*cause->vcpu) + 1}});
+            events.add({{"name", "caused"},
+                        {"cat", "cause"},
+                        {"ph", "f"},
+                        {"bp", "e"},
+                        {"id", flow_id},
+                        {"ts", us(r.time_ns)},
+                        {"pid", kDevicesPid},
+                        {"tid", dev_tid}});
         }
-        events.push_back({{"name", name},
-                          {"cat", kind_name(r.kind)},
-                          {"ph", "i"},
-                          // Link events concern the whole timeline: a global marker.
-                          {"s", r.kind == RecordKind::link ? "g" : "t"},
-                          {"ts", us(r.time_ns)},
-                          {"pid", kDevicesPid},
-                          {"tid", dev_tid},
-                          {"args", args}});
+        events.add({{"name", name},
+                    {"cat", kind_name(r.kind)},
+                    {"ph", "i"},
+                    // Link events concern the whole timeline: a global marker.
+                    {"s", r.kind == RecordKind::link ? "g" : "t"},
+                    {"ts", us(r.time_ns)},
+                    {"pid", kDevicesPid},
+                    {"tid", dev_tid},
+                    {"args", args}});
     }
-    return {
-        {"traceEvents", std::move(events)},
-        {"displayTimeUnit", "ns"},
-        {"otherData",
-         {{"source", source_name}, {"format", fmt::format("potemkin trace v{}", trace.version)}}}};
+    out("\n]}\n");
 }
 
 }  // namespace potemkin::tools

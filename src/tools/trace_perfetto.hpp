@@ -6,13 +6,20 @@
 // happened during an access to its device is linked to it by a flow ("s" -> "f").
 #pragma once
 
-#include <nlohmann/json.hpp>
+#include <functional>
+#include <string>
+#include <string_view>
 
 #include "tools/trace_file.hpp"
 
 namespace potemkin::tools {
 
-// The JSON object {"traceEvents": [...], "displayTimeUnit": "ns", "otherData": {...}}.
-nlohmann::json perfetto_json(const Trace& trace, const std::string& source_name);
+// Receives the output text piece by piece.
+using TextSink = std::function<void(std::string_view)>;
+
+// Writes the JSON object {"displayTimeUnit": "ns", "otherData": {...}, "traceEvents": [...]}
+// to `out`, one event at a time (a trace of millions of accesses is never one JSON tree in
+// memory). `source_name` names the trace in otherData.
+void write_perfetto(const Trace& trace, const std::string& source_name, const TextSink& out);
 
 }  // namespace potemkin::tools

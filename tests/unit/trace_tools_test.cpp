@@ -3,6 +3,7 @@
 // parsed as XML, v1 traces, and malformed files named by line and column.
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
 #include <pugixml.hpp>
 
 #include "tools/trace_file.hpp"
@@ -204,7 +205,8 @@ void expect_valid_event(const nlohmann::json& e) {
 }
 
 TEST(TracePerfetto, ParsesBackWithTheRequiredFieldsPerPhase) {
-    const std::string text = perfetto_json(parsed(kTrace), "t.tsv").dump();
+    std::string text;
+    write_perfetto(parsed(kTrace), "t.tsv", [&](std::string_view piece) { text += piece; });
     const nlohmann::json j = nlohmann::json::parse(text);
     ASSERT_TRUE(j.contains("traceEvents"));
     const auto& events = j["traceEvents"];
