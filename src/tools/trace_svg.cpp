@@ -46,6 +46,14 @@ std::string duration_label(double ns) {
     return fmt::format("{:g} ns", ns);
 }
 
+// The device's name as the panel's label: it must fit the column left of the plot.
+std::string panel_label(const std::string& device) {
+    if (device == "-") return "unassigned";
+    constexpr size_t kMax = 20;
+    if (device.size() <= kMax) return xml_escape(device);
+    return xml_escape(device.substr(0, kMax - 3)) + "...";
+}
+
 int decade_below(uint64_t ns) {
     return ns <= 1 ? 0 : static_cast<int>(std::floor(std::log10(static_cast<double>(ns))));
 }
@@ -110,7 +118,7 @@ std::string latency_svg(const std::vector<std::pair<std::string, std::vector<uin
         for (const auto& b : bins) peak = std::max(peak, b.count);
         const double base = y0 + kPanelHeight;
         s += fmt::format("<g>\n<text x=\"10\" y=\"{}\" font-weight=\"bold\">{}</text>\n", y0 + 16,
-                         device == "-" ? "unassigned" : xml_escape(device));
+                         panel_label(device));
         s += fmt::format("<text x=\"10\" y=\"{}\">{} accesses</text>\n", y0 + 32, values.size());
         if (auto p = nearest_rank(values, 50))
             s += fmt::format("<text x=\"10\" y=\"{}\">p50 {}</text>\n", y0 + 48,

@@ -284,6 +284,13 @@ TEST(TraceSvg, LogBinsCountEveryDuration) {
     EXPECT_EQ(bins[3 * kBinsPerDecade + 3].count, 1u);  // 5000 in [3981, 6310)
 }
 
+TEST(TraceSvg, LongDeviceNamesAreShortenedToFitBesideThePlot) {
+    const std::string svg = latency_svg({{std::string(40, 'd') + "<&>", {10, 20}}}, "t");
+    pugi::xml_document doc;
+    ASSERT_TRUE(doc.load_string(svg.c_str()));
+    EXPECT_NE(svg.find(">" + std::string(17, 'd') + "...<"), std::string::npos) << svg;
+}
+
 TEST(TraceSvg, OnePanelPerDeviceInWellFormedXml) {
     const std::string svg =
         latency_svg(latencies_by_device(parsed(kTrace)), "latency <of> \"t.tsv\" & more");
