@@ -21,7 +21,7 @@ class DeviceManager;
 // An interrupt a device raised, as the trace records it (docs/trace.md).
 struct TracedInterrupt {
     enum class Kind : uint8_t { intx, msi, msix };
-    Kind kind;
+    Kind kind = Kind::intx;
     bool level = false;   // intx: asserted (true) or deasserted
     unsigned vector = 0;  // msi, msix: the vector the device signalled
 };
