@@ -87,8 +87,29 @@ int compare_transports(uint32_t g) {
 
 }  // namespace
 
+constexpr const char* kUsage = R"(usage: bench_mpqemu [N] [--help]
+  N        iterations of the BAR/config read loops and the guest loop (default 20000)
+  --help   this text
+QEMU's nvme through qemu: (time to open, BAR and config read latency, a guest access), then one
+guest loop against edu through inproc, vfio-user and mpqemu side by side. Needs
+qemu-system-x86_64 with -machine x-remote.
+)";
+
 int main(int argc, char** argv) {
-    const unsigned n = argc > 1 ? static_cast<unsigned>(std::atoi(argv[1])) : 20000;
+    unsigned n = 20000;
+    for (int i = 1; i < argc; ++i) {
+        const std::string a = argv[i];
+        if (a == "--help" || a == "-h") {
+            std::fputs(kUsage, stdout);
+            return 0;
+        }
+        if (a.empty() || a.find_first_not_of("0123456789") != std::string::npos) {
+            std::fprintf(stderr, "bench_mpqemu: unknown argument '%s'\n%s", a.c_str(), kUsage);
+            return 2;
+        }
+        n = static_cast<unsigned>(std::strtoul(a.c_str(), nullptr, 10));
+    }
+    if (n == 0) n = 1;
     if (auto r = machine::register_builtins(); !r) {
         std::fprintf(stderr, "bench: %s\n", r.error().message.c_str());
         return 1;

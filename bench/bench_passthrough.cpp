@@ -50,10 +50,14 @@ int main(int argc, char** argv) {
             std::fputs(kUsage, stdout);
             return 0;
         }
-        if (!a.empty() && a.find_first_not_of("0123456789") == std::string::npos)
+        if (!a.empty() && a.find_first_not_of("0123456789") == std::string::npos) {
             n = static_cast<uint32_t>(std::strtoul(a.c_str(), nullptr, 10));
-        else
+        } else if (a.empty() || a[0] == '-') {
+            std::fprintf(stderr, "bench_passthrough: unknown option '%s'\n%s", a.c_str(), kUsage);
+            return 2;
+        } else {
             device = a;
+        }
     }
     if (device.empty()) {
         if (const char* e = std::getenv("POTEMKIN_NESTED_EDU")) device = e;

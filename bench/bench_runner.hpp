@@ -102,9 +102,15 @@ inline double time_bare_unicorn(const std::vector<uint8_t>& code, const BareSett
 // The code (which must exit through port 0xF4) runs in a Machine with `devices_xml` inside
 // <devices>; `setup` runs after creation and before the clock starts (firmware's work).
 // `engine`: the CPU engine by name ("" for the default).
+// How time_machine runs the VM besides the guest and its devices.
+struct MachineRunSettings {
+    std::string engine;      // the CPU engine by name ("" for the default)
+    std::string trace_path;  // "" for no trace; else `potemkin run --trace` to this file
+};
+
 inline double time_machine(const std::vector<uint8_t>& code, const std::string& devices_xml,
-                           const std::function<void(machine::Machine&)>& setup = {},
-                           const std::string& engine = "") {
+                           const std::function<void(machine::Machine&)>& setup,
+                           const MachineRunSettings& run) {
     const std::string path = "/tmp/potemkin-bench-guest.elf";
     if (!testing::write_flat_elf(path, code, kCodeBase)) {
         std::fprintf(stderr, "bench: could not write %s\n", path.c_str());
@@ -125,7 +131,8 @@ inline double time_machine(const std::vector<uint8_t>& code, const std::string& 
     }
     machine::MachineSettings s;
     s.config = std::move(*cfg);
-    s.engine = engine;
+    s.engine = run.engine;
+    if (!run.trace_path.empty()) s.trace_path = run.trace_path;
     auto m = machine::Machine::create(std::move(s));
     if (!m) {
         std::fprintf(stderr, "bench: %s\n", m.error().message.c_str());
@@ -142,23 +149,31 @@ inline double time_machine(const std::vector<uint8_t>& code, const std::string& 
     return ns;
 }
 
+inline double time_machine(const std::vector<uint8_t>& code, const std::string& devices_xml,
+                           const std::function<void(machine::Machine&)>& setup = {},
+                           const std::string& engine = "") {
+    return time_machine(code, devices_xml, setup, MachineRunSettings{engine, ""});
+}
+
 // A PCI bus with PCI_FRONT `hostdev` in slot 3, and its BAR0 programmed at `bar0` with memory
-// decode on, as firmware would.
+// decode on, as firmware would. `trace_path`: trace the run there ("" for none).
 inline double time_pci_front(const std::vector<uint8_t>& code, const std::string& hostdev,
-                             uint32_t bar0) {
-    return time_machine(code,
-                        "<device class=\"PCI\" id=\"pci0\"/><device class=\"PCI_FRONT\" "
-                        "id=\"dev0\" bus=\"pci0\" hostdev=\"" +
-                            hostdev + "\" slot=\"3\"/>",
-                        [bar0](machine::Machine& m) {
-                            auto* bus = m.devices().find_as<pci::PciBus>("pci0");
-                            bus->config_write({0, 3, 0}, 0x10, 4, bar0);
-                            bus->config_write({0, 3, 0}, 0x04, 2, 0x0002);
-                            if (bus->rejected_writes() != 0) {
-                                std::fprintf(stderr, "bench: BAR0 at %#x was refused\n", bar0);
-                                std::exit(1);
-                            }
-                        });
+                             uint32_t bar0, const std::string& trace_path = "") {
+    return time_machine(
+        code,
+        "<device class=\"PCI\" id=\"pci0\"/><device class=\"PCI_FRONT\" "
+        "id=\"dev0\" bus=\"pci0\" hostdev=\"" +
+            hostdev + "\" slot=\"3\"/>",
+        [bar0](machine::Machine& m) {
+            auto* bus = m.devices().find_as<pci::PciBus>("pci0");
+            bus->config_write({0, 3, 0}, 0x10, 4, bar0);
+            bus->config_write({0, 3, 0}, 0x04, 2, 0x0002);
+            if (bus->rejected_writes() != 0) {
+                std::fprintf(stderr, "bench: BAR0 at %#x was refused\n", bar0);
+                std::exit(1);
+            }
+        },
+        MachineRunSettings{"", trace_path});
 }
 
 }  // namespace potemkin::bench

@@ -32,6 +32,7 @@ Result<void> HostLink::open(const HostLinkSettings& s) {
     POTEMKIN_TRY_ASSIGN(host_, transports.open(s.url, oc));
     disconnected_ = false;
     intx_level_ = false;
+    irq_kind_ = hostdev::IrqKind::intx;
     return ok();
 }
 
@@ -67,6 +68,7 @@ void HostLink::config_write(uint32_t offset, std::span<const uint8_t> in) {
 }
 
 void HostLink::set_irqs(hostdev::IrqKind kind, uint32_t count) {
+    irq_kind_ = kind;  // what the device's msi() events mean, for the trace
     if (!connected()) return;
     if (auto r = host_->set_irqs(kind, count); !r)
         write_failed(r.error(), "set_irqs", static_cast<uint32_t>(kind), count, 0);
@@ -121,16 +123,25 @@ void HostLink::write_failed(const Error& e, const char* space, uint32_t region, 
 
 void HostLink::intx(bool asserted) {
     intx_level_ = asserted;
+    if (!ctx_.trace) return owner_.intx(asserted);
+    ctx_.trace->interrupt_begin(name_, {vm::TracedInterrupt::Kind::intx, asserted, 0});
     owner_.intx(asserted);
+    ctx_.trace->interrupt_end();
 }
 
 void HostLink::msi(unsigned vector) {
+    if (!ctx_.trace) return owner_.msi(vector);
+    const auto kind = irq_kind_ == hostdev::IrqKind::msix ? vm::TracedInterrupt::Kind::msix
+                                                          : vm::TracedInterrupt::Kind::msi;
+    ctx_.trace->interrupt_begin(name_, {kind, false, vector});
     owner_.msi(vector);
+    ctx_.trace->interrupt_end();
 }
 
 Result<void> HostLink::dma_failed(const char* direction, uint64_t guest_address, size_t size,
                                   std::string_view why) {
     ++stats_.failed_dma;
+    if (ctx_.trace) ctx_.trace->dma(name_, direction[0] == 'w', guest_address, size, why);
     auto e = failf("{}: DMA {} of {} bytes at {:#x} refused: {}", name_, direction, size,
                    guest_address, why);
     if (!dma_logged_) {
@@ -145,6 +156,7 @@ Result<void> HostLink::dma_read(uint64_t guest_address, std::span<uint8_t> out) 
         return dma_failed("read", guest_address, out.size(), why);
     if (auto r = ctx_.memory.read(Gpa(guest_address), out); !r)
         return dma_failed("read", guest_address, out.size(), r.error().message);
+    if (ctx_.trace) ctx_.trace->dma(name_, false, guest_address, out.size(), {});
     return ok();
 }
 
@@ -153,12 +165,14 @@ Result<void> HostLink::dma_write(uint64_t guest_address, std::span<const uint8_t
         return dma_failed("write", guest_address, in.size(), why);
     if (auto r = ctx_.memory.write(Gpa(guest_address), in); !r)
         return dma_failed("write", guest_address, in.size(), r.error().message);
+    if (ctx_.trace) ctx_.trace->dma(name_, true, guest_address, in.size(), {});
     return ok();
 }
 
 void HostLink::disconnected(std::string_view why) {
     if (disconnected_) return;
     disconnected_ = true;
+    if (ctx_.trace) ctx_.trace->link(name_, false, why);
     log::warn(
         "{}: host device disconnected ({}); reads return all-ones and writes are dropped until "
         "it comes back",
@@ -170,6 +184,7 @@ void HostLink::disconnected(std::string_view why) {
 void HostLink::reconnected() {
     // Called whether or not disconnected() was (a transport that reconnects by itself does not
     // report the loss).
+    if (ctx_.trace) ctx_.trace->link(name_, true, {});
     if (disconnected_) {
         disconnected_ = false;
         log::warn("{}: host device is back; accesses reach it again", name_);

@@ -16,6 +16,8 @@
 //   its INTx up and is connected; the front-end decides whether the EOI was for its line.
 // - DMA: checked against guest RAM (GuestMemory) after the front-end's own permission (PCI:
 //   bus mastering); a refused transfer is an error the device sees, counted and logged once.
+// - Trace (docs/trace.md): with tracing on, every interrupt, DMA transfer and loss or return
+//   of the device is recorded through DeviceContext::trace; off, each costs one null test.
 //
 // Missing: nothing transport-specific lives here; MSI/MSI-X delivery, PCI shadowing, ranges
 // and modes are the front-ends' business.
@@ -151,6 +153,7 @@ class HostLink final : private hostdev::HostDeviceEvents {
     std::unique_ptr<hostdev::HostDevice> host_;
     bool disconnected_ = false;
     bool intx_level_ = false;
+    hostdev::IrqKind irq_kind_ = hostdev::IrqKind::intx;  // as the front-end last set it
     bool read_logged_ = false, write_logged_ = false, ack_logged_ = false, dma_logged_ = false;
     HostLinkStats stats_;
 };

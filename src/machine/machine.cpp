@@ -139,7 +139,8 @@ Result<void> Machine::build() {
     POTEMKIN_TRY(irq_->attach(ports_, mmio_, [this] { return current_vcpu_; }));
 
     if (settings_.trace_path) {
-        auto t = TraceWriter::open(*settings_.trace_path, [this] { return current_vcpu_; });
+        auto t = TraceWriter::open(
+            *settings_.trace_path, [this] { return current_vcpu_; }, *irq_);
         if (!t) return fail(t.error());
         trace_ = std::move(*t);
         ports_.set_tracer([this](const vm::BusAccess& a) { trace_->access(a); });
@@ -162,8 +163,9 @@ Result<void> Machine::build() {
     POTEMKIN_TRY(rtc_.attach(ports_, "rtc"));
 
     device_ctx_ = std::make_unique<vm::DeviceContext>(vm::DeviceContext{
-        ports_, mmio_, *memory_, *irq_, timers_, *devices_, trace_.get(),
-        [this](std::function<void()> fn) { post(std::move(fn)); },
+        // With a trace, devices' interrupts pass the writer, which records what they deliver.
+        ports_, mmio_, *memory_, trace_ ? trace_->interrupts() : *irq_, timers_, *devices_,
+        trace_.get(), [this](std::function<void()> fn) { post(std::move(fn)); },
         [this](int delta) {
             if (delta > 0)
                 add_external_source();

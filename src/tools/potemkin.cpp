@@ -19,6 +19,7 @@
 #include "tools/conform.hpp"
 #include "tools/probe.hpp"
 #include "tools/qemu_proxy.hpp"
+#include "tools/trace_command.hpp"
 #include "vfio_user/server.hpp"
 
 namespace {
@@ -197,7 +198,9 @@ int main(int argc, char** argv) {
     cmd->add_option("--guest", run.guest, "Guest ELF image, overriding <guest file>")
         ->check(CLI::ExistingFile);
     cmd->add_option("--trace", run.trace,
-                    "Write one record per device access to FILE (docs/trace.md)");
+                    "Write one record per device access (with its duration) and per device "
+                    "interrupt, DMA transfer and link event to FILE (docs/trace.md; read it "
+                    "with potemkin trace)");
     cmd->add_option("--timeout", run.timeout, "End the run after SEC seconds (exit status 124)")
         ->check(CLI::PositiveNumber);
     cmd->add_option("--max-resets", run.max_resets,
@@ -223,6 +226,8 @@ int main(int argc, char** argv) {
         if (!registered("potemkin probe")) std::exit(1);
         std::exit(tools::probe_command(probe_url));
     });
+
+    tools::add_trace_command(app);
 
     tools::ConformOptions conform;
     auto* cf = app.add_subcommand(

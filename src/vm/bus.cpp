@@ -90,18 +90,25 @@ bool Bus<Addr>::overlaps(Addr base, uint64_t length) const {
 
 template <typename Addr>
 uint64_t Bus<Addr>::read_one(Entry* e, uint64_t addr, unsigned size) {
-    uint64_t v;
     if (!e) {
         ++unassigned_reads_;
-        v = size_mask(size);
-    } else {
-        ++depth_;
-        v = e->handler.read(addr - e->info.base.value, size) & size_mask(size);
-        if (tracer_) tracer_({space_, false, addr, size, v, e->info.owner});
-        end_dispatch();
+        const uint64_t v = size_mask(size);
+        if (tracer_) tracer_({space_, false, addr, size, v, {}, std::chrono::steady_clock::now()});
         return v;
     }
-    if (tracer_) tracer_({space_, false, addr, size, v, {}});
+    ++depth_;
+    uint64_t v;
+    if (!tracer_) {
+        v = e->handler.read(addr - e->info.base.value, size) & size_mask(size);
+    } else {
+        // Timed around the handler alone: the access's latency as the device gave it.
+        const auto start = std::chrono::steady_clock::now();
+        v = e->handler.read(addr - e->info.base.value, size) & size_mask(size);
+        const auto took = std::chrono::steady_clock::now() - start;
+        tracer_({space_, false, addr, size, v, e->info.owner, start, took, e->info.base.value,
+                 e->info.length});
+    }
+    end_dispatch();
     return v;
 }
 
@@ -110,12 +117,22 @@ void Bus<Addr>::write_one(Entry* e, uint64_t addr, unsigned size, uint64_t value
     value &= size_mask(size);
     if (!e) {
         ++dropped_writes_;
-        if (tracer_) tracer_({space_, true, addr, size, value, {}});
+        if (tracer_)
+            tracer_({space_, true, addr, size, value, {}, std::chrono::steady_clock::now()});
         return;
     }
     ++depth_;
-    if (tracer_) tracer_({space_, true, addr, size, value, e->info.owner});
-    e->handler.write(addr - e->info.base.value, size, value);
+    if (!tracer_) {
+        e->handler.write(addr - e->info.base.value, size, value);
+    } else {
+        // The entry may be parked by the handler (a BAR moved); it stays alive until
+        // end_dispatch(), so its owner and range are still readable afterwards.
+        const auto start = std::chrono::steady_clock::now();
+        e->handler.write(addr - e->info.base.value, size, value);
+        const auto took = std::chrono::steady_clock::now() - start;
+        tracer_({space_, true, addr, size, value, e->info.owner, start, took, e->info.base.value,
+                 e->info.length});
+    }
     end_dispatch();
 }
 

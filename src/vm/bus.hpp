@@ -13,6 +13,7 @@
 //   without atomics because every bus access happens on the VM's one engine thread).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -34,7 +35,8 @@ struct BusHandler {
 
 enum class Space : uint8_t { io, mmio };
 
-// One device access, as reported to a tracer.
+// One device access, as reported to a tracer once it completed (docs/trace.md). The clock is
+// read only while a tracer is set.
 struct BusAccess {
     Space space;
     bool is_write;
@@ -42,6 +44,13 @@ struct BusAccess {
     unsigned size;
     uint64_t value;
     std::string_view owner;  // "" when unassigned
+    // When the handler was entered, and how long until it returned (the value came back, the
+    // write was taken); zero for unassigned space, which no handler answers.
+    std::chrono::steady_clock::time_point start;
+    std::chrono::nanoseconds duration{0};
+    // The registered range the access hit: base and length; 0 and 0 when unassigned.
+    uint64_t range_base = 0;
+    uint64_t range_length = 0;
 };
 using BusTracer = std::function<void(const BusAccess&)>;
 

@@ -18,11 +18,40 @@ namespace potemkin::vm {
 
 class DeviceManager;
 
-// Free-form notes for the trace (GENERIC's PRINT modes, device events).
+// An interrupt a device raised, as the trace records it (docs/trace.md).
+struct TracedInterrupt {
+    enum class Kind : uint8_t { intx, msi, msix };
+    Kind kind = Kind::intx;
+    bool level = false;   // intx: asserted (true) or deasserted
+    unsigned vector = 0;  // msi, msix: the vector the device signalled
+};
+
+// What devices tell the trace besides the accesses the buses see (docs/trace.md): notes,
+// interrupts, DMA and link events. The DeviceContext holds null when tracing is off, so each
+// hook costs one test of a pointer.
 class TraceNotes {
   public:
     virtual ~TraceNotes() = default;
+    // Free-form text (GENERIC's PRINT modes).
     virtual void note(std::string_view device, std::string_view text) = 0;
+    // The device raised `what`. What the front-end delivers for it through the
+    // DeviceContext's interrupts until interrupt_end() (the PIC line, the MSI message) is
+    // recorded with it; nothing delivered (masked, disabled) is recorded as such.
+    virtual void interrupt_begin(std::string_view device, TracedInterrupt what) {
+        (void)device;
+        (void)what;
+    }
+    virtual void interrupt_end() {}
+    // A DMA transfer the device asked for: `to_guest` for a write into guest memory. `refused`
+    // is empty when it happened, else why not.
+    virtual void dma(std::string_view device, bool to_guest, uint64_t guest_address,
+                     uint64_t length, std::string_view refused) {
+        (void)device, (void)to_guest, (void)guest_address, (void)length, (void)refused;
+    }
+    // The transport lost the device (`up` false, `why`) or reached it again (`up` true).
+    virtual void link(std::string_view device, bool up, std::string_view why) {
+        (void)device, (void)up, (void)why;
+    }
 };
 
 // What a device may reach. Devices never see the CPU engine.

@@ -109,6 +109,7 @@ class LiveGuest {
         s.config = std::move(*cfg);
         s.engine = test_engine();
         s.timeout = std::chrono::milliseconds(g.timeout_ms);
+        if (!g.trace_path.empty()) s.trace_path = g.trace_path;
         s.console = [this](std::string_view text) {
             {
                 std::lock_guard lk(mu_);

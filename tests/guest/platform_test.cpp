@@ -72,19 +72,19 @@ TEST(Guest, TraceRecordsEveryDeviceAccess) {
     std::ifstream in(path);
     std::string line;
     std::getline(in, line);
-    EXPECT_EQ(line, "# potemkin trace v1");
+    EXPECT_EQ(line, "# potemkin trace v2");
     std::getline(in, line);
     bool saw_magic_read = false, saw_console = false;
     size_t records = 0;
     while (std::getline(in, line)) {
         ++records;
         std::istringstream f(line);
-        std::string t, vcpu, space, op, addr, size, value, dev;
-        f >> t >> vcpu >> space >> op >> addr >> size >> value >> dev;
-        if (space == "mmio" && op == "R" && addr == "0xd0000800" && value == "0x54534554" &&
-            dev == "t0")
+        std::string t, dur, vcpu, kind, op, dev, addr, size, value, region;
+        f >> t >> dur >> vcpu >> kind >> op >> dev >> addr >> size >> value >> region;
+        if (kind == "mmio" && op == "R" && addr == "0xd0000800" && value == "0x54534554" &&
+            dev == "t0" && region == "0xd0000000+0x1000" && dur != "-")
             saw_magic_read = true;
-        if (space == "io" && op == "W" && addr == "0xe9" && dev == "console") saw_console = true;
+        if (kind == "io" && op == "W" && addr == "0xe9" && dev == "console") saw_console = true;
     }
     EXPECT_GT(records, 50u);
     EXPECT_TRUE(saw_magic_read);

@@ -2,7 +2,9 @@
 // during dispatch.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <map>
+#include <thread>
 
 #include "vm/bus.hpp"
 
@@ -187,6 +189,29 @@ TEST(Bus, TracerSeesEveryAccessWithOwner) {
     EXPECT_EQ(seen[1].value, 0x1234u);
     EXPECT_EQ(owners[2], "");
     EXPECT_EQ(seen[2].value, 0xffu);
+}
+
+TEST(Bus, TracerSeesTheRangeHitAndTheTimeTheHandlerTook) {
+    MmioBus bus(Space::mmio, 0);
+    std::chrono::steady_clock::time_point in_handler;
+    ASSERT_TRUE(bus.add(Gpa(0x5000), 0x100, "slow",
+                        {[&](uint64_t, unsigned) -> uint64_t {
+                             in_handler = std::chrono::steady_clock::now();
+                             std::this_thread::sleep_for(std::chrono::milliseconds(1));
+                             return 7;
+                         },
+                         [](uint64_t, unsigned, uint64_t) {}}));
+    std::vector<BusAccess> seen;
+    bus.set_tracer([&](const BusAccess& acc) { seen.push_back(acc); });
+    EXPECT_EQ(bus.read(Gpa(0x5010), 4), 7u);
+    bus.write(Gpa(0x9000), 4, 1);  // unassigned
+    ASSERT_EQ(seen.size(), 2u);
+    EXPECT_EQ(seen[0].range_base, 0x5000u);
+    EXPECT_EQ(seen[0].range_length, 0x100u);
+    EXPECT_LE(seen[0].start, in_handler);
+    EXPECT_GE(seen[0].duration, std::chrono::milliseconds(1));
+    EXPECT_EQ(seen[1].range_length, 0u);
+    EXPECT_EQ(seen[1].duration.count(), 0);
 }
 
 TEST(Bus, ManyRangesLookUpCorrectly) {
