@@ -119,7 +119,8 @@ std::string latency_svg(const std::vector<std::pair<std::string, std::vector<uin
         const double base = y0 + kPanelHeight;
         s += fmt::format("<g>\n<text x=\"10\" y=\"{}\" font-weight=\"bold\">{}</text>\n", y0 + 16,
                          panel_label(device));
-        s += fmt::format("<text x=\"10\" y=\"{}\">{} accesses</text>\n", y0 + 32, values.size());
+        s += fmt::format("<text x=\"10\" y=\"{}\">{} access{}</text>\n", y0 + 32, values.size(),
+                         values.size() == 1 ? "" : "es");
         if (auto p = nearest_rank(values, 50))
             s += fmt::format("<text x=\"10\" y=\"{}\">p50 {}</text>\n", y0 + 48,
                              duration_label(double(*p)));

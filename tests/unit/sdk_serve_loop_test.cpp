@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "sdk/serve_loop.hpp"
+#include "unix_socket.hpp"
 
 using namespace potemkin;
 using sdk::ServeLoop;
@@ -31,12 +32,7 @@ ServeLoop::Settings at_path(const std::string& path) {
 }
 
 UniqueFd connect_to(const std::string& path) {
-    UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
-    EXPECT_EQ(::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr), 0);
-    return fd;
+    return test_support::connect_unix(path);
 }
 
 // A loop over one end of a socketpair of `type`; the other end in `peer`.

@@ -19,6 +19,7 @@
 #include "hostdev/host_device.hpp"
 #include "models/multibar.hpp"
 #include "sdk/model_server.hpp"
+#include "unix_socket.hpp"
 #include "vfio_user/client.hpp"
 #include "vfio_user/protocol.hpp"
 #include "vfio_user/server.hpp"
@@ -70,14 +71,7 @@ class DoorbellServer : public ::testing::Test {
         std::filesystem::remove_all(dir_);
     }
 
-    UniqueFd connect_raw() {
-        UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-        sockaddr_un addr{};
-        addr.sun_family = AF_UNIX;
-        std::strncpy(addr.sun_path, path_.c_str(), sizeof addr.sun_path - 1);
-        EXPECT_EQ(0, ::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr));
-        return fd;
-    }
+    UniqueFd connect_raw() { return test_support::connect_unix(path_); }
     Result<vu::Message> request(int fd, vu::Command cmd, const std::vector<uint8_t>& payload) {
         vu::Header h;
         h.msg_id = ++id_;

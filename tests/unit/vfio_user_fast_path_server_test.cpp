@@ -17,6 +17,7 @@
 
 #include "common/eventfd.hpp"
 #include "machine/builtins.hpp"
+#include "unix_socket.hpp"
 #include "vfio_user/fast_path.hpp"
 #include "vfio_user/protocol.hpp"
 #include "vfio_user/server.hpp"
@@ -57,14 +58,7 @@ class FastPathServer : public ::testing::Test {
         std::filesystem::remove_all(dir_);
     }
 
-    UniqueFd connect_raw() {
-        UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-        sockaddr_un addr{};
-        addr.sun_family = AF_UNIX;
-        std::strncpy(addr.sun_path, path_.c_str(), sizeof addr.sun_path - 1);
-        EXPECT_EQ(0, ::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr));
-        return fd;
-    }
+    UniqueFd connect_raw() { return test_support::connect_unix(path_); }
 
     // A client that asked for the fast path: its socket, area, kick and answer eventfds.
     struct Client {

@@ -20,6 +20,7 @@
 #include "machine/builtins.hpp"
 #include "pci/registers.hpp"
 #include "sdk/device_model.hpp"
+#include "unix_socket.hpp"
 #include "vfio_user/protocol.hpp"
 #include "vfio_user/server.hpp"
 #include "vfio_user/socket.hpp"
@@ -93,15 +94,7 @@ class VfioUserServerTest : public ::testing::Test {
         std::filesystem::remove_all(dir_);
     }
 
-    UniqueFd connect_raw() {
-        UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-        sockaddr_un addr{};
-        addr.sun_family = AF_UNIX;
-        std::strncpy(addr.sun_path, path_.c_str(), sizeof addr.sun_path - 1);
-        EXPECT_EQ(0, ::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr))
-            << std::strerror(errno);
-        return fd;
-    }
+    UniqueFd connect_raw() { return test_support::connect_unix(path_); }
     UniqueFd connect_negotiated() {
         UniqueFd fd = connect_raw();
         Version v;
