@@ -138,12 +138,12 @@ void HostLink::msi(unsigned vector) {
     ctx_.trace->interrupt_end();
 }
 
-Result<void> HostLink::dma_failed(const char* direction, uint64_t guest_address, size_t size,
+Result<void> HostLink::dma_failed(bool to_guest, uint64_t guest_address, size_t size,
                                   std::string_view why) {
     ++stats_.failed_dma;
-    if (ctx_.trace) ctx_.trace->dma(name_, direction[0] == 'w', guest_address, size, why);
-    auto e = failf("{}: DMA {} of {} bytes at {:#x} refused: {}", name_, direction, size,
-                   guest_address, why);
+    if (ctx_.trace) ctx_.trace->dma(name_, to_guest, guest_address, size, why);
+    auto e = failf("{}: DMA {} of {} bytes at {:#x} refused: {}", name_,
+                   to_guest ? "write" : "read", size, guest_address, why);
     if (!dma_logged_) {
         dma_logged_ = true;
         log::warn("{} (logged once, further refusals are counted)", e.error.message);
@@ -153,18 +153,18 @@ Result<void> HostLink::dma_failed(const char* direction, uint64_t guest_address,
 
 Result<void> HostLink::dma_read(uint64_t guest_address, std::span<uint8_t> out) {
     if (const char* why = owner_.dma_refusal())
-        return dma_failed("read", guest_address, out.size(), why);
+        return dma_failed(false, guest_address, out.size(), why);
     if (auto r = ctx_.memory.read(Gpa(guest_address), out); !r)
-        return dma_failed("read", guest_address, out.size(), r.error().message);
+        return dma_failed(false, guest_address, out.size(), r.error().message);
     if (ctx_.trace) ctx_.trace->dma(name_, false, guest_address, out.size(), {});
     return ok();
 }
 
 Result<void> HostLink::dma_write(uint64_t guest_address, std::span<const uint8_t> in) {
     if (const char* why = owner_.dma_refusal())
-        return dma_failed("write", guest_address, in.size(), why);
+        return dma_failed(true, guest_address, in.size(), why);
     if (auto r = ctx_.memory.write(Gpa(guest_address), in); !r)
-        return dma_failed("write", guest_address, in.size(), r.error().message);
+        return dma_failed(true, guest_address, in.size(), r.error().message);
     if (ctx_.trace) ctx_.trace->dma(name_, true, guest_address, in.size(), {});
     return ok();
 }

@@ -144,7 +144,8 @@ class HostLink final : private hostdev::HostDeviceEvents {
                                    uint64_t offset, size_t size);
     [[gnu::cold]] void write_failed(const Error& e, const char* space, uint32_t region,
                                     uint64_t offset, size_t size);
-    Result<void> dma_failed(const char* direction, uint64_t guest_address, size_t size,
+    // `to_guest`: a DMA write (into guest memory), else a read.
+    Result<void> dma_failed(bool to_guest, uint64_t guest_address, size_t size,
                             std::string_view why);
 
     std::string name_;

@@ -210,13 +210,19 @@ Result<void> Machine::build() {
     return load_guest();
 }
 
+std::vector<pci::PciBus*> Machine::pci_buses() const {
+    std::vector<pci::PciBus*> buses;
+    for (const auto& d : devices_->devices())
+        if (auto* bus = dynamic_cast<pci::PciBus*>(d.get())) buses.push_back(bus);
+    return buses;
+}
+
 void Machine::firmware_for_linux() {
     // Linux booted without ACPI or a $PIR table takes a PCI function's IRQ from its
     // interrupt-line register and leaves the ELCR as it finds it: both are the BIOS's job.
     std::vector<uint8_t> lines;
-    for (const auto& d : devices_->devices())
-        if (auto* bus = dynamic_cast<pci::PciBus*>(d.get()))
-            for (uint8_t line : bus->assign_interrupt_lines()) lines.push_back(line);
+    for (pci::PciBus* bus : pci_buses())
+        for (uint8_t line : bus->assign_interrupt_lines()) lines.push_back(line);
     // ELCR1 (0x4D0, lines 0-7) and ELCR2 (0x4D1, lines 8-15): PCI lines are level-triggered.
     for (unsigned chip = 0; chip < 2; ++chip) {
         const Port port(static_cast<uint16_t>(0x4d0 + chip));
@@ -286,9 +292,8 @@ Result<void> Machine::write_boot_state(uint32_t entry) {
     info.ram_size = memory_->total_size();
     info.cmdline_len = static_cast<uint32_t>(cfg.cmdline.size());
     // The first PCI bus with an ECAM window (the window lies below 4 GiB, PciBus checks).
-    for (const auto& d : devices_->devices()) {
-        const auto* bus = dynamic_cast<const pci::PciBus*>(d.get());
-        if (!bus || !bus->ecam()) continue;
+    for (const pci::PciBus* bus : pci_buses()) {
+        if (!bus->ecam()) continue;
         info.ecam_base = static_cast<uint32_t>(bus->ecam()->base);
         info.ecam_size = static_cast<uint32_t>(bus->ecam()->size);
         break;

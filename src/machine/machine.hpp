@@ -28,6 +28,10 @@
 #include "vm/pit.hpp"
 #include "vm/timer_queue.hpp"
 
+namespace potemkin::pci {
+class PciBus;
+}  // namespace potemkin::pci
+
 namespace potemkin::machine {
 
 class TraceWriter;
@@ -110,6 +114,8 @@ class Machine final {
     // What a PC BIOS leaves behind that a Linux kernel relies on (interrupt-line registers,
     // level-triggered PCI lines in the ELCR).
     void firmware_for_linux();
+    // The VM's PCI buses (devices of the PCI class), in configuration order.
+    std::vector<pci::PciBus*> pci_buses() const;
     Result<void> write_boot_state(uint32_t entry);
     void request_exit(uint32_t status);
     // DeviceContext::request_reset: reset once the running vCPU stops (the next turn of run()).

@@ -165,10 +165,12 @@ Result<void> VfioUserClient::Impl::region_read(uint32_t region, uint64_t offset,
     Result<void> result = [&]() -> Result<void> {
         std::lock_guard lk(io_mu_);
         if (fast_ && link_.up() && !out.empty() && out.size() <= fast_path::kMaxData)
-            return fast_access_locked(fast_path::Op::read, region, offset, out, [&] {
-                return fmt::format("fast-path read of {} at {:#x} ({} bytes)",
-                                   hostdev::region_name(region), offset, out.size());
-            });
+            return fast_access_locked(
+                {fast_path::Op::read, region, offset, static_cast<uint32_t>(out.size()), {}}, out,
+                [&] {
+                    return fmt::format("fast-path read of {} at {:#x} ({} bytes)",
+                                       hostdev::region_name(region), offset, out.size());
+                });
         const uint64_t chunk_max = caps_.max_data_xfer_size;
         for (size_t done = 0; done < out.size();) {
             const auto n = static_cast<uint32_t>(std::min<uint64_t>(out.size() - done, chunk_max));
@@ -239,14 +241,16 @@ Result<void> VfioUserClient::Impl::region_write(uint32_t region, uint64_t offset
     Result<void> result = [&]() -> Result<void> {
         std::lock_guard lk(io_mu_);
         if (fast_ && link_.up() && !in.empty() && in.size() <= fast_path::kMaxData) {
-            std::array<uint8_t, fast_path::kMaxData> copy{};
-            std::copy(in.begin(), in.end(), copy.begin());
-            return fast_access_locked(posted ? fast_path::Op::posted_write : fast_path::Op::write,
-                                      region, offset, std::span(copy).first(in.size()), [&] {
-                                          return fmt::format(
-                                              "fast-path write of {} at {:#x} ({} bytes)",
-                                              hostdev::region_name(region), offset, in.size());
-                                      });
+            fast_path::Access a{posted ? fast_path::Op::posted_write : fast_path::Op::write,
+                                region,
+                                offset,
+                                static_cast<uint32_t>(in.size()),
+                                {}};
+            std::copy(in.begin(), in.end(), a.data.begin());
+            return fast_access_locked(a, {}, [&] {
+                return fmt::format("fast-path write of {} at {:#x} ({} bytes)",
+                                   hostdev::region_name(region), offset, in.size());
+            });
         }
         if (bar && !ioeventfds_.empty() && link_.up()) {
             if (const int fd = ioeventfd_for(region, offset, in); fd >= 0) {

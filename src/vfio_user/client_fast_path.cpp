@@ -61,21 +61,14 @@ void VfioUserClient::Impl::adopt_fast_path_locked(std::vector<UniqueFd>& fds, ui
     log::debug("{}: fast path agreed: region accesses go through shared memory", s_.label);
 }
 
-Result<void> VfioUserClient::Impl::fast_access_locked(fast_path::Op op, uint32_t region,
-                                                      uint64_t offset, std::span<uint8_t> data,
-                                                      What what) {
+Result<void> VfioUserClient::Impl::fast_access_locked(const fast_path::Access& a,
+                                                      std::span<uint8_t> out, What what) {
     // The server's requests the poll thread took off a socket: it waits for their answers.
     if (!pending_.empty()) {
         serve_pending_locked();
         if (!link_.up() || !fast_) return fail(gone_error(what));
     }
     if (fast_->queue.full()) POTEMKIN_TRY(fast_wait_locked(fast_->queue.tail() + 1, what));
-    fast_path::Access a;
-    a.op = op;
-    a.region = region;
-    a.offset = offset;
-    a.size = static_cast<uint32_t>(data.size());
-    if (op != fast_path::Op::read) std::copy(data.begin(), data.end(), a.data.begin());
     uint64_t ticket = 0;
     fast_->queue.note_cpu(::sched_getcpu());
     if (fast_->queue.publish(a, ticket)) {
@@ -87,7 +80,7 @@ Result<void> VfioUserClient::Impl::fast_access_locked(fast_path::Op op, uint32_t
         }
     }
     fast_accesses_.fetch_add(1, std::memory_order_relaxed);
-    if (op == fast_path::Op::posted_write) {
+    if (a.op == fast_path::Op::posted_write) {
         link_.posted().sent();
         return ok();
     }
@@ -101,8 +94,8 @@ Result<void> VfioUserClient::Impl::fast_access_locked(fast_path::Op op, uint32_t
         return fail(Error{fmt::format("{}: {} failed: the server answered {} ({})", s_.label,
                                       what.str(), std::strerror(answer->status), answer->status),
                           answer->status});
-    if (op == fast_path::Op::read)
-        std::copy(answer->data.begin(), answer->data.begin() + data.size(), data.begin());
+    if (a.op == fast_path::Op::read)
+        std::copy_n(answer->data.begin(), std::min<size_t>(a.size, out.size()), out.begin());
     return ok();
 }
 

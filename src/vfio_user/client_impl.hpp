@@ -128,10 +128,9 @@ class VfioUserClient::Impl final : public hostdev::HostDevice,
     // Adopts the area and eventfds the VERSION reply carried (fds from `first`); a failure
     // leaves the connection on plain vfio-user.
     void adopt_fast_path_locked(std::vector<UniqueFd>& fds, uint32_t first);
-    // One access through the shared queue: `data` is what a write writes and where a read's
-    // answer goes. A posted write returns once queued.
-    Result<void> fast_access_locked(fast_path::Op op, uint32_t region, uint64_t offset,
-                                    std::span<uint8_t> data, What what);
+    // One access through the shared queue (`a` carries a write's data); a read's answer goes
+    // to `out` (a.size bytes). A posted write returns once queued.
+    Result<void> fast_access_locked(const fast_path::Access& a, std::span<uint8_t> out, What what);
     // Waits until the server completed `count` accesses: spins, then yields, then blocks on the
     // answer eventfd while watching the sockets (a hang-up, the server's DMA requests); the
     // reply deadline holds. A lost connection or a queue that breaks the protocol: the
